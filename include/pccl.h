@@ -1,0 +1,376 @@
+/*
+ * pccl.h - the public C API of pccl, a fault-tolerant collective communication library.
+ *
+ * Conventions
+ * - Handles are opaque: pcclComm_t and pcclMasterInstance_t. A handle that was not created by
+ *   this library (or was already destroyed) is detected where possible and yields
+ *   pcclInvalidArgument instead of undefined behaviour.
+ * - Every function returns a pcclResult_t. pcclSuccess (0) means success; anything else is an
+ *   error whose human-readable reason is available from pcclGetLastErrorMessage(comm) for
+ *   communicator calls (per communicator, per thread-independent: the last failure wins).
+ * - Pointers are non-NULL unless marked PCCL_NULLABLE. A NULL where a pointer is required
+ *   returns pcclInvalidArgument.
+ * - "Blocks" means the call waits for other processes. Every blocking call has a deadline
+ *   (environment variable PCCL_TIMEOUT_MS, default 30000 ms for control round trips) and
+ *   never waits forever.
+ * - Collectives (all-reduce) span one peer group; topology update, peers-pending and
+ *   topology optimization are votes over all accepted peers of the run.
+ * - Thread rules: a communicator may be used from several threads for concurrent
+ *   all-reduces with distinct tags; the membership calls (pcclConnect, pcclUpdateTopology,
+ *   pcclArePeersPending, pcclOptimizeTopology, pcclSynchronizeSharedState) must not run
+ *   concurrently with each other on the same communicator.
+ * - Environment: PCCL_LOG_LEVEL (trace|debug|info|warn|error|off), PCCL_TIMEOUT_MS,
+ *   PCCL_CONNECT_TIMEOUT_MS, PCCL_IO_THREADS, PCCL_POOL_SIZE.
+ *
+ * This header compiles as C99 and as C++.
+ */
+#ifndef PCCL_H
+#define PCCL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#ifndef __cplusplus
+#include <stdbool.h>
+#endif
+
+#if defined(_WIN32)
+#define PCCL_EXPORT __declspec(dllexport)
+#else
+#define PCCL_EXPORT __attribute__((visibility("default")))
+#endif
+
+#define PCCL_NULLABLE
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- addresses */
+
+typedef enum ccoip_inet_protocol_t { inetIPv4 = 0, inetIPv6 = 1 } ccoip_inet_protocol_t;
+
+typedef struct ccoip_ipv4_address_t {
+    uint8_t data[4];
+} ccoip_ipv4_address_t;
+
+typedef struct ccoip_ipv6_address_t {
+    uint8_t data[16];
+} ccoip_ipv6_address_t;
+
+typedef struct ccoip_inet_address_t {
+    ccoip_inet_protocol_t protocol;
+    ccoip_ipv4_address_t ipv4;
+    ccoip_ipv6_address_t ipv6;
+} ccoip_inet_address_t;
+
+typedef struct ccoip_socket_address_t {
+    ccoip_inet_address_t inet;
+    uint16_t port;
+} ccoip_socket_address_t;
+
+/** The master's default listen port. */
+#define CCOIP_PROTOCOL_PORT_MASTER 48148
+
+/* ---------------------------------------------------------------- enums (values fixed) */
+
+typedef enum pcclResult_t {
+    pcclSuccess = 0,
+    pcclNotInitialized = 1,
+    pcclInternalError = 2,
+    pcclInvalidArgument = 3,
+    pcclInvalidUsage = 4,
+    pcclTooFewPeers = 5,
+    pcclMasterConnectionFailed = 6,
+    pcclRankConnectionFailed = 7,
+    pcclRankConnectionLost = 8,
+    pcclNoSharedStateAvailable = 9,
+    pcclPendingAsyncOps = 10,
+    pcclUpdateTopologyFailed = 11,
+    pcclTopologyOptimizationFailed = 12,
+    /* --- extensions (appended; never renumbered) --- */
+    /** A deadline expired: a peer or the master did not answer in time. */
+    pcclTimeout = 13,
+    /** The master removed this peer from the run; the message says why. The communicator
+     *  is unusable afterwards: destroy it and create a new one to rejoin. */
+    pcclKicked = 14,
+    /** The master or a peer rejected this peer's credentials. */
+    pcclAuthenticationFailed = 15,
+    /** Peers disagreed on the description of a collective (count, dtype, op) for the same
+     *  tag, or on the structure of the shared state. Nothing was written. */
+    pcclMismatch = 16,
+    /** The connection to the master was lost after connecting; the communicator is
+     *  unusable afterwards. */
+    pcclMasterConnectionLost = 17
+} pcclResult_t;
+
+typedef enum pcclDataType_t {
+    pcclUint8 = 0,
+    pcclInt8 = 1,
+    pcclInt16 = 2,
+    pcclUint16 = 3,
+    pcclUint32 = 4,
+    pcclInt32 = 5,
+    pcclUint64 = 6,
+    pcclInt64 = 7,
+    pcclFloat16 = 8,
+    pcclBFloat16 = 9,
+    pcclFloat = 10,
+    pcclDouble = 11
+} pcclDataType_t;
+
+typedef enum pcclDeviceType_t { pcclDeviceCpu = 0, pcclDeviceCuda = 1 } pcclDeviceType_t;
+
+/** Reduction operators. Integer sums wrap around (two's complement); pcclAvg divides the
+ *  sum by the number of contributing peers (integers: truncating division of the exact
+ *  64-bit sum); f16/bf16 are reduced in f32 and rounded once. */
+typedef enum pcclRedOp_t { pcclSum = 0, pcclAvg = 1, pcclProd = 2, pcclMax = 3, pcclMin = 4 } pcclRedOp_t;
+
+typedef enum pcclAttribute_t {
+    PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE = 1,
+    PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE = 2,
+    PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS = 3,
+    PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE = 4
+} pcclAttribute_t;
+
+typedef enum pcclSharedStateSyncStrategy_t {
+    PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR = 0,
+    PCCL_SHARED_STATE_SYNC_STRATEGY_RECEIVE_ONLY = 1,
+    PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY = 2
+} pcclSharedStateSyncStrategy_t;
+
+typedef enum pcclDistributionHint_t {
+    pcclDistributionNone = 0,
+    pcclDistributionNormal = 1,
+    pcclDistributionUniform = 2
+} pcclDistributionHint_t;
+
+typedef enum pcclQuantizationAlgorithm_t {
+    pcclQuantNone = 0,
+    pcclQuantMinMax = 1,
+    pcclQuantZeroPointScale = 2
+} pcclQuantizationAlgorithm_t;
+
+/* ---------------------------------------------------------------- structs (field order fixed) */
+
+typedef struct pcclCommCreateParams_t {
+    ccoip_socket_address_t master_address;
+    uint32_t peer_group;
+    /** Number of TCP connections to each ring neighbour; 0 = library default (PCCL_POOL_SIZE
+     *  or 4). One all-reduce is striped across all of them. */
+    uint32_t p2p_connection_pool_size;
+} pcclCommCreateParams_t;
+
+typedef struct pcclComm_t pcclComm_t;
+typedef struct pcclMasterInstanceState_t pcclMasterInstance_t;
+
+typedef struct pcclReduceInfo_t {
+    uint32_t local_world_size;
+    uint64_t tx_bytes;
+    uint64_t rx_bytes;
+} pcclReduceInfo_t;
+
+typedef struct pcclReduceOperandDescriptor_t {
+    pcclDataType_t datatype;
+    pcclDistributionHint_t distribution_hint;
+} pcclReduceOperandDescriptor_t;
+
+typedef struct pcclQuantizationOptions_t {
+    pcclDataType_t quantized_datatype;
+    pcclQuantizationAlgorithm_t algorithm;
+} pcclQuantizationOptions_t;
+
+typedef struct pcclReduceDescriptor_t {
+    size_t count;
+    pcclRedOp_t op;
+    uint64_t tag;
+    pcclReduceOperandDescriptor_t src_descriptor;
+    pcclQuantizationOptions_t quantization_options;
+} pcclReduceDescriptor_t;
+
+typedef struct pcclReduceSingleDescriptor_t {
+    void *sendbuf;
+    void *recvbuf;
+    pcclReduceDescriptor_t descriptor;
+} pcclReduceOpDescriptor_t;
+
+typedef struct pcclAsyncReduceOp_t {
+    pcclComm_t *comm;
+    uint64_t tag;
+} pcclAsyncReduceOp_t;
+
+typedef struct pcclRankUuid_t {
+    uint8_t data[16];
+} pcclRankUuid_t;
+
+typedef struct pcclTensorInfo_t {
+    const char *name;
+    void *data;
+    size_t count;
+    pcclDataType_t datatype;
+    pcclDeviceType_t device_type;
+    bool allow_content_inequality;
+} pcclTensorInfo_t;
+
+typedef struct pcclSharedState_t {
+    uint64_t revision;
+    size_t count;
+    pcclTensorInfo_t *infos;
+} pcclSharedState_t;
+
+typedef struct pcclSharedStateSyncInfo_t {
+    uint64_t tx_bytes;
+    uint64_t rx_bytes;
+} pcclSharedStateSyncInfo_t;
+
+typedef struct pcclBuildInfo_t {
+    bool has_cuda_support;
+} pcclBuildInfo_t;
+
+/* ---------------------------------------------------------------- library */
+
+/** Initialise the library. Idempotent, thread-safe, non-blocking.
+ *  Returns pcclSuccess. Communicator calls made before it return pcclNotInitialized. */
+PCCL_EXPORT pcclResult_t pcclInit(void);
+
+/** Fill *info with build facts (CUDA support). Non-blocking.
+ *  Returns pcclSuccess, pcclInvalidArgument (info NULL). */
+PCCL_EXPORT pcclResult_t pcclGetBuildInfo(pcclBuildInfo_t *info);
+
+/** Write the library version as major*10000 + minor*100 + patch. Non-blocking.
+ *  Returns pcclSuccess, pcclInvalidArgument (version NULL). */
+PCCL_EXPORT pcclResult_t pcclGetVersion(int *version);
+
+/** A static, human-readable name for a result code ("pcclRankConnectionLost: ..."). Never NULL. */
+PCCL_EXPORT const char *pcclGetErrorString(pcclResult_t result);
+
+/** The reason for the last failed call on this communicator, or "" if none. The pointer
+ *  stays valid until the next call on the communicator from any thread or its destruction.
+ *  NULL comm yields the reason of the last failure of a call made without a valid
+ *  communicator on this thread (e.g. pcclCreateCommunicator). Never NULL. */
+PCCL_EXPORT const char *pcclGetLastErrorMessage(PCCL_NULLABLE const pcclComm_t *communicator);
+
+/* ---------------------------------------------------------------- communicator */
+
+/** Allocate a communicator. No network traffic. Non-blocking.
+ *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument (NULL pointers, bad address). */
+PCCL_EXPORT pcclResult_t pcclCreateCommunicator(const pcclCommCreateParams_t *params, pcclComm_t **comm_out);
+
+/** Leave the run gracefully (tell the master), close every connection and join every thread
+ *  the communicator started, then free it. NULL is a no-op. Blocks at most for the
+ *  leave round trip's deadline. Must not run concurrently with other calls on comm.
+ *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument (not a communicator). */
+PCCL_EXPORT pcclResult_t pcclDestroyCommunicator(PCCL_NULLABLE pcclComm_t *comm);
+
+/** Connect to the master, register, and block until the accepted peers admit this peer
+ *  (their next pcclUpdateTopology) and this peer's ring links are up. The first peer of a
+ *  run is admitted at once. Blocks up to PCCL_CONNECT_TIMEOUT_MS (default: no limit while the
+ *  master is reachable and answering heartbeats).
+ *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage (already
+ *  connected), pcclMasterConnectionFailed (master unreachable or handshake rejected),
+ *  pcclAuthenticationFailed, pcclTimeout, pcclKicked, pcclRankConnectionFailed (ring links). */
+PCCL_EXPORT pcclResult_t pcclConnect(pcclComm_t *comm);
+
+/** Read a world-size attribute from the communicator's latest view of the run.
+ *  Non-blocking. Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument (NULL,
+ *  unknown attribute), pcclInvalidUsage (not connected). */
+PCCL_EXPORT pcclResult_t pcclGetAttribute(const pcclComm_t *comm, pcclAttribute_t attribute, int *p_attribute_out);
+
+/** Collective vote over all accepted peers: admit every pending peer and rewire the ring
+ *  links. Blocks until every accepted peer voted and the new links are up.
+ *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage (not
+ *  connected), pcclPendingAsyncOps (collectives of this communicator are in flight),
+ *  pcclUpdateTopologyFailed (links could not be established), pcclTimeout,
+ *  pcclKicked, pcclMasterConnectionLost. */
+PCCL_EXPORT pcclResult_t pcclUpdateTopology(pcclComm_t *comm);
+
+/** Collective vote over all accepted peers: are peers waiting to be admitted? Every voter
+ *  gets the same answer. May be called while collectives are in flight. Blocks until all
+ *  accepted peers voted.
+ *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage,
+ *  pcclTimeout, pcclKicked, pcclMasterConnectionLost. */
+PCCL_EXPORT pcclResult_t pcclArePeersPending(const pcclComm_t *comm, bool *pending);
+
+/** Collective vote over all accepted peers: measure peer-to-peer bandwidth and reorder the
+ *  ring to maximise its slowest link; the new order applies to the next collective.
+ *  Blocks until all accepted peers voted.
+ *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage,
+ *  pcclPendingAsyncOps, pcclTopologyOptimizationFailed, pcclTimeout, pcclKicked,
+ *  pcclMasterConnectionLost. */
+PCCL_EXPORT pcclResult_t pcclOptimizeTopology(const pcclComm_t *comm);
+
+/** Blocking all-reduce over the peer group. sendbuf == recvbuf (in place) is allowed; partly
+ *  overlapping buffers are not. On success every peer of the group holds byte-identical
+ *  results. Result codes: pcclSuccess; pcclNotInitialized; pcclInvalidArgument (NULL buffers,
+ *  count 0, unknown dtype/op, unsupported quantization); pcclInvalidUsage (not connected,
+ *  tag already in flight on this communicator); pcclTooFewPeers (never: a group of one
+ *  reduces to a copy); pcclMismatch (peers disagree on count/dtype/op/quantization for this
+ *  tag; nothing written); pcclRankConnectionLost (a peer of the group was lost or a link
+ *  broke: the operation was aborted on every peer, an in-place input is restored, the next
+ *  call runs without the lost peer); pcclTimeout; pcclKicked; pcclMasterConnectionLost.
+ *  info may be NULL. */
+PCCL_EXPORT pcclResult_t pcclAllReduce(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
+                                       const pcclComm_t *comm, PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out);
+
+/** Start an all-reduce and return at once; the operation is identified by descriptor->tag,
+ *  which must not be in flight already on this communicator. Buffers must stay valid and
+ *  untouched until pcclAwaitAsyncReduce returns. Returns the argument/usage errors of
+ *  pcclAllReduce immediately; network errors are reported by pcclAwaitAsyncReduce. */
+PCCL_EXPORT pcclResult_t pcclAllReduceAsync(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
+                                            const pcclComm_t *comm, pcclAsyncReduceOp_t *reduce_handle_out);
+
+/** Block until the async all-reduce completes; returns its result (see pcclAllReduce).
+ *  Awaiting a handle twice, or a tag that is not in flight, returns pcclInvalidUsage.
+ *  info may be NULL. */
+PCCL_EXPORT pcclResult_t pcclAwaitAsyncReduce(const pcclAsyncReduceOp_t *reduce_handle,
+                                              PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out);
+
+/** Run count all-reduces with at most max_in_flight concurrently (<= 0: all at once),
+ *  retrying every operation that failed with pcclRankConnectionLost until all succeed or the
+ *  group has fewer than two peers (pcclTooFewPeers). Tags must be distinct. info (may be
+ *  NULL) receives the summed tx/rx bytes and the final world size. Other errors are returned
+ *  as is after in-flight operations finished. */
+PCCL_EXPORT pcclResult_t pcclAllReduceMultipleWithRetry(const pcclReduceOpDescriptor_t *descriptors, size_t count,
+                                                        const pcclComm_t *comm,
+                                                        PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out,
+                                                        int max_in_flight);
+
+/** Collective over the peer group: elect the popular shared-state content by hash and bring
+ *  every outdated peer to it, bit for bit; writes back the revision. Blocks.
+ *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage,
+ *  pcclPendingAsyncOps, pcclNoSharedStateAvailable (no peer holds the popular content),
+ *  pcclMismatch, pcclRankConnectionLost, pcclTimeout, pcclKicked, pcclMasterConnectionLost. */
+PCCL_EXPORT pcclResult_t pcclSynchronizeSharedState(const pcclComm_t *comm, pcclSharedState_t *shared_state,
+                                                    pcclSharedStateSyncStrategy_t strategy,
+                                                    PCCL_NULLABLE pcclSharedStateSyncInfo_t *sync_info_out);
+
+/* ---------------------------------------------------------------- embedded master */
+
+/** Create a master that will listen on listen_address (port 0 picks a free port). No
+ *  network until pcclRunMaster. Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument. */
+PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address, pcclMasterInstance_t **master_out);
+
+/** Bind and start serving on a background thread; returns once listening (non-blocking
+ *  otherwise). Returns pcclSuccess, pcclInvalidArgument, pcclInvalidUsage (already running),
+ *  pcclInternalError (bind failed; see pcclGetLastErrorMessage(NULL)). */
+PCCL_EXPORT pcclResult_t pcclRunMaster(pcclMasterInstance_t *master);
+
+/** The port the master actually listens on (useful with port 0). Extension.
+ *  Returns pcclSuccess, pcclInvalidArgument, pcclInvalidUsage (not running). */
+PCCL_EXPORT pcclResult_t pcclGetMasterPort(const pcclMasterInstance_t *master, uint16_t *port_out);
+
+/** Ask the master to stop. Async-signal-safe; returns at once.
+ *  Returns pcclSuccess, pcclInvalidArgument. */
+PCCL_EXPORT pcclResult_t pcclInterruptMaster(pcclMasterInstance_t *master);
+
+/** Block until the master has stopped (after pcclInterruptMaster) and its thread joined.
+ *  Returns pcclSuccess, pcclInvalidArgument, pcclInvalidUsage (never run). */
+PCCL_EXPORT pcclResult_t pcclMasterAwaitTermination(pcclMasterInstance_t *master);
+
+/** Free the master; stops it first if still running. Returns pcclSuccess, pcclInvalidArgument. */
+PCCL_EXPORT pcclResult_t pcclDestroyMaster(pcclMasterInstance_t *master);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PCCL_H */
