@@ -1,0 +1,340 @@
+#include "master/membership.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "collectives/reduce_kernels.h"
+
+namespace pccl::master {
+
+using namespace protocol;
+
+void Membership::send(Actions &out, ClientId to, ControlMessage m) {
+    Action a;
+    a.to = to;
+    a.message = std::move(m);
+    out.push_back(std::move(a));
+}
+
+std::string Membership::describe(const Peer &p) const {
+    NetAddr a = p.remote;
+    a.port = p.dataPort;
+    return "peer " + p.uuid.shortStr() + " (" + a.str() + ")";
+}
+
+Actions Membership::onConnect(ClientId client, const NetAddr &remote) {
+    Peer p;
+    p.id = client;
+    p.remote = remote;
+    peers_[client] = p;
+    return {};
+}
+
+Actions Membership::onMessage(ClientId client, const ControlMessage &message) {
+    Actions out;
+    auto it = peers_.find(client);
+    if (it == peers_.end()) return out;
+    Peer &p = it->second;
+    if (p.state == State::Connected && !std::holds_alternative<Hello>(message)) {
+        kick(out, client, std::string("expected Hello, got ") + messageName(message));
+        return out;
+    }
+    const bool accepted = p.state == State::Accepted;
+    auto requireAccepted = [&]() {
+        if (!accepted) kick(out, client, std::string(messageName(message)) + " from a peer that is not admitted");
+        return accepted;
+    };
+    std::visit(
+        [&](const auto &m) {
+            using M = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<M, Hello>) {
+                onHello(out, p, m);
+            } else if constexpr (std::is_same_v<M, VoteUpdateTopology>) {
+                if (!requireAccepted()) return;
+                if (!linksWaiting_.empty()) return kick(out, client, "voted during an admission round");
+                p.votedTopology = true;
+                maybeFinishVotes(out);
+            } else if constexpr (std::is_same_v<M, VotePeersPending>) {
+                if (!requireAccepted()) return;
+                p.votedPending = true;
+                maybeFinishVotes(out);
+            } else if constexpr (std::is_same_v<M, VoteOptimizeTopology>) {
+                if (!requireAccepted()) return;
+                p.votedOptimize = true;
+                maybeFinishVotes(out);
+            } else if constexpr (std::is_same_v<M, LinksReady>) {
+                onLinksReady(out, p, m);
+            } else if constexpr (std::is_same_v<M, CollectiveInit>) {
+                if (!requireAccepted()) return;
+                onCollectiveInit(out, p, m);
+            } else if constexpr (std::is_same_v<M, CollectiveDone>) {
+                if (!requireAccepted()) return;
+                onCollectiveDone(out, p, m);
+            } else if constexpr (std::is_same_v<M, Leave>) {
+                removePeer(out, client, "left");
+                Action a;
+                a.to = client;
+                a.close = true;
+                a.reason = "left";
+                out.push_back(a);
+            } else {
+                kick(out, client, std::string("unexpected message ") + messageName(message) + " from a peer");
+            }
+        },
+        message);
+    return out;
+}
+
+void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
+    if (p.state != State::Connected) return kick(out, p.id, "second Hello");
+    if (m.magic != kMagic || m.version != kProtocolVersion) {
+        Action a;
+        a.to = p.id;
+        a.message = Reject{static_cast<uint8_t>(pcclMasterConnectionFailed),
+                           "protocol version " + std::to_string(m.version) + " not supported (master speaks " +
+                               std::to_string(kProtocolVersion) + ")"};
+        a.close = true;
+        a.reason = "incompatible hello";
+        out.push_back(std::move(a));
+        return;
+    }
+    p.uuid = Uuid::random();
+    p.group = m.peer_group;
+    p.dataPort = m.data_port;
+    p.state = State::Pending;
+    NetAddr observed = p.remote;
+    send(out, p.id, Welcome{p.uuid, observed});
+    events_.push_back(describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission");
+    if (acceptedIds().empty() && linksWaiting_.empty()) admitPending(out);
+}
+
+std::vector<ClientId> Membership::acceptedIds() const {
+    std::vector<ClientId> ids;
+    for (auto &[id, p] : peers_)
+        if (p.state == State::Accepted) ids.push_back(id);
+    return ids;
+}
+
+WorldInfo Membership::worldFor(uint32_t group) const {
+    WorldInfo w;
+    for (auto &[g, ring] : rings_) {
+        if (ring.empty()) continue;
+        w.global_world_size += static_cast<uint32_t>(ring.size());
+        w.num_groups += 1;
+        w.largest_group = std::max<uint32_t>(w.largest_group, static_cast<uint32_t>(ring.size()));
+    }
+    auto it = rings_.find(group);
+    w.group_world_size = it == rings_.end() ? 0 : static_cast<uint32_t>(it->second.size());
+    return w;
+}
+
+std::vector<RingMember> Membership::ringOf(uint32_t group) const {
+    std::vector<RingMember> ring;
+    auto it = rings_.find(group);
+    if (it == rings_.end()) return ring;
+    for (ClientId id : it->second) {
+        const Peer &p = peers_.at(id);
+        RingMember m;
+        m.uuid = p.uuid;
+        m.data_addr = p.remote;
+        m.data_addr.port = p.dataPort;
+        ring.push_back(m);
+    }
+    return ring;
+}
+
+void Membership::admitPending(Actions &out) {
+    for (auto &[id, p] : peers_) {
+        if (p.state != State::Pending) continue;
+        p.state = State::Accepted;
+        rings_[p.group].push_back(id);
+        events_.push_back(describe(p) + " admitted to group " + std::to_string(p.group));
+    }
+    ++epoch_;
+    linksError_.clear();
+    linksRound_.clear();
+    for (auto &[id, p] : peers_) {
+        if (p.state != State::Accepted) continue;
+        p.votedTopology = false;
+        linksWaiting_.insert(id);
+        linksRound_.insert(id);
+        send(out, id, TopologyUpdate{epoch_, ringOf(p.group), worldFor(p.group)});
+    }
+}
+
+void Membership::maybeFinishVotes(Actions &out) {
+    const auto accepted = acceptedIds();
+    if (accepted.empty()) {
+        if (linksWaiting_.empty() && pendingCount() > 0) admitPending(out);
+        return;
+    }
+    auto all = [&](bool Peer::*flag) {
+        return std::all_of(accepted.begin(), accepted.end(), [&](ClientId id) { return peers_.at(id).*flag; });
+    };
+    if (all(&Peer::votedPending)) {
+        const bool pending = pendingCount() > 0;
+        for (ClientId id : accepted) {
+            peers_.at(id).votedPending = false;
+            send(out, id, PeersPendingResult{pending});
+        }
+    }
+    if (all(&Peer::votedOptimize)) {
+        for (ClientId id : accepted) {
+            peers_.at(id).votedOptimize = false;
+            send(out, id, OptimizeTopologyResult{true, ""});
+        }
+    }
+    if (linksWaiting_.empty() && all(&Peer::votedTopology)) admitPending(out);
+}
+
+void Membership::onLinksReady(Actions &out, Peer &p, const LinksReady &m) {
+    if (m.epoch != epoch_ || !linksWaiting_.count(p.id)) return;  // stale round
+    linksWaiting_.erase(p.id);
+    if (!m.ok && linksError_.empty()) linksError_ = describe(p) + ": " + m.error;
+    if (!linksWaiting_.empty()) return;
+    for (ClientId id : linksRound_)
+        if (peers_.count(id)) send(out, id, TopologyDone{epoch_, linksError_.empty(), linksError_});
+    linksRound_.clear();
+    // Peers that arrived during the round, with nobody left to vote them in.
+    maybeFinishVotes(out);
+}
+
+void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m) {
+    const auto key = std::make_pair(p.group, m.tag);
+    auto &c = collectives_[key];
+    if (c.inited.count(p.id) || c.seq != 0) {
+        if (c.inited.empty() && c.seq == 0) collectives_.erase(key);
+        return kick(out, p.id, "started tag " + std::to_string(m.tag) + " twice");
+    }
+    if (c.inited.empty()) {
+        c.desc = m.desc;
+        c.first = p.id;
+    } else if (!(c.desc == m.desc) && c.mismatch.empty()) {
+        const Peer &f = peers_.at(c.first);
+        auto d = [](const CollectiveDesc &x) {
+            return "count " + std::to_string(x.count) + " " +
+                   collectives::dataTypeName(static_cast<pcclDataType_t>(x.dtype)) + " " +
+                   collectives::redOpName(static_cast<pcclRedOp_t>(x.op)) + " quant " + std::to_string(x.quant_algo) +
+                   "/" + std::to_string(x.quant_dtype);
+        };
+        c.mismatch = "peers disagree on all-reduce tag " + std::to_string(m.tag) + ": " + describe(f) + " has " +
+                     d(c.desc) + ", " + describe(p) + " has " + d(m.desc);
+    }
+    c.inited.insert(p.id);
+    maybeCommence(out, p.group, m.tag);
+}
+
+void Membership::maybeCommence(Actions &out, uint32_t group, uint64_t tag) {
+    auto it = collectives_.find({group, tag});
+    if (it == collectives_.end() || it->second.seq != 0) return;
+    Collective &c = it->second;
+    const auto &ring = rings_[group];
+    for (ClientId id : ring)
+        if (!c.inited.count(id)) return;
+    if (!c.mismatch.empty()) return abortCollective(out, group, tag, pcclMismatch, c.mismatch);
+    c.seq = nextSeq_++;
+    c.participants = ring;
+    auto members = ringOf(group);
+    for (ClientId id : ring) send(out, id, CollectiveCommence{tag, c.seq, members});
+}
+
+void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m) {
+    auto it = collectives_.find({p.group, m.tag});
+    if (it == collectives_.end() || it->second.seq != m.seq) return;  // already aborted
+    Collective &c = it->second;
+    if (!m.ok) return abortCollective(out, p.group, m.tag, pcclRankConnectionLost, describe(p) + " reported: " + m.error);
+    c.done.insert(p.id);
+    for (ClientId id : c.participants)
+        if (!c.done.count(id)) return;
+    for (ClientId id : c.participants) send(out, id, CollectiveCommitted{m.tag, c.seq});
+    collectives_.erase(it);
+}
+
+void Membership::abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result,
+                                 const std::string &reason) {
+    auto it = collectives_.find({group, tag});
+    if (it == collectives_.end()) return;
+    Collective &c = it->second;
+    std::set<ClientId> to(c.inited.begin(), c.inited.end());
+    to.insert(c.participants.begin(), c.participants.end());
+    for (ClientId id : to)
+        if (peers_.count(id)) send(out, id, CollectiveAborted{tag, c.seq, static_cast<uint8_t>(result), reason});
+    collectives_.erase(it);
+}
+
+void Membership::removePeer(Actions &out, ClientId id, const std::string &reason) {
+    auto it = peers_.find(id);
+    if (it == peers_.end()) return;
+    const Peer p = it->second;
+    peers_.erase(it);
+    if (p.state == State::Connected) return;
+    events_.push_back(describe(p) + " " + reason);
+    if (p.state == State::Pending) return;
+    auto &ring = rings_[p.group];
+    std::erase(ring, id);
+    if (ring.empty()) rings_.erase(p.group);
+    // World sizes first: a survivor that sees the abort below already knows the new size
+    // (pcclAllReduceMultipleWithRetry decides on it whether to retry).
+    sendWorld(out);
+    // Every collective of its group that it took part in fails; those it had not joined yet
+    // may now be complete without it.
+    std::vector<uint64_t> tags;
+    for (auto &[key, c] : collectives_)
+        if (key.first == p.group) tags.push_back(key.second);
+    for (uint64_t tag : tags) {
+        auto &c = collectives_.at({p.group, tag});
+        const bool involved = c.seq != 0 && std::find(c.participants.begin(), c.participants.end(), id) != c.participants.end();
+        if (involved) {
+            abortCollective(out, p.group, tag, pcclRankConnectionLost,
+                            describe(p) + " " + reason + " during all-reduce tag " + std::to_string(tag));
+        } else if (c.seq == 0) {
+            c.inited.erase(id);
+            if (c.inited.empty()) {
+                collectives_.erase({p.group, tag});
+            } else {
+                if (c.first == id) c.first = *c.inited.begin();
+                maybeCommence(out, p.group, tag);
+            }
+        }
+    }
+    if (linksWaiting_.erase(id) && linksWaiting_.empty()) {
+        for (ClientId rid : linksRound_)
+            if (peers_.count(rid)) send(out, rid, TopologyDone{epoch_, linksError_.empty(), linksError_});
+        linksRound_.clear();
+    }
+    linksRound_.erase(id);
+    maybeFinishVotes(out);
+}
+
+void Membership::sendWorld(Actions &out) {
+    for (auto &[id, p] : peers_)
+        if (p.state == State::Accepted) send(out, id, WorldUpdate{worldFor(p.group)});
+}
+
+void Membership::kick(Actions &out, ClientId id, const std::string &reason) {
+    Action a;
+    a.to = id;
+    a.message = Kicked{reason};
+    a.close = true;
+    a.reason = "kicked: " + reason;
+    removePeer(out, id, "kicked: " + reason);
+    out.push_back(std::move(a));
+}
+
+Actions Membership::onDisconnect(ClientId client, const std::string &reason) {
+    Actions out;
+    removePeer(out, client, "lost (" + reason + ")");
+    return out;
+}
+
+size_t Membership::acceptedCount() const { return acceptedIds().size(); }
+
+size_t Membership::pendingCount() const {
+    size_t n = 0;
+    for (auto &[id, p] : peers_) n += p.state == State::Pending;
+    return n;
+}
+
+std::vector<std::string> Membership::takeEvents() { return std::exchange(events_, {}); }
+
+} // namespace pccl::master

@@ -1,0 +1,99 @@
+// The master's decisions, as a pure state machine: it takes events (a peer connected, sent a
+// message, disconnected) and returns actions (send M to X, close X). No sockets, no clocks, no
+// threads: the Server translates between sockets and this class, and tests drive it directly.
+//
+// Peers go Connected -> (Hello) -> Pending -> (admission) -> Accepted. A peer is admitted when
+// every accepted peer voted in an UpdateTopology round, or at once when nobody is accepted.
+// Collectives are sequenced per (peer group, tag): when every accepted member of the group sent
+// CollectiveInit with the same description the master sends CollectiveCommence with a fresh
+// sequence number and the ring; when all participants report success it commits, otherwise
+// (failure report, peer lost) it aborts the operation on every participant.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <pccl.h>
+
+#include "protocol/messages.h"
+
+namespace pccl::master {
+
+using ClientId = uint64_t;
+
+struct Action {
+    ClientId to = 0;
+    std::optional<protocol::ControlMessage> message;  // sent before closing when both are set
+    bool close = false;
+    std::string reason;  // why the connection is closed
+};
+using Actions = std::vector<Action>;
+
+class Membership {
+public:
+    Actions onConnect(ClientId client, const protocol::NetAddr &remote);
+    Actions onMessage(ClientId client, const protocol::ControlMessage &message);
+    Actions onDisconnect(ClientId client, const std::string &reason);
+
+    size_t acceptedCount() const;
+    size_t pendingCount() const;
+    // Human-readable lines describing membership changes since the last call (for the daemon).
+    std::vector<std::string> takeEvents();
+
+private:
+    enum class State { Connected, Pending, Accepted };
+    struct Peer {
+        ClientId id = 0;
+        Uuid uuid;
+        protocol::NetAddr remote;
+        uint32_t group = 0;
+        uint16_t dataPort = 0;
+        State state = State::Connected;
+        bool votedTopology = false;
+        bool votedPending = false;
+        bool votedOptimize = false;
+    };
+    struct Collective {
+        protocol::CollectiveDesc desc;
+        ClientId first = 0;
+        std::set<ClientId> inited;
+        std::string mismatch;  // non-empty: descriptions disagree
+        uint64_t seq = 0;      // 0 until commenced
+        std::vector<ClientId> participants;
+        std::set<ClientId> done;
+    };
+
+    void onHello(Actions &out, Peer &p, const protocol::Hello &m);
+    void onCollectiveInit(Actions &out, Peer &p, const protocol::CollectiveInit &m);
+    void onCollectiveDone(Actions &out, Peer &p, const protocol::CollectiveDone &m);
+    void onLinksReady(Actions &out, Peer &p, const protocol::LinksReady &m);
+    void removePeer(Actions &out, ClientId id, const std::string &reason);
+    void kick(Actions &out, ClientId id, const std::string &reason);
+
+    void maybeFinishVotes(Actions &out);
+    void admitPending(Actions &out);
+    void maybeCommence(Actions &out, uint32_t group, uint64_t tag);
+    void abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result, const std::string &reason);
+    void sendWorld(Actions &out);
+
+    std::vector<ClientId> acceptedIds() const;
+    protocol::WorldInfo worldFor(uint32_t group) const;
+    std::vector<protocol::RingMember> ringOf(uint32_t group) const;
+    std::string describe(const Peer &p) const;
+    static void send(Actions &out, ClientId to, protocol::ControlMessage m);
+
+    std::map<ClientId, Peer> peers_;
+    std::map<uint32_t, std::vector<ClientId>> rings_;  // accepted peers per group, in ring order
+    std::map<std::pair<uint32_t, uint64_t>, Collective> collectives_;
+    uint64_t epoch_ = 0;
+    uint64_t nextSeq_ = 1;
+    std::set<ClientId> linksWaiting_;  // admission round waiting for LinksReady
+    std::set<ClientId> linksRound_;
+    std::string linksError_;
+    std::vector<std::string> events_;
+};
+
+} // namespace pccl::master

@@ -1,0 +1,142 @@
+#include "master/server.h"
+
+#include <asio.hpp>
+#include <cstdio>
+#include <unistd.h>
+#include <unordered_map>
+
+#include "master/membership.h"
+#include "transport/framed_connection.h"
+#include "util/log.h"
+
+namespace pccl::master {
+
+struct Server::Impl {
+    ServerOptions options;
+    asio::io_context io;
+    asio::ip::tcp::acceptor acceptor{io};
+    asio::posix::stream_descriptor wakeRead{io};
+    asio::signal_set signals{io};
+    int wakeFds[2] = {-1, -1};
+    char wakeByte = 0;
+    Membership membership;
+    std::unordered_map<ClientId, std::shared_ptr<transport::FramedConnection>> conns;
+    ClientId nextId = 1;
+
+    void accept() {
+        acceptor.async_accept([this](const asio::error_code &ec, asio::ip::tcp::socket socket) {
+            if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+            if (!ec) onAccepted(std::move(socket));
+            accept();
+        });
+    }
+
+    void onAccepted(asio::ip::tcp::socket socket) {
+        const ClientId id = nextId++;
+        auto conn = std::make_shared<transport::FramedConnection>(std::move(socket));
+        conns[id] = conn;
+        PCCL_LOG(Debug, "master: connection " << id << " from " << conn->remote().str());
+        apply(membership.onConnect(id, conn->remote()));
+        conn->start([this, id](protocol::ControlMessage &&m) { apply(membership.onMessage(id, m)); },
+                    [this, id](const std::string &reason) {
+                        conns.erase(id);
+                        apply(membership.onDisconnect(id, reason));
+                    });
+    }
+
+    void apply(Actions actions) {
+        for (auto &a : actions) {
+            auto it = conns.find(a.to);
+            if (it == conns.end()) continue;
+            auto conn = it->second;
+            if (a.close) {
+                conns.erase(it);
+                PCCL_LOG(Info, "master: closing connection " << a.to << ": " << a.reason);
+                if (a.message) conn->sendAndClose(std::move(*a.message), a.reason);
+                else conn->close(a.reason);
+            } else if (a.message) {
+                conn->send(std::move(*a.message));
+            }
+        }
+        for (auto &line : membership.takeEvents()) {
+            if (options.printStatus) {
+                std::printf("pccl-master: %s | accepted %zu, pending %zu\n", line.c_str(), membership.acceptedCount(),
+                            membership.pendingCount());
+                std::fflush(stdout);
+            }
+            PCCL_LOG(Info, "master: " << line);
+        }
+    }
+
+    void watchWake() {
+        wakeRead.async_read_some(asio::buffer(&wakeByte, 1), [this](const asio::error_code &ec, size_t) {
+            if (ec == asio::error::operation_aborted) return;
+            shutdown();
+        });
+    }
+
+    void shutdown() {
+        asio::error_code ec;
+        acceptor.close(ec);
+        wakeRead.cancel(ec);
+        signals.cancel(ec);
+        for (auto &[id, c] : conns) c->close("master shutting down");
+        conns.clear();
+        io.stop();
+    }
+};
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
+    impl_->options = std::move(options);
+    if (::pipe(impl_->wakeFds) == 0) impl_->wakeRead.assign(impl_->wakeFds[0]);
+}
+
+Server::~Server() {
+    asio::error_code ec;
+    impl_->wakeRead.close(ec);
+    if (impl_->wakeFds[1] >= 0) ::close(impl_->wakeFds[1]);
+}
+
+Status Server::bind() {
+    auto ep = transport::toEndpoint(impl_->options.listen);
+    asio::error_code ec;
+    auto &acc = impl_->acceptor;
+    acc.open(ep.protocol(), ec);
+    if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec && ep.address().is_v6()) acc.set_option(asio::ip::v6_only(false), ec);
+    if (!ec) acc.bind(ep, ec);
+    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return {pcclInternalError, "master cannot listen on " + impl_->options.listen.str() + ": " + ec.message()};
+    impl_->accept();
+    impl_->watchWake();
+    if (impl_->options.handleSignals) {
+        impl_->signals.add(SIGINT);
+        impl_->signals.add(SIGTERM);
+        impl_->signals.async_wait([impl = impl_.get()](const asio::error_code &ec, int sig) {
+            if (ec) return;
+            PCCL_LOG(Info, "master: signal " << sig << ", shutting down");
+            impl->shutdown();
+        });
+    }
+    return {};
+}
+
+uint16_t Server::port() const {
+    asio::error_code ec;
+    return impl_->acceptor.local_endpoint(ec).port();
+}
+
+void Server::run() { impl_->io.run(); }
+
+void Server::stop() {
+    asio::post(impl_->io, [impl = impl_.get()] { impl->shutdown(); });
+}
+
+void Server::interrupt() {
+    if (impl_->wakeFds[1] >= 0) {
+        const char b = 1;
+        [[maybe_unused]] auto n = ::write(impl_->wakeFds[1], &b, 1);
+    }
+}
+
+} // namespace pccl::master

@@ -1,0 +1,39 @@
+// The master's network side: accepts peers, turns socket events into Membership events and
+// Membership actions into socket writes. Runs on one thread (run()); stop() is thread-safe;
+// interrupt() is async-signal-safe (it writes one byte to a pipe the loop watches).
+#pragma once
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "protocol/messages.h"
+#include "util/status.h"
+
+namespace pccl::master {
+
+struct ServerOptions {
+    protocol::NetAddr listen;  // port 0 = any free port
+    bool printStatus = false;    // one line per membership change on stdout (the daemon)
+    bool handleSignals = false;  // stop cleanly on SIGINT/SIGTERM (the daemon)
+};
+
+class Server {
+public:
+    explicit Server(ServerOptions options);
+    ~Server();
+    Server(const Server &) = delete;
+    Server &operator=(const Server &) = delete;
+
+    Status bind();            // bind + listen; after it port() is known
+    uint16_t port() const;
+    void run();               // serve until stopped (blocks the calling thread)
+    void stop();              // any thread
+    void interrupt();         // async-signal-safe
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace pccl::master

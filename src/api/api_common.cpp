@@ -1,0 +1,50 @@
+#include "api/api_common.h"
+
+#include <atomic>
+#include <exception>
+
+#include "util/log.h"
+
+namespace pccl::api {
+namespace {
+std::atomic<bool> g_initialized{false};
+thread_local std::string t_lastError;
+} // namespace
+
+void markInitialized() { g_initialized.store(true); }
+bool initialized() { return g_initialized.load(); }
+
+bool validComm(const pcclComm_t *comm) { return comm && comm->magic == kCommMagic && comm->rep; }
+
+pcclResult_t fail(const pcclComm_t *comm, const Status &status) {
+    if (status.ok()) return pcclSuccess;
+    PCCL_LOG(Debug, "call failed: " << status.message());
+    t_lastError = status.message();
+    if (validComm(comm)) {
+        std::lock_guard lock(comm->errorMu);
+        comm->lastError = status.message();
+    }
+    return status.code();
+}
+
+pcclResult_t guarded(const pcclComm_t *comm, const std::function<pcclResult_t()> &body) {
+    try {
+        return body();
+    } catch (const std::exception &e) {
+        return fail(comm, internalError(std::string("internal error: ") + e.what()));
+    } catch (...) {
+        return fail(comm, internalError("internal error: unknown exception"));
+    }
+}
+
+const char *lastErrorFor(const pcclComm_t *comm) {
+    if (validComm(comm)) {
+        std::lock_guard lock(comm->errorMu);
+        thread_local std::string copy;
+        copy = comm->lastError;
+        return copy.c_str();
+    }
+    return t_lastError.c_str();
+}
+
+} // namespace pccl::api

@@ -1,0 +1,91 @@
+// The embedded-master part of the C facade.
+#include <pccl.h>
+
+#include <cstring>
+
+#include "api/api_common.h"
+
+using namespace pccl;
+using pccl::api::fail;
+using pccl::api::guarded;
+
+namespace {
+
+bool validMaster(const pcclMasterInstance_t *m) { return m && m->magic == api::kMasterMagic && m->server; }
+
+} // namespace
+
+extern "C" {
+
+PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address, pcclMasterInstance_t **master_out) {
+    return guarded(nullptr, [&] {
+        if (!api::initialized()) return fail(nullptr, {pcclNotInitialized, "pcclInit has not been called"});
+        if (!master_out) return fail(nullptr, invalidArgument("master_out is NULL"));
+        if (listen_address.inet.protocol != inetIPv4 && listen_address.inet.protocol != inetIPv6)
+            return fail(nullptr, invalidArgument("listen address protocol must be inetIPv4 or inetIPv6"));
+        master::ServerOptions options;
+        if (listen_address.inet.protocol == inetIPv6) {
+            options.listen.family = 6;
+            std::memcpy(options.listen.ip.data(), listen_address.inet.ipv6.data, 16);
+        } else {
+            options.listen.family = 4;
+            std::memcpy(options.listen.ip.data(), listen_address.inet.ipv4.data, 4);
+        }
+        options.listen.port = listen_address.port;
+        auto *m = new pcclMasterInstance_t;
+        m->server = std::make_unique<master::Server>(options);
+        *master_out = m;
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclRunMaster(pcclMasterInstance_t *master) {
+    return guarded(nullptr, [&] {
+        if (!validMaster(master)) return fail(nullptr, invalidArgument("not a valid master instance"));
+        if (master->ran) return fail(nullptr, invalidUsage("the master was already started"));
+        if (auto st = master->server->bind(); !st.ok()) return fail(nullptr, st);
+        master->ran = master->running = true;
+        master->thread = std::thread([s = master->server.get()] { s->run(); });
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclGetMasterPort(const pcclMasterInstance_t *master, uint16_t *port_out) {
+    if (!validMaster(master)) return fail(nullptr, invalidArgument("not a valid master instance"));
+    if (!port_out) return fail(nullptr, invalidArgument("port_out is NULL"));
+    if (!master->ran) return fail(nullptr, invalidUsage("the master is not running"));
+    *port_out = master->server->port();
+    return pcclSuccess;
+}
+
+PCCL_EXPORT pcclResult_t pcclInterruptMaster(pcclMasterInstance_t *master) {
+    // Async-signal-safe: no allocation, no locks, no logging.
+    if (!master || master->magic != api::kMasterMagic || !master->server) return pcclInvalidArgument;
+    master->server->interrupt();
+    return pcclSuccess;
+}
+
+PCCL_EXPORT pcclResult_t pcclMasterAwaitTermination(pcclMasterInstance_t *master) {
+    return guarded(nullptr, [&] {
+        if (!validMaster(master)) return fail(nullptr, invalidArgument("not a valid master instance"));
+        if (!master->ran) return fail(nullptr, invalidUsage("the master was never run"));
+        if (master->thread.joinable()) master->thread.join();
+        master->running = false;
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclDestroyMaster(pcclMasterInstance_t *master) {
+    return guarded(nullptr, [&] {
+        if (!validMaster(master)) return fail(nullptr, invalidArgument("not a valid master instance"));
+        if (master->thread.joinable()) {
+            master->server->stop();
+            master->thread.join();
+        }
+        master->magic = api::kDeadMagic;
+        delete master;
+        return pcclSuccess;
+    });
+}
+
+} // extern "C"

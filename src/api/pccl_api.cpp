@@ -1,0 +1,285 @@
+// The C facade: argument checks, handle validation, Status -> pcclResult_t, exception barrier.
+// No logic lives here.
+#include <pccl.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "api/api_common.h"
+#include "collectives/reduce_kernels.h"
+#include "util/log.h"
+
+namespace pccl::api {
+void markInitialized();
+const char *lastErrorFor(const pcclComm_t *comm);
+} // namespace pccl::api
+
+using namespace pccl;
+using pccl::api::fail;
+using pccl::api::guarded;
+using pccl::api::validComm;
+
+#define PCCL_VERSION_NUMBER (0 * 10000 + 1 * 100 + 0)
+
+namespace {
+
+Status checkComm(const pcclComm_t *comm) {
+    if (!api::initialized()) return {pcclNotInitialized, "pcclInit has not been called"};
+    if (!comm) return invalidArgument("communicator is NULL");
+    if (!validComm(comm)) return invalidArgument("not a valid communicator (already destroyed?)");
+    return {};
+}
+
+protocol::NetAddr fromCcoip(const ccoip_socket_address_t &a) {
+    protocol::NetAddr n;
+    if (a.inet.protocol == inetIPv6) {
+        n.family = 6;
+        std::memcpy(n.ip.data(), a.inet.ipv6.data, 16);
+    } else {
+        n.family = 4;
+        std::memcpy(n.ip.data(), a.inet.ipv4.data, 4);
+    }
+    n.port = a.port;
+    return n;
+}
+
+Status checkAddress(const ccoip_socket_address_t &a) {
+    if (a.inet.protocol != inetIPv4 && a.inet.protocol != inetIPv6)
+        return invalidArgument("address protocol must be inetIPv4 or inetIPv6, got " + std::to_string(a.inet.protocol));
+    return {};
+}
+
+Result<peer::ReduceArgs> reduceArgs(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *d) {
+    if (!d) return invalidArgument("reduce descriptor is NULL");
+    if (!sendbuf) return invalidArgument("sendbuf is NULL (tag " + std::to_string(d->tag) + ")");
+    if (!recvbuf) return invalidArgument("recvbuf is NULL (tag " + std::to_string(d->tag) + ")");
+    if (d->count == 0) return invalidArgument("count is 0 (tag " + std::to_string(d->tag) + ")");
+    if (!collectives::isValidDataType(d->src_descriptor.datatype))
+        return invalidArgument("unknown data type " + std::to_string(d->src_descriptor.datatype));
+    if (!collectives::isValidRedOp(d->op)) return invalidArgument("unknown reduce op " + std::to_string(d->op));
+    const auto &q = d->quantization_options;
+    if (q.algorithm < pcclQuantNone || q.algorithm > pcclQuantZeroPointScale)
+        return invalidArgument("unknown quantization algorithm " + std::to_string(q.algorithm));
+    if (q.algorithm != pcclQuantNone && !collectives::isValidDataType(q.quantized_datatype))
+        return invalidArgument("unknown quantized data type " + std::to_string(q.quantized_datatype));
+    const size_t esize = collectives::dataTypeSize(d->src_descriptor.datatype);
+    if (d->count > SIZE_MAX / 8) return invalidArgument("count " + std::to_string(d->count) + " is too large");
+    const size_t bytes = d->count * esize;
+    const auto *s = static_cast<const uint8_t *>(sendbuf);
+    const auto *r = static_cast<const uint8_t *>(recvbuf);
+    if (s != r && s < r + bytes && r < s + bytes)
+        return invalidArgument("sendbuf and recvbuf overlap partially (in place means sendbuf == recvbuf)");
+    peer::ReduceArgs a;
+    a.send = sendbuf;
+    a.recv = recvbuf;
+    a.count = d->count;
+    a.dtype = d->src_descriptor.datatype;
+    a.op = d->op;
+    a.tag = d->tag;
+    a.quant = q;
+    return a;
+}
+
+void fillInfo(pcclReduceInfo_t *out, const peer::ReduceResult &r) {
+    if (!out) return;
+    out->local_world_size = r.worldSize;
+    out->tx_bytes = r.txBytes;
+    out->rx_bytes = r.rxBytes;
+}
+
+} // namespace
+
+extern "C" {
+
+PCCL_EXPORT pcclResult_t pcclInit(void) {
+    api::markInitialized();
+    return pcclSuccess;
+}
+
+PCCL_EXPORT pcclResult_t pcclGetBuildInfo(pcclBuildInfo_t *info) {
+    if (!info) return fail(nullptr, invalidArgument("info is NULL"));
+    info->has_cuda_support = false;
+    return pcclSuccess;
+}
+
+PCCL_EXPORT pcclResult_t pcclGetVersion(int *version) {
+    if (!version) return fail(nullptr, invalidArgument("version is NULL"));
+    *version = PCCL_VERSION_NUMBER;
+    return pcclSuccess;
+}
+
+PCCL_EXPORT const char *pcclGetErrorString(pcclResult_t result) {
+    switch (result) {
+        case pcclSuccess: return "pcclSuccess: no error";
+        case pcclNotInitialized: return "pcclNotInitialized: pcclInit was not called";
+        case pcclInternalError: return "pcclInternalError: internal library error";
+        case pcclInvalidArgument: return "pcclInvalidArgument: an argument is invalid";
+        case pcclInvalidUsage: return "pcclInvalidUsage: the call is not valid in the current state";
+        case pcclTooFewPeers: return "pcclTooFewPeers: fewer than two peers remain";
+        case pcclMasterConnectionFailed: return "pcclMasterConnectionFailed: could not connect to the master";
+        case pcclRankConnectionFailed: return "pcclRankConnectionFailed: could not connect to a peer";
+        case pcclRankConnectionLost: return "pcclRankConnectionLost: a peer was lost; the operation was aborted, retry";
+        case pcclNoSharedStateAvailable: return "pcclNoSharedStateAvailable: no peer holds the popular shared state";
+        case pcclPendingAsyncOps: return "pcclPendingAsyncOps: collectives are still in flight";
+        case pcclUpdateTopologyFailed: return "pcclUpdateTopologyFailed: the topology update failed";
+        case pcclTopologyOptimizationFailed: return "pcclTopologyOptimizationFailed: topology optimization failed";
+        case pcclTimeout: return "pcclTimeout: a deadline expired";
+        case pcclKicked: return "pcclKicked: the master removed this peer";
+        case pcclAuthenticationFailed: return "pcclAuthenticationFailed: credentials were rejected";
+        case pcclMismatch: return "pcclMismatch: peers disagree on the operation";
+        case pcclMasterConnectionLost: return "pcclMasterConnectionLost: the connection to the master was lost";
+    }
+    return "unknown pcclResult_t";
+}
+
+PCCL_EXPORT const char *pcclGetLastErrorMessage(const pcclComm_t *communicator) {
+    return api::lastErrorFor(communicator);
+}
+
+PCCL_EXPORT pcclResult_t pcclCreateCommunicator(const pcclCommCreateParams_t *params, pcclComm_t **comm_out) {
+    return guarded(nullptr, [&] {
+        if (!api::initialized()) return fail(nullptr, {pcclNotInitialized, "pcclInit has not been called"});
+        if (!params) return fail(nullptr, invalidArgument("params is NULL"));
+        if (!comm_out) return fail(nullptr, invalidArgument("comm_out is NULL"));
+        if (auto st = checkAddress(params->master_address); !st.ok()) return fail(nullptr, st);
+        auto options = peer::CommOptions::fromEnvironment();
+        options.master = fromCcoip(params->master_address);
+        options.peerGroup = params->peer_group;
+        if (params->p2p_connection_pool_size > 64)
+            return fail(nullptr, invalidArgument("p2p_connection_pool_size " + std::to_string(params->p2p_connection_pool_size) +
+                                                 " is too large (at most 64)"));
+        if (params->p2p_connection_pool_size) options.poolSize = static_cast<int>(params->p2p_connection_pool_size);
+        auto *comm = new pcclComm_t;
+        comm->rep = std::make_unique<peer::Communicator>(options);
+        *comm_out = comm;
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclDestroyCommunicator(pcclComm_t *comm) {
+    if (!comm) return pcclSuccess;
+    return guarded(nullptr, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(nullptr, st);
+        comm->magic = api::kDeadMagic;
+        comm->rep.reset();
+        delete comm;
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclConnect(pcclComm_t *comm) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        return fail(comm, comm->rep->connect());
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclGetAttribute(const pcclComm_t *comm, pcclAttribute_t attribute, int *p_attribute_out) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        if (!p_attribute_out) return fail(comm, invalidArgument("p_attribute_out is NULL"));
+        if (attribute < PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE || attribute > PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE)
+            return fail(comm, invalidArgument("unknown attribute " + std::to_string(static_cast<int>(attribute))));
+        auto v = comm->rep->attribute(attribute);
+        if (!v.ok()) return fail(comm, v.status());
+        *p_attribute_out = *v;
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclUpdateTopology(pcclComm_t *comm) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        return fail(comm, comm->rep->updateTopology());
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclArePeersPending(const pcclComm_t *comm, bool *pending) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        if (!pending) return fail(comm, invalidArgument("pending is NULL"));
+        auto v = comm->rep->arePeersPending();
+        if (!v.ok()) return fail(comm, v.status());
+        *pending = *v;
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclOptimizeTopology(const pcclComm_t *comm) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        return fail(comm, comm->rep->optimizeTopology());
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclAllReduceAsync(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
+                                            const pcclComm_t *comm, pcclAsyncReduceOp_t *reduce_handle_out) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        if (!reduce_handle_out) return fail(comm, invalidArgument("reduce_handle_out is NULL"));
+        auto args = reduceArgs(sendbuf, recvbuf, descriptor);
+        if (!args.ok()) return fail(comm, args.status());
+        if (auto st = comm->rep->startAllReduce(*args); !st.ok()) return fail(comm, st);
+        reduce_handle_out->comm = const_cast<pcclComm_t *>(comm);
+        reduce_handle_out->tag = descriptor->tag;
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclAwaitAsyncReduce(const pcclAsyncReduceOp_t *handle, pcclReduceInfo_t *reduce_info_out) {
+    const pcclComm_t *comm = handle ? handle->comm : nullptr;
+    return guarded(comm, [&] {
+        if (!handle) return fail(nullptr, invalidArgument("reduce handle is NULL"));
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        peer::ReduceResult r;
+        auto st = comm->rep->awaitAllReduce(handle->tag, &r);
+        fillInfo(reduce_info_out, r);
+        return fail(comm, st);
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclAllReduce(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
+                                       const pcclComm_t *comm, pcclReduceInfo_t *reduce_info_out) {
+    pcclAsyncReduceOp_t handle;
+    const pcclResult_t started = pcclAllReduceAsync(sendbuf, recvbuf, descriptor, comm, &handle);
+    if (started != pcclSuccess) return started;
+    return pcclAwaitAsyncReduce(&handle, reduce_info_out);
+}
+
+PCCL_EXPORT pcclResult_t pcclAllReduceMultipleWithRetry(const pcclReduceOpDescriptor_t *descriptors, size_t count,
+                                                        const pcclComm_t *comm, pcclReduceInfo_t *reduce_info_out,
+                                                        int max_in_flight) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        if (!descriptors && count > 0) return fail(comm, invalidArgument("descriptors is NULL"));
+        std::vector<peer::ReduceArgs> ops;
+        ops.reserve(count);
+        for (size_t i = 0; i < count; ++i) {
+            auto a = reduceArgs(descriptors[i].sendbuf, descriptors[i].recvbuf, &descriptors[i].descriptor);
+            if (!a.ok()) return fail(comm, Status{a.status().code(), "descriptor " + std::to_string(i) + ": " + a.status().message()});
+            for (auto &o : ops)
+                if (o.tag == a->tag) return fail(comm, invalidArgument("descriptor " + std::to_string(i) + ": duplicate tag " + std::to_string(a->tag)));
+            ops.push_back(*a);
+        }
+        peer::ReduceResult total;
+        auto st = comm->rep->allReduceMultipleWithRetry(ops, max_in_flight, &total);
+        fillInfo(reduce_info_out, total);
+        return fail(comm, st);
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclSynchronizeSharedState(const pcclComm_t *comm, pcclSharedState_t *shared_state,
+                                                    pcclSharedStateSyncStrategy_t strategy,
+                                                    pcclSharedStateSyncInfo_t *sync_info_out) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        if (!shared_state) return fail(comm, invalidArgument("shared_state is NULL"));
+        if (strategy < PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR || strategy > PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY)
+            return fail(comm, invalidArgument("unknown sync strategy " + std::to_string(strategy)));
+        (void)sync_info_out;
+        return fail(comm, invalidUsage("pcclSynchronizeSharedState is not available in this build yet"));
+    });
+}
+
+} // extern "C"

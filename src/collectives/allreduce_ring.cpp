@@ -1,0 +1,287 @@
+#include "collectives/allreduce_ring.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "collectives/reduce_kernels.h"
+#include "util/log.h"
+
+namespace pccl::collectives {
+
+RingAllReduce::RingAllReduce(transport::DataPlane &plane, RingAllReduceParams params,
+                             std::function<void(Status)> onFinished)
+    : plane_(plane), p_(std::move(params)), onFinished_(std::move(onFinished)) {
+    elemSize_ = dataTypeSize(p_.dtype);
+    accType_ = accumType(p_.dtype, p_.op);
+    accSize_ = dataTypeSize(accType_);
+    inPlace_ = p_.send == p_.recv;
+    segElems_ = std::max<size_t>(1, p_.segmentBytes / accSize_);
+    const uint32_t n = p_.worldSize;
+    chunkFirstSegment_.resize(n + 1);
+    size_t seg = 0;
+    for (uint32_t c = 0; c < n; ++c) {
+        chunkFirstSegment_[c] = seg;
+        const size_t len = chunkBegin(c + 1) - chunkBegin(c);
+        seg += (len + segElems_ - 1) / segElems_;
+    }
+    chunkFirstSegment_[n] = seg;
+    numSegments_ = seg;
+    received_[0].assign(numSegments_, 0);
+    received_[1].assign(numSegments_, 0);
+    backedUp_.assign(numSegments_, 0);
+    if (n > 1) {
+        const uint32_t startChunk = (p_.rank + n - 1) % n;
+        expected_[kReduceScatter] = numSegments_ - (chunkFirstSegment_[startChunk + 1] - chunkFirstSegment_[startChunk]);
+        expected_[kAllGather] = numSegments_ - (chunkFirstSegment_[p_.rank + 1] - chunkFirstSegment_[p_.rank]);
+        if (accType_ != p_.dtype) staging_.resize(p_.count * accSize_);
+        if (inPlace_) backup_.resize(p_.count * elemSize_);
+    }
+}
+
+RingAllReduce::~RingAllReduce() = default;
+
+size_t RingAllReduce::chunkBegin(uint32_t c) const {
+    return static_cast<size_t>((static_cast<unsigned __int128>(p_.count) * c) / p_.worldSize);
+}
+
+uint32_t RingAllReduce::chunkOf(size_t offset) const {
+    // The largest c with chunkBegin(c) <= offset (chunks may be empty when count < N).
+    uint32_t lo = 0, hi = p_.worldSize - 1;
+    while (lo < hi) {
+        const uint32_t mid = (lo + hi + 1) / 2;
+        if (chunkBegin(mid) <= offset) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+size_t RingAllReduce::segmentIndex(size_t offset, size_t *length) const {
+    if (offset >= p_.count) return SIZE_MAX;
+    const uint32_t c = chunkOf(offset);
+    const size_t begin = chunkBegin(c), end = chunkBegin(c + 1);
+    if ((offset - begin) % segElems_ != 0) return SIZE_MAX;
+    *length = std::min(segElems_, end - offset);
+    return chunkFirstSegment_[c] + (offset - begin) / segElems_;
+}
+
+const uint8_t *RingAllReduce::localPtr(size_t offset) const {
+    if (inPlace_) return backup_.data() + offset * elemSize_;
+    return static_cast<const uint8_t *>(p_.send) + offset * elemSize_;
+}
+
+uint8_t *RingAllReduce::accPtr(size_t offset) const {
+    if (accType_ == p_.dtype) return outPtr(offset);
+    return const_cast<uint8_t *>(staging_.data()) + offset * accSize_;
+}
+
+void RingAllReduce::backup(size_t offset, size_t n) {
+    if (inPlace_) std::memcpy(backup_.data() + offset * elemSize_, outPtr(offset), n * elemSize_);
+}
+
+void RingAllReduce::start() {
+    const uint32_t n = p_.worldSize;
+    std::unique_lock lock(mu_);
+    if (aborted_ || finished_ || started_) return;
+    started_ = true;
+    if (n == 1) {
+        if (!inPlace_) std::memcpy(p_.recv, p_.send, p_.count * elemSize_);
+        checkDone(lock);
+        return;
+    }
+    // This peer starts the reduction of the chunk owned by its predecessor.
+    const uint32_t c = (p_.rank + n - 1) % n;
+    struct Seg {
+        size_t offset, len;
+    };
+    std::vector<Seg> segs;
+    for (size_t off = chunkBegin(c); off < chunkBegin(c + 1); off += segElems_)
+        segs.push_back({off, std::min(segElems_, chunkBegin(c + 1) - off)});
+    for (auto &s : segs) {
+        const size_t idx = chunkFirstSegment_[c] + (s.offset - chunkBegin(c)) / segElems_;
+        backedUp_[idx] = 1;
+    }
+    inflight_ += static_cast<int>(segs.size());  // released as each send is queued below
+    lock.unlock();
+    for (auto &s : segs) {
+        backup(s.offset, s.len);
+        if (accType_ == p_.dtype) {
+            sendFrame(kReduceScatter, s.offset, s.len, localPtr(s.offset));
+        } else {
+            toAccum(p_.dtype, p_.op, localPtr(s.offset), accPtr(s.offset), s.len);
+            sendFrame(kReduceScatter, s.offset, s.len, accPtr(s.offset));
+        }
+        finishIo();
+    }
+    lock.lock();
+    checkDone(lock);
+}
+
+void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *data) {
+    transport::SegmentHeader h;
+    h.seq = p_.seq;
+    h.offset = offset;
+    h.phase = phase;
+    h.bytes = static_cast<uint32_t>(n * (phase == kReduceScatter ? accSize_ : elemSize_));
+    {
+        std::lock_guard lock(mu_);
+        if (aborted_) return;
+        ++inflight_;
+    }
+    tx_ += h.bytes;
+    auto self = shared_from_this();
+    plane_.send(p_.next, h, data, [self](bool ok, const std::string &why) {
+        if (!ok) {
+            std::unique_lock lock(self->mu_);
+            self->reportFailure(lock, why);
+        }
+        self->finishIo();
+    });
+}
+
+void *RingAllReduce::beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) {
+    const uint32_t n = p_.worldSize;
+    if (from != p_.prev) {
+        *error = "frame for operation " + std::to_string(p_.seq) + " from " + from.shortStr() +
+                 ", expected the ring predecessor " + p_.prev.shortStr();
+        return nullptr;
+    }
+    if (h.phase > kAllGather) {
+        *error = "unknown phase " + std::to_string(h.phase);
+        return nullptr;
+    }
+    size_t len = 0;
+    const size_t idx = segmentIndex(h.offset, &len);
+    const size_t wireElem = h.phase == kReduceScatter ? accSize_ : elemSize_;
+    if (idx == SIZE_MAX || h.bytes != len * wireElem) {
+        *error = "frame at offset " + std::to_string(h.offset) + " with " + std::to_string(h.bytes) +
+                 " bytes does not match the segmentation of operation " + std::to_string(p_.seq);
+        return nullptr;
+    }
+    const uint32_t c = chunkOf(h.offset);
+    const bool expected = h.phase == kReduceScatter ? c != (p_.rank + n - 1) % n : c != p_.rank;
+    std::lock_guard lock(mu_);
+    // An all-gather frame can only follow this peer's reduce-scatter work on the same segment.
+    if (!expected || received_[h.phase][idx] || (h.phase == kAllGather && !backedUp_[idx])) {
+        *error = "unexpected or duplicate frame at offset " + std::to_string(h.offset);
+        return nullptr;
+    }
+    if (aborted_) {
+        *error = "operation aborted";
+        return nullptr;
+    }
+    received_[h.phase][idx] = 1;
+    ++inflight_;
+    if (h.phase == kReduceScatter) {
+        // First touch of this segment: save the in-place input before it is overwritten.
+        if (!backedUp_[idx]) {
+            backedUp_[idx] = 1;
+            backup(h.offset, len);
+        }
+        return accPtr(h.offset);
+    }
+    return outPtr(h.offset);
+}
+
+void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
+    const uint32_t n = p_.worldSize;
+    rx_ += h.bytes;
+    size_t len = 0;
+    segmentIndex(h.offset, &len);
+    const uint32_t c = chunkOf(h.offset);
+    bool aborted;
+    {
+        std::lock_guard lock(mu_);
+        aborted = aborted_;
+    }
+    if (!aborted) {
+        if (h.phase == kReduceScatter) {
+            if (c == p_.rank) {
+                finish(p_.dtype, p_.op, accPtr(h.offset), localPtr(h.offset), outPtr(h.offset), len, n);
+                sendFrame(kAllGather, h.offset, len, outPtr(h.offset));
+            } else {
+                accumulate(p_.dtype, p_.op, accPtr(h.offset), localPtr(h.offset), len);
+                sendFrame(kReduceScatter, h.offset, len, accPtr(h.offset));
+            }
+        } else if ((p_.rank + 1) % n != c) {
+            sendFrame(kAllGather, h.offset, len, outPtr(h.offset));
+        }
+    }
+    {
+        std::lock_guard lock(mu_);
+        ++got_[h.phase];
+    }
+    finishIo();
+}
+
+void RingAllReduce::onPayloadFailed(const transport::SegmentHeader &, const std::string &why) {
+    {
+        std::unique_lock lock(mu_);
+        reportFailure(lock, why);
+    }
+    finishIo();
+}
+
+void RingAllReduce::finishIo() {
+    std::unique_lock lock(mu_);
+    --inflight_;
+    checkDone(lock);
+}
+
+void RingAllReduce::checkDone(std::unique_lock<std::mutex> &lock) {
+    if (aborted_) {
+        if (inflight_ == 0 && !quiescentCalled_ && onQuiescent_) {
+            quiescentCalled_ = true;
+            // Restore every segment whose input may have been overwritten.
+            if (inPlace_) {
+                for (uint32_t c = 0; c < p_.worldSize; ++c)
+                    for (size_t off = chunkBegin(c); off < chunkBegin(c + 1); off += segElems_) {
+                        const size_t idx = chunkFirstSegment_[c] + (off - chunkBegin(c)) / segElems_;
+                        if (backedUp_[idx])
+                            std::memcpy(outPtr(off), backup_.data() + off * elemSize_,
+                                        std::min(segElems_, chunkBegin(c + 1) - off) * elemSize_);
+                    }
+            }
+            auto cb = std::move(onQuiescent_);
+            lock.unlock();
+            cb();
+            lock.lock();
+        }
+        return;
+    }
+    if (finished_ || !started_ || inflight_ != 0) return;
+    if (got_[0] != expected_[0] || got_[1] != expected_[1]) return;
+    finished_ = true;
+    auto cb = std::move(onFinished_);
+    lock.unlock();
+    cb(Status{});
+    lock.lock();
+}
+
+void RingAllReduce::reportFailure(std::unique_lock<std::mutex> &lock, const std::string &why) {
+    if (finished_ || aborted_) return;
+    finished_ = true;
+    auto cb = std::move(onFinished_);
+    lock.unlock();
+    cb(Status{pcclRankConnectionLost, why});
+    lock.lock();
+}
+
+void RingAllReduce::fail(const Status &status) {
+    std::unique_lock lock(mu_);
+    reportFailure(lock, status.message());
+}
+
+void RingAllReduce::abort(const std::string &reason, std::function<void()> onQuiescent) {
+    {
+        std::unique_lock lock(mu_);
+        if (aborted_) return;
+        aborted_ = true;
+        onQuiescent_ = std::move(onQuiescent);
+        finished_ = true;  // no success report after an abort
+    }
+    if (p_.worldSize > 1) plane_.closeAll(reason);
+    std::unique_lock lock(mu_);
+    checkDone(lock);
+}
+
+} // namespace pccl::collectives

@@ -1,0 +1,112 @@
+// Pipelined ring all-reduce over the data plane, for one operation.
+//
+// The buffer is cut into N chunks (N = ring size); chunk c is owned by ring position c. Its
+// reduction starts at position c+1, flows around the ring (each peer adds its contribution to
+// the partial and forwards it), and is finished by the owner, which writes the final value and
+// starts the all-gather of that chunk; every other peer stores it and forwards it. Each chunk
+// is cut into segments that travel independently, so a segment is forwarded as soon as it was
+// reduced (pipelining), and segments are striped over all connections of the pool.
+//
+// Memory: partials are received straight into the output buffer (or, when partials travel in a
+// wider accumulator type, into a staging buffer); all-gather data straight into the output.
+// In place, the input is copied segment by segment into a backup just before that segment is
+// first overwritten, so an abort can restore it.
+//
+// Determinism: every chunk's final value is computed by exactly one peer in ring order and
+// copied byte for byte to the others.
+//
+// Threads: start() and abort() are called by the communicator's control thread; frame
+// callbacks run on data-plane I/O threads. The finished/quiescent callbacks run on either.
+#pragma once
+#include <pccl.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "transport/data_plane.h"
+#include "util/status.h"
+#include "util/uuid.h"
+
+namespace pccl::collectives {
+
+struct RingAllReduceParams {
+    uint64_t seq = 0;
+    const void *send = nullptr;
+    void *recv = nullptr;
+    size_t count = 0;
+    pcclDataType_t dtype = pcclFloat;
+    pcclRedOp_t op = pcclSum;
+    uint32_t rank = 0;  // position in the ring
+    uint32_t worldSize = 1;
+    Uuid prev, next;
+    size_t segmentBytes = 1 << 20;
+};
+
+class RingAllReduce : public transport::FrameSink, public std::enable_shared_from_this<RingAllReduce> {
+public:
+    // onFinished runs once: Status ok when every segment was received and every send flushed,
+    // or the first local failure (a link broke, a peer sent garbage).
+    RingAllReduce(transport::DataPlane &plane, RingAllReduceParams params, std::function<void(Status)> onFinished);
+    ~RingAllReduce() override;
+
+    // Sends this peer's first chunk; call once the outgoing pool to `next` is up.
+    void start();
+    // Stops the operation: closes the data connections (which fails every other operation
+    // using them too), waits until no I/O touches the user's buffers any more, restores an
+    // in-place input, then calls onQuiescent once.
+    void abort(const std::string &reason, std::function<void()> onQuiescent);
+    // Marks the operation failed locally (e.g. the pool could not be connected).
+    void fail(const Status &status);
+
+    uint64_t txBytes() const { return tx_.load(); }
+    uint64_t rxBytes() const { return rx_.load(); }
+
+    void *beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) override;
+    void onPayload(const transport::SegmentHeader &h) override;
+    void onPayloadFailed(const transport::SegmentHeader &h, const std::string &why) override;
+
+private:
+    enum Phase : uint8_t { kReduceScatter = 0, kAllGather = 1 };
+
+    size_t chunkBegin(uint32_t c) const;
+    uint32_t chunkOf(size_t offset) const;
+    // Index of the segment starting at `offset`, or SIZE_MAX if no segment starts there.
+    size_t segmentIndex(size_t offset, size_t *length) const;
+    const uint8_t *localPtr(size_t offset) const;
+    uint8_t *accPtr(size_t offset) const;
+    uint8_t *outPtr(size_t offset) const { return static_cast<uint8_t *>(p_.recv) + offset * elemSize_; }
+    void backup(size_t offset, size_t n);
+
+    void sendFrame(Phase phase, size_t offset, size_t n, const void *data);
+    void finishIo();  // one in-flight I/O ended: check completion and quiescence
+    void checkDone(std::unique_lock<std::mutex> &lock);
+    void reportFailure(std::unique_lock<std::mutex> &lock, const std::string &why);
+
+    transport::DataPlane &plane_;
+    RingAllReduceParams p_;
+    std::function<void(Status)> onFinished_;
+    size_t elemSize_, accSize_;
+    pcclDataType_t accType_;
+    bool inPlace_;
+    size_t segElems_;
+    std::vector<uint8_t> staging_;  // partials in the accumulator type (only when it differs)
+    std::vector<uint8_t> backup_;   // the input, in place only
+    size_t numSegments_ = 0;
+    std::vector<size_t> chunkFirstSegment_;
+
+    std::mutex mu_;
+    std::vector<uint8_t> received_[2];  // per phase, per segment
+    std::vector<uint8_t> backedUp_;     // per segment
+    size_t expected_[2] = {0, 0};       // segments to receive per phase
+    size_t got_[2] = {0, 0};
+    int inflight_ = 0;  // reads into our memory + sends from it
+    bool started_ = false, finished_ = false, aborted_ = false, quiescentCalled_ = false;
+    std::function<void()> onQuiescent_;
+    std::atomic<uint64_t> tx_{0}, rx_{0};
+};
+
+} // namespace pccl::collectives

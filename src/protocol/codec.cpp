@@ -1,0 +1,160 @@
+#include "protocol/codec.h"
+
+#include <type_traits>
+#include <utility>
+
+#include "util/bytes.h"
+
+namespace pccl::protocol {
+namespace {
+
+template <class T>
+struct IsVector : std::false_type {};
+template <class T>
+struct IsVector<std::vector<T>> : std::true_type {};
+template <class T>
+struct IsArray : std::false_type {};
+template <class T, size_t N>
+struct IsArray<std::array<T, N>> : std::true_type {};
+
+template <class T>
+void put(Writer &w, const T &v);
+template <class T>
+void get(Reader &r, T &v);
+
+template <class T>
+void put(Writer &w, const T &v) {
+    if constexpr (std::is_same_v<T, bool>) {
+        w.uint<uint8_t>(v ? 1 : 0);
+    } else if constexpr (std::is_integral_v<T>) {
+        w.uint<T>(v);
+    } else if constexpr (std::is_same_v<T, std::string>) {
+        w.uint<uint32_t>(static_cast<uint32_t>(v.size()));
+        w.raw(v.data(), v.size());
+    } else if constexpr (std::is_same_v<T, Uuid>) {
+        w.raw(v.bytes.data(), v.bytes.size());
+    } else if constexpr (IsArray<T>::value) {
+        for (const auto &x : v) put(w, x);
+    } else if constexpr (IsVector<T>::value) {
+        w.uint<uint32_t>(static_cast<uint32_t>(v.size()));
+        for (const auto &x : v) put(w, x);
+    } else {
+        v.fields([&](const auto &...xs) { (put(w, xs), ...); });
+    }
+}
+
+template <class T>
+void get(Reader &r, T &v) {
+    if (r.failed()) return;
+    if constexpr (std::is_same_v<T, bool>) {
+        const uint8_t b = r.uint<uint8_t>();
+        if (b > 1) r.fail();
+        v = b == 1;
+    } else if constexpr (std::is_integral_v<T>) {
+        v = r.uint<T>();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+        const uint32_t n = r.uint<uint32_t>();
+        if (n > kMaxStringBytes || n > r.remaining()) {
+            r.fail();
+            return;
+        }
+        v.resize(n);
+        r.raw(v.data(), n);
+    } else if constexpr (std::is_same_v<T, Uuid>) {
+        r.raw(v.bytes.data(), v.bytes.size());
+    } else if constexpr (IsArray<T>::value) {
+        for (auto &x : v) get(r, x);
+    } else if constexpr (IsVector<T>::value) {
+        const uint32_t n = r.uint<uint32_t>();
+        // Every item takes at least one byte, so this bounds the allocation by the frame size.
+        if (n > kMaxVectorItems || n > r.remaining()) {
+            r.fail();
+            return;
+        }
+        v.resize(n);
+        for (auto &x : v) get(r, x);
+    } else {
+        v.fields([&](auto &...xs) { (get(r, xs), ...); });
+    }
+}
+
+template <size_t... I>
+std::optional<ControlMessage> decodeByIndex(uint16_t type, Reader &r, std::index_sequence<I...>) {
+    std::optional<ControlMessage> out;
+    ((type == I ? (void)([&] {
+         std::variant_alternative_t<I, ControlMessage> m;
+         get(r, m);
+         out.emplace(std::in_place_index<I>, std::move(m));
+     }())
+                : void()),
+     ...);
+    return out;
+}
+
+} // namespace
+
+void encodeFrame(const ControlMessage &m, std::vector<uint8_t> &out) {
+    const size_t start = out.size();
+    Writer w(out);
+    w.uint<uint32_t>(0);
+    w.uint<uint16_t>(static_cast<uint16_t>(m.index()));
+    std::visit([&](const auto &msg) { put(w, msg); }, m);
+    storeLE32(out.data() + start, static_cast<uint32_t>(out.size() - start - kFrameHeaderBytes));
+}
+
+std::optional<ControlMessage> decodeMessage(uint16_t type, const uint8_t *payload, size_t size, std::string *error) {
+    if (type >= std::variant_size_v<ControlMessage>) {
+        *error = "unknown message type " + std::to_string(type);
+        return std::nullopt;
+    }
+    Reader r(payload, size);
+    auto m = decodeByIndex(type, r, std::make_index_sequence<std::variant_size_v<ControlMessage>>{});
+    if (r.failed() || !m) {
+        *error = "malformed message of type " + std::to_string(type);
+        return std::nullopt;
+    }
+    if (r.remaining() != 0) {
+        *error = "trailing bytes in message " + std::string(messageName(*m));
+        return std::nullopt;
+    }
+    return m;
+}
+
+const char *messageName(const ControlMessage &m) {
+    static const char *names[] = {"Hello",           "VoteUpdateTopology", "LinksReady",         "VotePeersPending",
+                                  "VoteOptimizeTopology", "CollectiveInit", "CollectiveDone",    "Leave",
+                                  "Welcome",         "Reject",             "TopologyUpdate",     "TopologyDone",
+                                  "PeersPendingResult", "OptimizeTopologyResult", "WorldUpdate", "CollectiveCommence",
+                                  "CollectiveCommitted", "CollectiveAborted", "Kicked"};
+    static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<ControlMessage>);
+    return names[m.index()];
+}
+
+std::string NetAddr::str() const {
+    std::string s;
+    if (family == 4) {
+        for (int i = 0; i < 4; ++i) s += (i ? "." : "") + std::to_string(ip[i]);
+    } else {
+        static const char *hex = "0123456789abcdef";
+        s = "[";
+        for (int i = 0; i < 16; i += 2) {
+            if (i) s += ":";
+            const unsigned v = (ip[i] << 8) | ip[i + 1];
+            char buf[8];
+            int n = 0;
+            bool started = false;
+            for (int sh = 12; sh >= 0; sh -= 4) {
+                const unsigned d = (v >> sh) & 15;
+                if (d || started || sh == 0) {
+                    buf[n++] = hex[d];
+                    started = true;
+                }
+            }
+            s.append(buf, n);
+        }
+        s += "]";
+    }
+    return s + ":" + std::to_string(port);
+}
+
+} // namespace pccl::protocol

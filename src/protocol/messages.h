@@ -1,0 +1,175 @@
+// The control-protocol message table: every message exchanged between a peer and the master.
+// The wire type id of a message is its index in ControlMessage; append new messages at the end
+// and bump kProtocolVersion when a message changes. Each struct lists its fields once in
+// PCCL_FIELDS; codec.h encodes and decodes every message from that list.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "util/uuid.h"
+
+namespace pccl::protocol {
+
+inline constexpr uint32_t kMagic = 0x4c434350;  // "PCCL"
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint32_t kMaxControlFrame = 16u << 20;  // bytes of one control frame
+inline constexpr uint32_t kMaxStringBytes = 64u << 10;
+inline constexpr uint32_t kMaxVectorItems = 1u << 20;
+
+#define PCCL_FIELDS(...)                                                                                               \
+    template <class F>                                                                                                 \
+    void fields(F &&f) {                                                                                               \
+        f(__VA_ARGS__);                                                                                                \
+    }                                                                                                                  \
+    template <class F>                                                                                                 \
+    void fields(F &&f) const {                                                                                         \
+        f(__VA_ARGS__);                                                                                                \
+    }
+#define PCCL_NO_FIELDS                                                                                                 \
+    template <class F>                                                                                                 \
+    void fields(F &&) const {}                                                                                         \
+    template <class F>                                                                                                 \
+    void fields(F &&) {}
+
+// An IPv4 or IPv6 socket address as carried on the wire.
+struct NetAddr {
+    uint8_t family = 4;  // 4 or 6
+    std::array<uint8_t, 16> ip{};
+    uint16_t port = 0;
+    PCCL_FIELDS(family, ip, port)
+    auto operator<=>(const NetAddr &) const = default;
+    std::string str() const;
+};
+
+struct RingMember {
+    Uuid uuid;
+    NetAddr data_addr;
+    PCCL_FIELDS(uuid, data_addr)
+    bool operator==(const RingMember &) const = default;
+};
+
+struct WorldInfo {
+    uint32_t global_world_size = 0;
+    uint32_t group_world_size = 0;
+    uint32_t num_groups = 0;
+    uint32_t largest_group = 0;
+    PCCL_FIELDS(global_world_size, group_world_size, num_groups, largest_group)
+};
+
+struct CollectiveDesc {
+    uint64_t count = 0;
+    uint8_t dtype = 0;
+    uint8_t op = 0;
+    uint8_t quant_dtype = 0;
+    uint8_t quant_algo = 0;
+    PCCL_FIELDS(count, dtype, op, quant_dtype, quant_algo)
+    bool operator==(const CollectiveDesc &) const = default;
+};
+
+// ---- peer -> master
+struct Hello {
+    uint32_t magic = kMagic;
+    uint16_t version = kProtocolVersion;
+    uint32_t peer_group = 0;
+    uint16_t data_port = 0;
+    PCCL_FIELDS(magic, version, peer_group, data_port)
+};
+struct VoteUpdateTopology { PCCL_NO_FIELDS };
+struct LinksReady {
+    uint64_t epoch = 0;
+    bool ok = true;
+    std::string error;
+    PCCL_FIELDS(epoch, ok, error)
+};
+struct VotePeersPending { PCCL_NO_FIELDS };
+struct VoteOptimizeTopology { PCCL_NO_FIELDS };
+struct CollectiveInit {
+    uint64_t tag = 0;
+    CollectiveDesc desc;
+    PCCL_FIELDS(tag, desc)
+};
+struct CollectiveDone {
+    uint64_t tag = 0;
+    uint64_t seq = 0;
+    bool ok = true;
+    std::string error;
+    PCCL_FIELDS(tag, seq, ok, error)
+};
+struct Leave { PCCL_NO_FIELDS };
+
+// ---- master -> peer
+struct Welcome {
+    Uuid uuid;
+    NetAddr observed_addr;  // the peer's address as the master sees it
+    PCCL_FIELDS(uuid, observed_addr)
+};
+struct Reject {
+    uint8_t result = 0;  // pcclResult_t
+    std::string reason;
+    PCCL_FIELDS(result, reason)
+};
+// Sent to every member after an admission round (and to a newly admitted peer): the ring of its
+// peer group in order, and the world sizes. The peer connects to its successor and answers LinksReady.
+struct TopologyUpdate {
+    uint64_t epoch = 0;
+    std::vector<RingMember> ring;
+    WorldInfo world;
+    PCCL_FIELDS(epoch, ring, world)
+};
+struct TopologyDone {
+    uint64_t epoch = 0;
+    bool ok = true;
+    std::string error;
+    PCCL_FIELDS(epoch, ok, error)
+};
+struct PeersPendingResult {
+    bool pending = false;
+    PCCL_FIELDS(pending)
+};
+struct OptimizeTopologyResult {
+    bool ok = true;
+    std::string error;
+    PCCL_FIELDS(ok, error)
+};
+struct WorldUpdate {
+    WorldInfo world;
+    PCCL_FIELDS(world)
+};
+// All peers of the group sent CollectiveInit for this tag with the same description: run it on
+// this ring (the participants in ring order). seq is unique per master and tags data frames.
+struct CollectiveCommence {
+    uint64_t tag = 0;
+    uint64_t seq = 0;
+    std::vector<RingMember> ring;
+    PCCL_FIELDS(tag, seq, ring)
+};
+struct CollectiveCommitted {
+    uint64_t tag = 0;
+    uint64_t seq = 0;
+    PCCL_FIELDS(tag, seq)
+};
+// The collective failed for every participant (a peer was lost, a link broke, descriptions
+// mismatched). seq is 0 when it failed before commencing.
+struct CollectiveAborted {
+    uint64_t tag = 0;
+    uint64_t seq = 0;
+    uint8_t result = 0;  // pcclResult_t to return
+    std::string reason;
+    PCCL_FIELDS(tag, seq, result, reason)
+};
+struct Kicked {
+    std::string reason;
+    PCCL_FIELDS(reason)
+};
+
+using ControlMessage =
+    std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
+                 CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
+                 OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked>;
+
+const char *messageName(const ControlMessage &m);
+
+} // namespace pccl::protocol

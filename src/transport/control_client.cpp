@@ -1,0 +1,89 @@
+#include "transport/control_client.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "transport/framed_connection.h"
+
+namespace pccl::transport {
+
+struct ControlClient::Impl {
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+    std::shared_ptr<FramedConnection> conn;
+    protocol::NetAddr local;
+    std::thread thread;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool closed = false;
+};
+
+ControlClient::ControlClient() : impl_(std::make_unique<Impl>()) {}
+ControlClient::~ControlClient() { stop(); }
+
+Status ControlClient::connect(const protocol::NetAddr &master, std::chrono::milliseconds timeout) {
+    asio::ip::tcp::socket socket(impl_->io);
+    asio::error_code result = asio::error::would_block;
+    socket.async_connect(toEndpoint(master), [&](const asio::error_code &ec) { result = ec; });
+    impl_->io.restart();
+    impl_->io.run_for(timeout);
+    if (result == asio::error::would_block) {
+        asio::error_code ignored;
+        socket.close(ignored);
+        impl_->io.restart();
+        impl_->io.run_for(std::chrono::milliseconds(100));
+        return {pcclMasterConnectionFailed, "connecting to master " + master.str() + " timed out"};
+    }
+    if (result) return {pcclMasterConnectionFailed, "cannot connect to master " + master.str() + ": " + result.message()};
+    asio::error_code ec;
+    impl_->local = toNetAddr(socket.local_endpoint(ec));
+    impl_->io.restart();
+    impl_->conn = std::make_shared<FramedConnection>(std::move(socket));
+    return {};
+}
+
+void ControlClient::start(MessageHandler onMessage, CloseHandler onClose) {
+    auto conn = impl_->conn;
+    Impl *impl = impl_.get();
+    auto closeHandler = [impl, c = std::move(onClose)](const std::string &reason) {
+        {
+            std::lock_guard lock(impl->mu);
+            impl->closed = true;
+        }
+        impl->cv.notify_all();
+        c(reason);
+    };
+    asio::post(impl_->io, [conn, m = std::move(onMessage), c = std::move(closeHandler)]() mutable {
+        conn->start(std::move(m), std::move(c));
+    });
+    impl_->thread = std::thread([this] { impl_->io.run(); });
+}
+
+void ControlClient::send(protocol::ControlMessage m) {
+    if (impl_->conn) impl_->conn->send(std::move(m));
+}
+
+void ControlClient::post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
+
+void ControlClient::stop(std::optional<protocol::ControlMessage> last) {
+    if (!impl_) return;
+    if (impl_->conn && impl_->thread.joinable()) {
+        if (last) {
+            impl_->conn->sendAndClose(std::move(*last), "communicator closed");
+            std::unique_lock lock(impl_->mu);
+            impl_->cv.wait_for(lock, std::chrono::seconds(1), [&] { return impl_->closed; });
+        }
+        impl_->conn->close("communicator closed");
+    }
+    impl_->work.reset();
+    if (impl_->thread.joinable()) {
+        asio::post(impl_->io, [this] { impl_->io.stop(); });
+        impl_->thread.join();
+    }
+    impl_->conn.reset();
+}
+
+protocol::NetAddr ControlClient::localAddr() const { return impl_->local; }
+
+} // namespace pccl::transport

@@ -1,0 +1,41 @@
+// The peer's connection to the master, and the peer's control thread. connect() blocks with a
+// deadline; after start(), every message and the close notification are delivered on the
+// control thread, which is also where post()ed work runs. send() and post() may be called from
+// any thread. stop() closes the connection and joins the thread (not from the control thread).
+#pragma once
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "protocol/messages.h"
+#include "util/status.h"
+
+namespace pccl::transport {
+
+class ControlClient {
+public:
+    using MessageHandler = std::function<void(protocol::ControlMessage &&)>;
+    using CloseHandler = std::function<void(const std::string &reason)>;
+
+    ControlClient();
+    ~ControlClient();
+    ControlClient(const ControlClient &) = delete;
+    ControlClient &operator=(const ControlClient &) = delete;
+
+    Status connect(const protocol::NetAddr &master, std::chrono::milliseconds timeout);
+    void start(MessageHandler onMessage, CloseHandler onClose);
+    void send(protocol::ControlMessage m);
+    void post(std::function<void()> fn);
+    // Sends `last` (if any), waits briefly for it to be written, closes, joins the thread.
+    void stop(std::optional<protocol::ControlMessage> last = std::nullopt);
+    // The local address of the control connection (the interface that reaches the master).
+    protocol::NetAddr localAddr() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace pccl::transport

@@ -1,0 +1,496 @@
+#include "transport/data_plane.h"
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "transport/framed_connection.h"
+#include "util/bytes.h"
+#include "util/log.h"
+
+namespace pccl::transport {
+namespace {
+
+constexpr uint32_t kDataMagic = 0x4c444350;  // "PCDL"
+constexpr size_t kHelloBytes = 4 + 2 + 16 + 16;
+constexpr size_t kAckBytes = 8;
+
+using Strand = asio::strand<asio::io_context::executor_type>;
+
+void encodeHeader(const SegmentHeader &h, uint8_t *out) {
+    storeLE64(out, h.seq);
+    storeLE64(out + 8, h.offset);
+    storeLE32(out + 16, h.bytes);
+    out[20] = h.phase;
+    out[21] = out[22] = out[23] = 0;
+}
+
+} // namespace
+
+struct OutConn;
+struct InConn;
+
+struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+    asio::ip::tcp::acceptor acceptor{io};
+    std::vector<std::thread> threads;
+    int nThreads;
+
+    std::mutex mu;  // guards everything below
+    Uuid self;
+    std::unordered_map<Uuid, std::vector<std::shared_ptr<OutConn>>, UuidHash> pools;
+    std::vector<std::weak_ptr<InConn>> incoming;
+    std::unordered_map<uint64_t, std::shared_ptr<FrameSink>> sinks;
+    uint64_t highestSeq = 0;
+    std::multimap<uint64_t, std::shared_ptr<InConn>> parked;  // by the seq they wait for
+
+    explicit Impl(int n) : nThreads(n) {}
+    void acceptLoop();
+    void removeOut(const Uuid &peer, const OutConn *c);
+};
+
+struct OutConn : std::enable_shared_from_this<OutConn> {
+    struct Item {
+        uint8_t header[kSegmentHeaderBytes];
+        const void *data;
+        size_t bytes;
+        SendDone done;
+    };
+    OutConn(asio::io_context &io, std::weak_ptr<DataPlane::Impl> owner, Uuid peer)
+        : strand(asio::make_strand(io)), socket(strand), owner(std::move(owner)), peer(peer) {}
+
+    Strand strand;
+    asio::ip::tcp::socket socket;
+    std::weak_ptr<DataPlane::Impl> owner;
+    Uuid peer;
+    std::deque<Item> queue;  // strand only
+    bool writing = false;    // strand only
+    bool closed = false;     // strand only
+    std::atomic<size_t> queuedBytes{0};
+    std::atomic<bool> dead{false};
+
+    void enqueue(Item item) {
+        queuedBytes += item.bytes;
+        auto self = shared_from_this();
+        asio::post(strand, [self, item = std::move(item)]() mutable {
+            if (self->closed) {
+                self->queuedBytes -= item.bytes;
+                item.done(false, "data connection to " + self->peer.shortStr() + " is closed");
+                return;
+            }
+            self->queue.push_back(std::move(item));
+            if (!self->writing) self->writeNext();
+        });
+    }
+
+    void writeNext() {
+        if (queue.empty()) {
+            writing = false;
+            return;
+        }
+        writing = true;
+        auto &it = queue.front();
+        std::array<asio::const_buffer, 2> bufs{asio::buffer(it.header), asio::buffer(it.data, it.bytes)};
+        auto self = shared_from_this();
+        asio::async_write(socket, bufs, asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                              auto item = std::move(self->queue.front());
+                              self->queue.pop_front();
+                              self->queuedBytes -= item.bytes;
+                              if (ec) {
+                                  item.done(false, "sending to " + self->peer.shortStr() + " failed: " + ec.message());
+                                  self->closeNow(ec.message());
+                                  return;
+                              }
+                              item.done(true, {});
+                              self->writeNext();
+                          }));
+    }
+
+    void closeNow(const std::string &reason) {
+        if (closed) return;
+        closed = true;
+        dead = true;
+        PCCL_LOG(Debug, "data connection to " << peer.shortStr() << " closed: " << reason);
+        asio::error_code ec;
+        socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+        socket.close(ec);
+        // The write in progress (front) completes with an error through its handler.
+        while (queue.size() > (writing ? 1u : 0u)) {
+            auto item = std::move(queue.back());
+            queue.pop_back();
+            queuedBytes -= item.bytes;
+            item.done(false, "data connection to " + peer.shortStr() + " closed: " + reason);
+        }
+        if (auto o = owner.lock()) o->removeOut(peer, this);
+    }
+
+    void close(const std::string &reason) {
+        auto self = shared_from_this();
+        asio::post(strand, [self, reason] { self->closeNow(reason); });
+    }
+};
+
+struct InConn : std::enable_shared_from_this<InConn> {
+    InConn(asio::ip::tcp::socket s, std::weak_ptr<DataPlane::Impl> owner, Strand strand)
+        : strand(strand), socket(std::move(s)), owner(std::move(owner)) {}
+
+    Strand strand;
+    asio::ip::tcp::socket socket;
+    std::weak_ptr<DataPlane::Impl> owner;
+    Uuid from;
+    uint8_t hello[kHelloBytes];
+    uint8_t ack[kAckBytes];
+    uint8_t header[kSegmentHeaderBytes];
+    SegmentHeader current;
+    std::vector<uint8_t> scratch;
+    bool closed = false;
+
+    void startHandshake() {
+        auto self = shared_from_this();
+        asio::async_read(socket, asio::buffer(hello), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                             if (ec) return self->closeNow("handshake: " + ec.message());
+                             self->onHello();
+                         }));
+    }
+
+    void onHello() {
+        auto o = owner.lock();
+        if (!o) return closeNow("data plane gone");
+        const uint32_t magic = loadLE32(hello);
+        const uint16_t version = static_cast<uint16_t>(hello[4] | (hello[5] << 8));
+        Uuid to;
+        std::copy(hello + 6, hello + 22, from.bytes.begin());
+        std::copy(hello + 22, hello + 38, to.bytes.begin());
+        bool good = magic == kDataMagic && version == protocol::kProtocolVersion;
+        {
+            std::lock_guard lock(o->mu);
+            good = good && to == o->self && !o->self.isNil();
+        }
+        storeLE32(ack, kDataMagic);
+        ack[4] = good ? 1 : 0;
+        ack[5] = ack[6] = ack[7] = 0;
+        auto self = shared_from_this();
+        asio::async_write(socket, asio::buffer(ack), asio::bind_executor(strand, [self, good](const asio::error_code &ec, size_t) {
+                              if (ec) return self->closeNow("handshake: " + ec.message());
+                              if (!good) return self->closeNow("rejected data connection: bad hello");
+                              self->readHeader();
+                          }));
+    }
+
+    void readHeader() {
+        auto self = shared_from_this();
+        asio::async_read(socket, asio::buffer(header), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                             if (ec) return self->closeNow(ec == asio::error::eof ? "closed by remote" : ec.message());
+                             self->onHeader();
+                         }));
+    }
+
+    void onHeader() {
+        current.seq = loadLE64(header);
+        current.offset = loadLE64(header + 8);
+        current.bytes = loadLE32(header + 16);
+        current.phase = header[20];
+        if (header[21] || header[22] || header[23] || current.bytes > kMaxSegmentBytes)
+            return closeNow("malformed frame header from " + from.shortStr());
+        dispatch();
+    }
+
+    // Routes the current frame: to its sink, to the parking lot, or to the discard path.
+    void dispatch() {
+        auto o = owner.lock();
+        if (!o) return closeNow("data plane gone");
+        std::shared_ptr<FrameSink> sink;
+        {
+            std::lock_guard lock(o->mu);
+            auto it = o->sinks.find(current.seq);
+            if (it != o->sinks.end()) {
+                sink = it->second;
+            } else if (current.seq > o->highestSeq) {
+                o->parked.emplace(current.seq, shared_from_this());
+                return;
+            }
+        }
+        if (!sink) return discard();
+        std::string error;
+        void *dest = sink->beginFrame(current, from, &error);
+        if (!dest) return closeNow("protocol error from " + from.shortStr() + ": " + error);
+        auto self = shared_from_this();
+        asio::async_read(socket, asio::buffer(dest, current.bytes),
+                         asio::bind_executor(strand, [self, sink](const asio::error_code &ec, size_t) {
+                             if (ec) {
+                                 sink->onPayloadFailed(self->current, "receiving from " + self->from.shortStr() +
+                                                                          " failed: " + ec.message());
+                                 return self->closeNow(ec.message());
+                             }
+                             sink->onPayload(self->current);
+                             if (!self->closed) self->readHeader();
+                         }));
+    }
+
+    void discard() {
+        scratch.resize(current.bytes);
+        auto self = shared_from_this();
+        asio::async_read(socket, asio::buffer(scratch), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                             if (ec) return self->closeNow(ec.message());
+                             self->scratch.clear();
+                             self->readHeader();
+                         }));
+    }
+
+    void resume() {
+        auto self = shared_from_this();
+        asio::post(strand, [self] {
+            if (!self->closed) self->dispatch();
+        });
+    }
+
+    void closeNow(const std::string &reason) {
+        if (closed) return;
+        closed = true;
+        PCCL_LOG(Debug, "data connection from " << from.shortStr() << " closed: " << reason);
+        asio::error_code ec;
+        socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+        socket.close(ec);
+    }
+
+    void close(const std::string &reason) {
+        auto self = shared_from_this();
+        asio::post(strand, [self, reason] { self->closeNow(reason); });
+    }
+};
+
+void DataPlane::Impl::acceptLoop() {
+    auto strand = asio::make_strand(io);
+    auto self = shared_from_this();
+    acceptor.async_accept(strand, [self, strand](const asio::error_code &ec, asio::ip::tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
+        if (!ec) {
+            tuneSocket(socket);
+            auto conn = std::make_shared<InConn>(std::move(socket), self, strand);
+            {
+                std::lock_guard lock(self->mu);
+                std::erase_if(self->incoming, [](auto &w) { return w.expired(); });
+                self->incoming.push_back(conn);
+            }
+            conn->startHandshake();
+        }
+        self->acceptLoop();
+    });
+}
+
+void DataPlane::Impl::removeOut(const Uuid &peer, const OutConn *c) {
+    std::lock_guard lock(mu);
+    auto it = pools.find(peer);
+    if (it == pools.end()) return;
+    std::erase_if(it->second, [c](auto &p) { return p.get() == c; });
+    if (it->second.empty()) pools.erase(it);
+}
+
+DataPlane::DataPlane(int ioThreads) : impl_(std::make_shared<Impl>(std::max(1, ioThreads))) {}
+
+DataPlane::~DataPlane() {
+    closeAll("data plane shut down");
+    {
+        asio::error_code ec;
+        asio::post(impl_->io, [impl = impl_] {
+            asio::error_code e;
+            impl->acceptor.close(e);
+        });
+    }
+    impl_->work.reset();
+    if (!impl_->threads.empty()) {
+        // Give the close handlers a moment to run, then stop the loop.
+        asio::post(impl_->io, [impl = impl_] { impl->io.stop(); });
+        for (auto &t : impl_->threads) t.join();
+    }
+    std::lock_guard lock(impl_->mu);
+    impl_->pools.clear();
+    impl_->parked.clear();
+    impl_->sinks.clear();
+    impl_->incoming.clear();
+}
+
+Status DataPlane::listen(uint16_t port) {
+    asio::error_code ec;
+    auto &acc = impl_->acceptor;
+    acc.open(asio::ip::tcp::v6(), ec);
+    if (!ec) {
+        acc.set_option(asio::ip::v6_only(false), ec);
+        acc.set_option(asio::socket_base::reuse_address(true), ec);
+        acc.bind({asio::ip::tcp::v6(), port}, ec);
+    }
+    if (ec) {
+        asio::error_code ignored;
+        acc.close(ignored);
+        ec.clear();
+        acc.open(asio::ip::tcp::v4(), ec);
+        if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+        if (!ec) acc.bind({asio::ip::tcp::v4(), port}, ec);
+    }
+    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return {pcclInternalError, "cannot listen for peers on port " + std::to_string(port) + ": " + ec.message()};
+    impl_->acceptLoop();
+    for (int i = 0; i < impl_->nThreads; ++i) impl_->threads.emplace_back([impl = impl_] { impl->io.run(); });
+    return {};
+}
+
+uint16_t DataPlane::port() const {
+    asio::error_code ec;
+    return impl_->acceptor.local_endpoint(ec).port();
+}
+
+void DataPlane::setSelf(const Uuid &self) {
+    std::lock_guard lock(impl_->mu);
+    impl_->self = self;
+}
+
+void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, std::chrono::milliseconds timeout,
+                        std::function<void(Status)> done) {
+    int have = 0;
+    Uuid self;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->pools.find(peer);
+        if (it != impl_->pools.end()) {
+            for (auto &c : it->second) have += c->dead ? 0 : 1;
+        }
+        self = impl_->self;
+    }
+    const int missing = n - have;
+    if (missing <= 0) {
+        asio::post(impl_->io, [done] { done({}); });
+        return;
+    }
+    struct Pending {
+        std::mutex mu;
+        int left;
+        bool finished = false;
+        std::function<void(Status)> done;
+        std::shared_ptr<asio::steady_timer> timer;
+        std::vector<std::shared_ptr<OutConn>> conns;
+        void finish(Status s) {
+            std::function<void(Status)> cb;
+            {
+                std::lock_guard lock(mu);
+                if (finished) return;
+                if (s.ok() && --left > 0) return;
+                finished = true;
+                cb = std::move(done);
+            }
+            timer->cancel();
+            if (!s.ok()) {
+                for (auto &c : conns) c->close(s.message());
+            }
+            cb(std::move(s));
+        }
+    };
+    auto pending = std::make_shared<Pending>();
+    pending->left = missing;
+    pending->done = std::move(done);
+    pending->timer = std::make_shared<asio::steady_timer>(impl_->io, timeout);
+    pending->timer->async_wait([pending, peer, addr](const asio::error_code &ec) {
+        if (!ec) pending->finish({pcclRankConnectionFailed, "connecting to peer " + peer.shortStr() + " at " + addr.str() + " timed out"});
+    });
+    const auto endpoint = toEndpoint(addr);
+    for (int i = 0; i < missing; ++i) {
+        auto conn = std::make_shared<OutConn>(impl_->io, impl_, peer);
+        pending->conns.push_back(conn);
+        auto hello = std::make_shared<std::array<uint8_t, kHelloBytes>>();
+        storeLE32(hello->data(), kDataMagic);
+        (*hello)[4] = static_cast<uint8_t>(protocol::kProtocolVersion & 0xff);
+        (*hello)[5] = static_cast<uint8_t>(protocol::kProtocolVersion >> 8);
+        std::copy(self.bytes.begin(), self.bytes.end(), hello->begin() + 6);
+        std::copy(peer.bytes.begin(), peer.bytes.end(), hello->begin() + 22);
+        auto ack = std::make_shared<std::array<uint8_t, kAckBytes>>();
+        auto impl = impl_;
+        auto fail = [pending, peer, addr](const std::string &what, const asio::error_code &ec) {
+            pending->finish({pcclRankConnectionFailed,
+                             "cannot connect to peer " + peer.shortStr() + " at " + addr.str() + ": " + what + ": " + ec.message()});
+        };
+        asio::post(conn->strand, [=] {
+            conn->socket.async_connect(endpoint, asio::bind_executor(conn->strand, [=](const asio::error_code &ec) {
+                if (ec) return fail("connect", ec);
+                tuneSocket(conn->socket);
+                asio::async_write(conn->socket, asio::buffer(*hello), asio::bind_executor(conn->strand, [=](const asio::error_code &ec2, size_t) {
+                    if (ec2) return fail("hello", ec2);
+                    asio::async_read(conn->socket, asio::buffer(*ack), asio::bind_executor(conn->strand, [=](const asio::error_code &ec3, size_t) {
+                        if (ec3) return fail("handshake", ec3);
+                        if (loadLE32(ack->data()) != kDataMagic || (*ack)[4] != 1)
+                            return fail("handshake", asio::error::access_denied);
+                        {
+                            std::lock_guard lock(impl->mu);
+                            impl->pools[peer].push_back(conn);
+                        }
+                        pending->finish({});
+                    }));
+                }));
+            }));
+        });
+    }
+}
+
+void DataPlane::send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) {
+    std::shared_ptr<OutConn> best;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->pools.find(peer);
+        if (it != impl_->pools.end()) {
+            for (auto &c : it->second) {
+                if (c->dead) continue;
+                if (!best || c->queuedBytes.load() < best->queuedBytes.load()) best = c;
+            }
+        }
+    }
+    if (!best) {
+        done(false, "no data connection to peer " + peer.shortStr());
+        return;
+    }
+    OutConn::Item item;
+    encodeHeader(h, item.header);
+    item.data = data;
+    item.bytes = h.bytes;
+    item.done = std::move(done);
+    best->enqueue(std::move(item));
+}
+
+void DataPlane::registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink) {
+    std::vector<std::shared_ptr<InConn>> wake;
+    {
+        std::lock_guard lock(impl_->mu);
+        impl_->sinks[seq] = std::move(sink);
+        impl_->highestSeq = std::max(impl_->highestSeq, seq);
+        auto end = impl_->parked.upper_bound(impl_->highestSeq);
+        for (auto it = impl_->parked.begin(); it != end; ++it) wake.push_back(it->second);
+        impl_->parked.erase(impl_->parked.begin(), end);
+    }
+    for (auto &c : wake) c->resume();
+}
+
+void DataPlane::unregisterSink(uint64_t seq) {
+    std::lock_guard lock(impl_->mu);
+    impl_->sinks.erase(seq);
+}
+
+void DataPlane::closeAll(const std::string &reason) {
+    std::vector<std::shared_ptr<OutConn>> outs;
+    std::vector<std::shared_ptr<InConn>> ins;
+    {
+        std::lock_guard lock(impl_->mu);
+        for (auto &[_, pool] : impl_->pools)
+            for (auto &c : pool) outs.push_back(c);
+        impl_->pools.clear();
+        for (auto &w : impl_->incoming)
+            if (auto c = w.lock()) ins.push_back(c);
+        impl_->incoming.clear();
+        impl_->parked.clear();
+    }
+    for (auto &c : outs) c->close(reason);
+    for (auto &c : ins) c->close(reason);
+}
+
+} // namespace pccl::transport

@@ -1,0 +1,82 @@
+// The peer's data plane: a listener for ring neighbours, pools of outgoing TCP connections per
+// remote peer, and a registry routing incoming frames to the operation they belong to.
+//
+// Frames: a 24-byte little-endian header {u64 seq, u64 offset, u32 bytes, u8 phase, 3 zero
+// bytes} then `bytes` of payload. The payload is read straight into the memory the operation's
+// FrameSink names (no staging copy here). A frame for an operation not registered yet is held
+// (its connection pauses) until the operation registers; a frame for an operation already gone
+// is discarded. Any malformed input closes that one connection.
+//
+// Threads: a small pool of I/O threads runs all socket work; each connection is served by its
+// own strand, so sink callbacks for different connections run concurrently.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "protocol/messages.h"
+#include "util/status.h"
+#include "util/uuid.h"
+
+namespace pccl::transport {
+
+struct SegmentHeader {
+    uint64_t seq = 0;
+    uint64_t offset = 0;  // in elements of the operation's logical buffer
+    uint32_t bytes = 0;
+    uint8_t phase = 0;
+};
+inline constexpr size_t kSegmentHeaderBytes = 24;
+inline constexpr uint32_t kMaxSegmentBytes = 64u << 20;
+
+// Receives the frames of one operation; called on I/O threads, concurrently for different
+// connections. After beginFrame returns a destination, exactly one of onPayload or
+// onPayloadFailed follows for that frame.
+class FrameSink {
+public:
+    virtual ~FrameSink() = default;
+    // Returns where the payload goes, or nullptr with *error set (the connection is closed).
+    virtual void *beginFrame(const SegmentHeader &h, const Uuid &from, std::string *error) = 0;
+    virtual void onPayload(const SegmentHeader &h) = 0;
+    virtual void onPayloadFailed(const SegmentHeader &h, const std::string &why) = 0;
+};
+
+using SendDone = std::function<void(bool ok, const std::string &why)>;
+
+class DataPlane {
+public:
+    explicit DataPlane(int ioThreads);
+    ~DataPlane();
+    DataPlane(const DataPlane &) = delete;
+    DataPlane &operator=(const DataPlane &) = delete;
+
+    // Binds the listener (dual-stack when IPv6 is available) on `port` (0 = any) and starts the
+    // I/O threads. Blocking, local only.
+    Status listen(uint16_t port);
+    uint16_t port() const;
+    // The identity this peer proves on outgoing connections and expects on incoming ones.
+    void setSelf(const Uuid &self);
+
+    // Makes sure `n` outgoing connections to `peer` are up. `done` runs once, on an I/O thread,
+    // when they are (or with the first failure, or after `timeout`).
+    void connect(const Uuid &peer, const protocol::NetAddr &addr, int n, std::chrono::milliseconds timeout,
+                 std::function<void(Status)> done);
+    // Queues a frame on the least-loaded connection to `peer`. `data` must stay valid until
+    // `done` runs; `done` runs exactly once, on an I/O thread (or inline if there is no pool).
+    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done);
+
+    void registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink);
+    void unregisterSink(uint64_t seq);
+    // Closes every data connection, incoming and outgoing; queued sends fail, reads in progress
+    // fail (onPayloadFailed). Returns at once; callbacks follow on the I/O threads.
+    void closeAll(const std::string &reason);
+
+    struct Impl;  // internal; public so the connection types in data_plane.cpp can name it
+
+private:
+    std::shared_ptr<Impl> impl_;
+};
+
+} // namespace pccl::transport
