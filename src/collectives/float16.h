@@ -6,6 +6,10 @@
 // f16/bf16 -> f32 is exact. f32 -> f16/bf16 rounds to nearest, ties to even; values too large
 // become +-Inf; subnormal results are rounded correctly; NaNs stay NaN (quiet NaNs keep their
 // top payload bits, signalling NaNs are quietened), Inf stays Inf.
+//
+// Assumes the default floating-point environment (round to nearest). No f32 subnormal is ever
+// produced internally, so flush-to-zero / denormals-are-zero modes do not change the results of
+// the f32 -> f16/bf16 conversions (f32 subnormal inputs round to zero in f16 anyway).
 #pragma once
 
 #include <bit>
@@ -42,25 +46,30 @@ inline float f16ToF32(uint16_t h) noexcept {
 /// f32 -> f16 bit pattern, round to nearest even.
 inline uint16_t f32ToF16(float f) noexcept {
     const uint32_t u = std::bit_cast<uint32_t>(f);
-    const uint32_t sign = (u >> 16) & 0x8000u;
     const uint32_t a = u & 0x7fffffffu;  // |f|
-    // Normal f16 range [2^-14, 65520): drop 13 mantissa bits with round-to-nearest-even on the
-    // bit pattern after rebiasing (127 -> 15). A mantissa carry correctly bumps the exponent;
-    // the largest input below 65520 yields 0x7bff at most.
-    const uint32_t rebased = a - ((127u - 15u) << 23);
-    const uint32_t normal = (rebased + 0x0fffu + ((rebased >> 13) & 1u)) >> 13;
-    // Subnormal f16 range (|f| < 2^-14): the result is round(|f| * 2^24) as an integer in
-    // [0, 1024] (1024 encodes 2^-14, the smallest normal). |f| * 2^24 < 2^10 is exact; adding
-    // 2^23 rounds it to an integer with the current (nearest-even) rounding, read off the
-    // mantissa bits.
-    const float scaled = std::bit_cast<float>(a) * 0x1p24f;
-    const uint32_t sub = std::bit_cast<uint32_t>(scaled + 0x1p23f) - 0x4b000000u;
+    // Clamp |f| to 2^16 (rounds to Inf below; Inf too). A NaN becomes 2^16 here and is
+    // replaced at the end. (Integer compares: the bit patterns of non-negative floats are
+    // ordered like their values, NaNs above Inf.)
+    const uint32_t ac = detail::select32(a < 0x47800000u, a, 0x47800000u);
+    // e = 2^E, the binade of |f|, but at least 2^-14 (the f16 subnormal range shares the
+    // quantum of the smallest normal binade).
+    const uint32_t ef = ac & 0x7f800000u;
+    const uint32_t e = detail::select32(ef > 0x38800000u, ef, 0x38800000u);
+    // Adding M = 2^(E+13) rounds |f| to a multiple of 2^(E-10) (11 significant bits) with the
+    // FPU's round-to-nearest-even; the low mantissa bits of the sum are then the rounded f16
+    // significand m in [0, 2048] (1024..2047 for normals, 2048 when rounding carries into the
+    // next binade, 0..1024 for subnormals).
+    const uint32_t mBits = e + (13u << 23);
+    const uint32_t m = std::bit_cast<uint32_t>(std::bit_cast<float>(ac) + std::bit_cast<float>(mBits)) - mBits;
+    // f16 pattern = ((E + 14) << 10) + m: the implicit leading 1 of m bumps the exponent field
+    // to E + 15; a carry (m = 2048) moves to the next binade; 2^16 gives 0x7c00 (Inf).
+    // The pattern is assembled in the upper 16 bits and shifted down once at the end, which
+    // keeps the vectorised code in 32-bit lanes with a single narrowing.
+    const uint32_t finite = ((e - 0x38800000u) << 3) + (m << 16);
     // NaN: keep the top 10 payload bits and force the quiet bit (never collapses to Inf).
-    const uint32_t nan = 0x7e00u | ((a >> 13) & 0x03ffu);
-    uint32_t r = detail::select32(a < 0x38800000u, sub, normal);
-    r = detail::select32(a >= 0x477ff000u, 0x7c00u, r);  // >= 65520 (incl. Inf) rounds to Inf
-    r = detail::select32(a > 0x7f800000u, nan, r);
-    return static_cast<uint16_t>(r | sign);
+    const uint32_t nan = 0x7e000000u | ((a << 3) & 0x03ff0000u);
+    const uint32_t r = detail::select32(a > 0x7f800000u, nan, finite) | (u & 0x80000000u);
+    return static_cast<uint16_t>(r >> 16);
 }
 
 /// Exact widening of a bf16 bit pattern to f32.
@@ -71,11 +80,12 @@ inline uint16_t f32ToBf16(float f) noexcept {
     const uint32_t u = std::bit_cast<uint32_t>(f);
     // Round to nearest even on the bit pattern; works through subnormals, carries into the
     // exponent and overflows to Inf exactly when it should.
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
     // NaN: truncate the payload and force the quiet bit.
-    const uint32_t nan = (u >> 16) | 0x0040u;
+    const uint32_t nan = u | 0x00400000u;
+    // Select on full 32-bit words and shift down once (a single narrowing when vectorised).
     const uint32_t r = detail::select32((u & 0x7fffffffu) > 0x7f800000u, nan, rounded);
-    return static_cast<uint16_t>(r);
+    return static_cast<uint16_t>(r >> 16);
 }
 
 }  // namespace pccl::collectives

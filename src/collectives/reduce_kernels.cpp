@@ -67,8 +67,6 @@ struct Kernel {
     // Integer arithmetic is done in an unsigned type at least as wide as `unsigned` so that
     // wrap-around is well defined (no promotion to signed int).
     using W = typename WrapType<A, kind == Kind::Int>::type;
-    // The divisor of avg, in the type the division is done in.
-    using Div = A;
 
     static inline A widen(T x) noexcept {
         if constexpr (kind == Kind::F16) {
@@ -109,9 +107,10 @@ struct Kernel {
         }
     }
 
-    static inline Div divisor(uint32_t world) noexcept { return static_cast<Div>(world == 0 ? 1u : world); }
+    // The divisor of avg, in the type the division is done in.
+    static inline A divisor(uint32_t world) noexcept { return static_cast<A>(world == 0 ? 1u : world); }
 
-    static inline T finalize(A v, Div world) noexcept {
+    static inline T finalize(A v, A world) noexcept {
         A r = v;
         if constexpr (O == pcclAvg) {
             r = v / world;  // integers: truncation toward zero; floats: a real division
@@ -154,7 +153,7 @@ template <class K>
 
 // out distinct from acc and local (the compiler versions the loop for any overlap).
 template <class K>
-[[gnu::noinline]] void finishLoop(const byte_t* acc, const byte_t* local, byte_t* out, size_t n, typename K::Div world) {
+[[gnu::noinline]] void finishLoop(const byte_t* acc, const byte_t* local, byte_t* out, size_t n, typename K::A world) {
     using T = typename K::T;
     using A = typename K::A;
     for (size_t i = 0; i < n; ++i) {
@@ -166,7 +165,7 @@ template <class K>
 
 // out == acc: one pointer, so the compiler sees the exact (element-wise) dependence.
 template <class K>
-[[gnu::noinline]] void finishIntoAccLoop(byte_t* io, const byte_t* local, size_t n, typename K::Div world) {
+[[gnu::noinline]] void finishIntoAccLoop(byte_t* io, const byte_t* local, size_t n, typename K::A world) {
     using T = typename K::T;
     using A = typename K::A;
     for (size_t i = 0; i < n; ++i) {
@@ -178,7 +177,7 @@ template <class K>
 
 // out == local.
 template <class K>
-[[gnu::noinline]] void finishIntoLocalLoop(const byte_t* acc, byte_t* io, size_t n, typename K::Div world) {
+[[gnu::noinline]] void finishIntoLocalLoop(const byte_t* acc, byte_t* io, size_t n, typename K::A world) {
     using T = typename K::T;
     using A = typename K::A;
     for (size_t i = 0; i < n; ++i) {

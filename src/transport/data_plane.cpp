@@ -265,13 +265,15 @@ struct InConn : std::enable_shared_from_this<InConn> {
 };
 
 void DataPlane::Impl::acceptLoop() {
+    // Handlers capture the raw Impl: they only run on the I/O threads, which are joined before
+    // the Impl is destroyed (pending handlers are then destroyed with the io_context, unrun).
     auto strand = asio::make_strand(io);
-    auto self = shared_from_this();
+    Impl *self = this;
     acceptor.async_accept(strand, [self, strand](const asio::error_code &ec, asio::ip::tcp::socket socket) {
         if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
         if (!ec) {
             tuneSocket(socket);
-            auto conn = std::make_shared<InConn>(std::move(socket), self, strand);
+            auto conn = std::make_shared<InConn>(std::move(socket), self->weak_from_this(), strand);
             {
                 std::lock_guard lock(self->mu);
                 std::erase_if(self->incoming, [](auto &w) { return w.expired(); });
@@ -297,7 +299,7 @@ DataPlane::~DataPlane() {
     closeAll("data plane shut down");
     {
         asio::error_code ec;
-        asio::post(impl_->io, [impl = impl_] {
+        asio::post(impl_->io, [impl = impl_.get()] {
             asio::error_code e;
             impl->acceptor.close(e);
         });
@@ -305,7 +307,7 @@ DataPlane::~DataPlane() {
     impl_->work.reset();
     if (!impl_->threads.empty()) {
         // Give the close handlers a moment to run, then stop the loop.
-        asio::post(impl_->io, [impl = impl_] { impl->io.stop(); });
+        asio::post(impl_->io, [impl = impl_.get()] { impl->io.stop(); });
         for (auto &t : impl_->threads) t.join();
     }
     std::lock_guard lock(impl_->mu);
@@ -335,7 +337,7 @@ Status DataPlane::listen(uint16_t port) {
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return {pcclInternalError, "cannot listen for peers on port " + std::to_string(port) + ": " + ec.message()};
     impl_->acceptLoop();
-    for (int i = 0; i < impl_->nThreads; ++i) impl_->threads.emplace_back([impl = impl_] { impl->io.run(); });
+    for (int i = 0; i < impl_->nThreads; ++i) impl_->threads.emplace_back([impl = impl_.get()] { impl->io.run(); });
     return {};
 }
 
@@ -407,7 +409,7 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
         std::copy(self.bytes.begin(), self.bytes.end(), hello->begin() + 6);
         std::copy(peer.bytes.begin(), peer.bytes.end(), hello->begin() + 22);
         auto ack = std::make_shared<std::array<uint8_t, kAckBytes>>();
-        auto impl = impl_;
+        Impl *impl = impl_.get();
         auto fail = [pending, peer, addr](const std::string &what, const asio::error_code &ec) {
             pending->finish({pcclRankConnectionFailed,
                              "cannot connect to peer " + peer.shortStr() + " at " + addr.str() + ": " + what + ": " + ec.message()});

@@ -111,8 +111,9 @@ void FramedConnection::writeNext() {
     writing_ = true;
     auto self = shared_from_this();
     asio::async_write(socket_, asio::buffer(outbox_.front()), [self](const asio::error_code &ec, size_t) {
-        if (ec) return self->closeNow(ec.message());
         self->outbox_.pop_front();
+        if (self->closed_) return;
+        if (ec) return self->closeNow(ec.message());
         self->writeNext();
     });
 }
@@ -128,7 +129,8 @@ void FramedConnection::closeNow(const std::string &reason) {
     asio::error_code ec;
     socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
     socket_.close(ec);
-    outbox_.clear();
+    // The frame being written stays alive until its handler runs.
+    while (outbox_.size() > (writing_ ? 1u : 0u)) outbox_.pop_back();
     if (onClose_) {
         auto cb = std::move(onClose_);
         onMessage_ = nullptr;
