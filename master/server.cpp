@@ -80,8 +80,9 @@ struct Server::Impl {
         acceptor.close(ec);
         wakeRead.cancel(ec);
         signals.cancel(ec);
-        for (auto &[id, c] : conns) c->close("master shutting down");
+        auto all = std::move(conns);
         conns.clear();
+        for (auto &[id, c] : all) c->closeNow("master shutting down");
         io.stop();
     }
 };

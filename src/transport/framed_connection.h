@@ -28,6 +28,8 @@ public:
     void start(MessageHandler onMessage, CloseHandler onClose);
     void send(protocol::ControlMessage m);
     void close(const std::string &reason);
+    // Closes at once; io thread only (used when the loop is about to stop).
+    void closeNow(const std::string &reason);
     // Sends m, then closes once it is written (for Reject/Kicked).
     void sendAndClose(protocol::ControlMessage m, const std::string &reason);
     const protocol::NetAddr &remote() const { return remote_; }
@@ -36,7 +38,6 @@ private:
     void readHeader();
     void readPayload(uint32_t size, uint16_t type);
     void writeNext();
-    void closeNow(const std::string &reason);
 
     asio::ip::tcp::socket socket_;
     protocol::NetAddr remote_;
