@@ -26,6 +26,7 @@ Actions Membership::onConnect(ClientId client, const NetAddr &remote) {
     Peer p;
     p.id = client;
     p.remote = remote;
+    p.lastSeenMs = now_;
     peers_[client] = p;
     return {};
 }
@@ -35,6 +36,11 @@ Actions Membership::onMessage(ClientId client, const ControlMessage &message) {
     auto it = peers_.find(client);
     if (it == peers_.end()) return out;
     Peer &p = it->second;
+    p.lastSeenMs = now_;
+    if (std::holds_alternative<Heartbeat>(message)) {
+        send(out, client, HeartbeatAck{});
+        return out;
+    }
     if (p.state == State::Connected && !std::holds_alternative<Hello>(message)) {
         kick(out, client, std::string("expected Hello, got ") + messageName(message));
         return out;
@@ -324,6 +330,17 @@ void Membership::kick(Actions &out, ClientId id, const std::string &reason) {
 Actions Membership::onDisconnect(ClientId client, const std::string &reason) {
     Actions out;
     removePeer(out, client, "lost (" + reason + ")");
+    return out;
+}
+
+Actions Membership::onTick() {
+    Actions out;
+    std::vector<ClientId> silent;
+    for (auto &[id, p] : peers_)
+        if (now_ > p.lastSeenMs + options_.heartbeatTimeoutMs) silent.push_back(id);
+    for (ClientId id : silent)
+        if (peers_.count(id))
+            kick(out, id, "no heartbeat for " + std::to_string(now_ - peers_.at(id).lastSeenMs) + " ms");
     return out;
 }
 

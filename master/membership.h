@@ -32,8 +32,17 @@ struct Action {
 };
 using Actions = std::vector<Action>;
 
+struct MembershipOptions {
+    uint64_t heartbeatTimeoutMs = 5000;  // a peer silent this long is removed
+};
+
 class Membership {
 public:
+    explicit Membership(MembershipOptions options = {}) : options_(options) {}
+    // The clock, in milliseconds of a monotonic clock; set before each event.
+    void setTime(uint64_t nowMs) { now_ = nowMs; }
+    // Removes every peer that has been silent past the heartbeat deadline.
+    Actions onTick();
     Actions onConnect(ClientId client, const protocol::NetAddr &remote);
     Actions onMessage(ClientId client, const protocol::ControlMessage &message);
     Actions onDisconnect(ClientId client, const std::string &reason);
@@ -55,6 +64,7 @@ private:
         bool votedTopology = false;
         bool votedPending = false;
         bool votedOptimize = false;
+        uint64_t lastSeenMs = 0;
     };
     struct Collective {
         protocol::CollectiveDesc desc;
@@ -85,6 +95,8 @@ private:
     std::string describe(const Peer &p) const;
     static void send(Actions &out, ClientId to, protocol::ControlMessage m);
 
+    MembershipOptions options_;
+    uint64_t now_ = 0;
     std::map<ClientId, Peer> peers_;
     std::map<uint32_t, std::vector<ClientId>> rings_;  // accepted peers per group, in ring order
     std::map<std::pair<uint32_t, uint64_t>, Collective> collectives_;

@@ -2,6 +2,7 @@
 
 #include <asio.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <unistd.h>
 #include <unordered_map>
 
@@ -20,6 +21,22 @@ struct Server::Impl {
     int wakeFds[2] = {-1, -1};
     char wakeByte = 0;
     Membership membership;
+    asio::steady_timer ticker{io};
+    const std::chrono::steady_clock::time_point epoch = std::chrono::steady_clock::now();
+
+    uint64_t nowMs() const {
+        return static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch).count());
+    }
+    void tick() {
+        ticker.expires_after(std::chrono::milliseconds(std::max<uint64_t>(50, options.heartbeatTimeoutMs / 10)));
+        ticker.async_wait([this](const asio::error_code &ec) {
+            if (ec) return;
+            membership.setTime(nowMs());
+            apply(membership.onTick());
+            tick();
+        });
+    }
     std::unordered_map<ClientId, std::shared_ptr<transport::FramedConnection>> conns;
     ClientId nextId = 1;
 
@@ -36,12 +53,18 @@ struct Server::Impl {
         auto conn = std::make_shared<transport::FramedConnection>(std::move(socket));
         conns[id] = conn;
         PCCL_LOG(Debug, "master: connection " << id << " from " << conn->remote().str());
+        membership.setTime(nowMs());
         apply(membership.onConnect(id, conn->remote()));
-        conn->start([this, id](protocol::ControlMessage &&m) { apply(membership.onMessage(id, m)); },
-                    [this, id](const std::string &reason) {
-                        conns.erase(id);
-                        apply(membership.onDisconnect(id, reason));
-                    });
+        conn->start(
+            [this, id](protocol::ControlMessage &&m) {
+                membership.setTime(nowMs());
+                apply(membership.onMessage(id, m));
+            },
+            [this, id](const std::string &reason) {
+                conns.erase(id);
+                membership.setTime(nowMs());
+                apply(membership.onDisconnect(id, reason));
+            });
     }
 
     void apply(Actions actions) {
@@ -80,6 +103,7 @@ struct Server::Impl {
         acceptor.close(ec);
         wakeRead.cancel(ec);
         signals.cancel(ec);
+        ticker.cancel();
         auto all = std::move(conns);
         conns.clear();
         for (auto &[id, c] : all) c->closeNow("master shutting down");
@@ -88,7 +112,13 @@ struct Server::Impl {
 };
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
+    if (const char *env = std::getenv("PCCL_HEARTBEAT_TIMEOUT_MS")) {
+        char *end = nullptr;
+        const unsigned long long v = std::strtoull(env, &end, 10);
+        if (*end == 0 && v >= 100) options.heartbeatTimeoutMs = v;
+    }
     impl_->options = std::move(options);
+    impl_->membership = Membership(MembershipOptions{impl_->options.heartbeatTimeoutMs});
     if (::pipe(impl_->wakeFds) == 0) impl_->wakeRead.assign(impl_->wakeFds[0]);
 }
 
@@ -110,6 +140,7 @@ Status Server::bind() {
     if (ec) return {pcclInternalError, "master cannot listen on " + impl_->options.listen.str() + ": " + ec.message()};
     impl_->accept();
     impl_->watchWake();
+    impl_->tick();
     if (impl_->options.handleSignals) {
         impl_->signals.add(SIGINT);
         impl_->signals.add(SIGTERM);

@@ -16,6 +16,7 @@ struct ServerOptions {
     protocol::NetAddr listen;  // port 0 = any free port
     bool printStatus = false;    // one line per membership change on stdout (the daemon)
     bool handleSignals = false;  // stop cleanly on SIGINT/SIGTERM (the daemon)
+    uint64_t heartbeatTimeoutMs = 5000;  // PCCL_HEARTBEAT_TIMEOUT_MS overrides
 };
 
 class Server {

@@ -33,6 +33,7 @@ CommOptions CommOptions::fromEnvironment() {
     o.ioThreads = static_cast<int>(envLong("PCCL_IO_THREADS", o.ioThreads, 1, 64));
     o.connectTimeout = std::chrono::milliseconds(envLong("PCCL_CONNECT_TIMEOUT_MS", o.connectTimeout.count(), 1, 3600000));
     o.segmentBytes = static_cast<size_t>(envLong("PCCL_SEGMENT_BYTES", static_cast<long>(o.segmentBytes), 4096, 64 << 20));
+    o.heartbeatTimeout = std::chrono::milliseconds(envLong("PCCL_HEARTBEAT_TIMEOUT_MS", o.heartbeatTimeout.count(), 100, 3600000));
     if (std::getenv("PCCL_ADMISSION_TIMEOUT_MS"))
         o.admissionTimeout = std::chrono::milliseconds(envLong("PCCL_ADMISSION_TIMEOUT_MS", 0, 1, 1L << 40));
     return o;
@@ -112,6 +113,18 @@ Status Communicator::connect() {
     if (auto st = control_.connect(options_.master, options_.connectTimeout); !st.ok()) return resetPhase(st);
     control_.start([this](ControlMessage &&m) { onMessage(std::move(m)); },
                    [this](const std::string &reason) { onClosed(reason); });
+    lastAck_ = std::chrono::steady_clock::now();
+    const auto period = std::min(std::chrono::milliseconds(1000), options_.heartbeatTimeout / 4);
+    control_.every(period, [this] {
+        const auto silent = std::chrono::steady_clock::now() - lastAck_;
+        if (silent > options_.heartbeatTimeout) {
+            failEverything(Status{pcclMasterConnectionLost,
+                                  "the master " + options_.master.str() + " answered no heartbeat for " +
+                                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()) + " ms"});
+            return;
+        }
+        control_.send(Heartbeat{});
+    });
     Hello hello;
     hello.peer_group = options_.peerGroup;
     hello.data_port = data_.port();
@@ -130,7 +143,9 @@ void Communicator::onMessage(ControlMessage &&message) {
     std::visit(
         [&](auto &m) {
             using M = std::decay_t<decltype(m)>;
-            if constexpr (std::is_same_v<M, Welcome>) {
+            if constexpr (std::is_same_v<M, HeartbeatAck>) {
+                lastAck_ = std::chrono::steady_clock::now();
+            } else if constexpr (std::is_same_v<M, Welcome>) {
                 std::lock_guard lock(mu_);
                 self_ = m.uuid;
                 data_.setSelf(m.uuid);

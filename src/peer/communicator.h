@@ -35,6 +35,8 @@ struct CommOptions {
     std::chrono::milliseconds connectTimeout{10000};  // TCP connect to master/peers
     std::optional<std::chrono::milliseconds> admissionTimeout;  // none: wait while the master answers
     size_t segmentBytes = 1 << 20;
+    // Liveness: the master is declared lost when it answers no heartbeat for this long.
+    std::chrono::milliseconds heartbeatTimeout{5000};
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 
@@ -112,6 +114,7 @@ private:
     bool lastPending_ = false;
     Status lastOptimize_;
     std::map<uint64_t, std::shared_ptr<Op>> ops_;  // by tag
+    std::chrono::steady_clock::time_point lastAck_;  // control thread only
 };
 
 } // namespace pccl::peer

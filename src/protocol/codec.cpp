@@ -125,7 +125,8 @@ const char *messageName(const ControlMessage &m) {
                                   "VoteOptimizeTopology", "CollectiveInit", "CollectiveDone",    "Leave",
                                   "Welcome",         "Reject",             "TopologyUpdate",     "TopologyDone",
                                   "PeersPendingResult", "OptimizeTopologyResult", "WorldUpdate", "CollectiveCommence",
-                                  "CollectiveCommitted", "CollectiveAborted", "Kicked"};
+                                  "CollectiveCommitted", "CollectiveAborted", "Kicked",
+                                  "Heartbeat",       "HeartbeatAck"};
     static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<ControlMessage>);
     return names[m.index()];
 }

@@ -164,11 +164,15 @@ struct Kicked {
     std::string reason;
     PCCL_FIELDS(reason)
 };
+// Liveness: a peer's control thread sends Heartbeat periodically; the master answers each with
+// HeartbeatAck. Either side declares the other lost when nothing arrives within its deadline.
+struct Heartbeat { PCCL_NO_FIELDS };
+struct HeartbeatAck { PCCL_NO_FIELDS };
 
 using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
-                 OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked>;
+                 OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck>;
 
 const char *messageName(const ControlMessage &m);
 

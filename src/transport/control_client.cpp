@@ -27,7 +27,9 @@ Status ControlClient::connect(const protocol::NetAddr &master, std::chrono::mill
     asio::error_code result = asio::error::would_block;
     socket.async_connect(toEndpoint(master), [&](const asio::error_code &ec) { result = ec; });
     impl_->io.restart();
-    impl_->io.run_for(timeout);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (result == asio::error::would_block && std::chrono::steady_clock::now() < deadline)
+        impl_->io.run_one_until(deadline);
     if (result == asio::error::would_block) {
         asio::error_code ignored;
         socket.close(ignored);
@@ -65,6 +67,26 @@ void ControlClient::send(protocol::ControlMessage m) {
 }
 
 void ControlClient::post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
+
+void ControlClient::every(std::chrono::milliseconds period, std::function<void()> fn) {
+    struct Periodic : std::enable_shared_from_this<Periodic> {
+        asio::steady_timer timer;
+        std::chrono::milliseconds period;
+        std::function<void()> fn;
+        Periodic(asio::io_context &io, std::chrono::milliseconds p, std::function<void()> f)
+            : timer(io), period(p), fn(std::move(f)) {}
+        void arm() {
+            timer.expires_after(period);
+            timer.async_wait([self = shared_from_this()](const asio::error_code &ec) {
+                if (ec) return;
+                self->fn();
+                self->arm();
+            });
+        }
+    };
+    auto p = std::make_shared<Periodic>(impl_->io, period, std::move(fn));
+    asio::post(impl_->io, [p] { p->arm(); });
+}
 
 void ControlClient::stop(std::optional<protocol::ControlMessage> last) {
     if (!impl_) return;

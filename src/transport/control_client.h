@@ -28,6 +28,8 @@ public:
     void start(MessageHandler onMessage, CloseHandler onClose);
     void send(protocol::ControlMessage m);
     void post(std::function<void()> fn);
+    // Runs fn on the control thread every `period` until stop().
+    void every(std::chrono::milliseconds period, std::function<void()> fn);
     // Sends `last` (if any), waits briefly for it to be written, closes, joins the thread.
     void stop(std::optional<protocol::ControlMessage> last = std::nullopt);
     // The local address of the control connection (the interface that reaches the master).
