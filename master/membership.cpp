@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "collectives/reduce_kernels.h"
+#include "master/shared_state_election.h"
 
 namespace pccl::master {
 
@@ -76,6 +77,12 @@ Actions Membership::onMessage(ClientId client, const ControlMessage &message) {
             } else if constexpr (std::is_same_v<M, CollectiveDone>) {
                 if (!requireAccepted()) return;
                 onCollectiveDone(out, p, m);
+            } else if constexpr (std::is_same_v<M, SharedStateSync>) {
+                if (!requireAccepted()) return;
+                onSharedStateSync(out, p, m);
+            } else if constexpr (std::is_same_v<M, SharedStateDone>) {
+                if (!requireAccepted()) return;
+                onSharedStateDone(out, p, m);
             } else if constexpr (std::is_same_v<M, Leave>) {
                 removePeer(out, client, "left");
                 Action a;
@@ -278,7 +285,10 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
     if (p.state == State::Pending) return;
     auto &ring = rings_[p.group];
     std::erase(ring, id);
-    if (ring.empty()) rings_.erase(p.group);
+    if (ring.empty()) {
+        rings_.erase(p.group);
+        lastRevision_.erase(p.group);  // a new group may start at any revision
+    }
     // World sizes first: a survivor that sees the abort below already knows the new size
     // (pcclAllReduceMultipleWithRetry decides on it whether to retry).
     sendWorld(out);
@@ -301,6 +311,14 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
                 if (c.first == id) c.first = *c.inited.begin();
                 maybeCommence(out, p.group, tag);
             }
+        }
+    }
+    if (auto sr = syncRounds_.find(p.group); sr != syncRounds_.end()) {
+        if (sr->second.seq == 0) {
+            sr->second.described.erase(id);
+            maybeRunSync(out, p.group);
+        } else if (sr->second.participants.count(id)) {
+            abortSync(out, p.group, describe(p) + " " + reason + " during shared-state sync");
         }
     }
     if (linksWaiting_.erase(id) && linksWaiting_.empty()) {
@@ -331,6 +349,91 @@ Actions Membership::onDisconnect(ClientId client, const std::string &reason) {
     Actions out;
     removePeer(out, client, "lost (" + reason + ")");
     return out;
+}
+
+void Membership::onSharedStateSync(Actions &out, Peer &p, const SharedStateSync &m) {
+    auto &round = syncRounds_[p.group];
+    if (round.seq != 0 || round.described.count(p.id)) return kick(out, p.id, "started a shared-state sync twice");
+    round.described[p.id] = m;
+    maybeRunSync(out, p.group);
+}
+
+void Membership::maybeRunSync(Actions &out, uint32_t group) {
+    auto it = syncRounds_.find(group);
+    if (it == syncRounds_.end() || it->second.seq != 0) return;
+    if (it->second.described.empty()) {
+        syncRounds_.erase(it);
+        return;
+    }
+    for (ClientId id : rings_[group])
+        if (!it->second.described.count(id)) return;
+    auto described = std::move(it->second.described);
+    syncRounds_.erase(it);
+    std::optional<uint64_t> last;
+    if (auto lr = lastRevision_.find(group); lr != lastRevision_.end()) last = lr->second;
+    const ElectionOutcome e = electSharedState(described, last);
+
+    for (auto &[id, why] : e.usageErrors) send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclInvalidUsage), why});
+    std::vector<ClientId> participants;
+    for (auto &[id, d] : described)
+        if (!e.removed.count(id) && !e.usageErrors.count(id)) participants.push_back(id);
+    if (!e.noStateReason.empty()) {
+        for (ClientId id : participants)
+            send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclNoSharedStateAvailable), e.noStateReason});
+    } else if (!participants.empty()) {
+        SyncRound round;
+        round.seq = nextSeq_++;
+        round.revision = e.revision;
+        round.participants.insert(participants.begin(), participants.end());
+        std::map<ClientId, SharedStatePlan> plans;
+        for (ClientId id : participants) plans[id] = SharedStatePlan{round.seq, e.revision, {}, {}};
+        auto transferTo = [&](ClientId peer) {
+            const Peer &q = peers_.at(peer);
+            EntryTransfer t;
+            t.peer = q.uuid;
+            t.addr = q.remote;
+            t.addr.port = q.dataPort;
+            return t;
+        };
+        for (auto &[receiver, entries] : e.receive) {
+            for (auto &[entry, source] : entries) {
+                EntryTransfer r = transferTo(source);
+                r.entry = entry;
+                r.digest = e.popular[entry].digest;
+                plans[receiver].receive.push_back(r);
+                EntryTransfer s = transferTo(receiver);
+                s.entry = entry;
+                s.digest = r.digest;
+                plans[source].send.push_back(s);
+            }
+        }
+        for (auto &[id, plan] : plans) send(out, id, plan);
+        syncRounds_[group] = std::move(round);
+    }
+    for (auto &[id, why] : e.removed)
+        if (peers_.count(id)) kick(out, id, why);
+}
+
+void Membership::onSharedStateDone(Actions &out, Peer &p, const SharedStateDone &m) {
+    auto it = syncRounds_.find(p.group);
+    if (it == syncRounds_.end() || it->second.seq != m.seq || !it->second.participants.count(p.id)) return;
+    if (!m.ok) return abortSync(out, p.group, describe(p) + " reported: " + m.error);
+    auto &round = it->second;
+    round.done.insert(p.id);
+    if (round.done.size() < round.participants.size()) return;
+    for (ClientId id : round.participants) send(out, id, SharedStateCommitted{round.seq, round.revision});
+    lastRevision_[p.group] = round.revision;
+    syncRounds_.erase(it);
+}
+
+void Membership::abortSync(Actions &out, uint32_t group, const std::string &reason) {
+    auto it = syncRounds_.find(group);
+    if (it == syncRounds_.end()) return;
+    const SyncRound round = std::move(it->second);
+    syncRounds_.erase(it);
+    for (ClientId id : round.participants)
+        if (peers_.count(id))
+            send(out, id, SharedStateAborted{round.seq, static_cast<uint8_t>(pcclRankConnectionLost), reason});
 }
 
 Actions Membership::onTick() {

@@ -80,6 +80,10 @@ private:
     void onCollectiveInit(Actions &out, Peer &p, const protocol::CollectiveInit &m);
     void onCollectiveDone(Actions &out, Peer &p, const protocol::CollectiveDone &m);
     void onLinksReady(Actions &out, Peer &p, const protocol::LinksReady &m);
+    void onSharedStateSync(Actions &out, Peer &p, const protocol::SharedStateSync &m);
+    void onSharedStateDone(Actions &out, Peer &p, const protocol::SharedStateDone &m);
+    void maybeRunSync(Actions &out, uint32_t group);
+    void abortSync(Actions &out, uint32_t group, const std::string &reason);
     void removePeer(Actions &out, ClientId id, const std::string &reason);
     void kick(Actions &out, ClientId id, const std::string &reason);
 
@@ -95,7 +99,16 @@ private:
     std::string describe(const Peer &p) const;
     static void send(Actions &out, ClientId to, protocol::ControlMessage m);
 
+    struct SyncRound {
+        std::map<ClientId, protocol::SharedStateSync> described;
+        uint64_t seq = 0;  // 0 while collecting descriptions
+        uint64_t revision = 0;
+        std::set<ClientId> participants, done;
+    };
+
     MembershipOptions options_;
+    std::map<uint32_t, SyncRound> syncRounds_;     // per group
+    std::map<uint32_t, uint64_t> lastRevision_;   // per group, last committed
     uint64_t now_ = 0;
     std::map<ClientId, Peer> peers_;
     std::map<uint32_t, std::vector<ClientId>> rings_;  // accepted peers per group, in ring order

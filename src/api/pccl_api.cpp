@@ -277,8 +277,34 @@ PCCL_EXPORT pcclResult_t pcclSynchronizeSharedState(const pcclComm_t *comm, pccl
         if (!shared_state) return fail(comm, invalidArgument("shared_state is NULL"));
         if (strategy < PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR || strategy > PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY)
             return fail(comm, invalidArgument("unknown sync strategy " + std::to_string(strategy)));
-        (void)sync_info_out;
-        return fail(comm, invalidUsage("pcclSynchronizeSharedState is not available in this build yet"));
+        if (shared_state->count > 0 && !shared_state->infos) return fail(comm, invalidArgument("shared_state->infos is NULL"));
+        std::vector<peer::SyncEntry> entries;
+        for (size_t i = 0; i < shared_state->count; ++i) {
+            const pcclTensorInfo_t &t = shared_state->infos[i];
+            const std::string where = "shared state entry " + std::to_string(i);
+            if (!t.name || !*t.name) return fail(comm, invalidArgument(where + " has no name"));
+            const std::string name = t.name;
+            if (name.size() > 4096) return fail(comm, invalidArgument(where + ": name longer than 4096 bytes"));
+            if (!collectives::isValidDataType(t.datatype))
+                return fail(comm, invalidArgument(where + " '" + name + "': unknown data type " + std::to_string(t.datatype)));
+            if (t.device_type == pcclDeviceCuda)
+                return fail(comm, invalidArgument(where + " '" + name + "' is on a CUDA device, but this build has no CUDA support"));
+            if (t.device_type != pcclDeviceCpu)
+                return fail(comm, invalidArgument(where + " '" + name + "': unknown device type " + std::to_string(t.device_type)));
+            if (t.count > 0 && !t.data) return fail(comm, invalidArgument(where + " '" + name + "': data is NULL"));
+            if (t.count > (uint64_t{1} << 40) / 8) return fail(comm, invalidArgument(where + " '" + name + "' is too large"));
+            for (auto &e : entries)
+                if (e.name == name) return fail(comm, invalidArgument("shared state entry name '" + name + "' is used twice"));
+            entries.push_back({name, t.data, t.count, t.datatype, t.allow_content_inequality});
+        }
+        auto r = comm->rep->syncSharedState(entries, shared_state->revision, strategy);
+        if (!r.ok()) return fail(comm, r.status());
+        shared_state->revision = r->revision;
+        if (sync_info_out) {
+            sync_info_out->tx_bytes = r->txBytes;
+            sync_info_out->rx_bytes = r->rxBytes;
+        }
+        return pcclSuccess;
     });
 }
 

@@ -39,16 +39,6 @@ CommOptions CommOptions::fromEnvironment() {
     return o;
 }
 
-struct Communicator::Op {
-    ReduceArgs args;
-    uint64_t seq = 0;
-    uint32_t worldSize = 0;
-    std::shared_ptr<collectives::RingAllReduce> engine;
-    bool done = false;
-    Status status;
-    ReduceResult result;
-};
-
 Communicator::Communicator(CommOptions options) : options_(std::move(options)), data_(options_.ioThreads) {}
 
 Communicator::~Communicator() {
@@ -182,6 +172,12 @@ void Communicator::onMessage(ControlMessage &&message) {
             } else if constexpr (std::is_same_v<M, WorldUpdate>) {
                 std::lock_guard lock(mu_);
                 world_ = m.world;
+            } else if constexpr (std::is_same_v<M, SharedStatePlan>) {
+                onSyncPlan(m);
+            } else if constexpr (std::is_same_v<M, SharedStateCommitted>) {
+                onSyncEnd(m.seq, Status{}, m.revision);
+            } else if constexpr (std::is_same_v<M, SharedStateAborted>) {
+                onSyncEnd(m.seq, Status{static_cast<pcclResult_t>(m.result), m.reason}, 0);
             } else if constexpr (std::is_same_v<M, CollectiveCommence>) {
                 onCommence(m);
             } else if constexpr (std::is_same_v<M, CollectiveCommitted>) {
@@ -405,6 +401,7 @@ void Communicator::failEverything(const Status &status) {
             if (!op->done) live.emplace_back(op, op->engine);
         cv_.notify_all();
     }
+    abortSync(status);
     for (auto &[op, engine] : live) {
         if (!engine) {
             finishOp(op, status);

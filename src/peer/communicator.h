@@ -24,6 +24,9 @@
 namespace pccl::collectives {
 class RingAllReduce;
 }
+namespace pccl::shared_state {
+class StateTransfer;
+}
 
 namespace pccl::peer {
 
@@ -48,6 +51,19 @@ struct ReduceArgs {
     pcclRedOp_t op = pcclSum;
     uint64_t tag = 0;
     pcclQuantizationOptions_t quant{};
+};
+
+struct SyncEntry {
+    std::string name;
+    void *data = nullptr;
+    size_t count = 0;
+    pcclDataType_t dtype = pcclFloat;
+    bool allowInequality = false;
+};
+
+struct SyncResult {
+    uint64_t revision = 0;
+    uint64_t txBytes = 0, rxBytes = 0;
 };
 
 struct ReduceResult {
@@ -75,11 +91,23 @@ public:
     // Runs every all-reduce, at most maxInFlight at once (<= 0: all), retrying those aborted by a
     // lost peer until all succeed or the group has fewer than two peers (pcclTooFewPeers).
     Status allReduceMultipleWithRetry(const std::vector<ReduceArgs> &ops, int maxInFlight, ReduceResult *total);
+    // Shared-state sync over the peer group (docs/shared_state.md). Blocks.
+    Result<SyncResult> syncSharedState(const std::vector<SyncEntry> &entries, uint64_t revision,
+                                       pcclSharedStateSyncStrategy_t strategy);
     bool connected() const;
     size_t inFlight() const;
 
 private:
-    struct Op;
+    struct Op {
+        ReduceArgs args;
+        uint64_t seq = 0;
+        uint32_t worldSize = 0;
+        std::shared_ptr<collectives::RingAllReduce> engine;
+        bool done = false;
+        Status status;
+        ReduceResult result;
+    };
+    struct SyncOp;
     enum class Phase { Created, Connecting, Connected, Dead };
 
     void onMessage(protocol::ControlMessage &&m);
@@ -89,6 +117,10 @@ private:
     void onOpFinished(const std::shared_ptr<Op> &op, Status status);
     void finishOp(const std::shared_ptr<Op> &op, Status status);
     void failEverything(const Status &status);
+    void onSyncPlan(const protocol::SharedStatePlan &m);
+    void onSyncEnd(uint64_t seq, Status status, uint64_t revision);
+    void finishSync(const std::shared_ptr<SyncOp> &op, Status status);
+    void abortSync(const Status &status);
     // Waits until pred() holds or the communicator dies; mu_ must be held by lock.
     template <class Pred>
     Status waitUntil(std::unique_lock<std::mutex> &lock, Pred pred, std::optional<std::chrono::milliseconds> timeout,
@@ -115,6 +147,8 @@ private:
     Status lastOptimize_;
     std::map<uint64_t, std::shared_ptr<Op>> ops_;  // by tag
     std::chrono::steady_clock::time_point lastAck_;  // control thread only
+    std::shared_ptr<SyncOp> sync_;  // the shared-state sync in progress
+    bool syncedBefore_ = false;
 };
 
 } // namespace pccl::peer

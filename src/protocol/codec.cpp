@@ -126,7 +126,8 @@ const char *messageName(const ControlMessage &m) {
                                   "Welcome",         "Reject",             "TopologyUpdate",     "TopologyDone",
                                   "PeersPendingResult", "OptimizeTopologyResult", "WorldUpdate", "CollectiveCommence",
                                   "CollectiveCommitted", "CollectiveAborted", "Kicked",
-                                  "Heartbeat",       "HeartbeatAck"};
+                                  "Heartbeat",       "HeartbeatAck",       "SharedStateSync",    "SharedStatePlan",
+                                  "SharedStateDone", "SharedStateCommitted", "SharedStateAborted"};
     static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<ControlMessage>);
     return names[m.index()];
 }

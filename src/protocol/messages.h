@@ -169,10 +169,67 @@ struct Kicked {
 struct Heartbeat { PCCL_NO_FIELDS };
 struct HeartbeatAck { PCCL_NO_FIELDS };
 
+// ---- shared state (docs/shared_state.md)
+using Digest = std::array<uint8_t, 16>;
+struct EntryDesc {
+    std::string name;
+    uint8_t dtype = 0;
+    uint64_t count = 0;
+    bool allow_inequality = false;
+    Digest digest{};
+    PCCL_FIELDS(name, dtype, count, allow_inequality, digest)
+    bool sameLayout(const EntryDesc &o) const {
+        return name == o.name && dtype == o.dtype && count == o.count && allow_inequality == o.allow_inequality;
+    }
+};
+// peer -> master: this peer's state, to take part in the group's next sync round.
+struct SharedStateSync {
+    uint64_t revision = 0;
+    uint8_t strategy = 0;
+    bool synced_before = false;
+    std::vector<EntryDesc> entries;
+    PCCL_FIELDS(revision, strategy, synced_before, entries)
+};
+// One entry to move: in SharedStatePlan::receive, `peer` is the source; in ::send, the receiver.
+struct EntryTransfer {
+    uint32_t entry = 0;
+    Uuid peer;
+    NetAddr addr;
+    Digest digest{};
+    PCCL_FIELDS(entry, peer, addr, digest)
+};
+// master -> peer: what this peer receives and sends in round `seq`.
+struct SharedStatePlan {
+    uint64_t seq = 0;
+    uint64_t revision = 0;
+    std::vector<EntryTransfer> receive;
+    std::vector<EntryTransfer> send;
+    PCCL_FIELDS(seq, revision, receive, send)
+};
+struct SharedStateDone {
+    uint64_t seq = 0;
+    bool ok = true;
+    std::string error;
+    PCCL_FIELDS(seq, ok, error)
+};
+struct SharedStateCommitted {
+    uint64_t seq = 0;
+    uint64_t revision = 0;
+    PCCL_FIELDS(seq, revision)
+};
+// The round failed for this peer (seq 0: before any transfer started).
+struct SharedStateAborted {
+    uint64_t seq = 0;
+    uint8_t result = 0;
+    std::string reason;
+    PCCL_FIELDS(seq, result, reason)
+};
+
 using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
-                 OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck>;
+                 OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck, SharedStateSync, SharedStatePlan,
+                 SharedStateDone, SharedStateCommitted, SharedStateAborted>;
 
 const char *messageName(const ControlMessage &m);
 

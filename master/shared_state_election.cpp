@@ -1,0 +1,137 @@
+#include "master/shared_state_election.h"
+
+#include <algorithm>
+
+namespace pccl::master {
+
+using namespace protocol;
+
+namespace {
+
+bool sameLayout(const std::vector<EntryDesc> &a, const std::vector<EntryDesc> &b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (!a[i].sameLayout(b[i])) return false;
+    return true;
+}
+
+// The digests that take part in the vote (entries without allow_content_inequality).
+std::vector<Digest> voteKey(const std::vector<EntryDesc> &entries) {
+    std::vector<Digest> k;
+    for (auto &e : entries)
+        if (!e.allow_inequality) k.push_back(e.digest);
+    return k;
+}
+
+} // namespace
+
+ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &described,
+                                 std::optional<uint64_t> lastRevision) {
+    ElectionOutcome out;
+    // Strategies: ENFORCE_POPULAR mixed with the others is a usage error for the others.
+    const bool anyEnforce = std::any_of(described.begin(), described.end(), [](auto &kv) {
+        return kv.second.strategy == PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR;
+    });
+    std::map<PeerKey, const SharedStateSync *> live;
+    for (auto &[id, s] : described) {
+        if (anyEnforce && s.strategy != PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR) {
+            out.usageErrors[id] = "this peer used the receive-only/send-only strategy while other peers of the group "
+                                  "used ENFORCE_POPULAR in the same sync";
+            continue;
+        }
+        live[id] = &s;
+    }
+    if (live.empty()) return out;
+
+    // Structure: the most common layout wins (ties: the one described by the lowest peer id).
+    std::vector<std::pair<const std::vector<EntryDesc> *, size_t>> layouts;
+    for (auto &[id, s] : live) {
+        auto it = std::find_if(layouts.begin(), layouts.end(), [&](auto &l) { return sameLayout(*l.first, s->entries); });
+        if (it == layouts.end()) layouts.push_back({&s->entries, 1});
+        else ++it->second;
+    }
+    const auto *layout = std::max_element(layouts.begin(), layouts.end(), [](auto &a, auto &b) {
+                             return a.second < b.second;  // stable: first maximum wins
+                         })->first;
+    for (auto it = live.begin(); it != live.end();) {
+        if (!sameLayout(*layout, it->second->entries)) {
+            out.removed[it->first] = "shared state layout differs from the group's (entry names, order, data types or "
+                                     "element counts)";
+            it = live.erase(it);
+        } else {
+            ++it;
+        }
+    }
+
+    // Revision.
+    if (lastRevision) {
+        out.revision = *lastRevision + 1;
+    } else {
+        std::map<uint64_t, size_t> counts;
+        for (auto &[id, s] : live) ++counts[s->revision];
+        size_t best = 0;
+        for (auto &[rev, n] : counts)
+            if (n >= best) {  // ascending order: ties go to the highest revision
+                best = n;
+                out.revision = rev;
+            }
+    }
+    for (auto it = live.begin(); it != live.end();) {
+        if (it->second->revision > out.revision) {
+            out.removed[it->first] = "shared state revision " + std::to_string(it->second->revision) +
+                                     " jumped ahead of the group's next revision " + std::to_string(out.revision);
+            it = live.erase(it);
+        } else {
+            ++it;
+        }
+    }
+
+    // Content: candidates are peers at the target revision that may win.
+    std::vector<std::pair<std::vector<Digest>, std::vector<PeerKey>>> votes;
+    for (auto &[id, s] : live) {
+        if (s->revision != out.revision || s->strategy == PCCL_SHARED_STATE_SYNC_STRATEGY_RECEIVE_ONLY) continue;
+        auto key = voteKey(s->entries);
+        auto it = std::find_if(votes.begin(), votes.end(), [&](auto &v) { return v.first == key; });
+        if (it == votes.end()) votes.push_back({std::move(key), {id}});
+        else it->second.push_back(id);
+    }
+    if (votes.empty()) {
+        out.noStateReason = "no peer of the group at revision " + std::to_string(out.revision) +
+                            " can provide the shared state (all are behind or receive-only)";
+        return out;
+    }
+    std::sort(votes.begin(), votes.end(), [](auto &a, auto &b) {
+        if (a.second.size() != b.second.size()) return a.second.size() > b.second.size();
+        return a.first < b.first;  // deterministic tie-break: the smallest digest sequence
+    });
+    const auto &winner = votes.front();
+    // Sources hold the popular content; the first of them also defines the
+    // allow_content_inequality entries a newcomer receives.
+    out.sources = winner.second;
+    out.popular = live.at(out.sources.front())->entries;
+
+    size_t rr = 0;
+    for (auto &[id, s] : live) {
+        const bool isSource = std::find(out.sources.begin(), out.sources.end(), id) != out.sources.end();
+        std::vector<std::pair<uint32_t, PeerKey>> want;
+        for (uint32_t i = 0; i < out.popular.size(); ++i) {
+            const auto &pop = out.popular[i];
+            bool need;
+            if (pop.allow_inequality) need = !s->synced_before && !isSource;
+            else need = s->entries[i].digest != pop.digest;
+            if (!need) continue;
+            // Entries allowed to differ come from the source whose digest was published.
+            if (pop.allow_inequality) want.push_back({i, out.sources.front()});
+            else want.push_back({i, out.sources[rr++ % out.sources.size()]});
+        }
+        if (want.empty()) continue;
+        if (s->strategy == PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY) {
+            out.removed[id] = "this send-only peer does not hold the group's popular shared state";
+            continue;
+        }
+        out.receive[id] = std::move(want);
+    }
+    return out;
+}
+
+} // namespace pccl::master

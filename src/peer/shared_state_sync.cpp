@@ -1,0 +1,143 @@
+// Communicator: the peer side of pcclSynchronizeSharedState (docs/shared_state.md).
+#include <algorithm>
+
+#include "collectives/reduce_kernels.h"
+#include "peer/communicator.h"
+#include "shared_state/hashing.h"
+#include "shared_state/transfer.h"
+#include "util/log.h"
+
+namespace pccl::peer {
+
+using namespace protocol;
+
+struct Communicator::SyncOp {
+    std::vector<shared_state::LocalEntry> local;
+    uint64_t seq = 0;
+    std::shared_ptr<shared_state::StateTransfer> transfer;
+    bool done = false;
+    Status status;
+    SyncResult result;
+};
+
+Result<SyncResult> Communicator::syncSharedState(const std::vector<SyncEntry> &entries, uint64_t revision,
+                                                 pcclSharedStateSyncStrategy_t strategy) {
+    SharedStateSync msg;
+    msg.revision = revision;
+    msg.strategy = static_cast<uint8_t>(strategy);
+    auto op = std::make_shared<SyncOp>();
+    for (auto &e : entries) {
+        const size_t bytes = e.count * collectives::dataTypeSize(e.dtype);
+        EntryDesc d;
+        d.name = e.name;
+        d.dtype = static_cast<uint8_t>(e.dtype);
+        d.count = e.count;
+        d.allow_inequality = e.allowInequality;
+        d.digest = shared_state::digest(e.data, bytes);
+        msg.entries.push_back(std::move(d));
+        op->local.push_back({e.name, e.data, bytes});
+    }
+    std::unique_lock lock(mu_);
+    if (phase_ == Phase::Dead) return deathStatus_;
+    if (phase_ != Phase::Connected) return invalidUsage("pcclSynchronizeSharedState: the communicator is not connected");
+    for (auto &[tag, o] : ops_)
+        if (!o->done)
+            return Status{pcclPendingAsyncOps,
+                          "pcclSynchronizeSharedState: all-reduce tag " + std::to_string(tag) + " is still in flight"};
+    if (sync_) return invalidUsage("pcclSynchronizeSharedState: another sync is in progress on this communicator");
+    msg.synced_before = syncedBefore_;
+    sync_ = op;
+    control_.send(std::move(msg));
+    cv_.wait(lock, [&] { return op->done; });
+    sync_.reset();
+    if (!op->status.ok()) return op->status;
+    syncedBefore_ = true;
+    return op->result;
+}
+
+void Communicator::onSyncPlan(const SharedStatePlan &m) {
+    std::shared_ptr<SyncOp> op;
+    {
+        std::lock_guard lock(mu_);
+        op = sync_;
+        if (!op || op->done || op->seq != 0) {
+            control_.send(SharedStateDone{m.seq, false, "no shared-state sync is waiting on " + self_.shortStr()});
+            return;
+        }
+        for (auto &t : m.receive)
+            if (t.entry >= op->local.size()) {
+                control_.send(SharedStateDone{m.seq, false, "plan names an entry this peer does not have"});
+                return;
+            }
+        for (auto &t : m.send)
+            if (t.entry >= op->local.size()) {
+                control_.send(SharedStateDone{m.seq, false, "plan names an entry this peer does not have"});
+                return;
+            }
+        op->seq = m.seq;
+        op->result.revision = m.revision;
+        shared_state::TransferOptions o;
+        o.poolSize = options_.poolSize;
+        o.connectTimeout = options_.connectTimeout;
+        o.segmentBytes = options_.segmentBytes;
+        const uint64_t seq = m.seq;
+        op->transfer = std::make_shared<shared_state::StateTransfer>(
+            data_, op->local, m, o, [this, seq](Status st) {
+                if (!st.ok()) PCCL_LOG(Info, "shared-state sync failed locally: " << st.message());
+                control_.send(SharedStateDone{seq, st.ok(), st.message()});
+            });
+    }
+    if (!m.receive.empty()) data_.registerSink(m.seq, op->transfer);
+    op->transfer->start();
+}
+
+void Communicator::onSyncEnd(uint64_t seq, Status status, uint64_t revision) {
+    std::shared_ptr<SyncOp> op;
+    std::shared_ptr<shared_state::StateTransfer> transfer;
+    {
+        std::lock_guard lock(mu_);
+        op = sync_;
+        if (!op || op->done || op->seq != seq) return;
+        transfer = op->transfer;
+        if (status.ok()) op->result.revision = revision;
+    }
+    if (status.ok() || !transfer) {
+        data_.unregisterSink(seq);
+        return finishSync(op, status);
+    }
+    transfer->abort(status.message(), [this, op, status, seq] {
+        data_.unregisterSink(seq);
+        finishSync(op, status);
+    });
+}
+
+void Communicator::finishSync(const std::shared_ptr<SyncOp> &op, Status status) {
+    std::lock_guard lock(mu_);
+    if (op->done) return;
+    op->done = true;
+    op->status = std::move(status);
+    if (op->transfer) {
+        op->result.txBytes = op->transfer->txBytes();
+        op->result.rxBytes = op->transfer->rxBytes();
+    }
+    cv_.notify_all();
+}
+
+void Communicator::abortSync(const Status &status) {
+    std::shared_ptr<SyncOp> op;
+    std::shared_ptr<shared_state::StateTransfer> transfer;
+    {
+        std::lock_guard lock(mu_);
+        op = sync_;
+        if (!op || op->done) return;
+        transfer = op->transfer;
+    }
+    if (!transfer) return finishSync(op, status);
+    const uint64_t seq = op->seq;
+    transfer->abort(status.message(), [this, op, status, seq] {
+        data_.unregisterSink(seq);
+        finishSync(op, status);
+    });
+}
+
+} // namespace pccl::peer

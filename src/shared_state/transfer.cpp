@@ -1,0 +1,188 @@
+#include "shared_state/transfer.h"
+
+#include <algorithm>
+
+#include "shared_state/hashing.h"
+#include "util/log.h"
+
+namespace pccl::shared_state {
+
+StateTransfer::StateTransfer(transport::DataPlane &plane, std::vector<LocalEntry> entries,
+                             protocol::SharedStatePlan plan, TransferOptions options,
+                             std::function<void(Status)> onFinished)
+    : plane_(plane), entries_(std::move(entries)), plan_(std::move(plan)), options_(options),
+      onFinished_(std::move(onFinished)) {
+    for (auto &r : plan_.receive) {
+        Incoming in;
+        in.from = r;
+        const size_t n = (entries_[r.entry].bytes + options_.segmentBytes - 1) / options_.segmentBytes;
+        in.got.assign(n, 0);
+        in.segmentsLeft = n;
+        incoming_[r.entry] = std::move(in);
+    }
+    entriesLeft_ = incoming_.size();
+}
+
+void StateTransfer::start() {
+    std::map<Uuid, std::pair<protocol::NetAddr, std::vector<uint32_t>>> byReceiver;
+    for (auto &s : plan_.send) {
+        auto &slot = byReceiver[s.peer];
+        slot.first = s.addr;
+        slot.second.push_back(s.entry);
+    }
+    {
+        std::unique_lock lock(mu_);
+        if (aborted_) return;
+        started_ = true;
+        // Entries of zero bytes are complete (and verified) on arrival of nothing.
+        for (auto &[entry, in] : incoming_) {
+            if (in.segmentsLeft) continue;
+            if (digest(entries_[entry].data, 0) != in.from.digest) return failLocked(lock, "empty entry digest mismatch");
+            --entriesLeft_;
+        }
+        inflight_ += static_cast<int>(byReceiver.size());  // one per pending connect
+        check(lock);
+    }
+    for (auto &[to, slot] : byReceiver) {
+        auto self = shared_from_this();
+        const Uuid peer = to;
+        auto list = slot.second;
+        plane_.connect(peer, slot.first, options_.poolSize, options_.connectTimeout, [self, peer, list](Status st) {
+            if (st.ok()) self->sendEntries(peer, list);
+            else {
+                std::unique_lock lock(self->mu_);
+                self->failLocked(lock, st.message());
+            }
+            self->ioDone();
+        });
+    }
+}
+
+void StateTransfer::sendEntries(const Uuid &to, const std::vector<uint32_t> &list) {
+    for (uint32_t entry : list) {
+        const LocalEntry &e = entries_[entry];
+        for (size_t off = 0; off < e.bytes; off += options_.segmentBytes) {
+            transport::SegmentHeader h;
+            h.seq = plan_.seq;
+            h.phase = kPhase;
+            h.offset = (static_cast<uint64_t>(entry) << kOffsetBits) | off;
+            h.bytes = static_cast<uint32_t>(std::min(options_.segmentBytes, e.bytes - off));
+            {
+                std::lock_guard lock(mu_);
+                if (aborted_) return;
+                ++inflight_;
+            }
+            tx_ += h.bytes;
+            auto self = shared_from_this();
+            plane_.send(to, h, static_cast<const uint8_t *>(e.data) + off, [self](bool ok, const std::string &why) {
+                if (!ok) {
+                    std::unique_lock lock(self->mu_);
+                    self->failLocked(lock, why);
+                }
+                self->ioDone();
+            });
+        }
+    }
+}
+
+void *StateTransfer::beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) {
+    const uint32_t entry = static_cast<uint32_t>(h.offset >> kOffsetBits);
+    const uint64_t off = h.offset & ((uint64_t{1} << kOffsetBits) - 1);
+    std::lock_guard lock(mu_);
+    auto it = incoming_.find(entry);
+    if (h.phase != kPhase || it == incoming_.end()) {
+        *error = "unexpected shared-state frame for entry " + std::to_string(entry);
+        return nullptr;
+    }
+    Incoming &in = it->second;
+    const size_t bytes = entries_[entry].bytes;
+    const size_t seg = off / options_.segmentBytes;
+    if (from != in.from.peer || off % options_.segmentBytes || off >= bytes ||
+        h.bytes != std::min<uint64_t>(options_.segmentBytes, bytes - off) || in.got[seg] || aborted_) {
+        *error = "malformed, duplicate or misdirected shared-state frame for entry '" + entries_[entry].name + "'";
+        return nullptr;
+    }
+    in.got[seg] = 1;
+    ++inflight_;
+    return static_cast<uint8_t *>(entries_[entry].data) + off;
+}
+
+void StateTransfer::onPayload(const transport::SegmentHeader &h) {
+    rx_ += h.bytes;
+    const uint32_t entry = static_cast<uint32_t>(h.offset >> kOffsetBits);
+    bool complete;
+    {
+        std::lock_guard lock(mu_);
+        complete = --incoming_.at(entry).segmentsLeft == 0 && !aborted_;
+    }
+    if (complete) {
+        const LocalEntry &e = entries_[entry];
+        const bool good = digest(e.data, e.bytes) == incoming_.at(entry).from.digest;
+        std::unique_lock lock(mu_);
+        if (!good) {
+            failLocked(lock, "entry '" + e.name + "' received from peer " + incoming_.at(entry).from.peer.shortStr() +
+                                 " does not match its digest");
+        } else {
+            --entriesLeft_;
+        }
+    }
+    ioDone();
+}
+
+void StateTransfer::onPayloadFailed(const transport::SegmentHeader &, const std::string &why) {
+    {
+        std::unique_lock lock(mu_);
+        failLocked(lock, why);
+    }
+    ioDone();
+}
+
+void StateTransfer::ioDone() {
+    std::unique_lock lock(mu_);
+    --inflight_;
+    check(lock);
+}
+
+void StateTransfer::check(std::unique_lock<std::mutex> &lock) {
+    if (aborted_) {
+        if (inflight_ == 0 && onQuiescent_) {
+            auto cb = std::move(onQuiescent_);
+            onQuiescent_ = nullptr;
+            lock.unlock();
+            cb();
+            lock.lock();
+        }
+        return;
+    }
+    if (finished_ || !started_ || inflight_ != 0 || entriesLeft_ != 0) return;
+    finished_ = true;
+    auto cb = std::move(onFinished_);
+    lock.unlock();
+    cb(Status{});
+    lock.lock();
+}
+
+void StateTransfer::failLocked(std::unique_lock<std::mutex> &lock, const std::string &why) {
+    if (finished_ || aborted_) return;
+    finished_ = true;
+    auto cb = std::move(onFinished_);
+    lock.unlock();
+    cb(Status{pcclRankConnectionLost, why});
+    lock.lock();
+}
+
+void StateTransfer::abort(const std::string &reason, std::function<void()> onQuiescent) {
+    {
+        std::lock_guard lock(mu_);
+        if (aborted_) return;
+        aborted_ = true;
+        finished_ = true;
+        onQuiescent_ = std::move(onQuiescent);
+    }
+    // Only a round that moves data has connections worth tearing down.
+    if (!plan_.send.empty() || !plan_.receive.empty()) plane_.closeAll(reason);
+    std::unique_lock lock(mu_);
+    check(lock);
+}
+
+} // namespace pccl::shared_state

@@ -1,0 +1,79 @@
+// One shared-state sync round's data movement on this peer (docs/shared_state.md): stream the
+// entries this peer is a source for straight from the user's buffers, receive the entries it
+// is missing straight into the user's buffers, and verify each received entry's digest.
+//
+// Threads: start()/abort() from the communicator's control thread; frame callbacks on the data
+// plane's I/O threads. onFinished runs once (success, or the first local failure).
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "protocol/messages.h"
+#include "transport/data_plane.h"
+#include "util/status.h"
+
+namespace pccl::shared_state {
+
+struct LocalEntry {
+    std::string name;
+    void *data = nullptr;
+    size_t bytes = 0;
+};
+
+struct TransferOptions {
+    int poolSize = 4;
+    std::chrono::milliseconds connectTimeout{10000};
+    size_t segmentBytes = 1 << 20;
+};
+
+class StateTransfer : public transport::FrameSink, public std::enable_shared_from_this<StateTransfer> {
+public:
+    StateTransfer(transport::DataPlane &plane, std::vector<LocalEntry> entries, protocol::SharedStatePlan plan,
+                  TransferOptions options, std::function<void(Status)> onFinished);
+    void start();
+    // Closes the data connections, waits until no I/O touches user memory, then onQuiescent.
+    void abort(const std::string &reason, std::function<void()> onQuiescent);
+
+    uint64_t txBytes() const { return tx_.load(); }
+    uint64_t rxBytes() const { return rx_.load(); }
+
+    void *beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) override;
+    void onPayload(const transport::SegmentHeader &h) override;
+    void onPayloadFailed(const transport::SegmentHeader &h, const std::string &why) override;
+
+    static constexpr uint8_t kPhase = 2;
+    static constexpr int kOffsetBits = 40;
+
+private:
+    struct Incoming {
+        protocol::EntryTransfer from;
+        std::vector<uint8_t> got;  // per segment
+        size_t segmentsLeft = 0;
+    };
+    void sendEntries(const Uuid &to, const std::vector<uint32_t> &entries);
+    void ioDone();
+    void check(std::unique_lock<std::mutex> &lock);
+    void failLocked(std::unique_lock<std::mutex> &lock, const std::string &why);
+
+    transport::DataPlane &plane_;
+    std::vector<LocalEntry> entries_;
+    protocol::SharedStatePlan plan_;
+    TransferOptions options_;
+    std::function<void(Status)> onFinished_;
+
+    std::mutex mu_;
+    std::map<uint32_t, Incoming> incoming_;
+    size_t entriesLeft_ = 0;  // incoming entries not yet verified
+    int inflight_ = 0;
+    bool started_ = false, finished_ = false, aborted_ = false;
+    std::function<void()> onQuiescent_;
+    std::atomic<uint64_t> tx_{0}, rx_{0};
+};
+
+} // namespace pccl::shared_state
