@@ -71,8 +71,14 @@ TEST_CASE("shared state: a joiner receives every entry including allow_content_i
         synced++;
         ctx.barrier();
         // A third peer joins with zeros and a different rng entry.
-        std::thread joiner;
         std::atomic<bool> joinerOk{false};
+        std::thread joiner;
+        struct JoinGuard {
+            std::thread &t;
+            ~JoinGuard() {
+                if (t.joinable()) t.join();
+            }
+        } guard{joiner};
         if (ctx.rank == 0) {
             joiner = std::thread([&] {
                 pcclComm_t *c = connectPeer(master.address(), 0, 3, 30);
