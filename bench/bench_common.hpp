@@ -1,0 +1,135 @@
+// pccl-bench: shared definitions of the driver and the worker (options, data types, the
+// verification pattern). The pattern is mirrored exactly by bench/gloo_allreduce.py; change
+// both together.
+#pragma once
+
+#include <pccl.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bench {
+
+// ------------------------------------------------------------------ data types and ops
+
+enum class Kind { Float, Signed, Unsigned };
+
+struct DType {
+    const char *name;        // canonical name printed in headers ("float32")
+    const char *aliases[3];  // accepted on the command line besides name
+    pcclDataType_t id;
+    size_t size;
+    Kind kind;
+};
+
+struct RedOp {
+    const char *name;
+    pcclRedOp_t id;
+};
+
+// nullptr if unknown.
+const DType *findDType(std::string_view name);
+const RedOp *findOp(std::string_view name);
+std::string knownDTypes();
+std::string knownOps();
+
+// ------------------------------------------------------------------ plan
+
+// One size of the sweep with its iteration counts; the driver computes the plan once and
+// passes it verbatim to the workers and to the gloo script so both do identical work.
+struct PlanEntry {
+    uint64_t bytes = 0;  // requested size; the element count is max(1, bytes / dtype size)
+    int warmup = 0;
+    int iters = 0;
+};
+
+std::string formatPlan(const std::vector<PlanEntry> &plan);  // "bytes:warmup:iters,..."
+std::optional<std::vector<PlanEntry>> parsePlan(std::string_view text);
+
+// "1K:256M" (powers of two; "a:b:f" multiplies by f), or "1K,64K,1M". Suffixes K/M/G are
+// binary (KiB...), optionally followed by "B"/"iB". Empty optional on a syntax error.
+std::optional<std::vector<uint64_t>> parseSizes(std::string_view text);
+std::optional<uint64_t> parseSize(std::string_view text);
+std::optional<std::vector<int>> parseIntList(std::string_view text);
+std::string formatSize(uint64_t bytes);  // "1 KiB", "256 MiB", "1000 B"
+
+// Iteration counts when the user gave none: fewer at large sizes so that the default
+// sweep stays within a few minutes on a small machine.
+int autoIters(uint64_t bytes);
+int autoWarmup(int iters);
+
+// ------------------------------------------------------------------ verification pattern
+
+// Element k of peer `rank` takes raw(rank, k mod kPeriod) in [0, 16): a quadratic residue
+// pattern with a prime period, so a chunk placed at a wrong power-of-two offset is seen.
+// All values are small integers (or powers of two for prod): exactly representable in
+// every dtype, so sums, products, minima and maxima are exact and comparable bytewise.
+constexpr uint64_t kPeriod = 65521;
+
+int rawValue(uint64_t seed, int rank, uint64_t k);
+// The logical input value of element k on `rank` (as an integer).
+int64_t inputValue(const DType &dt, const RedOp &op, uint64_t seed, int rank, uint64_t k);
+
+// Tables of kPeriod encoded elements: the input of one rank and the expected reduction over
+// ranks 0..world-1. Buffers are filled and checked by tiling these tables.
+std::vector<uint8_t> inputTable(const DType &dt, const RedOp &op, uint64_t seed, int rank);
+std::vector<uint8_t> expectedTable(const DType &dt, const RedOp &op, uint64_t seed, int world);
+
+void fillFromTable(uint8_t *buf, size_t count, const DType &dt, const std::vector<uint8_t> &table);
+
+struct CheckResult {
+    uint64_t bad = 0;        // elements outside tolerance
+    uint64_t inexact = 0;    // elements not bytewise equal but within one ulp (avg only)
+    uint64_t first_bad = 0;  // index of the first bad (or inexact) element
+    double got = 0, expected = 0;
+    bool ok() const { return bad == 0; }
+};
+
+// Compares every element of buf with the tiled table. Exact (bytewise) except for the
+// average of floating-point types, where one ulp is tolerated and counted as inexact.
+CheckResult checkAgainstTable(const uint8_t *buf, size_t count, const DType &dt, const RedOp &op,
+                              const std::vector<uint8_t> &table);
+
+double decodeElement(const uint8_t *p, const DType &dt);
+
+// ------------------------------------------------------------------ options
+
+struct Options {
+    // sweep
+    std::vector<uint64_t> sizes{1ull << 10, 64ull << 10, 1ull << 20, 16ull << 20, 256ull << 20};
+    std::vector<int> peers{2, 3, 4};
+    std::vector<int> pools{4};
+    int iters = 0;   // 0: autoIters(size)
+    int warmup = -1; // -1: autoWarmup(iters)
+    const DType *dtype = nullptr;
+    const RedOp *op = nullptr;
+    bool inplace = false;
+    uint64_t seed = 1;
+    int gloo = -1;  // -1: auto (on if torch imports), 0 off, 1 on
+    bool csv = false;
+    bool verbose = false;
+    double timeout_s = 60;  // inactivity deadline (plus a per-size allowance)
+    std::string python = "python3";
+    std::string gloo_script;
+    std::string barrier = "pending";  // "pending": vote on pending peers first; "update": update only
+
+    // worker mode
+    bool worker = false;
+    int rank = 0;
+    int world = 0;
+    int port = 0;
+    int pool = 0;
+    std::vector<PlanEntry> plan;
+};
+
+// Parses argv; prints the reason and returns nullopt on an error, exits 0 on --help.
+std::optional<Options> parseOptions(int argc, char **argv);
+
+int runDriver(const Options &opt);
+int runWorker(const Options &opt);
+
+}  // namespace bench

@@ -1,0 +1,227 @@
+// pccl-bench worker: one peer of the benchmark run, started by the driver as
+// `pccl-bench --worker --rank R --world N --port P --pool-size S --plan ...`.
+//
+// Protocol with the driver: lines on stdout that begin with "@pb " (everything else the
+// library might print is forwarded by the driver to stderr):
+//   @pb stage <name>                      progress (connect, barrier)
+//   @pb ready <global world> <group world>
+//   @pb begin <bytes>
+//   @pb progress <bytes> <warmup|timed> <iterations done>   (at most once a second)
+//   @pb check <bytes> <ok|inexact|FAIL> <bad> <inexact> <first bad index> <got> <expected>
+//             <tx bytes> <rx bytes> <local world size>
+//   @pb times <bytes> <seconds of iteration 1> ...
+//   @pb error <text>                      fatal; the worker exits with status 2
+//   @pb done
+#include "bench_common.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void emit(const char *fmt, ...) {
+    std::va_list ap;
+    va_start(ap, fmt);
+    std::fputs("@pb ", stdout);
+    std::vfprintf(stdout, fmt, ap);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    va_end(ap);
+}
+
+// Newlines would break the line protocol.
+std::string oneLine(const char *s) {
+    std::string out = s ? s : "";
+    std::replace(out.begin(), out.end(), '\n', ' ');
+    std::replace(out.begin(), out.end(), '\r', ' ');
+    return out;
+}
+
+[[noreturn]] void fail(const pcclComm_t *comm, const std::string &what, pcclResult_t rc) {
+    emit("error %s: %s (%d): %s", what.c_str(), oneLine(pcclGetErrorString(rc)).c_str(), int(rc),
+         oneLine(pcclGetLastErrorMessage(comm)).c_str());
+    std::_Exit(2);
+}
+
+struct FreeDeleter {
+    void operator()(uint8_t *p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
+
+Buffer allocate(size_t bytes) {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    auto *p = static_cast<uint8_t *>(std::aligned_alloc(64, rounded));
+    if (!p) {
+        emit("error cannot allocate %zu bytes", bytes);
+        std::_Exit(2);
+    }
+    return Buffer(p);
+}
+
+int attribute(const pcclComm_t *comm, pcclAttribute_t a) {
+    int v = 0;
+    if (pcclResult_t rc = pcclGetAttribute(comm, a, &v); rc != pcclSuccess) fail(comm, "pcclGetAttribute", rc);
+    return v;
+}
+
+// Admits peers until all `world` workers are in the run. Every accepted peer takes part in
+// every vote, and every vote gives every voter the same answer, so all peers leave the loop
+// after the same round. Peers that are admitted later join the loop at the round that
+// admitted them.
+void barrier(pcclComm_t *comm, const Options &opt) {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(opt.timeout_s);
+    int rounds = 0;
+    while (true) {
+        const int ws = attribute(comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE);
+        if (ws >= opt.world) {
+            if (ws > opt.world) {
+                emit("error global world size %d exceeds the expected %d", ws, opt.world);
+                std::_Exit(2);
+            }
+            return;
+        }
+        if (Clock::now() > deadline) {
+            emit("error barrier: world size still %d of %d after %.0f s (%d rounds)", ws, opt.world, opt.timeout_s,
+                 rounds);
+            std::_Exit(2);
+        }
+        ++rounds;
+        if (opt.barrier == "pending") {
+            bool pending = false;
+            if (pcclResult_t rc = pcclArePeersPending(comm, &pending); rc != pcclSuccess)
+                fail(comm, "pcclArePeersPending", rc);
+            if (!pending) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                continue;
+            }
+        }
+        if (pcclResult_t rc = pcclUpdateTopology(comm); rc != pcclSuccess) fail(comm, "pcclUpdateTopology", rc);
+    }
+}
+
+}  // namespace
+
+int runWorker(const Options &opt) {
+    const DType &dt = *opt.dtype;
+    const RedOp &op = *opt.op;
+    if (pcclResult_t rc = pcclInit(); rc != pcclSuccess) fail(nullptr, "pcclInit", rc);
+
+    pcclCommCreateParams_t params{};
+    params.master_address.inet.protocol = inetIPv4;
+    params.master_address.inet.ipv4 = {{127, 0, 0, 1}};
+    params.master_address.port = uint16_t(opt.port);
+    params.peer_group = 0;
+    params.p2p_connection_pool_size = uint32_t(opt.pool);
+    pcclComm_t *comm = nullptr;
+    if (pcclResult_t rc = pcclCreateCommunicator(&params, &comm); rc != pcclSuccess)
+        fail(nullptr, "pcclCreateCommunicator", rc);
+
+    emit("stage connect");
+    if (pcclResult_t rc = pcclConnect(comm); rc != pcclSuccess) fail(comm, "pcclConnect", rc);
+    emit("stage barrier");
+    barrier(comm, opt);
+    emit("ready %d %d", attribute(comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE),
+         attribute(comm, PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE));
+
+    const std::vector<uint8_t> input = inputTable(dt, op, opt.seed, opt.rank);
+    const std::vector<uint8_t> expected = expectedTable(dt, op, opt.seed, opt.world);
+    uint64_t tag = 1;
+
+    for (const PlanEntry &e : opt.plan) {
+        const size_t count = std::max<size_t>(1, e.bytes / dt.size);
+        const size_t bytes = count * dt.size;
+        emit("begin %llu", static_cast<unsigned long long>(e.bytes));
+        Buffer send = allocate(bytes);
+        Buffer recv = opt.inplace ? nullptr : allocate(bytes);
+        uint8_t *out = opt.inplace ? send.get() : recv.get();
+        fillFromTable(send.get(), count, dt, input);
+        if (!opt.inplace) std::memset(out, 0xA5, bytes);  // garbage the result must overwrite
+
+        pcclReduceDescriptor_t desc{};
+        desc.count = count;
+        desc.op = op.id;
+        desc.src_descriptor.datatype = dt.id;
+        desc.src_descriptor.distribution_hint = pcclDistributionNone;
+        desc.quantization_options.quantized_datatype = dt.id;
+        desc.quantization_options.algorithm = pcclQuantNone;
+
+        // Correctness: one all-reduce on fresh data, every element checked, not timed.
+        pcclReduceInfo_t info{};
+        desc.tag = tag++;
+        if (pcclResult_t rc = pcclAllReduce(send.get(), out, &desc, comm, &info); rc != pcclSuccess)
+            fail(comm, "pcclAllReduce (check, " + formatSize(e.bytes) + ")", rc);
+        CheckResult cr = checkAgainstTable(out, count, dt, op, expected);
+        if (!opt.inplace) {
+            // The send buffer of an out-of-place all-reduce must stay untouched.
+            CheckResult sr = checkAgainstTable(send.get(), count, dt, *findOp("sum"), input);
+            if (!sr.ok() || sr.inexact) {
+                emit("error send buffer modified by out-of-place all-reduce (%s): %llu elements, first at %llu",
+                     formatSize(e.bytes).c_str(), static_cast<unsigned long long>(sr.bad + sr.inexact),
+                     static_cast<unsigned long long>(sr.first_bad));
+                cr.bad += sr.bad + sr.inexact;
+            }
+        }
+        const char *status = !cr.ok() ? "FAIL" : cr.inexact ? "inexact" : "ok";
+        emit("check %llu %s %llu %llu %llu %.17g %.17g %llu %llu %u", static_cast<unsigned long long>(e.bytes), status,
+             static_cast<unsigned long long>(cr.bad), static_cast<unsigned long long>(cr.inexact),
+             static_cast<unsigned long long>(cr.first_bad), cr.got, cr.expected,
+             static_cast<unsigned long long>(info.tx_bytes), static_cast<unsigned long long>(info.rx_bytes),
+             info.local_world_size);
+
+        // At most one progress line per second, so that the driver's inactivity deadline can
+        // be about one all-reduce long instead of a whole size.
+        auto last_progress = Clock::now();
+        auto progress = [&](const char *phase, int i) {
+            if (Clock::now() - last_progress < std::chrono::seconds(1)) return;
+            last_progress = Clock::now();
+            emit("progress %llu %s %d", static_cast<unsigned long long>(e.bytes), phase, i);
+        };
+        for (int i = 0; i < e.warmup; ++i) {
+            desc.tag = tag++;
+            if (pcclResult_t rc = pcclAllReduce(send.get(), out, &desc, comm, nullptr); rc != pcclSuccess)
+                fail(comm, "pcclAllReduce (warm-up, " + formatSize(e.bytes) + ")", rc);
+            progress("warmup", i + 1);
+        }
+        std::vector<double> times;
+        times.reserve(size_t(e.iters));
+        for (int i = 0; i < e.iters; ++i) {
+            desc.tag = tag++;
+            const auto t0 = Clock::now();
+            const pcclResult_t rc = pcclAllReduce(send.get(), out, &desc, comm, nullptr);
+            const auto t1 = Clock::now();
+            if (rc != pcclSuccess) fail(comm, "pcclAllReduce (timed, " + formatSize(e.bytes) + ")", rc);
+            times.push_back(std::chrono::duration<double>(t1 - t0).count());
+            progress("timed", i + 1);
+        }
+        std::string line = "times " + std::to_string(e.bytes);
+        char num[32];
+        for (double t : times) {
+            std::snprintf(num, sizeof num, " %.9f", t);
+            line += num;
+        }
+        emit("%s", line.c_str());
+    }
+
+    // A last vote so that no peer leaves while another is still finishing its last
+    // all-reduce; then leave gracefully.
+    bool pending = false;
+    if (pcclResult_t rc = pcclArePeersPending(comm, &pending); rc != pcclSuccess)
+        fail(comm, "pcclArePeersPending (final barrier)", rc);
+    if (pcclResult_t rc = pcclDestroyCommunicator(comm); rc != pcclSuccess) fail(nullptr, "pcclDestroyCommunicator", rc);
+    emit("done");
+    return 0;
+}
+
+}  // namespace bench
