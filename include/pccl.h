@@ -10,17 +10,20 @@
  *   communicator calls (per communicator, per thread-independent: the last failure wins).
  * - Pointers are non-NULL unless marked PCCL_NULLABLE. A NULL where a pointer is required
  *   returns pcclInvalidArgument.
- * - "Blocks" means the call waits for other processes. Every blocking call has a deadline
- *   (environment variable PCCL_TIMEOUT_MS, default 30000 ms for control round trips) and
- *   never waits forever.
+ * - "Blocks" means the call waits for other processes. A blocked call never waits on a dead
+ *   process: peers and master exchange heartbeats, a silent peer is removed (its operations
+ *   abort on every survivor) and a silent master fails every blocked call.
  * - Collectives (all-reduce) span one peer group; topology update, peers-pending and
  *   topology optimization are votes over all accepted peers of the run.
  * - Thread rules: a communicator may be used from several threads for concurrent
  *   all-reduces with distinct tags; the membership calls (pcclConnect, pcclUpdateTopology,
  *   pcclArePeersPending, pcclOptimizeTopology, pcclSynchronizeSharedState) must not run
  *   concurrently with each other on the same communicator.
- * - Environment: PCCL_LOG_LEVEL (trace|debug|info|warn|error|off), PCCL_TIMEOUT_MS,
- *   PCCL_CONNECT_TIMEOUT_MS, PCCL_IO_THREADS, PCCL_POOL_SIZE.
+ * - Environment: PCCL_LOG_LEVEL (trace|debug|info|warn|error|off), PCCL_CONNECT_TIMEOUT_MS
+ *   (TCP connects, default 10000), PCCL_HEARTBEAT_TIMEOUT_MS (liveness deadline, default 5000;
+ *   set the same value for the master), PCCL_ADMISSION_TIMEOUT_MS (pcclConnect's wait for
+ *   admission; default none), PCCL_IO_THREADS (default 2), PCCL_POOL_SIZE (default 4),
+ *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment, default 1 MiB).
  *
  * This header compiles as C99 and as C++.
  */
@@ -243,10 +246,10 @@ PCCL_EXPORT pcclResult_t pcclGetVersion(int *version);
 /** A static, human-readable name for a result code ("pcclRankConnectionLost: ..."). Never NULL. */
 PCCL_EXPORT const char *pcclGetErrorString(pcclResult_t result);
 
-/** The reason for the last failed call on this communicator, or "" if none. The pointer
- *  stays valid until the next call on the communicator from any thread or its destruction.
- *  NULL comm yields the reason of the last failure of a call made without a valid
- *  communicator on this thread (e.g. pcclCreateCommunicator). Never NULL. */
+/** The reason for the last failed call on this communicator, or "" if none. The returned
+ *  string is a per-thread copy, valid until this thread calls pcclGetLastErrorMessage again.
+ *  NULL comm yields the reason of the last failure on this thread, including calls made
+ *  without a valid communicator (e.g. pcclCreateCommunicator, pcclRunMaster). Never NULL. */
 PCCL_EXPORT const char *pcclGetLastErrorMessage(PCCL_NULLABLE const pcclComm_t *communicator);
 
 /* ---------------------------------------------------------------- communicator */
@@ -291,7 +294,8 @@ PCCL_EXPORT pcclResult_t pcclUpdateTopology(pcclComm_t *comm);
 PCCL_EXPORT pcclResult_t pcclArePeersPending(const pcclComm_t *comm, bool *pending);
 
 /** Collective vote over all accepted peers: measure peer-to-peer bandwidth and reorder the
- *  ring to maximise its slowest link; the new order applies to the next collective.
+ *  ring to maximise its slowest link; the new order applies to the next collective. (This
+ *  version completes the vote and keeps the current order; bandwidth measurement is to come.)
  *  Blocks until all accepted peers voted.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage,
  *  pcclPendingAsyncOps, pcclTopologyOptimizationFailed, pcclTimeout, pcclKicked,
@@ -299,7 +303,8 @@ PCCL_EXPORT pcclResult_t pcclArePeersPending(const pcclComm_t *comm, bool *pendi
 PCCL_EXPORT pcclResult_t pcclOptimizeTopology(const pcclComm_t *comm);
 
 /** Blocking all-reduce over the peer group. sendbuf == recvbuf (in place) is allowed; partly
- *  overlapping buffers are not. On success every peer of the group holds byte-identical
+ *  overlapping buffers are not. Quantization options are validated and must agree between
+ *  peers; this version reduces at full precision (results are exact, nothing is compressed). On success every peer of the group holds byte-identical
  *  results. Result codes: pcclSuccess; pcclNotInitialized; pcclInvalidArgument (NULL buffers,
  *  count 0, unknown dtype/op, unsupported quantization); pcclInvalidUsage (not connected,
  *  tag already in flight on this communicator); pcclTooFewPeers (never: a group of one
