@@ -266,8 +266,9 @@ PCCL_EXPORT pcclResult_t pcclDestroyCommunicator(PCCL_NULLABLE pcclComm_t *comm)
 
 /** Connect to the master, register, and block until the accepted peers admit this peer
  *  (their next pcclUpdateTopology) and this peer's ring links are up. The first peer of a
- *  run is admitted at once. Blocks up to PCCL_CONNECT_TIMEOUT_MS (default: no limit while the
- *  master is reachable and answering heartbeats).
+ *  run is admitted at once. The wait for admission is bounded by PCCL_ADMISSION_TIMEOUT_MS
+ *  (default: none, as long as the master answers heartbeats); TCP connects by
+ *  PCCL_CONNECT_TIMEOUT_MS.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage (already
  *  connected), pcclMasterConnectionFailed (master unreachable or handshake rejected),
  *  pcclAuthenticationFailed, pcclTimeout, pcclKicked, pcclRankConnectionFailed (ring links). */
