@@ -111,7 +111,20 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
         out.push_back(std::move(a));
         return;
     }
-    p.uuid = Uuid::random();
+    const bool taken = std::any_of(peers_.begin(), peers_.end(), [&](auto &kv) {
+        return kv.first != p.id && kv.second.state != State::Connected && kv.second.uuid == m.uuid;
+    });
+    if (m.uuid.isNil() || taken) {
+        Action a;
+        a.to = p.id;
+        a.message = Reject{static_cast<uint8_t>(pcclMasterConnectionFailed),
+                           m.uuid.isNil() ? "a peer id is required" : "peer id " + m.uuid.str() + " is already in use"};
+        a.close = true;
+        a.reason = "bad peer id";
+        out.push_back(std::move(a));
+        return;
+    }
+    p.uuid = m.uuid;
     p.group = m.peer_group;
     p.dataPort = m.data_port;
     p.state = State::Pending;
@@ -264,14 +277,14 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
 }
 
 void Membership::abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result,
-                                 const std::string &reason) {
+                                 const std::string &reason, const std::vector<Uuid> &lost) {
     auto it = collectives_.find({group, tag});
     if (it == collectives_.end()) return;
     Collective &c = it->second;
     std::set<ClientId> to(c.inited.begin(), c.inited.end());
     to.insert(c.participants.begin(), c.participants.end());
     for (ClientId id : to)
-        if (peers_.count(id)) send(out, id, CollectiveAborted{tag, c.seq, static_cast<uint8_t>(result), reason});
+        if (peers_.count(id)) send(out, id, CollectiveAborted{tag, c.seq, static_cast<uint8_t>(result), reason, lost});
     collectives_.erase(it);
 }
 
@@ -302,7 +315,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
         const bool involved = c.seq != 0 && std::find(c.participants.begin(), c.participants.end(), id) != c.participants.end();
         if (involved) {
             abortCollective(out, p.group, tag, pcclRankConnectionLost,
-                            describe(p) + " " + reason + " during all-reduce tag " + std::to_string(tag));
+                            describe(p) + " " + reason + " during all-reduce tag " + std::to_string(tag), {p.uuid});
         } else if (c.seq == 0) {
             c.inited.erase(id);
             if (c.inited.empty()) {
@@ -318,7 +331,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
             sr->second.described.erase(id);
             maybeRunSync(out, p.group);
         } else if (sr->second.participants.count(id)) {
-            abortSync(out, p.group, describe(p) + " " + reason + " during shared-state sync");
+            abortSync(out, p.group, describe(p) + " " + reason + " during shared-state sync", {p.uuid});
         }
     }
     if (linksWaiting_.erase(id) && linksWaiting_.empty()) {
@@ -373,13 +386,14 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
     if (auto lr = lastRevision_.find(group); lr != lastRevision_.end()) last = lr->second;
     const ElectionOutcome e = electSharedState(described, last);
 
-    for (auto &[id, why] : e.usageErrors) send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclInvalidUsage), why});
+    for (auto &[id, why] : e.usageErrors)
+        send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclInvalidUsage), why, {}});
     std::vector<ClientId> participants;
     for (auto &[id, d] : described)
         if (!e.removed.count(id) && !e.usageErrors.count(id)) participants.push_back(id);
     if (!e.noStateReason.empty()) {
         for (ClientId id : participants)
-            send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclNoSharedStateAvailable), e.noStateReason});
+            send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclNoSharedStateAvailable), e.noStateReason, {}});
     } else if (!participants.empty()) {
         SyncRound round;
         round.seq = nextSeq_++;
@@ -426,14 +440,14 @@ void Membership::onSharedStateDone(Actions &out, Peer &p, const SharedStateDone 
     syncRounds_.erase(it);
 }
 
-void Membership::abortSync(Actions &out, uint32_t group, const std::string &reason) {
+void Membership::abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost) {
     auto it = syncRounds_.find(group);
     if (it == syncRounds_.end()) return;
     const SyncRound round = std::move(it->second);
     syncRounds_.erase(it);
     for (ClientId id : round.participants)
         if (peers_.count(id))
-            send(out, id, SharedStateAborted{round.seq, static_cast<uint8_t>(pcclRankConnectionLost), reason});
+            send(out, id, SharedStateAborted{round.seq, static_cast<uint8_t>(pcclRankConnectionLost), reason, lost});
 }
 
 Actions Membership::onTick() {

@@ -83,14 +83,15 @@ private:
     void onSharedStateSync(Actions &out, Peer &p, const protocol::SharedStateSync &m);
     void onSharedStateDone(Actions &out, Peer &p, const protocol::SharedStateDone &m);
     void maybeRunSync(Actions &out, uint32_t group);
-    void abortSync(Actions &out, uint32_t group, const std::string &reason);
+    void abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost = {});
     void removePeer(Actions &out, ClientId id, const std::string &reason);
     void kick(Actions &out, ClientId id, const std::string &reason);
 
     void maybeFinishVotes(Actions &out);
     void admitPending(Actions &out);
     void maybeCommence(Actions &out, uint32_t group, uint64_t tag);
-    void abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result, const std::string &reason);
+    void abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result, const std::string &reason,
+                         const std::vector<Uuid> &lost = {});
     void sendWorld(Actions &out);
 
     std::vector<ClientId> acceptedIds() const;

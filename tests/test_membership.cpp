@@ -38,6 +38,7 @@ Hello hello(uint32_t group = 0) {
     Hello h;
     h.peer_group = group;
     h.data_port = 5000;
+    h.uuid = Uuid::random();
     return h;
 }
 
@@ -345,6 +346,17 @@ TEST_CASE("membership: protocol violations close only the offending connection",
         auto rej = sent<Reject>(out, 2);
         REQUIRE(rej.size() == 1);
         CHECK(rej[0].reason.find("999") != std::string::npos);
+    }
+    SECTION("a peer id already in use is rejected") {
+        c.m.onConnect(2, addr(2));
+        Hello h = hello();
+        c.m.onConnect(3, addr(3));
+        c.m.onMessage(2, h);
+        auto out = c.m.onMessage(3, h);
+        CHECK(closed(out, 3));
+        REQUIRE(sent<Reject>(out, 3).size() == 1);
+        CHECK(sent<Reject>(out, 3)[0].reason.find("in use") != std::string::npos);
+        CHECK_FALSE(closed(out, 2));
     }
     SECTION("a pending peer may not start collectives") {
         c.join(2);

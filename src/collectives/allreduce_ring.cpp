@@ -165,10 +165,7 @@ void *RingAllReduce::beginFrame(const transport::SegmentHeader &h, const Uuid &f
         *error = "unexpected or duplicate frame at offset " + std::to_string(h.offset);
         return nullptr;
     }
-    if (aborted_) {
-        *error = "operation aborted";
-        return nullptr;
-    }
+    if (aborted_) return nullptr;  // dropped by the transport
     received_[h.phase][idx] = 1;
     ++inflight_;
     if (h.phase == kReduceScatter) {
@@ -272,14 +269,19 @@ void RingAllReduce::fail(const Status &status) {
 }
 
 void RingAllReduce::abort(const std::string &reason, std::function<void()> onQuiescent) {
+    std::function<void(Status)> dropped;  // breaks the op <-> engine reference cycle
     {
         std::unique_lock lock(mu_);
         if (aborted_) return;
         aborted_ = true;
         onQuiescent_ = std::move(onQuiescent);
         finished_ = true;  // no success report after an abort
+        dropped = std::move(onFinished_);
     }
-    if (p_.worldSize > 1) plane_.closeAll(reason);
+    PCCL_LOG(Debug, "aborting all-reduce " << p_.seq << " (rank " << p_.rank << ", " << inflight_ << " I/O in flight, got "
+                                            << got_[0] << "+" << got_[1] << " of " << expected_[0] << "+" << expected_[1]
+                                            << "): " << reason);
+    if (p_.worldSize > 1) plane_.cancelSends(p_.seq);
     std::unique_lock lock(mu_);
     checkDone(lock);
 }

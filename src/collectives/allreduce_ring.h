@@ -55,9 +55,10 @@ public:
 
     // Sends this peer's first chunk; call once the outgoing pool to `next` is up.
     void start();
-    // Stops the operation: closes the data connections (which fails every other operation
-    // using them too), waits until no I/O touches the user's buffers any more, restores an
-    // in-place input, then calls onQuiescent once.
+    // Stops the operation: later frames for it are dropped, its queued sends are cancelled, and
+    // once no read or write touches the user's buffers any more (the caller closes connections
+    // to lost peers, so nothing waits on them) the in-place input is restored and onQuiescent
+    // runs, once. Other operations and the connections themselves are not disturbed.
     void abort(const std::string &reason, std::function<void()> onQuiescent);
     // Marks the operation failed locally (e.g. the pool could not be connected).
     void fail(const Status &status);

@@ -100,6 +100,11 @@ Status Communicator::connect() {
     if (data_.port() == 0) {
         if (auto st = data_.listen(0); !st.ok()) return resetPhase(st);
     }
+    {
+        std::lock_guard lock(mu_);
+        if (self_.isNil()) self_ = Uuid::random();
+        data_.setSelf(self_);
+    }
     if (auto st = control_.connect(options_.master, options_.connectTimeout); !st.ok()) return resetPhase(st);
     control_.start([this](ControlMessage &&m) { onMessage(std::move(m)); },
                    [this](const std::string &reason) { onClosed(reason); });
@@ -118,6 +123,7 @@ Status Communicator::connect() {
     Hello hello;
     hello.peer_group = options_.peerGroup;
     hello.data_port = data_.port();
+    hello.uuid = self_;
     control_.send(hello);
     std::unique_lock lock(mu_);
     auto st = waitUntil(lock, [&] { return phase_ == Phase::Connected; }, options_.admissionTimeout, "pcclConnect");
@@ -136,10 +142,8 @@ void Communicator::onMessage(ControlMessage &&message) {
             if constexpr (std::is_same_v<M, HeartbeatAck>) {
                 lastAck_ = std::chrono::steady_clock::now();
             } else if constexpr (std::is_same_v<M, Welcome>) {
-                std::lock_guard lock(mu_);
-                self_ = m.uuid;
-                data_.setSelf(m.uuid);
-                PCCL_LOG(Info, "registered as peer " << self_.shortStr() << ", waiting for admission");
+                PCCL_LOG(Info, "registered as peer " << m.uuid.shortStr() << " (seen as " << m.observed_addr.str()
+                                                      << "), waiting for admission");
             } else if constexpr (std::is_same_v<M, Reject>) {
                 failEverything(Status{static_cast<pcclResult_t>(m.result), "master rejected this peer: " + m.reason});
             } else if constexpr (std::is_same_v<M, Kicked>) {
@@ -177,6 +181,7 @@ void Communicator::onMessage(ControlMessage &&message) {
             } else if constexpr (std::is_same_v<M, SharedStateCommitted>) {
                 onSyncEnd(m.seq, Status{}, m.revision);
             } else if constexpr (std::is_same_v<M, SharedStateAborted>) {
+                for (auto &u : m.lost) data_.closePeer(u, "peer removed from the run");
                 onSyncEnd(m.seq, Status{static_cast<pcclResult_t>(m.result), m.reason}, 0);
             } else if constexpr (std::is_same_v<M, CollectiveCommence>) {
                 onCommence(m);
@@ -200,6 +205,9 @@ void Communicator::onMessage(ControlMessage &&message) {
                 }
                 Status st{static_cast<pcclResult_t>(m.result), m.reason};
                 PCCL_LOG(Info, "all-reduce tag " << m.tag << " aborted: " << m.reason);
+                // Nothing more will come from a removed peer: close its connections so that no
+                // read or write of this operation waits on it.
+                for (auto &u : m.lost) data_.closePeer(u, "peer removed from the run");
                 if (!op->engine) return finishOp(op, st);
                 const uint64_t seq = m.seq;
                 op->engine->abort(m.reason, [this, op, st, seq] {
@@ -349,6 +357,8 @@ void Communicator::onCommence(const CollectiveCommence &m) {
             data_, p, [this, op](Status st) { onOpFinished(op, std::move(st)); });
     }
     auto engine = op->engine;
+    PCCL_LOG(Debug, "all-reduce tag " << m.tag << " seq " << m.seq << " commences: rank " << p.rank << " of "
+                                      << p.worldSize << ", next " << p.next.shortStr());
     if (p.worldSize == 1) {
         engine->start();
         return;
@@ -401,6 +411,9 @@ void Communicator::failEverything(const Status &status) {
             if (!op->done) live.emplace_back(op, op->engine);
         cv_.notify_all();
     }
+    // Without a master nothing is coordinated any more: stop all data traffic so that every
+    // operation quiesces promptly.
+    data_.closeAll(status.message());
     abortSync(status);
     for (auto &[op, engine] : live) {
         if (!engine) {

@@ -70,12 +70,15 @@ struct CollectiveDesc {
 };
 
 // ---- peer -> master
+// The peer chooses its own random id, so its data plane knows it before any neighbour can
+// connect; the master rejects an id already in use.
 struct Hello {
     uint32_t magic = kMagic;
     uint16_t version = kProtocolVersion;
     uint32_t peer_group = 0;
     uint16_t data_port = 0;
-    PCCL_FIELDS(magic, version, peer_group, data_port)
+    Uuid uuid;
+    PCCL_FIELDS(magic, version, peer_group, data_port, uuid)
 };
 struct VoteUpdateTopology { PCCL_NO_FIELDS };
 struct LinksReady {
@@ -158,7 +161,8 @@ struct CollectiveAborted {
     uint64_t seq = 0;
     uint8_t result = 0;  // pcclResult_t to return
     std::string reason;
-    PCCL_FIELDS(tag, seq, result, reason)
+    std::vector<Uuid> lost;  // peers removed from the run: close every connection to them
+    PCCL_FIELDS(tag, seq, result, reason, lost)
 };
 struct Kicked {
     std::string reason;
@@ -222,7 +226,8 @@ struct SharedStateAborted {
     uint64_t seq = 0;
     uint8_t result = 0;
     std::string reason;
-    PCCL_FIELDS(seq, result, reason)
+    std::vector<Uuid> lost;  // as in CollectiveAborted
+    PCCL_FIELDS(seq, result, reason, lost)
 };
 
 using ControlMessage =

@@ -97,8 +97,9 @@ void *StateTransfer::beginFrame(const transport::SegmentHeader &h, const Uuid &f
     Incoming &in = it->second;
     const size_t bytes = entries_[entry].bytes;
     const size_t seg = off / options_.segmentBytes;
+    if (aborted_) return nullptr;  // dropped by the transport
     if (from != in.from.peer || off % options_.segmentBytes || off >= bytes ||
-        h.bytes != std::min<uint64_t>(options_.segmentBytes, bytes - off) || in.got[seg] || aborted_) {
+        h.bytes != std::min<uint64_t>(options_.segmentBytes, bytes - off) || in.got[seg]) {
         *error = "malformed, duplicate or misdirected shared-state frame for entry '" + entries_[entry].name + "'";
         return nullptr;
     }
@@ -172,15 +173,17 @@ void StateTransfer::failLocked(std::unique_lock<std::mutex> &lock, const std::st
 }
 
 void StateTransfer::abort(const std::string &reason, std::function<void()> onQuiescent) {
+    std::function<void(Status)> dropped;  // breaks the op <-> transfer reference cycle
     {
         std::lock_guard lock(mu_);
         if (aborted_) return;
         aborted_ = true;
         finished_ = true;
         onQuiescent_ = std::move(onQuiescent);
+        dropped = std::move(onFinished_);
     }
-    // Only a round that moves data has connections worth tearing down.
-    if (!plan_.send.empty() || !plan_.receive.empty()) plane_.closeAll(reason);
+    PCCL_LOG(Debug, "aborting shared-state round " << plan_.seq << ": " << reason);
+    plane_.cancelSends(plan_.seq);
     std::unique_lock lock(mu_);
     check(lock);
 }

@@ -37,7 +37,8 @@ public:
     StateTransfer(transport::DataPlane &plane, std::vector<LocalEntry> entries, protocol::SharedStatePlan plan,
                   TransferOptions options, std::function<void(Status)> onFinished);
     void start();
-    // Closes the data connections, waits until no I/O touches user memory, then onQuiescent.
+    // Drops later frames, cancels queued sends, waits until no I/O touches user memory, then
+    // onQuiescent (the caller closes connections to lost peers so nothing waits on them).
     void abort(const std::string &reason, std::function<void()> onQuiescent);
 
     uint64_t txBytes() const { return tx_.load(); }

@@ -89,10 +89,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     }
 
     void writeNext() {
-        if (queue.empty()) {
-            writing = false;
-            return;
-        }
+        if (queue.empty() || closed) return;
         writing = true;
         auto &it = queue.front();
         std::array<asio::const_buffer, 2> bufs{asio::buffer(it.header), asio::buffer(it.data, it.bytes)};
@@ -101,6 +98,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
                               auto item = std::move(self->queue.front());
                               self->queue.pop_front();
                               self->queuedBytes -= item.bytes;
+                              self->writing = false;  // closeNow below must fail every queued item
                               if (ec) {
                                   item.done(false, "sending to " + self->peer.shortStr() + " failed: " + ec.message());
                                   self->closeNow(ec.message());
@@ -133,6 +131,25 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
         auto self = shared_from_this();
         asio::post(strand, [self, reason] { self->closeNow(reason); });
     }
+
+    void cancel(uint64_t seq) {
+        auto self = shared_from_this();
+        asio::post(strand, [self, seq] {
+            std::vector<Item> dropped;
+            auto &q = self->queue;
+            // The front item may be on the wire: leave it.
+            for (auto it = q.begin() + (self->writing && !q.empty() ? 1 : 0); it != q.end();) {
+                if (loadLE64(it->header) == seq) {
+                    self->queuedBytes -= it->bytes;
+                    dropped.push_back(std::move(*it));
+                    it = q.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+            for (auto &item : dropped) item.done(false, "cancelled");
+        });
+    }
 };
 
 struct InConn : std::enable_shared_from_this<InConn> {
@@ -163,12 +180,13 @@ struct InConn : std::enable_shared_from_this<InConn> {
         if (!o) return closeNow("data plane gone");
         const uint32_t magic = loadLE32(hello);
         const uint16_t version = static_cast<uint16_t>(hello[4] | (hello[5] << 8));
-        Uuid to;
-        std::copy(hello + 6, hello + 22, from.bytes.begin());
+        Uuid sender, to;
+        std::copy(hello + 6, hello + 22, sender.bytes.begin());
         std::copy(hello + 22, hello + 38, to.bytes.begin());
         bool good = magic == kDataMagic && version == protocol::kProtocolVersion;
         {
-            std::lock_guard lock(o->mu);
+            std::lock_guard lock(o->mu);  // closePeer reads `from` under this lock
+            from = sender;
             good = good && to == o->self && !o->self.isNil();
         }
         storeLE32(ack, kDataMagic);
@@ -218,6 +236,7 @@ struct InConn : std::enable_shared_from_this<InConn> {
         if (!sink) return discard();
         std::string error;
         void *dest = sink->beginFrame(current, from, &error);
+        if (!dest && error.empty()) return discard();
         if (!dest) return closeNow("protocol error from " + from.shortStr() + ": " + error);
         auto self = shared_from_this();
         asio::async_read(socket, asio::buffer(dest, current.bytes),
@@ -476,6 +495,32 @@ void DataPlane::registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink) {
 void DataPlane::unregisterSink(uint64_t seq) {
     std::lock_guard lock(impl_->mu);
     impl_->sinks.erase(seq);
+}
+
+void DataPlane::cancelSends(uint64_t seq) {
+    std::vector<std::shared_ptr<OutConn>> outs;
+    {
+        std::lock_guard lock(impl_->mu);
+        for (auto &[_, pool] : impl_->pools)
+            for (auto &c : pool) outs.push_back(c);
+    }
+    for (auto &c : outs) c->cancel(seq);
+}
+
+void DataPlane::closePeer(const Uuid &peer, const std::string &reason) {
+    std::vector<std::shared_ptr<OutConn>> outs;
+    std::vector<std::shared_ptr<InConn>> ins;
+    {
+        std::lock_guard lock(impl_->mu);
+        if (auto it = impl_->pools.find(peer); it != impl_->pools.end()) {
+            outs = it->second;
+            impl_->pools.erase(it);
+        }
+        for (auto &w : impl_->incoming)
+            if (auto c = w.lock(); c && c->from == peer) ins.push_back(c);
+    }
+    for (auto &c : outs) c->close(reason);
+    for (auto &c : ins) c->close(reason);
 }
 
 void DataPlane::closeAll(const std::string &reason) {

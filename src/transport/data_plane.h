@@ -37,7 +37,9 @@ inline constexpr uint32_t kMaxSegmentBytes = 64u << 20;
 class FrameSink {
 public:
     virtual ~FrameSink() = default;
-    // Returns where the payload goes, or nullptr with *error set (the connection is closed).
+    // Returns where the payload goes; or nullptr with *error set (a protocol error: the
+    // connection is closed); or nullptr with *error empty (the payload is read and dropped,
+    // e.g. for an operation that was aborted).
     virtual void *beginFrame(const SegmentHeader &h, const Uuid &from, std::string *error) = 0;
     virtual void onPayload(const SegmentHeader &h) = 0;
     virtual void onPayloadFailed(const SegmentHeader &h, const std::string &why) = 0;
@@ -69,6 +71,11 @@ public:
 
     void registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink);
     void unregisterSink(uint64_t seq);
+    // Fails every queued send of operation `seq` that has not started; a frame being written
+    // completes normally (the receiver drops it), so streams stay in step.
+    void cancelSends(uint64_t seq);
+    // Closes every connection to and from `peer` (a peer removed from the run).
+    void closePeer(const Uuid &peer, const std::string &reason);
     // Closes every data connection, incoming and outgoing; queued sends fail, reads in progress
     // fail (onPayloadFailed). Returns at once; callbacks follow on the I/O threads.
     void closeAll(const std::string &reason);

@@ -104,7 +104,6 @@ void FramedConnection::sendAndClose(protocol::ControlMessage m, const std::strin
 
 void FramedConnection::writeNext() {
     if (outbox_.empty()) {
-        writing_ = false;
         if (closeAfterWrite_) closeNow(closeReason_);
         return;
     }
@@ -112,6 +111,7 @@ void FramedConnection::writeNext() {
     auto self = shared_from_this();
     asio::async_write(socket_, asio::buffer(outbox_.front()), [self](const asio::error_code &ec, size_t) {
         self->outbox_.pop_front();
+        self->writing_ = false;
         if (self->closed_) return;
         if (ec) return self->closeNow(ec.message());
         self->writeNext();

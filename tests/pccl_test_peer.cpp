@@ -1,0 +1,226 @@
+// pccl_test_peer: a helper process for the public-API suite (fork+exec'd by the tests).
+//
+//   pccl_test_peer before-init
+//       Checks the calls made before pcclInit (needs a fresh process: pcclInit is process-global).
+//   pccl_test_peer foreign-handle
+//       Passes handles that the library never created; an unchecked handle crashes this process,
+//       not the suite.
+//   pccl_test_peer allreduce-loop --master IP:PORT --world N --count C --iters K --value V [--watch-iter W]
+//       Joins a run of N peers, then loops an in-place f32 sum (tag 0) of C elements whose
+//       element j is V + j % 3. Prints "READY", then "START i" before and "DONE i <result>" after
+//       each call. In iteration W a watcher thread samples the buffer and prints "INFLIGHT W" as
+//       soon as the library has written reduced data into it: the operation is then certainly
+//       under way and not finished, the moment to SIGKILL or SIGSTOP this process.
+//   pccl_test_peer retry-loop --master IP:PORT --world N --count C --iters K --value V --ops M --inflight F
+//                  [--watch-iter W]
+//       Same, but each iteration is one pcclAllReduceMultipleWithRetry of M in-place f32 sums
+//       (tags 0..M-1) of C elements each.
+//
+// Output: one line per event on stdout (flushed); "FAIL <reason>" and exit 1 on a failed check.
+#include "support/common.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace pccl_test;
+
+namespace {
+
+void say(const std::string &line) {
+    std::fputs(line.c_str(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+}
+
+std::map<std::string, std::string> parseFlags(int argc, char **argv, int first) {
+    std::map<std::string, std::string> flags;
+    for (int i = first; i + 1 < argc; i += 2) {
+        if (std::strncmp(argv[i], "--", 2) != 0) throw PeerFailure(std::string("bad flag ") + argv[i]);
+        flags[argv[i] + 2] = argv[i + 1];
+    }
+    return flags;
+}
+
+long long flagInt(const std::map<std::string, std::string> &f, const char *name, long long def = -1) {
+    auto it = f.find(name);
+    if (it == f.end()) {
+        if (def < 0) throw PeerFailure(std::string("missing --") + name);
+        return def;
+    }
+    return std::atoll(it->second.c_str());
+}
+
+ccoip_socket_address_t flagMaster(const std::map<std::string, std::string> &f) {
+    auto it = f.find("master");
+    ccoip_socket_address_t a{};
+    if (it == f.end() || !parseV4(it->second, a)) throw PeerFailure("missing or bad --master IP:PORT");
+    return a;
+}
+
+void beforeInit() {
+    pcclCommCreateParams_t params{};
+    params.master_address = loopbackV4(CCOIP_PROTOCOL_PORT_MASTER);
+    pcclComm_t *comm = nullptr;
+    PT_EXPECT_RESULT(nullptr, pcclNotInitialized, pcclCreateCommunicator(&params, &comm));
+    PT_CHECK(comm == nullptr);
+    pcclMasterInstance_t *master = nullptr;
+    PT_EXPECT_RESULT(nullptr, pcclNotInitialized, pcclCreateMaster(loopbackV4(0), &master));
+    PT_CHECK(master == nullptr);
+    PT_CHECK(pcclGetErrorString(pcclNotInitialized) != nullptr);
+    PT_CHECK(pcclGetLastErrorMessage(nullptr) != nullptr);
+
+    PT_OK(nullptr, pcclInit());
+    PT_OK(nullptr, pcclInit()); // idempotent
+    PT_OK(nullptr, pcclCreateCommunicator(&params, &comm));
+    PT_CHECK(comm != nullptr);
+    PT_OK(nullptr, pcclDestroyCommunicator(comm));
+    PT_OK(nullptr, pcclCreateMaster(loopbackV4(0), &master));
+    PT_OK(nullptr, pcclDestroyMaster(master));
+}
+
+void foreignHandle() {
+    PT_OK(nullptr, pcclInit());
+    // A zeroed block that the library never handed out, large enough for any header it may read.
+    alignas(64) static unsigned char fake[4096];
+    std::memset(fake, 0, sizeof fake);
+    auto *comm = reinterpret_cast<pcclComm_t *>(fake);
+    int v = 0;
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclGetAttribute(comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE, &v));
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclConnect(comm));
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclUpdateTopology(comm));
+    bool pending = false;
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclArePeersPending(comm, &pending));
+    float buf[4] = {1, 2, 3, 4};
+    const pcclReduceDescriptor_t d = makeDescriptor(4, pcclFloat, pcclSum, 0);
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclAllReduce(buf, buf, &d, comm, nullptr));
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclDestroyCommunicator(comm));
+    auto *master = reinterpret_cast<pcclMasterInstance_t *>(fake);
+    uint16_t port = 0;
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclRunMaster(master));
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclGetMasterPort(master, &port));
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclInterruptMaster(master));
+    PT_EXPECT_RESULT(nullptr, pcclInvalidArgument, pcclDestroyMaster(master));
+}
+
+void fillPattern(float *buf, size_t count, int value) {
+    for (size_t j = 0; j < count; ++j) buf[j] = static_cast<float>(value + static_cast<int>(j % 3));
+}
+
+// Samples every 1024th element of the buffers (concurrently written by the library, hence atomic
+// loads) and prints "INFLIGHT <iter>" once any differs from its input value.
+class InflightWatcher {
+public:
+    InflightWatcher(std::vector<std::vector<float> *> bufs, int value, long long iter) {
+        thread_ = std::thread([this, bufs, value, iter] {
+            while (!stop_.load()) {
+                for (auto *b : bufs) {
+                    for (size_t j = 0; j < b->size(); j += 1024) {
+                        const float v = std::atomic_ref<float>((*b)[j]).load(std::memory_order_relaxed);
+                        if (v != static_cast<float>(value + static_cast<int>(j % 3))) {
+                            say("INFLIGHT " + std::to_string(iter));
+                            return;
+                        }
+                    }
+                }
+                std::this_thread::yield();
+            }
+        });
+    }
+    ~InflightWatcher() {
+        stop_ = true;
+        thread_.join();
+    }
+
+private:
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+void allreduceLoop(const std::map<std::string, std::string> &f) {
+    const auto master = flagMaster(f);
+    const int world = static_cast<int>(flagInt(f, "world"));
+    const size_t count = static_cast<size_t>(flagInt(f, "count"));
+    const long long iters = flagInt(f, "iters");
+    const int value = static_cast<int>(flagInt(f, "value"));
+    const uint32_t group = static_cast<uint32_t>(flagInt(f, "group", 0));
+    const long long watch_iter = flagInt(f, "watch-iter", 1LL << 62);
+    pcclComm_t *comm = connectPeer(master, group, world, 60);
+    say("READY");
+    std::vector<float> buf(count);
+    const pcclReduceDescriptor_t d = makeDescriptor(count, pcclFloat, pcclSum, 0);
+    for (long long i = 0; i < iters; ++i) {
+        fillPattern(buf.data(), count, value);
+        std::unique_ptr<InflightWatcher> watcher;
+        if (i == watch_iter) watcher = std::make_unique<InflightWatcher>(std::vector<std::vector<float> *>{&buf}, value, i);
+        say("START " + std::to_string(i));
+        const pcclResult_t r = pcclAllReduce(buf.data(), buf.data(), &d, comm, nullptr);
+        watcher.reset();
+        say("DONE " + std::to_string(i) + " " + resultName(r));
+    }
+    PT_OK(comm, pcclDestroyCommunicator(comm));
+}
+
+void retryLoop(const std::map<std::string, std::string> &f) {
+    const auto master = flagMaster(f);
+    const int world = static_cast<int>(flagInt(f, "world"));
+    const size_t count = static_cast<size_t>(flagInt(f, "count"));
+    const long long iters = flagInt(f, "iters");
+    const int value = static_cast<int>(flagInt(f, "value"));
+    const size_t ops = static_cast<size_t>(flagInt(f, "ops"));
+    const int inflight = static_cast<int>(flagInt(f, "inflight"));
+    const long long watch_iter = flagInt(f, "watch-iter", 1LL << 62);
+    pcclComm_t *comm = connectPeer(master, 0, world, 60);
+    say("READY");
+    std::vector<std::vector<float>> bufs(ops, std::vector<float>(count));
+    std::vector<pcclReduceOpDescriptor_t> descs(ops);
+    for (size_t k = 0; k < ops; ++k) {
+        descs[k].sendbuf = bufs[k].data();
+        descs[k].recvbuf = bufs[k].data();
+        descs[k].descriptor = makeDescriptor(count, pcclFloat, pcclSum, k);
+    }
+    for (long long i = 0; i < iters; ++i) {
+        for (auto &b : bufs) fillPattern(b.data(), count, value);
+        std::unique_ptr<InflightWatcher> watcher;
+        if (i == watch_iter) {
+            std::vector<std::vector<float> *> ptrs;
+            for (auto &b : bufs) ptrs.push_back(&b);
+            watcher = std::make_unique<InflightWatcher>(ptrs, value, i);
+        }
+        say("START " + std::to_string(i));
+        pcclReduceInfo_t info{};
+        const pcclResult_t r = pcclAllReduceMultipleWithRetry(descs.data(), ops, comm, &info, inflight);
+        watcher.reset();
+        say("DONE " + std::to_string(i) + " " + resultName(r));
+    }
+    PT_OK(comm, pcclDestroyCommunicator(comm));
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: pccl_test_peer MODE [--flag value]...\n");
+        return 2;
+    }
+    const std::string mode = argv[1];
+    try {
+        const auto flags = parseFlags(argc, argv, 2);
+        if (mode == "before-init") beforeInit();
+        else if (mode == "foreign-handle") foreignHandle();
+        else if (mode == "allreduce-loop") allreduceLoop(flags);
+        else if (mode == "retry-loop") retryLoop(flags);
+        else throw PeerFailure("unknown mode " + mode);
+    } catch (const std::exception &e) {
+        say(std::string("FAIL ") + e.what());
+        return 1;
+    }
+    say("OK");
+    return 0;
+}
