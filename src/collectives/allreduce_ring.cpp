@@ -101,7 +101,10 @@ void RingAllReduce::start() {
         backedUp_[idx] = 1;
     }
     inflight_ += static_cast<int>(segs.size());  // released as each send is queued below
+    auto deferred = std::move(deferred_);
+    deferred_.clear();
     lock.unlock();
+    for (auto &d : deferred) sendFrame(d.phase, d.offset, d.n, d.data);
     for (auto &s : segs) {
         backup(s.offset, s.len);
         if (accType_ == p_.dtype) {
@@ -125,6 +128,10 @@ void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *
     {
         std::lock_guard lock(mu_);
         if (aborted_) return;
+        if (!started_) {
+            deferred_.push_back({phase, offset, n, data});
+            return;
+        }
         ++inflight_;
     }
     tx_ += h.bytes;

@@ -107,6 +107,14 @@ private:
     int inflight_ = 0;  // reads into our memory + sends from it
     bool started_ = false, finished_ = false, aborted_ = false, quiescentCalled_ = false;
     std::function<void()> onQuiescent_;
+    // Forwards produced before start() (the predecessor may send before this peer's pool to
+    // its successor is up); start() sends them.
+    struct Deferred {
+        Phase phase;
+        size_t offset, n;
+        const void *data;
+    };
+    std::vector<Deferred> deferred_;
     std::atomic<uint64_t> tx_{0}, rx_{0};
 };
 

@@ -34,6 +34,19 @@ void encodeHeader(const SegmentHeader &h, uint8_t *out) {
 struct OutConn;
 struct InConn;
 
+// One attempt to bring a peer's pool up to size; every caller waiting for it is told once.
+struct PendingConnect {
+    std::mutex mu;
+    int left = 0;
+    bool finished = false;
+    std::vector<std::function<void(Status)>> done;
+    std::shared_ptr<asio::steady_timer> timer;
+    std::vector<std::shared_ptr<OutConn>> conns;
+    DataPlane::Impl *owner = nullptr;
+    Uuid peer;
+    void finish(Status s);
+};
+
 struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
     asio::io_context io;
     asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
@@ -48,6 +61,7 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
     std::unordered_map<uint64_t, std::shared_ptr<FrameSink>> sinks;
     uint64_t highestSeq = 0;
     std::multimap<uint64_t, std::shared_ptr<InConn>> parked;  // by the seq they wait for
+    std::unordered_map<Uuid, std::shared_ptr<PendingConnect>, UuidHash> connecting;
 
     explicit Impl(int n) : nThreads(n) {}
     void acceptLoop();
@@ -304,6 +318,27 @@ void DataPlane::Impl::acceptLoop() {
     });
 }
 
+void PendingConnect::finish(Status s) {
+    std::vector<std::function<void(Status)>> callbacks;
+    {
+        std::lock_guard lock(mu);
+        if (finished) return;
+        if (s.ok() && --left > 0) return;
+        finished = true;
+        callbacks = std::move(done);
+    }
+    {
+        std::lock_guard lock(owner->mu);
+        auto it = owner->connecting.find(peer);
+        if (it != owner->connecting.end() && it->second.get() == this) owner->connecting.erase(it);
+    }
+    timer->cancel();
+    if (!s.ok()) {
+        for (auto &c : conns) c->close(s.message());
+    }
+    for (auto &cb : callbacks) cb(s);
+}
+
 void DataPlane::Impl::removeOut(const Uuid &peer, const OutConn *c) {
     std::lock_guard lock(mu);
     auto it = pools.find(peer);
@@ -334,6 +369,7 @@ DataPlane::~DataPlane() {
     impl_->parked.clear();
     impl_->sinks.clear();
     impl_->incoming.clear();
+    impl_->connecting.clear();
 }
 
 Status DataPlane::listen(uint16_t port) {
@@ -387,32 +423,24 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
         asio::post(impl_->io, [done] { done({}); });
         return;
     }
-    struct Pending {
-        std::mutex mu;
-        int left;
-        bool finished = false;
-        std::function<void(Status)> done;
-        std::shared_ptr<asio::steady_timer> timer;
-        std::vector<std::shared_ptr<OutConn>> conns;
-        void finish(Status s) {
-            std::function<void(Status)> cb;
-            {
-                std::lock_guard lock(mu);
-                if (finished) return;
-                if (s.ok() && --left > 0) return;
-                finished = true;
-                cb = std::move(done);
+    std::shared_ptr<PendingConnect> pending;
+    {
+        // One attempt per peer at a time: later callers wait for the attempt in progress.
+        std::lock_guard lock(impl_->mu);
+        if (auto it = impl_->connecting.find(peer); it != impl_->connecting.end()) {
+            std::lock_guard plock(it->second->mu);
+            if (!it->second->finished) {
+                it->second->done.push_back(std::move(done));
+                return;
             }
-            timer->cancel();
-            if (!s.ok()) {
-                for (auto &c : conns) c->close(s.message());
-            }
-            cb(std::move(s));
         }
-    };
-    auto pending = std::make_shared<Pending>();
-    pending->left = missing;
-    pending->done = std::move(done);
+        pending = std::make_shared<PendingConnect>();
+        pending->left = missing;
+        pending->done.push_back(std::move(done));
+        pending->owner = impl_.get();
+        pending->peer = peer;
+        impl_->connecting[peer] = pending;
+    }
     pending->timer = std::make_shared<asio::steady_timer>(impl_->io, timeout);
     pending->timer->async_wait([pending, peer, addr](const asio::error_code &ec) {
         if (!ec) pending->finish({pcclRankConnectionFailed, "connecting to peer " + peer.shortStr() + " at " + addr.str() + " timed out"});
