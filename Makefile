@@ -1,0 +1,123 @@
+# pccl: developer and CI entry points.
+#
+#   make deps     install the missing system (apt) and Python (pip) dependencies; idempotent
+#   make build    configure (Ninja, RelWithDebInfo) and build into build/
+#   make test     deps + build, then ctest (and the Python tests once they exist)
+#   make demo     deps + build, then a 4-peer training demo with a killed and a joining peer
+#   make bench    deps + build, then build/bench/pccl-bench with its default sweep
+#   make asan     build-asan/ with -fsanitize=address,undefined, then ctest there
+#   make tsan     build-tsan/ with -fsanitize=thread, then ctest there
+#   make install  cmake --install build (PREFIX=/usr/local by default; DESTDIR honoured)
+#   make clean    remove the build directories
+#
+# Variables: PYTHON (default python3: the machine's pyenv interpreter, not Debian's),
+# BUILD_TYPE (RelWithDebInfo), JOBS (nproc), PREFIX (/usr/local), CMAKE_ARGS (extra -D...).
+
+# Targets run in the order they are named, even under `make -j`: deps must finish before a
+# build starts, and a build before its tests.
+.NOTPARALLEL:
+.DEFAULT_GOAL := build
+SHELL := /bin/bash
+
+PYTHON     ?= python3
+BUILD_TYPE ?= RelWithDebInfo
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX     ?= /usr/local
+CMAKE      ?= cmake
+CTEST      ?= ctest
+CMAKE_ARGS ?=
+BUILD_DIR  ?= build
+
+# Debian packages the build, tests and tools need.
+APT_PACKAGES := build-essential cmake ninja-build pkg-config libasio-dev libzstd-dev \
+                libxxhash-dev catch2 libssl-dev iproute2
+# Python packages as "import-name:pip-requirement". torch is checked by import only, so an
+# already installed torch of another version is left alone.
+PIP_PACKAGES := numpy:numpy pytest:pytest pybind11:pybind11 scikit_build_core:scikit-build-core
+TORCH_REQUIREMENT := torch==2.13.0
+
+# root runs apt-get directly; anyone else goes through sudo when it exists.
+SUDO := $(shell if [ "$$(id -u)" = 0 ]; then :; elif command -v sudo >/dev/null 2>&1; then echo sudo; fi)
+
+# The Python test suite (added by a later issue). `make test` runs it only if it exists.
+PY_TEST_DIR := bindings/python/tests
+
+.PHONY: deps deps-apt deps-python configure build test demo bench asan tsan install clean
+
+deps: deps-apt deps-python
+
+deps-apt:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Debian packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+	  echo "deps: Debian packages present"; \
+	fi
+
+deps-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "deps: $(PYTHON) not found" >&2; exit 1; }
+	@missing=""; \
+	for spec in $(PIP_PACKAGES); do \
+	  mod="$${spec%%:*}"; req="$${spec#*:}"; \
+	  $(PYTHON) -c "import $$mod" >/dev/null 2>&1 || missing="$$missing $$req"; \
+	done; \
+	$(PYTHON) -c "import torch" >/dev/null 2>&1 || missing="$$missing $(TORCH_REQUIREMENT)"; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Python packages with $$($(PYTHON) -c 'import sys; print(sys.executable)'):$$missing"; \
+	  PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install --no-input $$missing; \
+	else \
+	  echo "deps: Python packages present"; \
+	fi
+
+configure:
+	$(CMAKE) -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+
+build: configure
+	$(CMAKE) --build $(BUILD_DIR) -j$(JOBS)
+
+test: deps build
+	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure
+	@# ---- Python test suite hook: runs once bindings/python/tests exists (later issue). ----
+	@if [ -d $(PY_TEST_DIR) ]; then \
+	  echo "$(PYTHON) -m pytest $(PY_TEST_DIR)"; \
+	  rc=0; $(PYTHON) -m pytest $(PY_TEST_DIR) || rc=$$?; \
+	  if [ $$rc = 5 ]; then echo "test: pytest collected no tests in $(PY_TEST_DIR)"; \
+	  elif [ $$rc != 0 ]; then exit $$rc; fi; \
+	else \
+	  echo "test: no $(PY_TEST_DIR) yet, Python tests skipped"; \
+	fi
+
+demo: deps build
+	bash examples/demo.sh $(BUILD_DIR)
+
+bench: deps build
+	$(BUILD_DIR)/bench/pccl-bench
+
+# Sanitizer builds: their own trees so they never mix with build/.
+asan: deps
+	$(CMAKE) -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DPCCL_SANITIZE=address,undefined $(CMAKE_ARGS)
+	$(CMAKE) --build build-asan -j$(JOBS)
+	ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
+	UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+	  $(CTEST) --test-dir build-asan --output-on-failure
+
+# ThreadSanitizer needs a narrow address-space layout: run the tests with ASLR off where the
+# kernel lets us (setarch -R), plainly otherwise.
+tsan: deps
+	$(CMAKE) -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DPCCL_SANITIZE=thread $(CMAKE_ARGS)
+	$(CMAKE) --build build-tsan -j$(JOBS)
+	@norand=""; if setarch "$$(uname -m)" -R true >/dev/null 2>&1; then norand="setarch $$(uname -m) -R"; fi; \
+	echo "TSAN_OPTIONS=$${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1} $$norand $(CTEST) --test-dir build-tsan --output-on-failure"; \
+	TSAN_OPTIONS=$${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1} \
+	  $$norand $(CTEST) --test-dir build-tsan --output-on-failure
+
+install: build
+	$(CMAKE) --install $(BUILD_DIR) --prefix $(PREFIX)
+
+clean:
+	rm -rf build build-asan build-tsan
