@@ -10,7 +10,7 @@ namespace pccl::collectives {
 
 RingAllReduce::RingAllReduce(transport::DataPlane &plane, RingAllReduceParams params,
                              std::function<void(Status)> onFinished)
-    : plane_(plane), p_(std::move(params)), onFinished_(std::move(onFinished)) {
+    : DataOperation(plane, params.seq, std::move(onFinished)), p_(std::move(params)) {
     elemSize_ = dataTypeSize(p_.dtype);
     accType_ = accumType(p_.dtype, p_.op);
     accSize_ = dataTypeSize(accType_);
@@ -37,8 +37,6 @@ RingAllReduce::RingAllReduce(transport::DataPlane &plane, RingAllReduceParams pa
         if (inPlace_) backup_.resize(p_.count * elemSize_);
     }
 }
-
-RingAllReduce::~RingAllReduce() = default;
 
 size_t RingAllReduce::chunkBegin(uint32_t c) const {
     return static_cast<size_t>((static_cast<unsigned __int128>(p_.count) * c) / p_.worldSize);
@@ -85,7 +83,7 @@ void RingAllReduce::start() {
     started_ = true;
     if (n == 1) {
         if (!inPlace_) std::memcpy(p_.recv, p_.send, p_.count * elemSize_);
-        checkDone(lock);
+        settle(lock);
         return;
     }
     // This peer starts the reduction of the chunk owned by its predecessor.
@@ -113,36 +111,26 @@ void RingAllReduce::start() {
             toAccum(p_.dtype, p_.op, localPtr(s.offset), accPtr(s.offset), s.len);
             sendFrame(kReduceScatter, s.offset, s.len, accPtr(s.offset));
         }
-        finishIo();
+        ioDone();
     }
     lock.lock();
-    checkDone(lock);
+    settle(lock);
 }
 
 void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *data) {
+    {
+        std::lock_guard lock(mu_);
+        if (!started_ && !aborted_) {
+            deferred_.push_back({phase, offset, n, data});
+            return;
+        }
+    }
     transport::SegmentHeader h;
     h.seq = p_.seq;
     h.offset = offset;
     h.phase = phase;
     h.bytes = static_cast<uint32_t>(n * (phase == kReduceScatter ? accSize_ : elemSize_));
-    {
-        std::lock_guard lock(mu_);
-        if (aborted_) return;
-        if (!started_) {
-            deferred_.push_back({phase, offset, n, data});
-            return;
-        }
-        ++inflight_;
-    }
-    tx_ += h.bytes;
-    auto self = shared_from_this();
-    plane_.send(p_.next, h, data, [self](bool ok, const std::string &why) {
-        if (!ok) {
-            std::unique_lock lock(self->mu_);
-            self->reportFailure(lock, why);
-        }
-        self->finishIo();
-    });
+    sendCounted(p_.next, h, data);
 }
 
 void *RingAllReduce::beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) {
@@ -214,83 +202,27 @@ void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
         std::lock_guard lock(mu_);
         ++got_[h.phase];
     }
-    finishIo();
+    ioDone();
 }
 
 void RingAllReduce::onPayloadFailed(const transport::SegmentHeader &, const std::string &why) {
     {
         std::unique_lock lock(mu_);
-        reportFailure(lock, why);
+        failLocked(lock, why);
     }
-    finishIo();
+    ioDone();
 }
 
-void RingAllReduce::finishIo() {
-    std::unique_lock lock(mu_);
-    --inflight_;
-    checkDone(lock);
-}
-
-void RingAllReduce::checkDone(std::unique_lock<std::mutex> &lock) {
-    if (aborted_) {
-        if (inflight_ == 0 && !quiescentCalled_ && onQuiescent_) {
-            quiescentCalled_ = true;
-            // Restore every segment whose input may have been overwritten.
-            if (inPlace_) {
-                for (uint32_t c = 0; c < p_.worldSize; ++c)
-                    for (size_t off = chunkBegin(c); off < chunkBegin(c + 1); off += segElems_) {
-                        const size_t idx = chunkFirstSegment_[c] + (off - chunkBegin(c)) / segElems_;
-                        if (backedUp_[idx])
-                            std::memcpy(outPtr(off), backup_.data() + off * elemSize_,
-                                        std::min(segElems_, chunkBegin(c + 1) - off) * elemSize_);
-                    }
-            }
-            auto cb = std::move(onQuiescent_);
-            lock.unlock();
-            cb();
-            lock.lock();
+void RingAllReduce::restoreAfterAbortLocked() {
+    if (!inPlace_) return;
+    // Every segment whose input may have been overwritten was backed up first.
+    for (uint32_t c = 0; c < p_.worldSize; ++c)
+        for (size_t off = chunkBegin(c); off < chunkBegin(c + 1); off += segElems_) {
+            const size_t idx = chunkFirstSegment_[c] + (off - chunkBegin(c)) / segElems_;
+            if (backedUp_[idx])
+                std::memcpy(outPtr(off), backup_.data() + off * elemSize_,
+                            std::min(segElems_, chunkBegin(c + 1) - off) * elemSize_);
         }
-        return;
-    }
-    if (finished_ || !started_ || inflight_ != 0) return;
-    if (got_[0] != expected_[0] || got_[1] != expected_[1]) return;
-    finished_ = true;
-    auto cb = std::move(onFinished_);
-    lock.unlock();
-    cb(Status{});
-    lock.lock();
-}
-
-void RingAllReduce::reportFailure(std::unique_lock<std::mutex> &lock, const std::string &why) {
-    if (finished_ || aborted_) return;
-    finished_ = true;
-    auto cb = std::move(onFinished_);
-    lock.unlock();
-    cb(Status{pcclRankConnectionLost, why});
-    lock.lock();
-}
-
-void RingAllReduce::fail(const Status &status) {
-    std::unique_lock lock(mu_);
-    reportFailure(lock, status.message());
-}
-
-void RingAllReduce::abort(const std::string &reason, std::function<void()> onQuiescent) {
-    std::function<void(Status)> dropped;  // breaks the op <-> engine reference cycle
-    {
-        std::unique_lock lock(mu_);
-        if (aborted_) return;
-        aborted_ = true;
-        onQuiescent_ = std::move(onQuiescent);
-        finished_ = true;  // no success report after an abort
-        dropped = std::move(onFinished_);
-    }
-    PCCL_LOG(Debug, "aborting all-reduce " << p_.seq << " (rank " << p_.rank << ", " << inflight_ << " I/O in flight, got "
-                                            << got_[0] << "+" << got_[1] << " of " << expected_[0] << "+" << expected_[1]
-                                            << "): " << reason);
-    if (p_.worldSize > 1) plane_.cancelSends(p_.seq);
-    std::unique_lock lock(mu_);
-    checkDone(lock);
 }
 
 } // namespace pccl::collectives

@@ -17,17 +17,17 @@
 //
 // Threads: start() and abort() are called by the communicator's control thread; frame
 // callbacks run on data-plane I/O threads. The finished/quiescent callbacks run on either.
+// Abort (transport::DataOperation) restores an in-place input before it reports quiescence.
 #pragma once
 #include <pccl.h>
 
-#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "transport/data_plane.h"
+#include "transport/data_operation.h"
 #include "util/status.h"
 #include "util/uuid.h"
 
@@ -46,25 +46,15 @@ struct RingAllReduceParams {
     size_t segmentBytes = 1 << 20;
 };
 
-class RingAllReduce : public transport::FrameSink, public std::enable_shared_from_this<RingAllReduce> {
+class RingAllReduce : public transport::DataOperation {
 public:
-    // onFinished runs once: Status ok when every segment was received and every send flushed,
-    // or the first local failure (a link broke, a peer sent garbage).
+    // onFinished runs once: ok when every segment was received and every send flushed, or the
+    // first local failure (a link broke, a peer sent garbage). Abort: see DataOperation.
     RingAllReduce(transport::DataPlane &plane, RingAllReduceParams params, std::function<void(Status)> onFinished);
-    ~RingAllReduce() override;
 
-    // Sends this peer's first chunk; call once the outgoing pool to `next` is up.
+    // Sends this peer's first chunk, and any forwards deferred so far; call once the outgoing
+    // pool to `next` is up.
     void start();
-    // Stops the operation: later frames for it are dropped, its queued sends are cancelled, and
-    // once no read or write touches the user's buffers any more (the caller closes connections
-    // to lost peers, so nothing waits on them) the in-place input is restored and onQuiescent
-    // runs, once. Other operations and the connections themselves are not disturbed.
-    void abort(const std::string &reason, std::function<void()> onQuiescent);
-    // Marks the operation failed locally (e.g. the pool could not be connected).
-    void fail(const Status &status);
-
-    uint64_t txBytes() const { return tx_.load(); }
-    uint64_t rxBytes() const { return rx_.load(); }
 
     void *beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) override;
     void onPayload(const transport::SegmentHeader &h) override;
@@ -72,6 +62,9 @@ public:
 
 private:
     enum Phase : uint8_t { kReduceScatter = 0, kAllGather = 1 };
+
+    bool completeLocked() const override { return got_[0] == expected_[0] && got_[1] == expected_[1]; }
+    void restoreAfterAbortLocked() override;
 
     size_t chunkBegin(uint32_t c) const;
     uint32_t chunkOf(size_t offset) const;
@@ -81,15 +74,9 @@ private:
     uint8_t *accPtr(size_t offset) const;
     uint8_t *outPtr(size_t offset) const { return static_cast<uint8_t *>(p_.recv) + offset * elemSize_; }
     void backup(size_t offset, size_t n);
-
     void sendFrame(Phase phase, size_t offset, size_t n, const void *data);
-    void finishIo();  // one in-flight I/O ended: check completion and quiescence
-    void checkDone(std::unique_lock<std::mutex> &lock);
-    void reportFailure(std::unique_lock<std::mutex> &lock, const std::string &why);
 
-    transport::DataPlane &plane_;
     RingAllReduceParams p_;
-    std::function<void(Status)> onFinished_;
     size_t elemSize_, accSize_;
     pcclDataType_t accType_;
     bool inPlace_;
@@ -99,14 +86,11 @@ private:
     size_t numSegments_ = 0;
     std::vector<size_t> chunkFirstSegment_;
 
-    std::mutex mu_;
+    // Guarded by mu_:
     std::vector<uint8_t> received_[2];  // per phase, per segment
     std::vector<uint8_t> backedUp_;     // per segment
     size_t expected_[2] = {0, 0};       // segments to receive per phase
     size_t got_[2] = {0, 0};
-    int inflight_ = 0;  // reads into our memory + sends from it
-    bool started_ = false, finished_ = false, aborted_ = false, quiescentCalled_ = false;
-    std::function<void()> onQuiescent_;
     // Forwards produced before start() (the predecessor may send before this peer's pool to
     // its successor is up); start() sends them.
     struct Deferred {
@@ -115,7 +99,6 @@ private:
         const void *data;
     };
     std::vector<Deferred> deferred_;
-    std::atomic<uint64_t> tx_{0}, rx_{0};
 };
 
 } // namespace pccl::collectives

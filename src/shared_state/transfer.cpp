@@ -10,8 +10,8 @@ namespace pccl::shared_state {
 StateTransfer::StateTransfer(transport::DataPlane &plane, std::vector<LocalEntry> entries,
                              protocol::SharedStatePlan plan, TransferOptions options,
                              std::function<void(Status)> onFinished)
-    : plane_(plane), entries_(std::move(entries)), plan_(std::move(plan)), options_(options),
-      onFinished_(std::move(onFinished)) {
+    : DataOperation(plane, plan.seq, std::move(onFinished)), entries_(std::move(entries)), plan_(std::move(plan)),
+      options_(options) {
     for (auto &r : plan_.receive) {
         Incoming in;
         in.from = r;
@@ -41,10 +41,10 @@ void StateTransfer::start() {
             --entriesLeft_;
         }
         inflight_ += static_cast<int>(byReceiver.size());  // one per pending connect
-        check(lock);
+        settle(lock);
     }
     for (auto &[to, slot] : byReceiver) {
-        auto self = shared_from_this();
+        auto self = std::static_pointer_cast<StateTransfer>(shared_from_this());
         const Uuid peer = to;
         auto list = slot.second;
         plane_.connect(peer, slot.first, options_.poolSize, options_.connectTimeout, [self, peer, list](Status st) {
@@ -67,20 +67,7 @@ void StateTransfer::sendEntries(const Uuid &to, const std::vector<uint32_t> &lis
             h.phase = kPhase;
             h.offset = (static_cast<uint64_t>(entry) << kOffsetBits) | off;
             h.bytes = static_cast<uint32_t>(std::min(options_.segmentBytes, e.bytes - off));
-            {
-                std::lock_guard lock(mu_);
-                if (aborted_) return;
-                ++inflight_;
-            }
-            tx_ += h.bytes;
-            auto self = shared_from_this();
-            plane_.send(to, h, static_cast<const uint8_t *>(e.data) + off, [self](bool ok, const std::string &why) {
-                if (!ok) {
-                    std::unique_lock lock(self->mu_);
-                    self->failLocked(lock, why);
-                }
-                self->ioDone();
-            });
+            if (!sendCounted(to, h, static_cast<const uint8_t *>(e.data) + off)) return;
         }
     }
 }
@@ -136,56 +123,6 @@ void StateTransfer::onPayloadFailed(const transport::SegmentHeader &, const std:
         failLocked(lock, why);
     }
     ioDone();
-}
-
-void StateTransfer::ioDone() {
-    std::unique_lock lock(mu_);
-    --inflight_;
-    check(lock);
-}
-
-void StateTransfer::check(std::unique_lock<std::mutex> &lock) {
-    if (aborted_) {
-        if (inflight_ == 0 && onQuiescent_) {
-            auto cb = std::move(onQuiescent_);
-            onQuiescent_ = nullptr;
-            lock.unlock();
-            cb();
-            lock.lock();
-        }
-        return;
-    }
-    if (finished_ || !started_ || inflight_ != 0 || entriesLeft_ != 0) return;
-    finished_ = true;
-    auto cb = std::move(onFinished_);
-    lock.unlock();
-    cb(Status{});
-    lock.lock();
-}
-
-void StateTransfer::failLocked(std::unique_lock<std::mutex> &lock, const std::string &why) {
-    if (finished_ || aborted_) return;
-    finished_ = true;
-    auto cb = std::move(onFinished_);
-    lock.unlock();
-    cb(Status{pcclRankConnectionLost, why});
-    lock.lock();
-}
-
-void StateTransfer::abort(const std::string &reason, std::function<void()> onQuiescent) {
-    std::function<void(Status)> dropped;  // breaks the op <-> transfer reference cycle
-    {
-        std::lock_guard lock(mu_);
-        if (aborted_) return;
-        aborted_ = true;
-        finished_ = true;
-        onQuiescent_ = std::move(onQuiescent);
-        dropped = std::move(onFinished_);
-    }
-    PCCL_LOG(Debug, "aborting shared-state round " << plan_.seq << ": " << reason);
-    plane_.cancelSends(plan_.seq);
-    std::unique_lock lock(mu_);
-    check(lock);
 }
 
 } // namespace pccl::shared_state

@@ -3,9 +3,9 @@
 // is missing straight into the user's buffers, and verify each received entry's digest.
 //
 // Threads: start()/abort() from the communicator's control thread; frame callbacks on the data
-// plane's I/O threads. onFinished runs once (success, or the first local failure).
+// plane's I/O threads. onFinished runs once (success, or the first local failure); abort as in
+// transport::DataOperation.
 #pragma once
-#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "protocol/messages.h"
-#include "transport/data_plane.h"
+#include "transport/data_operation.h"
 #include "util/status.h"
 
 namespace pccl::shared_state {
@@ -32,17 +32,11 @@ struct TransferOptions {
     size_t segmentBytes = 1 << 20;
 };
 
-class StateTransfer : public transport::FrameSink, public std::enable_shared_from_this<StateTransfer> {
+class StateTransfer : public transport::DataOperation {
 public:
     StateTransfer(transport::DataPlane &plane, std::vector<LocalEntry> entries, protocol::SharedStatePlan plan,
                   TransferOptions options, std::function<void(Status)> onFinished);
     void start();
-    // Drops later frames, cancels queued sends, waits until no I/O touches user memory, then
-    // onQuiescent (the caller closes connections to lost peers so nothing waits on them).
-    void abort(const std::string &reason, std::function<void()> onQuiescent);
-
-    uint64_t txBytes() const { return tx_.load(); }
-    uint64_t rxBytes() const { return rx_.load(); }
 
     void *beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) override;
     void onPayload(const transport::SegmentHeader &h) override;
@@ -57,24 +51,16 @@ private:
         std::vector<uint8_t> got;  // per segment
         size_t segmentsLeft = 0;
     };
+    bool completeLocked() const override { return entriesLeft_ == 0; }
     void sendEntries(const Uuid &to, const std::vector<uint32_t> &entries);
-    void ioDone();
-    void check(std::unique_lock<std::mutex> &lock);
-    void failLocked(std::unique_lock<std::mutex> &lock, const std::string &why);
 
-    transport::DataPlane &plane_;
     std::vector<LocalEntry> entries_;
     protocol::SharedStatePlan plan_;
     TransferOptions options_;
-    std::function<void(Status)> onFinished_;
 
-    std::mutex mu_;
+    // Guarded by mu_:
     std::map<uint32_t, Incoming> incoming_;
     size_t entriesLeft_ = 0;  // incoming entries not yet verified
-    int inflight_ = 0;
-    bool started_ = false, finished_ = false, aborted_ = false;
-    std::function<void()> onQuiescent_;
-    std::atomic<uint64_t> tx_{0}, rx_{0};
 };
 
 } // namespace pccl::shared_state

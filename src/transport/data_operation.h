@@ -1,0 +1,59 @@
+// Bookkeeping shared by the operations that move data through the DataPlane (one all-reduce,
+// one shared-state round): the reads and writes in flight against the user's memory, the single
+// "finished" report, and abort with quiescence.
+//
+// Contract for subclasses: count every read into user memory (++inflight_ under mu_ in
+// beginFrame, ioDone() after onPayload/onPayloadFailed) and send through sendCounted(); report
+// local failures with failLocked(); call settle() after changing what completeLocked() reads.
+#pragma once
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "transport/data_plane.h"
+#include "util/status.h"
+
+namespace pccl::transport {
+
+class DataOperation : public FrameSink, public std::enable_shared_from_this<DataOperation> {
+public:
+    // Stops the operation: later frames for it are dropped, its queued sends are cancelled, and
+    // once no read or write touches the user's memory any more (the caller closes connections to
+    // removed peers, so nothing waits on them) restoreAfterAbortLocked() runs, then onQuiescent,
+    // once. Other operations and the connections themselves are not disturbed.
+    void abort(const std::string &reason, std::function<void()> onQuiescent);
+    // Fails the operation locally (e.g. its pool could not be connected).
+    void fail(const Status &status);
+
+    uint64_t txBytes() const { return tx_.load(); }
+    uint64_t rxBytes() const { return rx_.load(); }
+
+protected:
+    // onFinished runs once: ok when completeLocked() holds with nothing in flight, or the first
+    // local failure. Never after an abort.
+    DataOperation(DataPlane &plane, uint64_t seq, std::function<void(Status)> onFinished);
+
+    virtual bool completeLocked() const = 0;  // mu_ held
+    virtual void restoreAfterAbortLocked() {}  // mu_ held, nothing in flight
+
+    // Queues a frame of this operation to `to`, counted as I/O. Returns false after an abort.
+    bool sendCounted(const Uuid &to, const SegmentHeader &h, const void *data);
+    void ioDone();
+    void failLocked(std::unique_lock<std::mutex> &lock, const std::string &why);
+    void settle(std::unique_lock<std::mutex> &lock);
+
+    DataPlane &plane_;
+    const uint64_t seq_;
+    std::mutex mu_;
+    int inflight_ = 0;  // reads into user memory + sends from it
+    bool started_ = false, finished_ = false, aborted_ = false;
+    std::atomic<uint64_t> tx_{0}, rx_{0};
+
+private:
+    std::function<void(Status)> onFinished_;
+    std::function<void()> onQuiescent_;
+};
+
+} // namespace pccl::transport
