@@ -2,7 +2,7 @@
 #
 #   make deps     install the missing system (apt) and Python (pip) dependencies; idempotent
 #   make build    configure (Ninja, RelWithDebInfo) and build into build/
-#   make test     deps + build, then ctest (and the Python tests once they exist)
+#   make test     deps + build, then ctest, then install the Python package and run its tests
 #   make demo     deps + build, then a 4-peer training demo with a killed and a joining peer
 #   make bench    deps + build, then build/bench/pccl-bench with its default sweep
 #   make asan     build-asan/ with -fsanitize=address,undefined, then ctest there
@@ -82,8 +82,11 @@ build: configure
 
 test: deps build
 	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure
-	@# ---- Python test suite hook: runs once bindings/python/tests exists (later issue). ----
+	@# ---- Python: build and install the package from this tree, then run its tests. ----
 	@if [ -d $(PY_TEST_DIR) ]; then \
+	  echo "$(PYTHON) -m pip install --no-build-isolation ./bindings/python"; \
+	  CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) PIP_ROOT_USER_ACTION=ignore \
+	    $(PYTHON) -m pip install --no-input --no-build-isolation --no-deps ./bindings/python || exit $$?; \
 	  echo "$(PYTHON) -m pytest $(PY_TEST_DIR)"; \
 	  rc=0; $(PYTHON) -m pytest $(PY_TEST_DIR) || rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "test: pytest collected no tests in $(PY_TEST_DIR)"; \

@@ -1,0 +1,333 @@
+"""Communicator: one peer of a pccl run."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from . import _pccl
+from ._address import SocketAddress, parse_address
+from ._buffers import check_pair, describe
+from ._enums import Attribute, ReduceOp, Result, SharedStateSyncStrategy
+from ._errors import PCCLError
+from ._types import (
+    QuantizationOptions,
+    ReduceInfo,
+    ReduceOpDescriptor,
+    ReduceOperandDescriptor,
+    SharedState,
+    SharedStateSyncInfo,
+    _enum,
+    _quant_tuple,
+    _uint,
+)
+
+__all__ = ["Communicator", "AsyncReduceHandle"]
+
+# Every open communicator, closed at interpreter exit (before the masters) so that peers leave
+# the run gracefully.
+_live_communicators: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
+
+
+class AsyncReduceHandle:
+    """An all-reduce started by :meth:`Communicator.all_reduce_async`.
+
+    The send and receive buffers are kept alive (by this handle and by the communicator) until
+    :meth:`wait` returns; do not read or modify them before that."""
+
+    def __init__(self, comm: "Communicator", tag: int, keepalive: tuple) -> None:
+        self._comm = comm
+        self._tag = tag
+        self._keepalive: Optional[tuple] = keepalive
+        self._lock = threading.Lock()
+        self._outcome: Optional[Tuple[bool, Union[Result, int], ReduceInfo]] = None
+        self._error: Optional[PCCLError] = None
+
+    @property
+    def tag(self) -> int:
+        """The operation's tag."""
+        return self._tag
+
+    @property
+    def error(self) -> Optional[PCCLError]:
+        """After :meth:`wait`: the failure as a PCCLError (with the library's message), or None."""
+        return self._error
+
+    def wait(self) -> Tuple[bool, Union[Result, int], ReduceInfo]:
+        """Block (without the GIL) until the all-reduce completes.
+
+        Returns ``(is_success, status, info)``: ``status`` is the :class:`Result` code
+        (``Result.SUCCESS`` on success, e.g. ``Result.RANK_CONNECTION_LOST`` after a peer was
+        lost, in which case an in-place buffer holds its original input again and the operation
+        can be retried). Does not raise for the operation's failure; :attr:`error` has the
+        details. Waiting again returns the same outcome."""
+        with self._lock:
+            if self._outcome is None:
+                native = self._comm._native
+                if native is None:
+                    r, msg, world, tx, rx = int(Result.INVALID_USAGE), "the communicator was closed", 0, 0, 0
+                else:
+                    try:
+                        r, msg, world, tx, rx = native.await_async(self._tag)
+                    except PCCLError as e:
+                        r, msg, world, tx, rx = int(e.result), e.message, 0, 0, 0
+                try:
+                    status: Union[Result, int] = Result(r)
+                except ValueError:
+                    status = r
+                self._outcome = (r == 0, status, ReduceInfo(world, tx, rx))
+                self._error = None if r == 0 else PCCLError(r, msg)
+                self._comm._forget(self._tag, self)
+                self._keepalive = None
+            return self._outcome
+
+    def __repr__(self) -> str:
+        state = "pending" if self._outcome is None else ("ok" if self._outcome[0] else f"failed: {self._error}")
+        return f"<AsyncReduceHandle tag={self._tag} {state}>"
+
+
+class Communicator:
+    """One peer of a pccl run.
+
+    ``address`` is the master's ``"ip:port"`` (IPv6: ``"[::1]:48148"``; a host name is resolved
+    once, here). Peers with the same ``peer_group`` all-reduce and sync shared state together;
+    ``p2p_connection_pool_size`` is the number of TCP connections to each ring neighbour
+    (0: library default). Creating a communicator does no network traffic; :meth:`connect` joins
+    the run. Close it with :meth:`close` or use it as a context manager.
+
+    Every blocking call releases the GIL. Failures raise :class:`PCCLError`; wrong arguments
+    raise TypeError or ValueError before anything is sent."""
+
+    def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0) -> None:
+        self._native: Optional[Any] = None
+        self._address: SocketAddress = parse_address(address)
+        self._peer_group = _uint(peer_group, "peer_group", bits=32)
+        self._pool_size = _uint(p2p_connection_pool_size, "p2p_connection_pool_size", bits=32)
+        self._in_flight: Dict[int, AsyncReduceHandle] = {}
+        self._lock = threading.Lock()
+        self._native = self._new_native()
+        _live_communicators.add(self)
+
+    def _new_native(self) -> Any:
+        a = self._address
+        return _pccl.Communicator(a.protocol, a.ip, a.port, self._peer_group, self._pool_size)
+
+    def _require(self) -> Any:
+        native = self._native
+        if native is None:
+            raise PCCLError(Result.INVALID_USAGE, "the communicator is closed")
+        return native
+
+    def _forget(self, tag: int, handle: AsyncReduceHandle) -> None:
+        with self._lock:
+            if self._in_flight.get(tag) is handle:
+                del self._in_flight[tag]
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    @property
+    def master_address(self) -> str:
+        """The master's address, as resolved."""
+        return str(self._address)
+
+    @property
+    def peer_group(self) -> int:
+        return self._peer_group
+
+    @property
+    def closed(self) -> bool:
+        return self._native is None
+
+    def connect(self, n_attempts: int = 5) -> None:
+        """Connect to the master and join the run; blocks until admitted.
+
+        The first peer of a run is admitted at once; a later peer waits until the accepted peers
+        call :meth:`update_topology` (typically ``if comm.are_peers_pending():
+        comm.update_topology()`` in their loop). When the master cannot be reached
+        (``Result.MASTER_CONNECTION_FAILED``) the attempt is repeated up to ``n_attempts``
+        times in all, with a short sleep in between; other failures raise at once."""
+        if isinstance(n_attempts, bool) or not isinstance(n_attempts, int):
+            raise TypeError(f"n_attempts must be an int, got {type(n_attempts).__name__}")
+        if n_attempts < 1:
+            raise ValueError(f"n_attempts must be at least 1, got {n_attempts}")
+        for attempt in range(1, n_attempts + 1):
+            native = self._require()
+            try:
+                native.connect()
+                return
+            except PCCLError as e:
+                if e.result != Result.MASTER_CONNECTION_FAILED:
+                    raise
+                if attempt == n_attempts:
+                    suffix = f" (gave up after {n_attempts} attempt{'s' if n_attempts > 1 else ''})"
+                    raise PCCLError(e.result, e.message + suffix) from None
+            # A failed connect may leave the C communicator unusable: start the next attempt
+            # with a fresh one.
+            native.close()
+            self._native = self._new_native()
+            time.sleep(min(0.5 * attempt, 2.0))
+
+    def close(self) -> None:
+        """Leave the run gracefully and free the communicator. Idempotent.
+
+        Operations still in flight are aborted. Raises PCCLError (``INVALID_USAGE``) if another
+        thread is inside a call on this communicator."""
+        native = self._native
+        if native is None:
+            return
+        native.close()  # raises while another thread is inside a call
+        self._native = None
+        with self._lock:
+            self._in_flight.clear()
+        _live_communicators.discard(self)
+
+    def __enter__(self) -> "Communicator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._native is None else "open"
+        return f"<pccl.Communicator master={self._address} peer_group={self._peer_group} {state}>"
+
+    @property
+    def last_error_message(self) -> str:
+        """The library's reason for the last failed call on this communicator ("" if none)."""
+        native = self._native
+        return native.last_error_message() if native is not None else ""
+
+    # ----------------------------------------------------------------------------- membership
+
+    def update_topology(self) -> None:
+        """Collective vote over all accepted peers: admit pending peers and rewire the ring.
+        Raises PCCLError (e.g. ``PENDING_ASYNC_OPS`` while all-reduces are in flight,
+        ``UPDATE_TOPOLOGY_FAILED``)."""
+        self._require().update_topology()
+
+    def are_peers_pending(self) -> bool:
+        """Collective vote over all accepted peers: are peers waiting to be admitted? Every
+        peer gets the same answer. May be called while all-reduces are in flight."""
+        return bool(self._require().are_peers_pending())
+
+    def optimize_topology(self) -> None:
+        """Collective vote over all accepted peers: optimise the ring order (see pccl.h for
+        what this version does)."""
+        self._require().optimize_topology()
+
+    def get_attribute(self, attribute: Attribute) -> int:
+        """Read a world-size :class:`Attribute` from this peer's latest view of the run."""
+        attribute = _enum(Attribute, attribute, "attribute")
+        return int(self._require().get_attribute(int(attribute)))
+
+    # ----------------------------------------------------------------------------- all-reduce
+
+    def _reduce_args(self, send: Any, recv: Any, op: Any, tag: Any,
+                     operand_descriptor: Optional[ReduceOperandDescriptor],
+                     quantization_options: Optional[QuantizationOptions]) -> Tuple[tuple, tuple]:
+        op = _enum(ReduceOp, op, "op")
+        tag = _uint(tag, "tag")
+        s = describe(send, "send")
+        r = describe(recv, "recv", writeable=True)
+        expected = None
+        hint = 0
+        if operand_descriptor is not None:
+            if not isinstance(operand_descriptor, ReduceOperandDescriptor):
+                raise TypeError("operand_descriptor must be a ReduceOperandDescriptor or None, got "
+                                f"{type(operand_descriptor).__name__}")
+            expected = operand_descriptor.datatype
+            hint = int(operand_descriptor.distribution_hint)
+        check_pair(s, r, expected_dtype=expected)
+        qd, qa = _quant_tuple(quantization_options)
+        args = (s.ptr, r.ptr, s.numel, int(s.dtype), int(op), tag, hint, qd, qa)
+        return args, (send, recv)
+
+    def all_reduce(self, send: Any, recv: Any, *, op: Any, tag: int = 0,
+                   operand_descriptor: Optional[ReduceOperandDescriptor] = None,
+                   quantization_options: Optional[QuantizationOptions] = None) -> ReduceInfo:
+        """All-reduce ``send`` into ``recv`` over the peer group; blocks (without the GIL).
+
+        ``send`` and ``recv`` are two torch tensors or two numpy arrays: contiguous, same dtype,
+        same number of elements; ``recv`` may be ``send`` (in place). ``op`` is a
+        :class:`ReduceOp`; ``tag`` identifies the operation (distinct among concurrent ones);
+        ``operand_descriptor`` defaults to the buffers' dtype (if given it must match);
+        ``quantization_options`` None means no quantization.
+
+        Raises PCCLError; ``Result.RANK_CONNECTION_LOST`` means a peer was lost and the
+        operation was aborted everywhere: an in-place buffer holds its input again, and calling
+        again reduces over the remaining peers."""
+        args, _keepalive = self._reduce_args(send, recv, op, tag, operand_descriptor, quantization_options)
+        world, tx, rx = self._require().all_reduce(*args)
+        return ReduceInfo(world, tx, rx)
+
+    def all_reduce_async(self, send: Any, recv: Any, *, op: Any, tag: int = 0,
+                         operand_descriptor: Optional[ReduceOperandDescriptor] = None,
+                         quantization_options: Optional[QuantizationOptions] = None) -> AsyncReduceHandle:
+        """Start an all-reduce (arguments as :meth:`all_reduce`) and return at once. Concurrent
+        operations need distinct tags. Leave both buffers alone until the handle's
+        :meth:`AsyncReduceHandle.wait` returns; they are kept alive until then."""
+        args, keepalive = self._reduce_args(send, recv, op, tag, operand_descriptor, quantization_options)
+        native = self._require()
+        handle = AsyncReduceHandle(self, args[5], keepalive)
+        native.all_reduce_async(*args)
+        with self._lock:
+            self._in_flight[args[5]] = handle
+        return handle
+
+    def all_reduce_multiple_with_retry(self, descriptors: Sequence[ReduceOpDescriptor], *,
+                                       max_in_flight: int = 4) -> ReduceInfo:
+        """Run several all-reduces, at most ``max_in_flight`` at once (<= 0: all), retrying
+        those aborted by a lost peer until all succeed; blocks (without the GIL). Tags must be
+        distinct. Raises PCCLError (``TOO_FEW_PEERS`` when fewer than two peers remain).
+        The returned info has the summed bytes and the final world size."""
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise TypeError(f"max_in_flight must be an int, got {type(max_in_flight).__name__}")
+        descriptors = list(descriptors)
+        tags = set()
+        native_ops: List[tuple] = []
+        for i, d in enumerate(descriptors):
+            if not isinstance(d, ReduceOpDescriptor):
+                raise TypeError(f"descriptors[{i}] must be a ReduceOpDescriptor, got {type(d).__name__}")
+            tag = d.reduce_descriptor.tag
+            if tag in tags:
+                raise ValueError(f"descriptors[{i}]: tag {tag} is used twice; tags must be distinct")
+            tags.add(tag)
+            native_ops.append(d._native())
+        max_in_flight = max(-(1 << 31), min(max_in_flight, (1 << 31) - 1))
+        world, tx, rx = self._require().all_reduce_multiple_with_retry(native_ops, max_in_flight)
+        del descriptors  # (kept alive, with their buffers, until here)
+        return ReduceInfo(world, tx, rx)
+
+    # ----------------------------------------------------------------------------- shared state
+
+    def sync_shared_state(self, shared_state: SharedState,
+                          strategy: SharedStateSyncStrategy = SharedStateSyncStrategy.ENFORCE_POPULAR
+                          ) -> SharedStateSyncInfo:
+        """Synchronise the shared state over the peer group; blocks (without the GIL).
+
+        The popular content (by hash) wins and every outdated peer receives it in place, bit for
+        bit. The group's revision is written back into ``shared_state.revision``. Returns the
+        bytes this peer sent and received (both 0 when nothing had to move)."""
+        if not isinstance(shared_state, SharedState):
+            raise TypeError(f"shared_state must be a SharedState, got {type(shared_state).__name__}")
+        strategy = _enum(SharedStateSyncStrategy, strategy, "strategy")
+        entries = [info._native() for info in shared_state.tensor_infos]
+        revision, tx, rx = self._require().sync_shared_state(shared_state.revision, entries, int(strategy))
+        shared_state.revision = revision
+        return SharedStateSyncInfo(tx, rx)
+
+
+def _close_all_communicators() -> None:
+    for comm in list(_live_communicators):
+        try:
+            comm.close()
+        except Exception:
+            pass

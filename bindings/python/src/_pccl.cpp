@@ -1,0 +1,463 @@
+// _pccl: the pybind11 extension under the `pccl` Python package.
+//
+// It wraps the C API (include/pccl.h) and nothing else: no C++ internals, no torch, no numpy.
+// Buffers arrive as integer addresses; the pure-Python layer (pccl/*.py) checks tensors and
+// arrays, maps dtypes and offers the PCCL 1.0 names. Every call that can wait for other
+// processes releases the GIL. A failed call raises the exception type the package installed with
+// _set_error_type (pccl.PCCLError) as ErrorType(result_code, message), where message is the
+// library's own reason (pcclGetLastErrorMessage), captured on the calling thread right after the
+// failing call.
+//
+// Lifetime: Communicator and Master hold the C handle plus a count of the calls in progress on
+// it. close() refuses (pcclInvalidUsage) while another thread is inside a communicator call, so a
+// handle is never destroyed under a running call (the C API forbids that); a master's close()
+// interrupts it and waits for those calls, which then return promptly.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <pccl.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+bool interpreterFinalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}
+
+// pccl.PCCLError (a strong reference, deliberately never released: it must outlive every object).
+PyObject *g_error_type = nullptr;
+
+std::string threadLastError() {
+    const char *m = pcclGetLastErrorMessage(nullptr);
+    return m ? std::string(m) : std::string();
+}
+
+// Raises ErrorType(result, message). The GIL must be held.
+[[noreturn]] void raiseResult(pcclResult_t result, const std::string &message) {
+    PyObject *type = g_error_type ? g_error_type : PyExc_RuntimeError;
+    py::tuple args = py::make_tuple(static_cast<int>(result), message);
+    PyErr_SetObject(type, args.ptr());
+    throw py::error_already_set();
+}
+
+// Runs fn (returning pcclResult_t) without the GIL; raises on failure with the message the
+// library recorded for this thread.
+template <class Fn>
+void callNoGil(Fn &&fn) {
+    pcclResult_t r;
+    std::string message;
+    {
+        py::gil_scoped_release nogil;
+        r = fn();
+        if (r != pcclSuccess) message = threadLastError();
+    }
+    if (r != pcclSuccess) raiseResult(r, message);
+}
+
+ccoip_socket_address_t makeAddress(int protocol, const py::bytes &ip, int port) {
+    const std::string raw = ip;
+    ccoip_socket_address_t a{};
+    if (port < 0 || port > 65535) raiseResult(pcclInvalidArgument, "port " + std::to_string(port) + " is out of range");
+    if (protocol == inetIPv4) {
+        if (raw.size() != 4) raiseResult(pcclInvalidArgument, "an IPv4 address has 4 bytes");
+        a.inet.protocol = inetIPv4;
+        for (size_t i = 0; i < 4; ++i) a.inet.ipv4.data[i] = static_cast<uint8_t>(raw[i]);
+    } else if (protocol == inetIPv6) {
+        if (raw.size() != 16) raiseResult(pcclInvalidArgument, "an IPv6 address has 16 bytes");
+        a.inet.protocol = inetIPv6;
+        for (size_t i = 0; i < 16; ++i) a.inet.ipv6.data[i] = static_cast<uint8_t>(raw[i]);
+    } else {
+        raiseResult(pcclInvalidArgument, "unknown address protocol " + std::to_string(protocol));
+    }
+    a.port = static_cast<uint16_t>(port);
+    return a;
+}
+
+pcclReduceDescriptor_t makeDescriptor(size_t count, int dtype, int op, uint64_t tag, int hint, int qdtype, int qalgo) {
+    pcclReduceDescriptor_t d{};
+    d.count = count;
+    d.op = static_cast<pcclRedOp_t>(op);
+    d.tag = tag;
+    d.src_descriptor.datatype = static_cast<pcclDataType_t>(dtype);
+    d.src_descriptor.distribution_hint = static_cast<pcclDistributionHint_t>(hint);
+    d.quantization_options.quantized_datatype = static_cast<pcclDataType_t>(qdtype);
+    d.quantization_options.algorithm = static_cast<pcclQuantizationAlgorithm_t>(qalgo);
+    return d;
+}
+
+py::tuple infoTuple(const pcclReduceInfo_t &info) {
+    return py::make_tuple(info.local_world_size, info.tx_bytes, info.rx_bytes);
+}
+
+// A C handle plus the number of calls in progress on it.
+template <class Handle>
+class Guarded {
+public:
+    // Takes a use of the handle (raises if closed). GIL held.
+    Handle *acquire() {
+        std::lock_guard lock(mu_);
+        if (!handle_) raiseResult(pcclInvalidUsage, std::string(kind_) + " is closed");
+        ++users_;
+        return handle_;
+    }
+    void release() {
+        std::lock_guard lock(mu_);
+        --users_;
+        cv_.notify_all();
+    }
+    bool closed() const {
+        std::lock_guard lock(mu_);
+        return handle_ == nullptr;
+    }
+    int users() const {
+        std::lock_guard lock(mu_);
+        return users_;
+    }
+
+protected:
+    explicit Guarded(const char *kind) : kind_(kind) {}
+    const char *kind_;
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    Handle *handle_ = nullptr;
+    int users_ = 0;
+};
+
+template <class G>
+struct Use {
+    G &g;
+    decltype(std::declval<G &>().acquire()) h;
+    explicit Use(G &guarded) : g(guarded), h(guarded.acquire()) {}
+    ~Use() { g.release(); }
+    Use(const Use &) = delete;
+    Use &operator=(const Use &) = delete;
+};
+
+// ------------------------------------------------------------------------------------------
+class Communicator : public Guarded<pcclComm_t> {
+public:
+    Communicator(int protocol, const py::bytes &ip, int port, uint32_t peerGroup, uint32_t poolSize)
+        : Guarded("the communicator") {
+        pcclCommCreateParams_t params{};
+        params.master_address = makeAddress(protocol, ip, port);
+        params.peer_group = peerGroup;
+        params.p2p_connection_pool_size = poolSize;
+        pcclComm_t *comm = nullptr;
+        callNoGil([&] { return pcclCreateCommunicator(&params, &comm); });
+        handle_ = comm;
+    }
+
+    ~Communicator() {
+        pcclComm_t *comm;
+        {
+            std::lock_guard lock(mu_);
+            comm = users_ == 0 ? std::exchange(handle_, nullptr) : nullptr;
+        }
+        // users_ > 0 cannot happen here (a running call holds a reference to this object).
+        if (!comm) return;
+        if (interpreterFinalizing()) {
+            pcclDestroyCommunicator(comm);
+        } else {
+            py::gil_scoped_release nogil;
+            pcclDestroyCommunicator(comm);
+        }
+    }
+
+    void close() {
+        pcclComm_t *comm;
+        {
+            std::lock_guard lock(mu_);
+            if (!handle_) return;
+            if (users_ > 0)
+                raiseResult(pcclInvalidUsage, "close(): " + std::to_string(users_) +
+                                                  " call(s) are still running on this communicator in other threads");
+            comm = std::exchange(handle_, nullptr);
+        }
+        callNoGil([&] { return pcclDestroyCommunicator(comm); });
+    }
+
+    void connect() {
+        Use u(*this);
+        callNoGil([&] { return pcclConnect(u.h); });
+    }
+
+    void updateTopology() {
+        Use u(*this);
+        callNoGil([&] { return pcclUpdateTopology(u.h); });
+    }
+
+    bool arePeersPending() {
+        Use u(*this);
+        bool pending = false;
+        callNoGil([&] { return pcclArePeersPending(u.h, &pending); });
+        return pending;
+    }
+
+    void optimizeTopology() {
+        Use u(*this);
+        callNoGil([&] { return pcclOptimizeTopology(u.h); });
+    }
+
+    int getAttribute(int attribute) {
+        Use u(*this);
+        int value = 0;
+        callNoGil([&] { return pcclGetAttribute(u.h, static_cast<pcclAttribute_t>(attribute), &value); });
+        return value;
+    }
+
+    py::tuple allReduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint64_t tag, int hint,
+                        int qdtype, int qalgo) {
+        Use u(*this);
+        const pcclReduceDescriptor_t d = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
+        pcclReduceInfo_t info{};
+        callNoGil([&] {
+            return pcclAllReduce(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d, u.h, &info);
+        });
+        return infoTuple(info);
+    }
+
+    void allReduceAsync(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint64_t tag, int hint,
+                        int qdtype, int qalgo) {
+        Use u(*this);
+        const pcclReduceDescriptor_t d = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
+        pcclAsyncReduceOp_t handle{};
+        callNoGil([&] {
+            return pcclAllReduceAsync(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d, u.h,
+                                      &handle);
+        });
+    }
+
+    // Never raises for the operation's own failure: returns (result, message, world, tx, rx).
+    py::tuple awaitAsync(uint64_t tag) {
+        Use u(*this);
+        pcclAsyncReduceOp_t handle{};
+        handle.comm = u.h;
+        handle.tag = tag;
+        pcclReduceInfo_t info{};
+        pcclResult_t r;
+        std::string message;
+        {
+            py::gil_scoped_release nogil;
+            r = pcclAwaitAsyncReduce(&handle, &info);
+            if (r != pcclSuccess) message = threadLastError();
+        }
+        return py::make_tuple(static_cast<int>(r), message, info.local_world_size, info.tx_bytes, info.rx_bytes);
+    }
+
+    // ops: sequence of (send, recv, count, dtype, op, tag, hint, qdtype, qalgo).
+    py::tuple allReduceMultipleWithRetry(const std::vector<std::tuple<uintptr_t, uintptr_t, size_t, int, int, uint64_t,
+                                                                      int, int, int>> &ops,
+                                         int maxInFlight) {
+        Use u(*this);
+        std::vector<pcclReduceOpDescriptor_t> descs(ops.size());
+        for (size_t i = 0; i < ops.size(); ++i) {
+            const auto &[send, recv, count, dtype, op, tag, hint, qdtype, qalgo] = ops[i];
+            descs[i].sendbuf = reinterpret_cast<void *>(send);
+            descs[i].recvbuf = reinterpret_cast<void *>(recv);
+            descs[i].descriptor = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
+        }
+        pcclReduceInfo_t info{};
+        callNoGil([&] {
+            return pcclAllReduceMultipleWithRetry(descs.data(), descs.size(), u.h, &info, maxInFlight);
+        });
+        return infoTuple(info);
+    }
+
+    // entries: sequence of (name, data, count, dtype, device_type, allow_content_inequality).
+    // Returns (revision, tx_bytes, rx_bytes).
+    py::tuple syncSharedState(uint64_t revision,
+                              const std::vector<std::tuple<std::string, uintptr_t, size_t, int, int, bool>> &entries,
+                              int strategy) {
+        Use u(*this);
+        std::vector<pcclTensorInfo_t> infos(entries.size());
+        for (size_t i = 0; i < entries.size(); ++i) {
+            const auto &[name, data, count, dtype, device, allow] = entries[i];
+            infos[i].name = name.c_str();  // entries outlives the call
+            infos[i].data = reinterpret_cast<void *>(data);
+            infos[i].count = count;
+            infos[i].datatype = static_cast<pcclDataType_t>(dtype);
+            infos[i].device_type = static_cast<pcclDeviceType_t>(device);
+            infos[i].allow_content_inequality = allow;
+        }
+        pcclSharedState_t state{};
+        state.revision = revision;
+        state.count = infos.size();
+        state.infos = infos.empty() ? nullptr : infos.data();
+        pcclSharedStateSyncInfo_t info{};
+        callNoGil([&] {
+            return pcclSynchronizeSharedState(u.h, &state, static_cast<pcclSharedStateSyncStrategy_t>(strategy),
+                                              &info);
+        });
+        return py::make_tuple(state.revision, info.tx_bytes, info.rx_bytes);
+    }
+
+    // The library's reason for the last failure on this communicator ("" if none).
+    std::string lastErrorMessage() {
+        Use u(*this);
+        const char *m = pcclGetLastErrorMessage(u.h);
+        return m ? std::string(m) : std::string();
+    }
+};
+
+// ------------------------------------------------------------------------------------------
+class Master : public Guarded<pcclMasterInstance_t> {
+public:
+    Master(int protocol, const py::bytes &ip, int port) : Guarded("the master") {
+        const ccoip_socket_address_t address = makeAddress(protocol, ip, port);
+        pcclMasterInstance_t *m = nullptr;
+        callNoGil([&] { return pcclCreateMaster(address, &m); });
+        handle_ = m;
+    }
+
+    ~Master() {
+        pcclMasterInstance_t *m;
+        {
+            std::lock_guard lock(mu_);
+            m = users_ == 0 ? std::exchange(handle_, nullptr) : nullptr;
+        }
+        if (!m) return;
+        if (interpreterFinalizing()) {
+            pcclDestroyMaster(m);
+        } else {
+            py::gil_scoped_release nogil;
+            pcclDestroyMaster(m);
+        }
+    }
+
+    void run() {
+        Use u(*this);
+        callNoGil([&] { return pcclRunMaster(u.h); });
+    }
+
+    int port() {
+        Use u(*this);
+        uint16_t port = 0;
+        callNoGil([&] { return pcclGetMasterPort(u.h, &port); });
+        return port;
+    }
+
+    void interrupt() {
+        Use u(*this);
+        const pcclResult_t r = pcclInterruptMaster(u.h);
+        if (r != pcclSuccess) raiseResult(r, "pcclInterruptMaster failed");
+    }
+
+    void awaitTermination() {
+        Use u(*this);
+        callNoGil([&] { return pcclMasterAwaitTermination(u.h); });
+    }
+
+    // Stops the master (if running), waits for calls in other threads (await_termination returns
+    // once interrupted) and frees it. Idempotent.
+    void close() {
+        pcclMasterInstance_t *m;
+        {
+            py::gil_scoped_release nogil;
+            std::unique_lock lock(mu_);
+            if (!handle_) return;
+            if (users_ > 0) {
+                pcclInterruptMaster(handle_);
+                cv_.wait(lock, [&] { return users_ == 0 || !handle_; });
+                if (!handle_) return;
+            }
+            m = std::exchange(handle_, nullptr);
+        }
+        callNoGil([&] { return pcclDestroyMaster(m); });
+    }
+};
+
+} // namespace
+
+PYBIND11_MODULE(_pccl, m) {
+    m.doc() = "Low-level binding of the pccl C API (include/pccl.h). Use the `pccl` package instead.";
+
+    if (pcclInit() != pcclSuccess) throw std::runtime_error("pcclInit failed");
+
+    m.def(
+        "_set_error_type",
+        [](py::object type) {
+            if (!PyType_Check(type.ptr()) || !PyObject_IsSubclass(type.ptr(), PyExc_Exception))
+                throw py::type_error("_set_error_type needs an Exception subclass");
+            Py_XDECREF(g_error_type);
+            g_error_type = type.inc_ref().ptr();
+        },
+        "Install the exception type raised for failed calls: type(result_code, message).");
+    m.def("version", [] {
+        int v = 0;
+        pcclGetVersion(&v);
+        return v;
+    }, "pcclGetVersion: major*10000 + minor*100 + patch.");
+    m.def("error_string", [](int result) { return std::string(pcclGetErrorString(static_cast<pcclResult_t>(result))); },
+          "pcclGetErrorString: a static description of a result code.");
+    m.def("last_error_message", [] { return threadLastError(); },
+          "pcclGetLastErrorMessage(NULL): the reason for the last failure on this thread.");
+    m.def("has_cuda_support", [] {
+        pcclBuildInfo_t info{};
+        pcclGetBuildInfo(&info);
+        return static_cast<bool>(info.has_cuda_support);
+    }, "pcclGetBuildInfo().has_cuda_support.");
+
+    // The C enum values, straight from pccl.h: the package's enums are checked against them.
+    py::dict c;
+    auto put = [&](const char *name, long v) { c[py::str(name)] = v; };
+#define PCCL_PUT(x) put(#x, static_cast<long>(x))
+    PCCL_PUT(pcclSuccess); PCCL_PUT(pcclNotInitialized); PCCL_PUT(pcclInternalError); PCCL_PUT(pcclInvalidArgument);
+    PCCL_PUT(pcclInvalidUsage); PCCL_PUT(pcclTooFewPeers); PCCL_PUT(pcclMasterConnectionFailed);
+    PCCL_PUT(pcclRankConnectionFailed); PCCL_PUT(pcclRankConnectionLost); PCCL_PUT(pcclNoSharedStateAvailable);
+    PCCL_PUT(pcclPendingAsyncOps); PCCL_PUT(pcclUpdateTopologyFailed); PCCL_PUT(pcclTopologyOptimizationFailed);
+    PCCL_PUT(pcclTimeout); PCCL_PUT(pcclKicked); PCCL_PUT(pcclAuthenticationFailed); PCCL_PUT(pcclMismatch);
+    PCCL_PUT(pcclMasterConnectionLost);
+    PCCL_PUT(pcclUint8); PCCL_PUT(pcclInt8); PCCL_PUT(pcclInt16); PCCL_PUT(pcclUint16); PCCL_PUT(pcclUint32);
+    PCCL_PUT(pcclInt32); PCCL_PUT(pcclUint64); PCCL_PUT(pcclInt64); PCCL_PUT(pcclFloat16); PCCL_PUT(pcclBFloat16);
+    PCCL_PUT(pcclFloat); PCCL_PUT(pcclDouble);
+    PCCL_PUT(pcclDeviceCpu); PCCL_PUT(pcclDeviceCuda);
+    PCCL_PUT(pcclSum); PCCL_PUT(pcclAvg); PCCL_PUT(pcclProd); PCCL_PUT(pcclMax); PCCL_PUT(pcclMin);
+    PCCL_PUT(PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE); PCCL_PUT(PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE);
+    PCCL_PUT(PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS); PCCL_PUT(PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE);
+    PCCL_PUT(PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR); PCCL_PUT(PCCL_SHARED_STATE_SYNC_STRATEGY_RECEIVE_ONLY);
+    PCCL_PUT(PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY);
+    PCCL_PUT(pcclDistributionNone); PCCL_PUT(pcclDistributionNormal); PCCL_PUT(pcclDistributionUniform);
+    PCCL_PUT(pcclQuantNone); PCCL_PUT(pcclQuantMinMax); PCCL_PUT(pcclQuantZeroPointScale);
+    PCCL_PUT(inetIPv4); PCCL_PUT(inetIPv6); PCCL_PUT(CCOIP_PROTOCOL_PORT_MASTER);
+#undef PCCL_PUT
+    m.attr("C") = c;
+
+    py::class_<Communicator>(m, "Communicator", "pcclComm_t")
+        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t>(), py::arg("protocol"), py::arg("ip"),
+             py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"))
+        .def("close", &Communicator::close)
+        .def_property_readonly("closed", &Communicator::closed)
+        .def_property_readonly("active_calls", &Communicator::users)
+        .def("connect", &Communicator::connect)
+        .def("update_topology", &Communicator::updateTopology)
+        .def("are_peers_pending", &Communicator::arePeersPending)
+        .def("optimize_topology", &Communicator::optimizeTopology)
+        .def("get_attribute", &Communicator::getAttribute)
+        .def("all_reduce", &Communicator::allReduce)
+        .def("all_reduce_async", &Communicator::allReduceAsync)
+        .def("await_async", &Communicator::awaitAsync)
+        .def("all_reduce_multiple_with_retry", &Communicator::allReduceMultipleWithRetry)
+        .def("sync_shared_state", &Communicator::syncSharedState)
+        .def("last_error_message", &Communicator::lastErrorMessage);
+
+    py::class_<Master>(m, "Master", "pcclMasterInstance_t")
+        .def(py::init<int, const py::bytes &, int>(), py::arg("protocol"), py::arg("ip"), py::arg("port"))
+        .def("run", &Master::run)
+        .def("port", &Master::port)
+        .def("interrupt", &Master::interrupt)
+        .def("await_termination", &Master::awaitTermination)
+        .def("close", &Master::close)
+        .def_property_readonly("closed", &Master::closed);
+}
