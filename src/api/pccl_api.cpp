@@ -20,7 +20,6 @@ using pccl::api::fail;
 using pccl::api::guarded;
 using pccl::api::validComm;
 
-#define PCCL_VERSION_NUMBER (0 * 10000 + 1 * 100 + 0)
 
 namespace {
 
@@ -105,7 +104,7 @@ PCCL_EXPORT pcclResult_t pcclGetBuildInfo(pcclBuildInfo_t *info) {
 
 PCCL_EXPORT pcclResult_t pcclGetVersion(int *version) {
     if (!version) return fail(nullptr, invalidArgument("version is NULL"));
-    *version = PCCL_VERSION_NUMBER;
+    *version = (PCCL_VERSION_NUMBER);
     return pcclSuccess;
 }
 
