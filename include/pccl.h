@@ -268,7 +268,9 @@ PCCL_EXPORT pcclResult_t pcclDestroyCommunicator(PCCL_NULLABLE pcclComm_t *comm)
  *  (their next pcclUpdateTopology) and this peer's ring links are up. The first peer of a
  *  run is admitted at once. The wait for admission is bounded by PCCL_ADMISSION_TIMEOUT_MS
  *  (default: none, as long as the master answers heartbeats); TCP connects by
- *  PCCL_CONNECT_TIMEOUT_MS.
+ *  PCCL_CONNECT_TIMEOUT_MS. If the master cannot be reached (pcclMasterConnectionFailed before
+ *  registering) pcclConnect may be called again on the same communicator; after any other
+ *  failure the communicator is spent: destroy it and create a new one to retry.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage (already
  *  connected), pcclMasterConnectionFailed (master unreachable or handshake rejected),
  *  pcclAuthenticationFailed, pcclTimeout, pcclKicked, pcclRankConnectionFailed (ring links). */

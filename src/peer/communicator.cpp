@@ -106,11 +106,15 @@ Status Communicator::connect() {
         data_.setSelf(self_);
     }
     if (auto st = control_.connect(options_.master, options_.connectTimeout); !st.ok()) return resetPhase(st);
+    lastAck_ = std::chrono::steady_clock::now();  // before the control thread starts
     control_.start([this](ControlMessage &&m) { onMessage(std::move(m)); },
                    [this](const std::string &reason) { onClosed(reason); });
-    lastAck_ = std::chrono::steady_clock::now();
     const auto period = std::min(std::chrono::milliseconds(1000), options_.heartbeatTimeout / 4);
     control_.every(period, [this] {
+        {
+            std::lock_guard lock(mu_);
+            if (phase_ == Phase::Dead) return;
+        }
         const auto silent = std::chrono::steady_clock::now() - lastAck_;
         if (silent > options_.heartbeatTimeout) {
             failEverything(Status{pcclMasterConnectionLost,
@@ -196,6 +200,9 @@ void Communicator::onMessage(ControlMessage &&message) {
                 data_.unregisterSink(m.seq);
                 finishOp(op, Status{});
             } else if constexpr (std::is_same_v<M, CollectiveAborted>) {
+                // Nothing more will come from a removed peer: close its connections so that no
+                // read or write waits on it.
+                for (auto &u : m.lost) data_.closePeer(u, "peer removed from the run");
                 std::shared_ptr<Op> op;
                 {
                     std::lock_guard lock(mu_);
@@ -205,9 +212,6 @@ void Communicator::onMessage(ControlMessage &&message) {
                 }
                 Status st{static_cast<pcclResult_t>(m.result), m.reason};
                 PCCL_LOG(Info, "all-reduce tag " << m.tag << " aborted: " << m.reason);
-                // Nothing more will come from a removed peer: close its connections so that no
-                // read or write of this operation waits on it.
-                for (auto &u : m.lost) data_.closePeer(u, "peer removed from the run");
                 if (!op->engine) return finishOp(op, st);
                 const uint64_t seq = m.seq;
                 op->engine->abort(m.reason, [this, op, st, seq] {
@@ -215,9 +219,9 @@ void Communicator::onMessage(ControlMessage &&message) {
                     finishOp(op, st);
                 });
             } else {
-                failEverything(Status{pcclMasterConnectionLost,
-                                      std::string("protocol error: unexpected ") + messageName(message) + " from the master"});
-                control_.post([this] { control_.stop(); });
+                const std::string why = std::string("protocol error: unexpected ") + messageName(message) + " from the master";
+                failEverything(Status{pcclMasterConnectionLost, why});
+                control_.disconnect(why);
             }
         },
         message);

@@ -68,6 +68,10 @@ void ControlClient::send(protocol::ControlMessage m) {
 
 void ControlClient::post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
 
+void ControlClient::disconnect(const std::string &reason) {
+    if (impl_->conn) impl_->conn->close(reason);
+}
+
 void ControlClient::every(std::chrono::milliseconds period, std::function<void()> fn) {
     struct Periodic : std::enable_shared_from_this<Periodic> {
         asio::steady_timer timer;

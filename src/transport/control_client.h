@@ -28,6 +28,8 @@ public:
     void start(MessageHandler onMessage, CloseHandler onClose);
     void send(protocol::ControlMessage m);
     void post(std::function<void()> fn);
+    // Closes the connection to the master (any thread, including the control thread).
+    void disconnect(const std::string &reason);
     // Runs fn on the control thread every `period` until stop().
     void every(std::chrono::milliseconds period, std::function<void()> fn);
     // Sends `last` (if any), waits briefly for it to be written, closes, joins the thread.
