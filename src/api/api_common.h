@@ -2,7 +2,9 @@
 #pragma once
 #include <pccl.h>
 
+#include <cstring>
 #include <functional>
+#include <type_traits>
 
 #include "api/handles.h"
 
@@ -14,5 +16,14 @@ pcclResult_t fail(const pcclComm_t *comm, const Status &status);
 // Runs body behind an exception barrier: any exception becomes pcclInternalError.
 pcclResult_t guarded(const pcclComm_t *comm, const std::function<pcclResult_t()> &body);
 bool validComm(const pcclComm_t *comm);
+
+// The integer a C caller stored in an enum field. Reading it through the enum type would be
+// undefined for out-of-range values, which are exactly what argument checks must reject.
+template <class E>
+long long rawEnum(const E &e) {
+    std::underlying_type_t<E> v;
+    std::memcpy(&v, &e, sizeof v);
+    return static_cast<long long>(v);
+}
 
 } // namespace pccl::api

@@ -21,7 +21,8 @@ PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address,
     return guarded(nullptr, [&] {
         if (!api::initialized()) return fail(nullptr, {pcclNotInitialized, "pcclInit has not been called"});
         if (!master_out) return fail(nullptr, invalidArgument("master_out is NULL"));
-        if (listen_address.inet.protocol != inetIPv4 && listen_address.inet.protocol != inetIPv6)
+        const long long protocol = api::rawEnum(listen_address.inet.protocol);
+        if (protocol != inetIPv4 && protocol != inetIPv6)
             return fail(nullptr, invalidArgument("listen address protocol must be inetIPv4 or inetIPv6"));
         master::ServerOptions options;
         if (listen_address.inet.protocol == inetIPv6) {

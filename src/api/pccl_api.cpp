@@ -44,8 +44,9 @@ protocol::NetAddr fromCcoip(const ccoip_socket_address_t &a) {
 }
 
 Status checkAddress(const ccoip_socket_address_t &a) {
-    if (a.inet.protocol != inetIPv4 && a.inet.protocol != inetIPv6)
-        return invalidArgument("address protocol must be inetIPv4 or inetIPv6, got " + std::to_string(a.inet.protocol));
+    const long long protocol = api::rawEnum(a.inet.protocol);
+    if (protocol != inetIPv4 && protocol != inetIPv6)
+        return invalidArgument("address protocol must be inetIPv4 or inetIPv6, got " + std::to_string(protocol));
     return {};
 }
 
@@ -54,14 +55,15 @@ Result<peer::ReduceArgs> reduceArgs(const void *sendbuf, void *recvbuf, const pc
     if (!sendbuf) return invalidArgument("sendbuf is NULL (tag " + std::to_string(d->tag) + ")");
     if (!recvbuf) return invalidArgument("recvbuf is NULL (tag " + std::to_string(d->tag) + ")");
     if (d->count == 0) return invalidArgument("count is 0 (tag " + std::to_string(d->tag) + ")");
-    if (!collectives::isValidDataType(d->src_descriptor.datatype))
-        return invalidArgument("unknown data type " + std::to_string(d->src_descriptor.datatype));
-    if (!collectives::isValidRedOp(d->op)) return invalidArgument("unknown reduce op " + std::to_string(d->op));
+    const long long dtype = api::rawEnum(d->src_descriptor.datatype), op = api::rawEnum(d->op);
+    if (dtype < 0 || dtype > pcclDouble) return invalidArgument("unknown data type " + std::to_string(dtype));
+    if (op < 0 || op > pcclMin) return invalidArgument("unknown reduce op " + std::to_string(op));
     const auto &q = d->quantization_options;
-    if (q.algorithm < pcclQuantNone || q.algorithm > pcclQuantZeroPointScale)
-        return invalidArgument("unknown quantization algorithm " + std::to_string(q.algorithm));
-    if (q.algorithm != pcclQuantNone && !collectives::isValidDataType(q.quantized_datatype))
-        return invalidArgument("unknown quantized data type " + std::to_string(q.quantized_datatype));
+    const long long algo = api::rawEnum(q.algorithm), qtype = api::rawEnum(q.quantized_datatype);
+    if (algo < pcclQuantNone || algo > pcclQuantZeroPointScale)
+        return invalidArgument("unknown quantization algorithm " + std::to_string(algo));
+    if (algo != pcclQuantNone && (qtype < 0 || qtype > pcclDouble))
+        return invalidArgument("unknown quantized data type " + std::to_string(qtype));
     const size_t esize = collectives::dataTypeSize(d->src_descriptor.datatype);
     if (d->count > SIZE_MAX / 8) return invalidArgument("count " + std::to_string(d->count) + " is too large");
     const size_t bytes = d->count * esize;
@@ -178,8 +180,9 @@ PCCL_EXPORT pcclResult_t pcclGetAttribute(const pcclComm_t *comm, pcclAttribute_
     return guarded(comm, [&] {
         if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
         if (!p_attribute_out) return fail(comm, invalidArgument("p_attribute_out is NULL"));
-        if (attribute < PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE || attribute > PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE)
-            return fail(comm, invalidArgument("unknown attribute " + std::to_string(static_cast<int>(attribute))));
+        const long long attr = api::rawEnum(attribute);
+        if (attr < PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE || attr > PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE)
+            return fail(comm, invalidArgument("unknown attribute " + std::to_string(attr)));
         auto v = comm->rep->attribute(attribute);
         if (!v.ok()) return fail(comm, v.status());
         *p_attribute_out = *v;
@@ -274,8 +277,9 @@ PCCL_EXPORT pcclResult_t pcclSynchronizeSharedState(const pcclComm_t *comm, pccl
     return guarded(comm, [&] {
         if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
         if (!shared_state) return fail(comm, invalidArgument("shared_state is NULL"));
-        if (strategy < PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR || strategy > PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY)
-            return fail(comm, invalidArgument("unknown sync strategy " + std::to_string(strategy)));
+        const long long strat = api::rawEnum(strategy);
+        if (strat < PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR || strat > PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY)
+            return fail(comm, invalidArgument("unknown sync strategy " + std::to_string(strat)));
         if (shared_state->count > 0 && !shared_state->infos) return fail(comm, invalidArgument("shared_state->infos is NULL"));
         std::vector<peer::SyncEntry> entries;
         for (size_t i = 0; i < shared_state->count; ++i) {
@@ -284,12 +288,13 @@ PCCL_EXPORT pcclResult_t pcclSynchronizeSharedState(const pcclComm_t *comm, pccl
             if (!t.name || !*t.name) return fail(comm, invalidArgument(where + " has no name"));
             const std::string name = t.name;
             if (name.size() > 4096) return fail(comm, invalidArgument(where + ": name longer than 4096 bytes"));
-            if (!collectives::isValidDataType(t.datatype))
-                return fail(comm, invalidArgument(where + " '" + name + "': unknown data type " + std::to_string(t.datatype)));
-            if (t.device_type == pcclDeviceCuda)
+            const long long dtype = api::rawEnum(t.datatype), device = api::rawEnum(t.device_type);
+            if (dtype < 0 || dtype > pcclDouble)
+                return fail(comm, invalidArgument(where + " '" + name + "': unknown data type " + std::to_string(dtype)));
+            if (device == pcclDeviceCuda)
                 return fail(comm, invalidArgument(where + " '" + name + "' is on a CUDA device, but this build has no CUDA support"));
-            if (t.device_type != pcclDeviceCpu)
-                return fail(comm, invalidArgument(where + " '" + name + "': unknown device type " + std::to_string(t.device_type)));
+            if (device != pcclDeviceCpu)
+                return fail(comm, invalidArgument(where + " '" + name + "': unknown device type " + std::to_string(device)));
             if (t.count > 0 && !t.data) return fail(comm, invalidArgument(where + " '" + name + "': data is NULL"));
             if (t.count > (uint64_t{1} << 40) / 8) return fail(comm, invalidArgument(where + " '" + name + "' is too large"));
             for (auto &e : entries)
