@@ -8,6 +8,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _pccl
+from ._closeable import Closeable
 from ._address import SocketAddress, parse_address
 from ._buffers import check_pair, describe
 from ._enums import Attribute, ReduceOp, Result, SharedStateSyncStrategy
@@ -88,7 +89,7 @@ class AsyncReduceHandle:
         return f"<AsyncReduceHandle tag={self._tag} {state}>"
 
 
-class Communicator:
+class Communicator(Closeable):
     """One peer of a pccl run.
 
     ``address`` is the master's ``"ip:port"`` (IPv6: ``"[::1]:48148"``; a host name is resolved
@@ -182,18 +183,6 @@ class Communicator:
         with self._lock:
             self._in_flight.clear()
         _live_communicators.discard(self)
-
-    def __enter__(self) -> "Communicator":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         state = "closed" if self._native is None else "open"

@@ -7,6 +7,7 @@ import weakref
 from typing import Any, Optional
 
 from . import _pccl
+from ._closeable import Closeable
 from ._address import DEFAULT_MASTER_PORT, SocketAddress, parse_address
 from ._enums import Result
 from ._errors import PCCLError
@@ -16,7 +17,7 @@ __all__ = ["MasterNode"]
 _live_masters: "weakref.WeakSet[MasterNode]" = weakref.WeakSet()
 
 
-class MasterNode:
+class MasterNode(Closeable):
     """A pccl master running inside this process (``pcclCreateMaster``).
 
     ``listen_address`` is ``"ip:port"`` (IPv6: ``"[::]:48148"``); port 0 picks a free port,
@@ -116,18 +117,6 @@ class MasterNode:
         self._native = None
         self._bound_port = None
         _live_masters.discard(self)
-
-    def __enter__(self) -> "MasterNode":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         state = "closed" if self._native is None else ("running" if self._bound_port is not None else "created")
