@@ -61,13 +61,12 @@ std::vector<uint8_t> hello(const Uuid &from, const Uuid &to) {
 }
 
 std::vector<uint8_t> frame(uint64_t seq, uint64_t offset, const std::vector<uint8_t> &payload, uint8_t pad = 0) {
-    std::vector<uint8_t> b(24);
+    std::vector<uint8_t> b(24 + payload.size(), 0);
     storeLE64(b.data(), seq);
     storeLE64(b.data() + 8, offset);
     storeLE32(b.data() + 16, static_cast<uint32_t>(payload.size()));
-    b[20] = 0;
     b[21] = pad;
-    b.insert(b.end(), payload.begin(), payload.end());
+    std::copy(payload.begin(), payload.end(), b.begin() + 24);
     return b;
 }
 
