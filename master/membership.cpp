@@ -218,11 +218,15 @@ void Membership::onLinksReady(Actions &out, Peer &p, const LinksReady &m) {
     linksWaiting_.erase(p.id);
     if (!m.ok && linksError_.empty()) linksError_ = describe(p) + ": " + m.error;
     if (!linksWaiting_.empty()) return;
+    finishLinksRound(out);
+    // Peers that arrived during the round, with nobody left to vote them in.
+    maybeFinishVotes(out);
+}
+
+void Membership::finishLinksRound(Actions &out) {
     for (ClientId id : linksRound_)
         if (peers_.count(id)) send(out, id, TopologyDone{epoch_, linksError_.empty(), linksError_});
     linksRound_.clear();
-    // Peers that arrived during the round, with nobody left to vote them in.
-    maybeFinishVotes(out);
 }
 
 void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m) {
@@ -334,11 +338,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
             abortSync(out, p.group, describe(p) + " " + reason + " during shared-state sync", {p.uuid});
         }
     }
-    if (linksWaiting_.erase(id) && linksWaiting_.empty()) {
-        for (ClientId rid : linksRound_)
-            if (peers_.count(rid)) send(out, rid, TopologyDone{epoch_, linksError_.empty(), linksError_});
-        linksRound_.clear();
-    }
+    if (linksWaiting_.erase(id) && linksWaiting_.empty()) finishLinksRound(out);
     linksRound_.erase(id);
     maybeFinishVotes(out);
 }

@@ -88,6 +88,7 @@ private:
     void kick(Actions &out, ClientId id, const std::string &reason);
 
     void maybeFinishVotes(Actions &out);
+    void finishLinksRound(Actions &out);  // every member linked up (or left): tell the round's peers
     void admitPending(Actions &out);
     void maybeCommence(Actions &out, uint32_t group, uint64_t tag);
     void abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result, const std::string &reason,

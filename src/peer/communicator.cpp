@@ -212,12 +212,7 @@ void Communicator::onMessage(ControlMessage &&message) {
                 }
                 Status st{static_cast<pcclResult_t>(m.result), m.reason};
                 PCCL_LOG(Info, "all-reduce tag " << m.tag << " aborted: " << m.reason);
-                if (!op->engine) return finishOp(op, st);
-                const uint64_t seq = m.seq;
-                op->engine->abort(m.reason, [this, op, st, seq] {
-                    data_.unregisterSink(seq);
-                    finishOp(op, st);
-                });
+                abortOp(op, op->engine, st);
             } else {
                 const std::string why = std::string("protocol error: unexpected ") + messageName(message) + " from the master";
                 failEverything(Status{pcclMasterConnectionLost, why});
@@ -419,17 +414,18 @@ void Communicator::failEverything(const Status &status) {
     // operation quiesces promptly.
     data_.closeAll(status.message());
     abortSync(status);
-    for (auto &[op, engine] : live) {
-        if (!engine) {
-            finishOp(op, status);
-            continue;
-        }
-        const uint64_t seq = op->seq;
-        engine->abort(status.message(), [this, op, status, seq] {
-            data_.unregisterSink(seq);
-            finishOp(op, status);
-        });
-    }
+    for (auto &[op, engine] : live) abortOp(op, engine, status);
+}
+
+void Communicator::abortOp(const std::shared_ptr<Op> &op, std::shared_ptr<collectives::RingAllReduce> engine,
+                           Status status) {
+    if (!engine) return finishOp(op, std::move(status));
+    const uint64_t seq = op->seq;
+    const std::string reason = status.message();
+    engine->abort(reason, [this, op, status = std::move(status), seq] {
+        data_.unregisterSink(seq);
+        finishOp(op, status);
+    });
 }
 
 void Communicator::onClosed(const std::string &reason) {

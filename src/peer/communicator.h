@@ -116,11 +116,16 @@ private:
     void onCommence(const protocol::CollectiveCommence &m);
     void onOpFinished(const std::shared_ptr<Op> &op, Status status);
     void finishOp(const std::shared_ptr<Op> &op, Status status);
+    // Aborts the operation's data movement (if it started) and finishes it with `status` once no
+    // I/O touches the user's buffers.
+    void abortOp(const std::shared_ptr<Op> &op, std::shared_ptr<collectives::RingAllReduce> engine, Status status);
     void failEverything(const Status &status);
     void onSyncPlan(const protocol::SharedStatePlan &m);
     void onSyncEnd(uint64_t seq, Status status, uint64_t revision);
     void finishSync(const std::shared_ptr<SyncOp> &op, Status status);
     void abortSync(const Status &status);
+    void abortTransfer(const std::shared_ptr<SyncOp> &op, std::shared_ptr<shared_state::StateTransfer> transfer,
+                       Status status);
     // Waits until pred() holds or the communicator dies; mu_ must be held by lock.
     template <class Pred>
     Status waitUntil(std::unique_lock<std::mutex> &lock, Pred pred, std::optional<std::chrono::milliseconds> timeout,

@@ -101,14 +101,11 @@ void Communicator::onSyncEnd(uint64_t seq, Status status, uint64_t revision) {
         transfer = op->transfer;
         if (status.ok()) op->result.revision = revision;
     }
-    if (status.ok() || !transfer) {
+    if (status.ok()) {
         data_.unregisterSink(seq);
         return finishSync(op, status);
     }
-    transfer->abort(status.message(), [this, op, status, seq] {
-        data_.unregisterSink(seq);
-        finishSync(op, status);
-    });
+    abortTransfer(op, transfer, status);
 }
 
 void Communicator::finishSync(const std::shared_ptr<SyncOp> &op, Status status) {
@@ -132,9 +129,15 @@ void Communicator::abortSync(const Status &status) {
         if (!op || op->done) return;
         transfer = op->transfer;
     }
-    if (!transfer) return finishSync(op, status);
+    abortTransfer(op, transfer, status);
+}
+
+void Communicator::abortTransfer(const std::shared_ptr<SyncOp> &op, std::shared_ptr<shared_state::StateTransfer> transfer,
+                                 Status status) {
+    if (!transfer) return finishSync(op, std::move(status));
     const uint64_t seq = op->seq;
-    transfer->abort(status.message(), [this, op, status, seq] {
+    const std::string reason = status.message();
+    transfer->abort(reason, [this, op, status = std::move(status), seq] {
         data_.unregisterSink(seq);
         finishSync(op, status);
     });
