@@ -34,9 +34,10 @@ void StateTransfer::start() {
         std::unique_lock lock(mu_);
         if (aborted_) return;
         started_ = true;
-        // Entries of zero bytes are complete (and verified) on arrival of nothing.
+        // Entries of zero bytes are complete (and verified) on arrival of nothing. (Frames of
+        // other entries may already have arrived: the sink is registered before start().)
         for (auto &[entry, in] : incoming_) {
-            if (in.segmentsLeft) continue;
+            if (entries_[entry].bytes != 0) continue;
             if (digest(entries_[entry].data, 0) != in.from.digest) return failLocked(lock, "empty entry digest mismatch");
             --entriesLeft_;
         }
