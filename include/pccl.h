@@ -19,11 +19,21 @@
  *   all-reduces with distinct tags; the membership calls (pcclConnect, pcclUpdateTopology,
  *   pcclArePeersPending, pcclOptimizeTopology, pcclSynchronizeSharedState) must not run
  *   concurrently with each other on the same communicator.
+ * - Deadlines (nothing waits forever): a peer silent to the master for its heartbeat deadline
+ *   is removed and its operations abort on every survivor (pcclRankConnectionLost); a running
+ *   data transfer that makes no progress for the operation deadline fails on every
+ *   participant (pcclTimeout); a vote or collective start that stays open for the master's
+ *   vote deadline either removes the laggards (when the waiting peers outnumber them) or fails
+ *   the waiting calls (pcclTimeout); a master that answers no heartbeat fails every blocked
+ *   call (pcclMasterConnectionLost).
  * - Environment: PCCL_LOG_LEVEL (trace|debug|info|warn|error|off), PCCL_CONNECT_TIMEOUT_MS
  *   (TCP connects, default 10000), PCCL_HEARTBEAT_TIMEOUT_MS (liveness deadline, default 5000;
- *   set the same value for the master), PCCL_ADMISSION_TIMEOUT_MS (pcclConnect's wait for
- *   admission; default none), PCCL_IO_THREADS (default 2), PCCL_POOL_SIZE (default 4),
- *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment, default 1 MiB).
+ *   the peer tells the master its own), PCCL_OP_TIMEOUT_MS (progress deadline of a data
+ *   transfer, default 10000), PCCL_VOTE_TIMEOUT_MS (read by the master, embedded or daemon:
+ *   default 60000, 0 = never), PCCL_ADMISSION_TIMEOUT_MS (pcclConnect's wait for admission;
+ *   default none), PCCL_IO_THREADS (default 2), PCCL_POOL_SIZE (default 4),
+ *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment, default 1 MiB). The extended creation
+ *   parameters (pcclCommCreateParamsEx_t) override the environment per communicator.
  *
  * This header compiles as C99 and as C++.
  */
@@ -163,6 +173,22 @@ typedef struct pcclCommCreateParams_t {
     uint32_t p2p_connection_pool_size;
 } pcclCommCreateParams_t;
 
+/** Extended creation parameters (an extension). The first field is the struct's own size, so
+ *  later versions can append fields without breaking programs built against this one.
+ *  Initialise with PCCL_COMM_CREATE_PARAMS_EX_INIT, then set what you need; every 0 means
+ *  "the environment variable if set, else the default". */
+typedef struct pcclCommCreateParamsEx_t {
+    size_t struct_size;            /**< sizeof(pcclCommCreateParamsEx_t) */
+    pcclCommCreateParams_t params; /**< as for pcclCreateCommunicator */
+    uint32_t connect_timeout_ms;   /**< TCP connects (PCCL_CONNECT_TIMEOUT_MS, 10000) */
+    uint32_t heartbeat_timeout_ms; /**< liveness deadline, both ways (PCCL_HEARTBEAT_TIMEOUT_MS, 5000; >= 100) */
+    uint32_t op_timeout_ms;        /**< data-transfer progress deadline (PCCL_OP_TIMEOUT_MS, 10000; >= 100) */
+    uint32_t admission_timeout_ms; /**< pcclConnect's wait for admission (PCCL_ADMISSION_TIMEOUT_MS, none) */
+    uint32_t io_threads;           /**< data-plane I/O threads (PCCL_IO_THREADS, 2; at most 64) */
+} pcclCommCreateParamsEx_t;
+
+#define PCCL_COMM_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclCommCreateParamsEx_t) }
+
 typedef struct pcclComm_t pcclComm_t;
 typedef struct pcclMasterInstanceState_t pcclMasterInstance_t;
 
@@ -257,6 +283,11 @@ PCCL_EXPORT const char *pcclGetLastErrorMessage(PCCL_NULLABLE const pcclComm_t *
 /** Allocate a communicator. No network traffic. Non-blocking.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument (NULL pointers, bad address). */
 PCCL_EXPORT pcclResult_t pcclCreateCommunicator(const pcclCommCreateParams_t *params, pcclComm_t **comm_out);
+
+/** pcclCreateCommunicator with per-communicator deadlines and threads (an extension).
+ *  Non-blocking. Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument (NULL pointers,
+ *  struct_size smaller than this header's struct, a value out of range, bad address). */
+PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t *params, pcclComm_t **comm_out);
 
 /** Leave the run gracefully (tell the master), close every connection and join every thread
  *  the communicator started, then free it. NULL is a no-op. Blocks at most for the

@@ -1,5 +1,6 @@
 // pccl-master: the coordinator daemon. Parse flags -> build options -> serve -> exit code.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -11,9 +12,16 @@ namespace {
 
 void usage(FILE *out) {
     std::fprintf(out,
-                 "usage: pccl-master [--listen HOST:PORT] [--log-level trace|debug|info|warn|error|off]\n"
-                 "  --listen     address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
-                 "  --log-level  log verbosity on stderr (default info; env PCCL_LOG_LEVEL)\n"
+                 "usage: pccl-master [--listen HOST:PORT] [--log-level LEVEL] [--heartbeat-timeout-ms MS]\n"
+                 "                   [--vote-timeout-ms MS]\n"
+                 "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
+                 "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
+                 "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
+                 "                          (default 5000; env PCCL_HEARTBEAT_TIMEOUT_MS)\n"
+                 "  --vote-timeout-ms       settle a vote or collective start still open after this long: remove\n"
+                 "                          the laggards if the waiting peers outnumber them, else fail the\n"
+                 "                          waiting calls with pcclTimeout (default 60000, 0 = never; env\n"
+                 "                          PCCL_VOTE_TIMEOUT_MS)\n"
                  "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n");
 }
 
@@ -21,6 +29,17 @@ void usage(FILE *out) {
 
 int main(int argc, char **argv) {
     std::string listen = "0.0.0.0:48148";
+    auto options = pccl::master::ServerOptions::fromEnvironment();
+    auto millis = [](const char *flag, const char *text, uint64_t lo, uint64_t *out) {
+        char *end = nullptr;
+        const unsigned long long v = std::strtoull(text, &end, 10);
+        if (!*text || *end || v < lo || v > 24ull * 3600000) {
+            std::fprintf(stderr, "pccl-master: %s needs milliseconds in %llu..86400000, got '%s'\n", flag,
+                         static_cast<unsigned long long>(lo), text);
+            std::exit(2);
+        }
+        *out = v;
+    };
     pccl::log::Level level = pccl::log::Level::Info;
     if (const char *env = std::getenv("PCCL_LOG_LEVEL")) pccl::log::parseLevel(env, &level);
     for (int i = 1; i < argc; ++i) {
@@ -39,6 +58,10 @@ int main(int argc, char **argv) {
                 std::fprintf(stderr, "pccl-master: unknown log level '%s'\n", argv[i]);
                 return 2;
             }
+        } else if (arg == "--heartbeat-timeout-ms") {
+            millis("--heartbeat-timeout-ms", value("--heartbeat-timeout-ms"), 100, &options.membership.heartbeatTimeoutMs);
+        } else if (arg == "--vote-timeout-ms") {
+            millis("--vote-timeout-ms", value("--vote-timeout-ms"), 0, &options.membership.voteTimeoutMs);
         } else if (arg == "--help" || arg == "-h") {
             usage(stdout);
             return 0;
@@ -54,7 +77,6 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "pccl-master: %s\n", addr.status().message().c_str());
         return 2;
     }
-    pccl::master::ServerOptions options;
     options.listen = *addr;
     options.printStatus = true;
     options.handleSignals = true;

@@ -60,14 +60,17 @@ Actions Membership::onMessage(ClientId client, const ControlMessage &message) {
                 if (!requireAccepted()) return;
                 if (!linksWaiting_.empty()) return kick(out, client, "voted during an admission round");
                 p.votedTopology = true;
+                if (!topologySince_) topologySince_ = now_;
                 maybeFinishVotes(out);
             } else if constexpr (std::is_same_v<M, VotePeersPending>) {
                 if (!requireAccepted()) return;
                 p.votedPending = true;
+                if (!pendingSince_) pendingSince_ = now_;
                 maybeFinishVotes(out);
             } else if constexpr (std::is_same_v<M, VoteOptimizeTopology>) {
                 if (!requireAccepted()) return;
                 p.votedOptimize = true;
+                if (!optimizeSince_) optimizeSince_ = now_;
                 maybeFinishVotes(out);
             } else if constexpr (std::is_same_v<M, LinksReady>) {
                 onLinksReady(out, p, m);
@@ -127,6 +130,8 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     p.uuid = m.uuid;
     p.group = m.peer_group;
     p.dataPort = m.data_port;
+    if (m.heartbeat_timeout_ms != 0)
+        p.heartbeatTimeoutMs = std::clamp<uint64_t>(m.heartbeat_timeout_ms, 100, 3600000);
     p.state = State::Pending;
     NetAddr observed = p.remote;
     send(out, p.id, Welcome{p.uuid, observed});
@@ -177,6 +182,8 @@ void Membership::admitPending(Actions &out) {
         events_.push_back(describe(p) + " admitted to group " + std::to_string(p.group));
     }
     ++epoch_;
+    topologySince_.reset();
+    linksSince_ = now_;
     linksError_.clear();
     linksRound_.clear();
     for (auto &[id, p] : peers_) {
@@ -203,12 +210,14 @@ void Membership::maybeFinishVotes(Actions &out) {
             peers_.at(id).votedPending = false;
             send(out, id, PeersPendingResult{pending});
         }
+        pendingSince_.reset();
     }
     if (all(&Peer::votedOptimize)) {
         for (ClientId id : accepted) {
             peers_.at(id).votedOptimize = false;
             send(out, id, OptimizeTopologyResult{true, ""});
         }
+        optimizeSince_.reset();
     }
     if (linksWaiting_.empty() && all(&Peer::votedTopology)) admitPending(out);
 }
@@ -239,6 +248,7 @@ void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m
     if (c.inited.empty()) {
         c.desc = m.desc;
         c.first = p.id;
+        c.sinceMs = now_;
     } else if (!(c.desc == m.desc) && c.mismatch.empty()) {
         const Peer &f = peers_.at(c.first);
         auto d = [](const CollectiveDesc &x) {
@@ -272,7 +282,10 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
     auto it = collectives_.find({p.group, m.tag});
     if (it == collectives_.end() || it->second.seq != m.seq) return;  // already aborted
     Collective &c = it->second;
-    if (!m.ok) return abortCollective(out, p.group, m.tag, pcclRankConnectionLost, describe(p) + " reported: " + m.error);
+    if (!m.ok) {
+        const auto result = m.result == pcclTimeout ? pcclTimeout : pcclRankConnectionLost;
+        return abortCollective(out, p.group, m.tag, result, describe(p) + " reported: " + m.error);
+    }
     c.done.insert(p.id);
     for (ClientId id : c.participants)
         if (!c.done.count(id)) return;
@@ -367,6 +380,7 @@ Actions Membership::onDisconnect(ClientId client, const std::string &reason) {
 void Membership::onSharedStateSync(Actions &out, Peer &p, const SharedStateSync &m) {
     auto &round = syncRounds_[p.group];
     if (round.seq != 0 || round.described.count(p.id)) return kick(out, p.id, "started a shared-state sync twice");
+    if (round.described.empty()) round.sinceMs = now_;
     round.described[p.id] = m;
     maybeRunSync(out, p.group);
 }
@@ -431,7 +445,9 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
 void Membership::onSharedStateDone(Actions &out, Peer &p, const SharedStateDone &m) {
     auto it = syncRounds_.find(p.group);
     if (it == syncRounds_.end() || it->second.seq != m.seq || !it->second.participants.count(p.id)) return;
-    if (!m.ok) return abortSync(out, p.group, describe(p) + " reported: " + m.error);
+    if (!m.ok)
+        return abortSync(out, p.group, describe(p) + " reported: " + m.error, {},
+                         m.result == pcclTimeout ? pcclTimeout : pcclRankConnectionLost);
     auto &round = it->second;
     round.done.insert(p.id);
     if (round.done.size() < round.participants.size()) return;
@@ -440,25 +456,104 @@ void Membership::onSharedStateDone(Actions &out, Peer &p, const SharedStateDone 
     syncRounds_.erase(it);
 }
 
-void Membership::abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost) {
+void Membership::abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost,
+                           pcclResult_t result) {
     auto it = syncRounds_.find(group);
     if (it == syncRounds_.end()) return;
     const SyncRound round = std::move(it->second);
     syncRounds_.erase(it);
     for (ClientId id : round.participants)
         if (peers_.count(id))
-            send(out, id, SharedStateAborted{round.seq, static_cast<uint8_t>(pcclRankConnectionLost), reason, lost});
+            send(out, id, SharedStateAborted{round.seq, static_cast<uint8_t>(result), reason, lost});
 }
 
 Actions Membership::onTick() {
     Actions out;
     std::vector<ClientId> silent;
     for (auto &[id, p] : peers_)
-        if (now_ > p.lastSeenMs + options_.heartbeatTimeoutMs) silent.push_back(id);
+        if (now_ > p.lastSeenMs + (p.heartbeatTimeoutMs ? p.heartbeatTimeoutMs : options_.heartbeatTimeoutMs))
+            silent.push_back(id);
     for (ClientId id : silent)
         if (peers_.count(id))
             kick(out, id, "no heartbeat for " + std::to_string(now_ - peers_.at(id).lastSeenMs) + " ms");
+    if (options_.voteTimeoutMs != 0) settleLateVotes(out);
     return out;
+}
+
+bool Membership::removeLaggards(Actions &out, const std::string &what, const std::vector<ClientId> &voters,
+                                const std::vector<ClientId> &laggards, std::string *reason) {
+    const std::string after = " within " + std::to_string(options_.voteTimeoutMs) + " ms";
+    if (voters.size() > laggards.size()) {
+        for (ClientId id : laggards)
+            if (peers_.count(id))
+                kick(out, id, "did not take part in " + what + after + " while " + std::to_string(voters.size()) +
+                                  " peers waited");
+        return true;
+    }
+    *reason = what + " did not complete" + after + "; still waiting for";
+    for (size_t i = 0; i < laggards.size(); ++i) *reason += (i ? ", " : " ") + describe(peers_.at(laggards[i]));
+    return false;
+}
+
+void Membership::settleLateVotes(Actions &out) {
+    auto late = [&](uint64_t since) { return now_ >= since + options_.voteTimeoutMs; };
+    // Global votes over all accepted peers.
+    struct Global {
+        std::optional<uint64_t> *since;
+        bool Peer::*flag;
+        VoteKind kind;
+        const char *what;
+    };
+    for (const Global &v : {Global{&topologySince_, &Peer::votedTopology, VoteKind::Topology, "the topology update vote"},
+                            Global{&pendingSince_, &Peer::votedPending, VoteKind::PeersPending, "the peers-pending vote"},
+                            Global{&optimizeSince_, &Peer::votedOptimize, VoteKind::Optimize, "the optimize-topology vote"}}) {
+        if (!*v.since || !late(**v.since)) continue;
+        std::vector<ClientId> voters, laggards;
+        for (ClientId id : acceptedIds()) (peers_.at(id).*v.flag ? voters : laggards).push_back(id);
+        std::string reason;
+        if (!laggards.empty() && removeLaggards(out, v.what, voters, laggards, &reason)) continue;
+        for (ClientId id : voters) {
+            peers_.at(id).*v.flag = false;
+            send(out, id, VoteFailed{static_cast<uint8_t>(v.kind), static_cast<uint8_t>(pcclTimeout), reason});
+        }
+        v.since->reset();
+    }
+    // An admission round whose link reports do not come: a healthy peer answers within its
+    // connect timeout, so the silent ones are removed and the round ends without them.
+    if (!linksWaiting_.empty() && late(linksSince_)) {
+        const std::vector<ClientId> silent(linksWaiting_.begin(), linksWaiting_.end());
+        for (ClientId id : silent)
+            if (peers_.count(id))
+                kick(out, id, "did not report its links within " + std::to_string(options_.voteTimeoutMs) + " ms");
+    }
+    // The start of collectives: members of the group that have not started the tag.
+    std::vector<std::pair<uint32_t, uint64_t>> lateTags;
+    for (auto &[key, c] : collectives_)
+        if (c.seq == 0 && late(c.sinceMs)) lateTags.push_back(key);
+    for (auto [group, tag] : lateTags) {
+        auto it = collectives_.find({group, tag});
+        if (it == collectives_.end() || it->second.seq != 0) continue;
+        std::vector<ClientId> voters, laggards;
+        for (ClientId id : rings_[group]) (it->second.inited.count(id) ? voters : laggards).push_back(id);
+        std::string reason;
+        if (removeLaggards(out, "all-reduce tag " + std::to_string(tag), voters, laggards, &reason)) continue;
+        abortCollective(out, group, tag, pcclTimeout, reason);
+    }
+    // Shared-state syncs still collecting descriptions.
+    std::vector<uint32_t> lateSyncs;
+    for (auto &[group, round] : syncRounds_)
+        if (round.seq == 0 && late(round.sinceMs)) lateSyncs.push_back(group);
+    for (uint32_t group : lateSyncs) {
+        auto it = syncRounds_.find(group);
+        if (it == syncRounds_.end() || it->second.seq != 0) continue;
+        std::vector<ClientId> voters, laggards;
+        for (ClientId id : rings_[group]) (it->second.described.count(id) ? voters : laggards).push_back(id);
+        std::string reason;
+        if (removeLaggards(out, "the shared-state sync of group " + std::to_string(group), voters, laggards, &reason))
+            continue;
+        for (ClientId id : voters) send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclTimeout), reason, {}});
+        syncRounds_.erase(group);
+    }
 }
 
 size_t Membership::acceptedCount() const { return acceptedIds().size(); }

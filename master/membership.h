@@ -33,7 +33,12 @@ struct Action {
 using Actions = std::vector<Action>;
 
 struct MembershipOptions {
-    uint64_t heartbeatTimeoutMs = 5000;  // a peer silent this long is removed
+    uint64_t heartbeatTimeoutMs = 5000;  // a peer silent this long is removed (unless its Hello asks otherwise)
+    // A vote (topology, peers pending, optimize, the start of a collective tag, a shared-state
+    // sync, an admission round's link reports) open this long is settled: when the peers that
+    // voted outnumber those that did not, the laggards are removed and the vote goes on without
+    // them; otherwise the voters' calls fail with pcclTimeout. 0 = wait forever.
+    uint64_t voteTimeoutMs = 60000;
 };
 
 class Membership {
@@ -41,7 +46,8 @@ public:
     explicit Membership(MembershipOptions options = {}) : options_(options) {}
     // The clock, in milliseconds of a monotonic clock; set before each event.
     void setTime(uint64_t nowMs) { now_ = nowMs; }
-    // Removes every peer that has been silent past the heartbeat deadline.
+    // Removes every peer that has been silent past its heartbeat deadline and settles votes open
+    // past the vote deadline.
     Actions onTick();
     Actions onConnect(ClientId client, const protocol::NetAddr &remote);
     Actions onMessage(ClientId client, const protocol::ControlMessage &message);
@@ -65,6 +71,7 @@ private:
         bool votedPending = false;
         bool votedOptimize = false;
         uint64_t lastSeenMs = 0;
+        uint64_t heartbeatTimeoutMs = 0;
     };
     struct Collective {
         protocol::CollectiveDesc desc;
@@ -74,6 +81,7 @@ private:
         uint64_t seq = 0;      // 0 until commenced
         std::vector<ClientId> participants;
         std::set<ClientId> done;
+        uint64_t sinceMs = 0;  // first CollectiveInit
     };
 
     void onHello(Actions &out, Peer &p, const protocol::Hello &m);
@@ -83,7 +91,8 @@ private:
     void onSharedStateSync(Actions &out, Peer &p, const protocol::SharedStateSync &m);
     void onSharedStateDone(Actions &out, Peer &p, const protocol::SharedStateDone &m);
     void maybeRunSync(Actions &out, uint32_t group);
-    void abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost = {});
+    void abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost = {},
+                   pcclResult_t result = pcclRankConnectionLost);
     void removePeer(Actions &out, ClientId id, const std::string &reason);
     void kick(Actions &out, ClientId id, const std::string &reason);
 
@@ -94,6 +103,11 @@ private:
     void abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result, const std::string &reason,
                          const std::vector<Uuid> &lost = {});
     void sendWorld(Actions &out);
+    void settleLateVotes(Actions &out);
+    // A vote past its deadline: kicks `laggards` when `voters` outnumber them and returns true;
+    // otherwise returns false and sets *reason for failing the voters.
+    bool removeLaggards(Actions &out, const std::string &what, const std::vector<ClientId> &voters,
+                        const std::vector<ClientId> &laggards, std::string *reason);
 
     std::vector<ClientId> acceptedIds() const;
     protocol::WorldInfo worldFor(uint32_t group) const;
@@ -106,6 +120,7 @@ private:
         uint64_t seq = 0;  // 0 while collecting descriptions
         uint64_t revision = 0;
         std::set<ClientId> participants, done;
+        uint64_t sinceMs = 0;  // first description
     };
 
     MembershipOptions options_;
@@ -117,6 +132,9 @@ private:
     std::map<std::pair<uint32_t, uint64_t>, Collective> collectives_;
     uint64_t epoch_ = 0;
     uint64_t nextSeq_ = 1;
+    // When the open global votes began (first voter); nullopt: no vote open.
+    std::optional<uint64_t> topologySince_, pendingSince_, optimizeSince_;
+    uint64_t linksSince_ = 0;
     std::set<ClientId> linksWaiting_;  // admission round waiting for LinksReady
     std::set<ClientId> linksRound_;
     std::string linksError_;

@@ -29,7 +29,8 @@ struct Server::Impl {
             std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch).count());
     }
     void tick() {
-        ticker.expires_after(std::chrono::milliseconds(std::max<uint64_t>(50, options.heartbeatTimeoutMs / 10)));
+        // Fine enough for the shortest heartbeat deadline a peer may ask for (100 ms).
+        ticker.expires_after(std::chrono::milliseconds(25));
         ticker.async_wait([this](const asio::error_code &ec) {
             if (ec) return;
             membership.setTime(nowMs());
@@ -111,14 +112,24 @@ struct Server::Impl {
     }
 };
 
-Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
-    if (const char *env = std::getenv("PCCL_HEARTBEAT_TIMEOUT_MS")) {
+ServerOptions ServerOptions::fromEnvironment() {
+    ServerOptions o;
+    auto read = [](const char *name, uint64_t lo, uint64_t *out) {
+        const char *env = std::getenv(name);
+        if (!env || !*env) return;
         char *end = nullptr;
         const unsigned long long v = std::strtoull(env, &end, 10);
-        if (*end == 0 && v >= 100) options.heartbeatTimeoutMs = v;
-    }
+        if (*end == 0 && v >= lo && v <= 24ull * 3600000) *out = v;
+        else PCCL_LOG(Warn, "ignoring " << name << "=" << env);
+    };
+    read("PCCL_HEARTBEAT_TIMEOUT_MS", 100, &o.membership.heartbeatTimeoutMs);
+    read("PCCL_VOTE_TIMEOUT_MS", 0, &o.membership.voteTimeoutMs);
+    return o;
+}
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->options = std::move(options);
-    impl_->membership = Membership(MembershipOptions{impl_->options.heartbeatTimeoutMs});
+    impl_->membership = Membership(impl_->options.membership);
     if (::pipe(impl_->wakeFds) == 0) impl_->wakeRead.assign(impl_->wakeFds[0]);
 }
 

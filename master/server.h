@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "master/membership.h"
 #include "protocol/messages.h"
 #include "util/status.h"
 
@@ -16,7 +17,10 @@ struct ServerOptions {
     protocol::NetAddr listen;  // port 0 = any free port
     bool printStatus = false;    // one line per membership change on stdout (the daemon)
     bool handleSignals = false;  // stop cleanly on SIGINT/SIGTERM (the daemon)
-    uint64_t heartbeatTimeoutMs = 5000;  // PCCL_HEARTBEAT_TIMEOUT_MS overrides
+    MembershipOptions membership;  // deadlines
+    // Defaults overridden by PCCL_HEARTBEAT_TIMEOUT_MS and PCCL_VOTE_TIMEOUT_MS (invalid values
+    // are ignored with a warning).
+    static ServerOptions fromEnvironment();
 };
 
 class Server {

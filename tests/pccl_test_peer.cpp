@@ -6,6 +6,7 @@
 //       Passes handles that the library never created; an unchecked handle crashes this process,
 //       not the suite.
 //   pccl_test_peer allreduce-loop --master IP:PORT --world N --count C --iters K --value V [--watch-iter W]
+//                  [--heartbeat-ms H] [--op-timeout-ms T]
 //       Joins a run of N peers, then loops an in-place f32 sum (tag 0) of C elements whose
 //       element j is V + j % 3. Prints "READY", then "START i" before and "DONE i <result>" after
 //       each call. In iteration W a watcher thread samples the buffer and prints "INFLIGHT W" as
@@ -151,7 +152,10 @@ void allreduceLoop(const std::map<std::string, std::string> &f) {
     const int value = static_cast<int>(flagInt(f, "value"));
     const uint32_t group = static_cast<uint32_t>(flagInt(f, "group", 0));
     const long long watch_iter = flagInt(f, "watch-iter", 1LL << 62);
-    pcclComm_t *comm = connectPeer(master, group, world, 60);
+    Deadlines deadlines;
+    deadlines.heartbeat_timeout_ms = static_cast<uint32_t>(flagInt(f, "heartbeat-ms", 0));
+    deadlines.op_timeout_ms = static_cast<uint32_t>(flagInt(f, "op-timeout-ms", 0));
+    pcclComm_t *comm = connectPeer(master, group, world, 60, 0, deadlines);
     say("READY");
     std::vector<float> buf(count);
     const pcclReduceDescriptor_t d = makeDescriptor(count, pcclFloat, pcclSum, 0);

@@ -229,3 +229,77 @@ TEST_CASE("all-reduce: a hung peer (SIGSTOP) is detected by deadline and the sur
     // removed, and the operation aborted on the survivors, well within 20 s.
     isolated(55, [&] { runVictimScenario(kCount, 1, SIGSTOP, {pcclRankConnectionLost, pcclTimeout}, 20.0, 40); });
 }
+
+TEST_CASE("all-reduce: a transfer stalled by a stuck peer fails with pcclTimeout on every peer after the progress "
+          "deadline, inputs restored; resumed, all three go on",
+          "[api][fault][deadline]") {
+    // The victim asks for a 60 s heartbeat deadline, so stopping it does not get it removed: only
+    // the survivors' 1.5 s progress deadline can end the stalled operation.
+    isolated(60, [&] {
+        constexpr int k = 1;
+        constexpr uint32_t kOpTimeoutMs = 1500;
+        constexpr size_t count = kCount / 4;
+        EmbeddedMaster master;
+        std::unique_ptr<ChildProcess> child;
+        auto release = [&] {
+            if (child) child->signal(SIGKILL);
+            master.destroy();
+        };
+        std::atomic<int64_t> signal_ns{0};
+        std::atomic<int> timed_out{0};
+        std::atomic<bool> resumed{false};
+        ClusterOptions opts;
+        opts.groups = {0, 0};
+        opts.expected_world = 3;
+        opts.timeout_s = 45;
+        opts.deadlines.op_timeout_ms = kOpTimeoutMs;
+        PeerThreads survivors(master.address(), opts, [&](PeerCtx &ctx) {
+            std::vector<float> orig(count), buf(count);
+            fillPattern(orig, survivorValue(ctx.rank));
+            const pcclReduceDescriptor_t d = makeDescriptor(count, pcclFloat, pcclSum, 0);
+            const int all3 = survivorValue(0) + survivorValue(1) + kChildValue;
+            for (int i = 0; i <= k + 1; ++i) {
+                if (i == k + 1) ctx.waitFor([&] { return resumed.load(); }, "the victim to be resumed", 20);
+                std::memcpy(buf.data(), orig.data(), count * sizeof(float));
+                pcclReduceInfo_t info{};
+                const pcclResult_t r = pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, &info);
+                if (i != k) {
+                    PT_CHECK_MSG(r == pcclSuccess, "operation " << i << ": " << describe(r, ctx.comm));
+                    PT_CHECK_EQ(info.local_world_size, 3u);
+                    const std::string diff = checkPattern(buf.data(), count, all3, 3);
+                    PT_CHECK_MSG(diff.empty(), "operation " << i << ": " << diff);
+                    continue;
+                }
+                const double after = static_cast<double>(nowNs() - signal_ns.load()) / 1e9;
+                PT_CHECK_MSG(r == pcclTimeout, "the stalled operation returned " << describe(r, ctx.comm));
+                // One deadline to see the stall, at most one more to drain an abort stuck behind
+                // the stopped peer (its connections are then closed).
+                PT_CHECK_MSG(after < 2 * kOpTimeoutMs / 1000.0 + 3.0, "the stalled operation returned " << after << " s after the stop");
+                PT_CHECK_MSG(std::string(pcclGetLastErrorMessage(ctx.comm)).find("no progress") != std::string::npos,
+                             "the message does not say what stalled: " << pcclGetLastErrorMessage(ctx.comm));
+                PT_CHECK_MSG(std::memcmp(buf.data(), orig.data(), count * sizeof(float)) == 0,
+                             "the in-place buffer was not restored after the timeout");
+                ++timed_out;
+            }
+        });
+        survivors.onAbort(release);
+        child = std::make_unique<ChildProcess>(childArgs(
+            "allreduce-loop", master.port(),
+            {"--count", std::to_string(count), "--iters", std::to_string(k + 2), "--watch-iter", std::to_string(k),
+             "--heartbeat-ms", "60000"}));
+        signalMidOperation(*child, survivors, k, SIGSTOP, signal_ns);
+        PT_CHECK_MSG(waitUntil([&] { return timed_out.load() == 2 || survivors.failed(); }, 20),
+                     "the survivors did not both time out");
+        child->signal(SIGCONT);
+        // All or nothing: the stuck peer's own call failed too, and it then runs the next one.
+        auto done = child->waitForLine("DONE " + std::to_string(k), 20);
+        PT_CHECK_MSG(done && done->find("pcclTimeout") != std::string::npos,
+                     "the resumed victim's stalled call ended with: " << (done ? *done : "nothing") << "\n"
+                                                                      << child->transcript());
+        resumed = true;
+        auto next = child->waitForLine("DONE " + std::to_string(k + 1), 20);
+        PT_CHECK_MSG(next && next->find("pcclSuccess") != std::string::npos,
+                     "the victim's next call: " << (next ? *next : "nothing"));
+        survivors.join(release);
+    });
+}

@@ -53,8 +53,8 @@ bool closedWithin(int fd, int ms) {
 std::vector<uint8_t> hello(const Uuid &from, const Uuid &to) {
     std::vector<uint8_t> b(38);
     storeLE32(b.data(), 0x4c444350);
-    b[4] = 1;
-    b[5] = 0;
+    b[4] = static_cast<uint8_t>(protocol::kProtocolVersion & 0xff);
+    b[5] = static_cast<uint8_t>(protocol::kProtocolVersion >> 8);
     std::memcpy(b.data() + 6, from.bytes.data(), 16);
     std::memcpy(b.data() + 22, to.bytes.data(), 16);
     return b;

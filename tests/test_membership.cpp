@@ -1,90 +1,11 @@
 // The master's membership state machine, driven directly with scripted events (no sockets).
 #include <catch2/catch.hpp>
 
-#include "master/membership.h"
+#include "support/membership_driver.h"
 
 using namespace pccl;
-using namespace pccl::protocol;
-using pccl::master::Actions;
-using pccl::master::ClientId;
-using pccl::master::Membership;
+using namespace pccl::testing;
 
-namespace {
-
-NetAddr addr(uint8_t last) {
-    NetAddr a;
-    a.family = 4;
-    a.ip = {127, 0, 0, last};
-    a.port = 40000 + last;
-    return a;
-}
-
-// Messages of type M sent to `to` in `out`.
-template <class M>
-std::vector<M> sent(const Actions &out, ClientId to) {
-    std::vector<M> r;
-    for (auto &a : out)
-        if (a.to == to && a.message && std::holds_alternative<M>(*a.message)) r.push_back(std::get<M>(*a.message));
-    return r;
-}
-
-bool closed(const Actions &out, ClientId to) {
-    for (auto &a : out)
-        if (a.to == to && a.close) return true;
-    return false;
-}
-
-Hello hello(uint32_t group = 0) {
-    Hello h;
-    h.peer_group = group;
-    h.data_port = 5000;
-    h.uuid = Uuid::random();
-    return h;
-}
-
-struct Cluster {
-    Membership m;
-    // Connects, registers and (if the world is empty) completes the first admission round.
-    Actions join(ClientId id, uint32_t group = 0) {
-        m.onConnect(id, addr(static_cast<uint8_t>(id)));
-        return m.onMessage(id, hello(group));
-    }
-    // Runs a full UpdateTopology round voted by `voters`; returns the actions of the last step.
-    Actions admitRound(const std::vector<ClientId> &voters) {
-        Actions last;
-        uint64_t epoch = 0;
-        std::vector<ClientId> members;
-        for (ClientId v : voters) {
-            last = m.onMessage(v, VoteUpdateTopology{});
-        }
-        for (auto &a : last)
-            if (a.message && std::holds_alternative<TopologyUpdate>(*a.message)) {
-                epoch = std::get<TopologyUpdate>(*a.message).epoch;
-                members.push_back(a.to);
-            }
-        Actions done;
-        for (ClientId id : members) done = m.onMessage(id, LinksReady{epoch, true, ""});
-        return done;
-    }
-    void firstPeer(ClientId id, uint32_t group = 0) {
-        auto out = join(id, group);
-        auto up = sent<TopologyUpdate>(out, id);
-        REQUIRE(up.size() == 1);
-        auto done = m.onMessage(id, LinksReady{up[0].epoch, true, ""});
-        REQUIRE(sent<TopologyDone>(done, id).size() == 1);
-    }
-};
-
-CollectiveInit init(uint64_t tag, uint64_t count = 100, uint8_t dtype = pcclFloat, uint8_t op = pcclSum) {
-    CollectiveInit c;
-    c.tag = tag;
-    c.desc.count = count;
-    c.desc.dtype = dtype;
-    c.desc.op = op;
-    return c;
-}
-
-} // namespace
 
 TEST_CASE("membership: the first peer is admitted at once with a ring of one", "[master]") {
     Cluster c;

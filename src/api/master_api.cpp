@@ -24,7 +24,7 @@ PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address,
         const long long protocol = api::rawEnum(listen_address.inet.protocol);
         if (protocol != inetIPv4 && protocol != inetIPv6)
             return fail(nullptr, invalidArgument("listen address protocol must be inetIPv4 or inetIPv6"));
-        master::ServerOptions options;
+        auto options = master::ServerOptions::fromEnvironment();
         if (listen_address.inet.protocol == inetIPv6) {
             options.listen.family = 6;
             std::memcpy(options.listen.ip.data(), listen_address.inet.ipv6.data, 16);

@@ -138,23 +138,65 @@ PCCL_EXPORT const char *pcclGetLastErrorMessage(const pcclComm_t *communicator) 
     return api::lastErrorFor(communicator);
 }
 
+// Validates the compatible creation parameters into options (defaults from the environment).
+static Status baseOptions(const pcclCommCreateParams_t &params, peer::CommOptions *options) {
+    PCCL_RETURN_IF_ERROR(checkAddress(params.master_address));
+    *options = peer::CommOptions::fromEnvironment();
+    options->master = fromCcoip(params.master_address);
+    options->peerGroup = params.peer_group;
+    if (params.p2p_connection_pool_size > 64)
+        return invalidArgument("p2p_connection_pool_size " + std::to_string(params.p2p_connection_pool_size) +
+                               " is too large (at most 64)");
+    if (params.p2p_connection_pool_size) options->poolSize = static_cast<int>(params.p2p_connection_pool_size);
+    return {};
+}
+
+static pcclResult_t createWith(const peer::CommOptions &options, pcclComm_t **comm_out) {
+    auto *comm = new pcclComm_t;
+    comm->rep = std::make_unique<peer::Communicator>(options);
+    *comm_out = comm;
+    return pcclSuccess;
+}
+
 PCCL_EXPORT pcclResult_t pcclCreateCommunicator(const pcclCommCreateParams_t *params, pcclComm_t **comm_out) {
     return guarded(nullptr, [&] {
         if (!api::initialized()) return fail(nullptr, {pcclNotInitialized, "pcclInit has not been called"});
         if (!params) return fail(nullptr, invalidArgument("params is NULL"));
         if (!comm_out) return fail(nullptr, invalidArgument("comm_out is NULL"));
-        if (auto st = checkAddress(params->master_address); !st.ok()) return fail(nullptr, st);
-        auto options = peer::CommOptions::fromEnvironment();
-        options.master = fromCcoip(params->master_address);
-        options.peerGroup = params->peer_group;
-        if (params->p2p_connection_pool_size > 64)
-            return fail(nullptr, invalidArgument("p2p_connection_pool_size " + std::to_string(params->p2p_connection_pool_size) +
-                                                 " is too large (at most 64)"));
-        if (params->p2p_connection_pool_size) options.poolSize = static_cast<int>(params->p2p_connection_pool_size);
-        auto *comm = new pcclComm_t;
-        comm->rep = std::make_unique<peer::Communicator>(options);
-        *comm_out = comm;
-        return pcclSuccess;
+        peer::CommOptions options;
+        if (auto st = baseOptions(*params, &options); !st.ok()) return fail(nullptr, st);
+        return createWith(options, comm_out);
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t *params, pcclComm_t **comm_out) {
+    return guarded(nullptr, [&] {
+        if (!api::initialized()) return fail(nullptr, {pcclNotInitialized, "pcclInit has not been called"});
+        if (!params) return fail(nullptr, invalidArgument("params is NULL"));
+        if (!comm_out) return fail(nullptr, invalidArgument("comm_out is NULL"));
+        if (params->struct_size < sizeof(pcclCommCreateParamsEx_t))
+            return fail(nullptr, invalidArgument("struct_size " + std::to_string(params->struct_size) +
+                                                 " is smaller than sizeof(pcclCommCreateParamsEx_t) = " +
+                                                 std::to_string(sizeof(pcclCommCreateParamsEx_t)) +
+                                                 "; initialise with PCCL_COMM_CREATE_PARAMS_EX_INIT"));
+        peer::CommOptions options;
+        if (auto st = baseOptions(params->params, &options); !st.ok()) return fail(nullptr, st);
+        using ms = std::chrono::milliseconds;
+        auto atLeast = [&](const char *name, uint32_t v, uint32_t lo) -> Status {
+            if (v != 0 && v < lo) return invalidArgument(std::string(name) + " " + std::to_string(v) + " is below " + std::to_string(lo));
+            return {};
+        };
+        for (auto st : {atLeast("heartbeat_timeout_ms", params->heartbeat_timeout_ms, 100),
+                        atLeast("op_timeout_ms", params->op_timeout_ms, 100)})
+            if (!st.ok()) return fail(nullptr, st);
+        if (params->io_threads > 64)
+            return fail(nullptr, invalidArgument("io_threads " + std::to_string(params->io_threads) + " is too large (at most 64)"));
+        if (params->connect_timeout_ms) options.connectTimeout = ms(params->connect_timeout_ms);
+        if (params->heartbeat_timeout_ms) options.heartbeatTimeout = ms(params->heartbeat_timeout_ms);
+        if (params->op_timeout_ms) options.opTimeout = ms(params->op_timeout_ms);
+        if (params->admission_timeout_ms) options.admissionTimeout = ms(params->admission_timeout_ms);
+        if (params->io_threads) options.ioThreads = static_cast<int>(params->io_threads);
+        return createWith(options, comm_out);
     });
 }
 

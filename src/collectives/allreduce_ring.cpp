@@ -208,9 +208,20 @@ void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
 void RingAllReduce::onPayloadFailed(const transport::SegmentHeader &, const std::string &why) {
     {
         std::unique_lock lock(mu_);
-        failLocked(lock, why);
+        failLocked(lock, Status{pcclRankConnectionLost, why});
     }
     ioDone();
+}
+
+std::string RingAllReduce::waitingForLocked() const {
+    std::string s = "all-reduce tag " + std::to_string(p_.tag) + ", ";
+    if (got_[kReduceScatter] < expected_[kReduceScatter] || got_[kAllGather] < expected_[kAllGather]) {
+        const Phase ph = got_[kReduceScatter] < expected_[kReduceScatter] ? kReduceScatter : kAllGather;
+        s += ph == kReduceScatter ? "reduce-scatter" : "all-gather";
+        return s + " phase: " + std::to_string(expected_[ph] - got_[ph]) + " of " + std::to_string(expected_[ph]) +
+               " segments from " + p_.prevName + " still missing";
+    }
+    return s + std::to_string(inflight_) + " sends to " + p_.nextName + " not yet completed";
 }
 
 void RingAllReduce::restoreAfterAbortLocked() {

@@ -43,6 +43,8 @@ struct RingAllReduceParams {
     uint32_t rank = 0;  // position in the ring
     uint32_t worldSize = 1;
     Uuid prev, next;
+    std::string prevName, nextName;  // "peer 1a2b3c4d (10.0.0.7:48150)", for error messages
+    uint64_t tag = 0;                // for error messages
     size_t segmentBytes = 1 << 20;
 };
 
@@ -65,6 +67,8 @@ private:
 
     bool completeLocked() const override { return got_[0] == expected_[0] && got_[1] == expected_[1]; }
     void restoreAfterAbortLocked() override;
+    std::string waitingForLocked() const override;
+    std::vector<Uuid> linkedPeersLocked() const override { return {p_.prev, p_.next}; }
 
     size_t chunkBegin(uint32_t c) const;
     uint32_t chunkOf(size_t offset) const;

@@ -34,6 +34,7 @@ CommOptions CommOptions::fromEnvironment() {
     o.connectTimeout = std::chrono::milliseconds(envLong("PCCL_CONNECT_TIMEOUT_MS", o.connectTimeout.count(), 1, 3600000));
     o.segmentBytes = static_cast<size_t>(envLong("PCCL_SEGMENT_BYTES", static_cast<long>(o.segmentBytes), 4096, 64 << 20));
     o.heartbeatTimeout = std::chrono::milliseconds(envLong("PCCL_HEARTBEAT_TIMEOUT_MS", o.heartbeatTimeout.count(), 100, 3600000));
+    o.opTimeout = std::chrono::milliseconds(envLong("PCCL_OP_TIMEOUT_MS", o.opTimeout.count(), 100, 24L * 3600000));
     if (std::getenv("PCCL_ADMISSION_TIMEOUT_MS"))
         o.admissionTimeout = std::chrono::milliseconds(envLong("PCCL_ADMISSION_TIMEOUT_MS", 0, 1, 1L << 40));
     return o;
@@ -109,7 +110,7 @@ Status Communicator::connect() {
     lastAck_ = std::chrono::steady_clock::now();  // before the control thread starts
     control_.start([this](ControlMessage &&m) { onMessage(std::move(m)); },
                    [this](const std::string &reason) { onClosed(reason); });
-    const auto period = std::min(std::chrono::milliseconds(1000), options_.heartbeatTimeout / 4);
+    const auto period = std::min({std::chrono::milliseconds(1000), options_.heartbeatTimeout / 4, options_.opTimeout / 4});
     control_.every(period, [this] {
         {
             std::lock_guard lock(mu_);
@@ -123,11 +124,13 @@ Status Communicator::connect() {
             return;
         }
         control_.send(Heartbeat{});
+        checkProgress();
     });
     Hello hello;
     hello.peer_group = options_.peerGroup;
     hello.data_port = data_.port();
     hello.uuid = self_;
+    hello.heartbeat_timeout_ms = static_cast<uint32_t>(options_.heartbeatTimeout.count());
     control_.send(hello);
     std::unique_lock lock(mu_);
     auto st = waitUntil(lock, [&] { return phase_ == Phase::Connected; }, options_.admissionTimeout, "pcclConnect");
@@ -170,6 +173,7 @@ void Communicator::onMessage(ControlMessage &&message) {
             } else if constexpr (std::is_same_v<M, PeersPendingResult>) {
                 std::lock_guard lock(mu_);
                 lastPending_ = m.pending;
+                pendingStatus_ = Status{};
                 ++pendingResults_;
                 cv_.notify_all();
             } else if constexpr (std::is_same_v<M, OptimizeTopologyResult>) {
@@ -177,6 +181,8 @@ void Communicator::onMessage(ControlMessage &&message) {
                 lastOptimize_ = m.ok ? Status{} : Status{pcclTopologyOptimizationFailed, m.error};
                 ++optimizeResults_;
                 cv_.notify_all();
+            } else if constexpr (std::is_same_v<M, VoteFailed>) {
+                onVoteFailed(m);
             } else if constexpr (std::is_same_v<M, WorldUpdate>) {
                 std::lock_guard lock(mu_);
                 world_ = m.world;
@@ -268,6 +274,7 @@ Result<bool> Communicator::arePeersPending() {
     const uint64_t target = pendingResults_ + 1;
     control_.send(VotePeersPending{});
     PCCL_RETURN_IF_ERROR(waitUntil(lock, [&] { return pendingResults_ >= target; }, std::nullopt, "pcclArePeersPending"));
+    PCCL_RETURN_IF_ERROR(pendingStatus_);
     return lastPending_;
 }
 
@@ -352,6 +359,10 @@ void Communicator::onCommence(const CollectiveCommence &m) {
         next = m.ring[(rank + 1) % n];
         p.next = next.uuid;
         p.segmentBytes = options_.segmentBytes;
+        p.tag = m.tag;
+        auto name = [](const RingMember &r) { return "peer " + r.uuid.shortStr() + " (" + r.data_addr.str() + ")"; };
+        p.prevName = name(m.ring[(rank + n - 1) % n]);
+        p.nextName = name(next);
         op->engine = std::make_shared<collectives::RingAllReduce>(
             data_, p, [this, op](Status st) { onOpFinished(op, std::move(st)); });
     }
@@ -371,7 +382,45 @@ void Communicator::onCommence(const CollectiveCommence &m) {
 
 void Communicator::onOpFinished(const std::shared_ptr<Op> &op, Status status) {
     if (!status.ok()) PCCL_LOG(Info, "all-reduce tag " << op->args.tag << " failed locally: " << status.message());
-    control_.send(CollectiveDone{op->args.tag, op->seq, status.ok(), status.message()});
+    control_.send(CollectiveDone{op->args.tag, op->seq, status.ok(), status.message(), static_cast<uint8_t>(status.code())});
+}
+
+void Communicator::checkProgress() {
+    std::vector<std::shared_ptr<transport::DataOperation>> running;
+    {
+        std::lock_guard lock(mu_);
+        for (auto &[tag, op] : ops_)
+            if (!op->done && op->engine) running.push_back(op->engine);
+        if (auto t = runningTransferLocked()) running.push_back(std::move(t));
+    }
+    for (auto &op : running) {
+        if (auto why = op->stalled(options_.opTimeout)) {
+            PCCL_LOG(Warn, *why);
+            op->fail(Status{pcclTimeout, *why});
+        } else {
+            op->forceQuiescence(options_.opTimeout);
+        }
+    }
+}
+
+void Communicator::onVoteFailed(const VoteFailed &m) {
+    std::lock_guard lock(mu_);
+    Status st{static_cast<pcclResult_t>(m.result), m.reason};
+    switch (static_cast<VoteKind>(m.vote)) {
+        case VoteKind::Topology:
+            topologyStatus_ = st;
+            ++topologyRounds_;
+            break;
+        case VoteKind::PeersPending:
+            pendingStatus_ = st;
+            ++pendingResults_;
+            break;
+        case VoteKind::Optimize:
+            lastOptimize_ = st;
+            ++optimizeResults_;
+            break;
+    }
+    cv_.notify_all();
 }
 
 void Communicator::finishOp(const std::shared_ptr<Op> &op, Status status) {

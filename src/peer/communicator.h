@@ -27,6 +27,9 @@ class RingAllReduce;
 namespace pccl::shared_state {
 class StateTransfer;
 }
+namespace pccl::transport {
+class DataOperation;
+}
 
 namespace pccl::peer {
 
@@ -38,8 +41,12 @@ struct CommOptions {
     std::chrono::milliseconds connectTimeout{10000};  // TCP connect to master/peers
     std::optional<std::chrono::milliseconds> admissionTimeout;  // none: wait while the master answers
     size_t segmentBytes = 1 << 20;
-    // Liveness: the master is declared lost when it answers no heartbeat for this long.
+    // Liveness: the master is declared lost when it answers no heartbeat for this long, and the
+    // master removes this peer after as much silence (sent in Hello).
     std::chrono::milliseconds heartbeatTimeout{5000};
+    // Progress deadline of a running data transfer (all-reduce, shared-state round): when no
+    // frame arrives and no send completes for this long, it fails with pcclTimeout everywhere.
+    std::chrono::milliseconds opTimeout{10000};
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 
@@ -120,6 +127,10 @@ private:
     // I/O touches the user's buffers.
     void abortOp(const std::shared_ptr<Op> &op, std::shared_ptr<collectives::RingAllReduce> engine, Status status);
     void failEverything(const Status &status);
+    // Control thread, periodically: fails running transfers that stalled past opTimeout.
+    void checkProgress();
+    void onVoteFailed(const protocol::VoteFailed &m);
+    std::shared_ptr<transport::DataOperation> runningTransferLocked() const;  // the sync's, if running; mu_ held
     void onSyncPlan(const protocol::SharedStatePlan &m);
     void onSyncEnd(uint64_t seq, Status status, uint64_t revision);
     void finishSync(const std::shared_ptr<SyncOp> &op, Status status);
@@ -149,6 +160,7 @@ private:
     uint64_t topologyRounds_ = 0;  // TopologyDone messages received
     uint64_t pendingResults_ = 0, optimizeResults_ = 0;
     bool lastPending_ = false;
+    Status pendingStatus_;
     Status lastOptimize_;
     std::map<uint64_t, std::shared_ptr<Op>> ops_;  // by tag
     std::chrono::steady_clock::time_point lastAck_;  // control thread only

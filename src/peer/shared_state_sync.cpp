@@ -84,7 +84,7 @@ void Communicator::onSyncPlan(const SharedStatePlan &m) {
         op->transfer = std::make_shared<shared_state::StateTransfer>(
             data_, op->local, m, o, [this, seq](Status st) {
                 if (!st.ok()) PCCL_LOG(Info, "shared-state sync failed locally: " << st.message());
-                control_.send(SharedStateDone{seq, st.ok(), st.message()});
+                control_.send(SharedStateDone{seq, st.ok(), st.message(), static_cast<uint8_t>(st.code())});
             });
     }
     if (!m.receive.empty()) data_.registerSink(m.seq, op->transfer);
@@ -106,6 +106,11 @@ void Communicator::onSyncEnd(uint64_t seq, Status status, uint64_t revision) {
         return finishSync(op, status);
     }
     abortTransfer(op, transfer, status);
+}
+
+std::shared_ptr<transport::DataOperation> Communicator::runningTransferLocked() const {
+    if (!sync_ || sync_->done) return nullptr;
+    return sync_->transfer;
 }
 
 void Communicator::finishSync(const std::shared_ptr<SyncOp> &op, Status status) {

@@ -14,7 +14,7 @@
 namespace pccl::protocol {
 
 inline constexpr uint32_t kMagic = 0x4c434350;  // "PCCL"
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;
 inline constexpr uint32_t kMaxControlFrame = 16u << 20;  // bytes of one control frame
 inline constexpr uint32_t kMaxStringBytes = 64u << 10;
 inline constexpr uint32_t kMaxVectorItems = 1u << 20;
@@ -78,7 +78,8 @@ struct Hello {
     uint32_t peer_group = 0;
     uint16_t data_port = 0;
     Uuid uuid;
-    PCCL_FIELDS(magic, version, peer_group, data_port, uuid)
+    uint32_t heartbeat_timeout_ms = 0;  // the master removes this peer after this much silence; 0 = its default
+    PCCL_FIELDS(magic, version, peer_group, data_port, uuid, heartbeat_timeout_ms)
 };
 struct VoteUpdateTopology { PCCL_NO_FIELDS };
 struct LinksReady {
@@ -94,12 +95,15 @@ struct CollectiveInit {
     CollectiveDesc desc;
     PCCL_FIELDS(tag, desc)
 };
+// A failure report carries its kind (pcclRankConnectionLost or pcclTimeout), which the master
+// hands on to every participant.
 struct CollectiveDone {
     uint64_t tag = 0;
     uint64_t seq = 0;
     bool ok = true;
     std::string error;
-    PCCL_FIELDS(tag, seq, ok, error)
+    uint8_t result = 0;  // pcclResult_t when !ok
+    PCCL_FIELDS(tag, seq, ok, error, result)
 };
 struct Leave { PCCL_NO_FIELDS };
 
@@ -214,7 +218,8 @@ struct SharedStateDone {
     uint64_t seq = 0;
     bool ok = true;
     std::string error;
-    PCCL_FIELDS(seq, ok, error)
+    uint8_t result = 0;  // as in CollectiveDone
+    PCCL_FIELDS(seq, ok, error, result)
 };
 struct SharedStateCommitted {
     uint64_t seq = 0;
@@ -230,11 +235,22 @@ struct SharedStateAborted {
     PCCL_FIELDS(seq, result, reason, lost)
 };
 
+// master -> peer: a global vote (kind: VoteUpdateTopology, VotePeersPending or
+// VoteOptimizeTopology) did not complete within the master's vote deadline; this peer's vote is
+// withdrawn and its call returns `result` (pcclTimeout).
+enum class VoteKind : uint8_t { Topology = 0, PeersPending = 1, Optimize = 2 };
+struct VoteFailed {
+    uint8_t vote = 0;  // VoteKind
+    uint8_t result = 0;
+    std::string reason;
+    PCCL_FIELDS(vote, result, reason)
+};
+
 using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
                  OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck, SharedStateSync, SharedStatePlan,
-                 SharedStateDone, SharedStateCommitted, SharedStateAborted>;
+                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed>;
 
 const char *messageName(const ControlMessage &m);
 

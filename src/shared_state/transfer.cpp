@@ -38,7 +38,7 @@ void StateTransfer::start() {
         // other entries may already have arrived: the sink is registered before start().)
         for (auto &[entry, in] : incoming_) {
             if (entries_[entry].bytes != 0) continue;
-            if (digest(entries_[entry].data, 0) != in.from.digest) return failLocked(lock, "empty entry digest mismatch");
+            if (digest(entries_[entry].data, 0) != in.from.digest) return failLocked(lock, Status{pcclRankConnectionLost, "empty entry digest mismatch"});
             --entriesLeft_;
         }
         inflight_ += static_cast<int>(byReceiver.size());  // one per pending connect
@@ -52,7 +52,7 @@ void StateTransfer::start() {
             if (st.ok()) self->sendEntries(peer, list);
             else {
                 std::unique_lock lock(self->mu_);
-                self->failLocked(lock, st.message());
+                self->failLocked(lock, st);
             }
             self->ioDone();
         });
@@ -109,8 +109,9 @@ void StateTransfer::onPayload(const transport::SegmentHeader &h) {
         const bool good = digest(e.data, e.bytes) == incoming_.at(entry).from.digest;
         std::unique_lock lock(mu_);
         if (!good) {
-            failLocked(lock, "entry '" + e.name + "' received from peer " + incoming_.at(entry).from.peer.shortStr() +
-                                 " does not match its digest");
+            failLocked(lock, Status{pcclRankConnectionLost, "entry '" + e.name + "' received from peer " +
+                                                                incoming_.at(entry).from.peer.shortStr() +
+                                                                " does not match its digest"});
         } else {
             --entriesLeft_;
         }
@@ -118,10 +119,31 @@ void StateTransfer::onPayload(const transport::SegmentHeader &h) {
     ioDone();
 }
 
+std::vector<Uuid> StateTransfer::linkedPeersLocked() const {
+    std::vector<Uuid> peers;
+    for (auto &[entry, in] : incoming_) peers.push_back(in.from.peer);
+    for (auto &t : plan_.send) peers.push_back(t.peer);
+    std::sort(peers.begin(), peers.end());
+    peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+    return peers;
+}
+
+std::string StateTransfer::waitingForLocked() const {
+    std::string out;
+    for (auto &[entry, in] : incoming_) {
+        if (in.segmentsLeft == 0) continue;
+        if (!out.empty()) out += ", ";
+        out += "entry '" + entries_[entry].name + "' from peer " + in.from.peer.shortStr() + " (" + in.from.addr.str() +
+               "), " + std::to_string(in.segmentsLeft) + " of " + std::to_string(in.got.size()) + " segments missing";
+    }
+    if (out.empty()) out = "sends to " + std::to_string(plan_.send.size()) + " receivers to complete";
+    return "shared-state transfer round " + std::to_string(seq_) + ": " + out;
+}
+
 void StateTransfer::onPayloadFailed(const transport::SegmentHeader &, const std::string &why) {
     {
         std::unique_lock lock(mu_);
-        failLocked(lock, why);
+        failLocked(lock, Status{pcclRankConnectionLost, why});
     }
     ioDone();
 }

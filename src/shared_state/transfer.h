@@ -52,6 +52,8 @@ private:
         size_t segmentsLeft = 0;
     };
     bool completeLocked() const override { return entriesLeft_ == 0; }
+    std::string waitingForLocked() const override;
+    std::vector<Uuid> linkedPeersLocked() const override;
     void sendEntries(const Uuid &to, const std::vector<uint32_t> &entries);
 
     std::vector<LocalEntry> entries_;

@@ -5,7 +5,8 @@
 namespace pccl::transport {
 
 DataOperation::DataOperation(DataPlane &plane, uint64_t seq, std::function<void(Status)> onFinished)
-    : plane_(plane), seq_(seq), onFinished_(std::move(onFinished)) {}
+    : plane_(plane), seq_(seq), lastProgress_(std::chrono::steady_clock::now().time_since_epoch().count()),
+      onFinished_(std::move(onFinished)) {}
 
 bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const void *data) {
     {
@@ -18,7 +19,7 @@ bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const vo
     plane_.send(to, h, data, [self](bool ok, const std::string &why) {
         if (!ok) {
             std::unique_lock lock(self->mu_);
-            self->failLocked(lock, why);
+            self->failLocked(lock, Status{pcclRankConnectionLost, why});
         }
         self->ioDone();
     });
@@ -26,6 +27,7 @@ bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const vo
 }
 
 void DataOperation::ioDone() {
+    lastProgress_ = std::chrono::steady_clock::now().time_since_epoch().count();
     std::unique_lock lock(mu_);
     --inflight_;
     settle(lock);
@@ -51,18 +53,45 @@ void DataOperation::settle(std::unique_lock<std::mutex> &lock) {
     lock.lock();
 }
 
-void DataOperation::failLocked(std::unique_lock<std::mutex> &lock, const std::string &why) {
+void DataOperation::failLocked(std::unique_lock<std::mutex> &lock, Status status) {
     if (finished_ || aborted_) return;
     finished_ = true;
     auto cb = std::move(onFinished_);
     lock.unlock();
-    cb(Status{pcclRankConnectionLost, why});
+    cb(std::move(status));
     lock.lock();
 }
 
 void DataOperation::fail(const Status &status) {
     std::unique_lock lock(mu_);
-    failLocked(lock, status.message());
+    failLocked(lock, status);
+}
+
+std::optional<std::string> DataOperation::stalled(std::chrono::milliseconds limit) {
+    using clock = std::chrono::steady_clock;
+    const auto idle = clock::now() - clock::time_point(clock::duration(lastProgress_.load()));
+    if (idle <= limit) return std::nullopt;
+    std::lock_guard lock(mu_);
+    if (finished_ || aborted_) return std::nullopt;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(idle).count();
+    return "no progress for " + std::to_string(ms) + " ms: waiting for " + waitingForLocked();
+}
+
+bool DataOperation::forceQuiescence(std::chrono::milliseconds limit) {
+    using clock = std::chrono::steady_clock;
+    const auto idle = clock::now() - clock::time_point(clock::duration(lastProgress_.load()));
+    if (idle <= limit) return false;
+    std::vector<Uuid> peers;
+    {
+        std::lock_guard lock(mu_);
+        if (!aborted_ || !onQuiescent_ || inflight_ == 0) return false;
+        peers = linkedPeersLocked();
+    }
+    const std::string why = "aborted operation " + std::to_string(seq_) + " could not drain its frames for " +
+                            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(idle).count()) + " ms";
+    PCCL_LOG(Warn, why << "; closing its connections");
+    for (auto &p : peers) plane_.closePeer(p, why);
+    return true;
 }
 
 void DataOperation::abort(const std::string &reason, std::function<void()> onQuiescent) {
@@ -72,6 +101,7 @@ void DataOperation::abort(const std::string &reason, std::function<void()> onQui
         if (aborted_) return;
         aborted_ = true;
         finished_ = true;  // no success report after an abort
+        lastProgress_ = std::chrono::steady_clock::now().time_since_epoch().count();
         onQuiescent_ = std::move(onQuiescent);
         dropped = std::move(onFinished_);
     }

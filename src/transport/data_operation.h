@@ -7,10 +7,13 @@
 // local failures with failLocked(); call settle() after changing what completeLocked() reads.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "transport/data_plane.h"
 #include "util/status.h"
@@ -24,8 +27,16 @@ public:
     // removed peers, so nothing waits on them) restoreAfterAbortLocked() runs, then onQuiescent,
     // once. Other operations and the connections themselves are not disturbed.
     void abort(const std::string &reason, std::function<void()> onQuiescent);
-    // Fails the operation locally (e.g. its pool could not be connected).
+    // Fails the operation locally (e.g. its pool could not be connected, or it stalled).
     void fail(const Status &status);
+    // Progress watchdog (any thread): when the operation is still moving data and no frame of it
+    // arrived and no send of it completed for longer than `limit`, says what it waits for.
+    std::optional<std::string> stalled(std::chrono::milliseconds limit);
+    // An abort waits for frames already on the wire; one stuck behind a peer that stopped
+    // reading (or sending) would wait forever. When the abort has made no progress for
+    // `limit`, this closes the connections to the operation's peers (their reads and writes
+    // then fail, and the operation quiesces) and returns true.
+    bool forceQuiescence(std::chrono::milliseconds limit);
 
     uint64_t txBytes() const { return tx_.load(); }
     uint64_t rxBytes() const { return rx_.load(); }
@@ -37,11 +48,15 @@ protected:
 
     virtual bool completeLocked() const = 0;  // mu_ held
     virtual void restoreAfterAbortLocked() {}  // mu_ held, nothing in flight
+    // What the operation still waits for, for error messages ("3 of 8 segments from peer ..."). mu_ held.
+    virtual std::string waitingForLocked() const { return "data"; }
+    // The peers this operation exchanges frames with. mu_ held.
+    virtual std::vector<Uuid> linkedPeersLocked() const = 0;
 
     // Queues a frame of this operation to `to`, counted as I/O. Returns false after an abort.
     bool sendCounted(const Uuid &to, const SegmentHeader &h, const void *data);
     void ioDone();
-    void failLocked(std::unique_lock<std::mutex> &lock, const std::string &why);
+    void failLocked(std::unique_lock<std::mutex> &lock, Status status);
     void settle(std::unique_lock<std::mutex> &lock);
 
     DataPlane &plane_;
@@ -50,6 +65,7 @@ protected:
     int inflight_ = 0;  // reads into user memory + sends from it
     bool started_ = false, finished_ = false, aborted_ = false;
     std::atomic<uint64_t> tx_{0}, rx_{0};
+    std::atomic<std::chrono::steady_clock::rep> lastProgress_;  // steady_clock ticks
 
 private:
     std::function<void(Status)> onFinished_;

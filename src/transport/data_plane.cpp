@@ -123,6 +123,17 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
                           }));
     }
 
+    // The receiver never sends after the handshake: a read that completes means it closed the
+    // connection (or broke the protocol). Watching for it takes the connection out of the pool
+    // at once, instead of at the next send, which would then fail an operation.
+    uint8_t watchByte = 0;
+    void watchForClose() {
+        auto self = shared_from_this();
+        socket.async_read_some(asio::buffer(&watchByte, 1), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                                   self->closeNow(ec ? "closed by the receiver: " + ec.message() : "unexpected data from the receiver");
+                               }));
+    }
+
     void closeNow(const std::string &reason) {
         if (closed) return;
         closed = true;
@@ -475,6 +486,7 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
                             std::lock_guard lock(impl->mu);
                             impl->pools[peer].push_back(conn);
                         }
+                        conn->watchForClose();
                         pending->finish({});
                     }));
                 }));

@@ -324,7 +324,7 @@ void PeerThreads::run(int rank) {
         sync_.abort();
     };
     try {
-        ctx.comm = connectPeer(master_, ctx.group, opts_.expected_world, opts_.timeout_s, opts_.pool_size);
+        ctx.comm = connectPeer(master_, ctx.group, opts_.expected_world, opts_.timeout_s, opts_.pool_size, opts_.deadlines);
         ++connected_;
         body_(ctx);
         // Leave together: a peer that finished early must not change the world the others still

@@ -132,6 +132,7 @@ struct ClusterOptions {
     int expected_world = -1;            // global world size to wait for; -1 = groups.size()
     double timeout_s = 30;              // whole cluster (connect + body + destroy); keep isolated() longer
     uint32_t pool_size = 0;
+    Deadlines deadlines;                // per-communicator deadlines (pcclCreateCommunicatorEx)
 };
 
 // Start one thread per entry of opts.groups: each creates a communicator, connects to `master`,

@@ -180,15 +180,29 @@ inline void awaitWorld(pcclComm_t *comm, int world, double timeout_s) {
 }
 
 // Create + connect + awaitWorld. The caller owns the returned communicator.
+// Per-communicator deadlines for connectPeer (0 = the library's default or environment).
+struct Deadlines {
+    uint32_t op_timeout_ms = 0;
+    uint32_t heartbeat_timeout_ms = 0;
+};
+
 inline pcclComm_t *connectPeer(const ccoip_socket_address_t &master, uint32_t peer_group, int world, double timeout_s,
-                               uint32_t pool_size = 0) {
+                               uint32_t pool_size = 0, Deadlines deadlines = {}) {
     PT_OK(nullptr, pcclInit());
     pcclCommCreateParams_t params{};
     params.master_address = master;
     params.peer_group = peer_group;
     params.p2p_connection_pool_size = pool_size;
     pcclComm_t *comm = nullptr;
-    PT_OK(nullptr, pcclCreateCommunicator(&params, &comm));
+    if (deadlines.op_timeout_ms || deadlines.heartbeat_timeout_ms) {
+        pcclCommCreateParamsEx_t ex = PCCL_COMM_CREATE_PARAMS_EX_INIT;
+        ex.params = params;
+        ex.op_timeout_ms = deadlines.op_timeout_ms;
+        ex.heartbeat_timeout_ms = deadlines.heartbeat_timeout_ms;
+        PT_OK(nullptr, pcclCreateCommunicatorEx(&ex, &comm));
+    } else {
+        PT_OK(nullptr, pcclCreateCommunicator(&params, &comm));
+    }
     PT_CHECK(comm != nullptr);
     const pcclResult_t r = pcclConnect(comm);
     if (r != pcclSuccess) {

@@ -98,14 +98,25 @@ class Communicator(Closeable):
     (0: library default). Creating a communicator does no network traffic; :meth:`connect` joins
     the run. Close it with :meth:`close` or use it as a context manager.
 
+    Deadlines (an extension; keyword-only, milliseconds, 0 = the ``PCCL_*`` environment variable
+    or the library default): ``connect_timeout_ms`` (TCP connects), ``heartbeat_timeout_ms``
+    (liveness, both ways; >= 100), ``op_timeout_ms`` (progress deadline of a running transfer;
+    >= 100), ``admission_timeout_ms`` (the wait in :meth:`connect`), and ``io_threads``.
+
     Every blocking call releases the GIL. Failures raise :class:`PCCLError`; wrong arguments
     raise TypeError or ValueError before anything is sent."""
 
-    def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0) -> None:
+    def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0, *,
+                 connect_timeout_ms: int = 0, heartbeat_timeout_ms: int = 0, op_timeout_ms: int = 0,
+                 admission_timeout_ms: int = 0, io_threads: int = 0) -> None:
         self._native: Optional[Any] = None
         self._address: SocketAddress = parse_address(address)
         self._peer_group = _uint(peer_group, "peer_group", bits=32)
         self._pool_size = _uint(p2p_connection_pool_size, "p2p_connection_pool_size", bits=32)
+        self._ex = [_uint(v, name, bits=32) for v, name in (
+            (connect_timeout_ms, "connect_timeout_ms"), (heartbeat_timeout_ms, "heartbeat_timeout_ms"),
+            (op_timeout_ms, "op_timeout_ms"), (admission_timeout_ms, "admission_timeout_ms"),
+            (io_threads, "io_threads"))]
         self._in_flight: Dict[int, AsyncReduceHandle] = {}
         self._lock = threading.Lock()
         self._native = self._new_native()
@@ -113,7 +124,7 @@ class Communicator(Closeable):
 
     def _new_native(self) -> Any:
         a = self._address
-        return _pccl.Communicator(a.protocol, a.ip, a.port, self._peer_group, self._pool_size)
+        return _pccl.Communicator(a.protocol, a.ip, a.port, self._peer_group, self._pool_size, self._ex)
 
     def _require(self) -> Any:
         native = self._native

@@ -12,6 +12,8 @@
 // it. close() refuses (pcclInvalidUsage) while another thread is inside a communicator call, so a
 // handle is never destroyed under a running call (the C API forbids that); a master's close()
 // interrupts it and waits for those calls, which then return promptly.
+#include <array>
+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -148,14 +150,22 @@ struct Use {
 // ------------------------------------------------------------------------------------------
 class Communicator : public Guarded<pcclComm_t> {
 public:
-    Communicator(int protocol, const py::bytes &ip, int port, uint32_t peerGroup, uint32_t poolSize)
+    // deadlines: connect, heartbeat, op, admission timeouts in ms and io threads (0 = default),
+    // as in pcclCommCreateParamsEx_t.
+    Communicator(int protocol, const py::bytes &ip, int port, uint32_t peerGroup, uint32_t poolSize,
+                 std::array<uint32_t, 5> ex)
         : Guarded("the communicator") {
-        pcclCommCreateParams_t params{};
-        params.master_address = makeAddress(protocol, ip, port);
-        params.peer_group = peerGroup;
-        params.p2p_connection_pool_size = poolSize;
+        pcclCommCreateParamsEx_t params = PCCL_COMM_CREATE_PARAMS_EX_INIT;
+        params.params.master_address = makeAddress(protocol, ip, port);
+        params.params.peer_group = peerGroup;
+        params.params.p2p_connection_pool_size = poolSize;
+        params.connect_timeout_ms = ex[0];
+        params.heartbeat_timeout_ms = ex[1];
+        params.op_timeout_ms = ex[2];
+        params.admission_timeout_ms = ex[3];
+        params.io_threads = ex[4];
         pcclComm_t *comm = nullptr;
-        callNoGil([&] { return pcclCreateCommunicator(&params, &comm); });
+        callNoGil([&] { return pcclCreateCommunicatorEx(&params, &comm); });
         handle_ = comm;
     }
 
@@ -435,8 +445,9 @@ PYBIND11_MODULE(_pccl, m) {
     m.attr("C") = c;
 
     py::class_<Communicator>(m, "Communicator", "pcclComm_t")
-        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t>(), py::arg("protocol"), py::arg("ip"),
-             py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"))
+        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 5>>(), py::arg("protocol"),
+             py::arg("ip"), py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"),
+             py::arg("ex") = std::array<uint32_t, 5>{})
         .def("close", &Communicator::close)
         .def_property_readonly("closed", &Communicator::closed)
         .def_property_readonly("active_calls", &Communicator::users)

@@ -212,6 +212,24 @@ def test_addresses():
             assert c.master_address == shown
 
 
+def test_deadline_keywords(master):
+    # Out-of-range values are refused: below the library's floor, or not a uint32.
+    with pytest.raises(pccl.PCCLError) as e:
+        pccl.Communicator("127.0.0.1:5", op_timeout_ms=50)
+    assert e.value.result == pccl.Result.INVALID_ARGUMENT and "op_timeout_ms" in str(e.value)
+    with pytest.raises(pccl.PCCLError):
+        pccl.Communicator("127.0.0.1:5", heartbeat_timeout_ms=99)
+    with pytest.raises(ValueError):
+        pccl.Communicator("127.0.0.1:5", io_threads=-1)
+    with pytest.raises(TypeError):
+        pccl.Communicator("127.0.0.1:5", "fast")  # deadlines are keyword-only; peer_group must be an int
+    # Accepted values give a working communicator.
+    with pccl.Communicator(f"127.0.0.1:{master.port}", op_timeout_ms=2000, heartbeat_timeout_ms=1000, connect_timeout_ms=3000,
+                           admission_timeout_ms=5000, io_threads=1) as c:
+        c.connect()
+        assert c.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) == 1
+
+
 def test_calls_before_connect_and_after_close(master):
     c = pccl.Communicator(f"127.0.0.1:{master.port}")
     x = torch.zeros(4)
