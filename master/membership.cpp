@@ -5,6 +5,7 @@
 
 #include "collectives/reduce_kernels.h"
 #include "master/shared_state_election.h"
+#include "shared_state/hashing.h"
 
 namespace pccl::master {
 
@@ -348,7 +349,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
             sr->second.described.erase(id);
             maybeRunSync(out, p.group);
         } else if (sr->second.participants.count(id)) {
-            abortSync(out, p.group, describe(p) + " " + reason + " during shared-state sync", {p.uuid});
+            onSyncParticipantLost(out, p.group, id, p.uuid, describe(p) + " " + reason + " during shared-state sync");
         }
     }
     if (linksWaiting_.erase(id) && linksWaiting_.empty()) finishLinksRound(out);
@@ -380,6 +381,17 @@ Actions Membership::onDisconnect(ClientId client, const std::string &reason) {
 void Membership::onSharedStateSync(Actions &out, Peer &p, const SharedStateSync &m) {
     auto &round = syncRounds_[p.group];
     if (round.seq != 0 || round.described.count(p.id)) return kick(out, p.id, "started a shared-state sync twice");
+    for (auto &e : m.entries) {
+        const auto dtype = static_cast<pcclDataType_t>(e.dtype);
+        const size_t esize = collectives::dataTypeSize(dtype);
+        const bool sane = esize != 0 && e.count <= (uint64_t{1} << 56) / esize &&
+                          e.chunks.size() == shared_state::chunkCount(e.count * esize) &&
+                          e.digest == shared_state::combineChunks(e.chunks);
+        if (!sane) {
+            if (round.described.empty() && round.seq == 0) syncRounds_.erase(p.group);
+            return kick(out, p.id, "malformed shared-state description of entry '" + e.name + "'");
+        }
+    }
     if (round.described.empty()) round.sinceMs = now_;
     round.described[p.id] = m;
     maybeRunSync(out, p.group);
@@ -414,25 +426,34 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
         round.revision = e.revision;
         round.participants.insert(participants.begin(), participants.end());
         std::map<ClientId, SharedStatePlan> plans;
-        for (ClientId id : participants) plans[id] = SharedStatePlan{round.seq, e.revision, {}, {}};
-        auto transferTo = [&](ClientId peer) {
+        for (ClientId id : participants) plans[id] = SharedStatePlan{round.seq, e.revision, {}, {}, {}};
+        // Each plan names peers by index into its own `peers` table.
+        auto indexIn = [&](SharedStatePlan &plan, ClientId peer) {
             const Peer &q = peers_.at(peer);
-            EntryTransfer t;
-            t.peer = q.uuid;
-            t.addr = q.remote;
-            t.addr.port = q.dataPort;
-            return t;
+            for (uint32_t i = 0; i < plan.peers.size(); ++i)
+                if (plan.peers[i].uuid == q.uuid) return i;
+            RingMember m;
+            m.uuid = q.uuid;
+            m.data_addr = q.remote;
+            m.data_addr.port = q.dataPort;
+            plan.peers.push_back(m);
+            return static_cast<uint32_t>(plan.peers.size() - 1);
         };
-        for (auto &[receiver, entries] : e.receive) {
-            for (auto &[entry, source] : entries) {
-                EntryTransfer r = transferTo(source);
-                r.entry = entry;
-                r.digest = e.popular[entry].digest;
-                plans[receiver].receive.push_back(r);
-                EntryTransfer s = transferTo(receiver);
-                s.entry = entry;
-                s.digest = r.digest;
-                plans[source].send.push_back(s);
+        for (auto &[receiver, fetches] : e.receive) {
+            auto &needs = round.needs[receiver];
+            for (auto &f : fetches) {
+                ChunkFetch cf;
+                cf.entry = f.entry;
+                cf.chunks = f.chunks;
+                cf.digests = f.digests;
+                needs.push_back(std::set<ClientId>(f.sources.begin(), f.sources.end()));
+                for (ClientId source : f.sources) {
+                    cf.sources.push_back(indexIn(plans[receiver], source));
+                    auto &serve = plans[source].serve;
+                    const uint32_t r = indexIn(plans[source], receiver);
+                    if (std::find(serve.begin(), serve.end(), r) == serve.end()) serve.push_back(r);
+                }
+                plans[receiver].receive.push_back(std::move(cf));
             }
         }
         for (auto &[id, plan] : plans) send(out, id, plan);
@@ -448,12 +469,38 @@ void Membership::onSharedStateDone(Actions &out, Peer &p, const SharedStateDone 
     if (!m.ok)
         return abortSync(out, p.group, describe(p) + " reported: " + m.error, {},
                          m.result == pcclTimeout ? pcclTimeout : pcclRankConnectionLost);
+    it->second.done.insert(p.id);
+    maybeCommitSync(out, p.group);
+}
+
+void Membership::maybeCommitSync(Actions &out, uint32_t group) {
+    auto it = syncRounds_.find(group);
+    if (it == syncRounds_.end() || it->second.seq == 0) return;
     auto &round = it->second;
-    round.done.insert(p.id);
-    if (round.done.size() < round.participants.size()) return;
+    for (ClientId id : round.participants)
+        if (!round.done.count(id)) return;
     for (ClientId id : round.participants) send(out, id, SharedStateCommitted{round.seq, round.revision});
-    lastRevision_[p.group] = round.revision;
+    lastRevision_[group] = round.revision;
     syncRounds_.erase(it);
+}
+
+// A participant of a running round was removed. A lost receiver only leaves the round; a lost
+// source is reported to the receivers, which fetch from the others, unless one of them then
+// has no source left for something it needs: only then does the round fail.
+void Membership::onSyncParticipantLost(Actions &out, uint32_t group, ClientId id, const Uuid &uuid,
+                                       const std::string &reason) {
+    auto &round = syncRounds_.at(group);
+    round.participants.erase(id);
+    round.done.erase(id);
+    round.needs.erase(id);
+    bool stranded = false;
+    for (auto &[receiver, needs] : round.needs)
+        for (auto &sources : needs)
+            if (sources.erase(id) && sources.empty()) stranded = true;
+    if (stranded) return abortSync(out, group, reason + ", and a receiver has no other source", {uuid});
+    for (auto &[receiver, needs] : round.needs)
+        if (!round.done.count(receiver)) send(out, receiver, SharedStateSourceLost{round.seq, uuid});
+    maybeCommitSync(out, group);
 }
 
 void Membership::abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost,

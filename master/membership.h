@@ -91,6 +91,8 @@ private:
     void onSharedStateSync(Actions &out, Peer &p, const protocol::SharedStateSync &m);
     void onSharedStateDone(Actions &out, Peer &p, const protocol::SharedStateDone &m);
     void maybeRunSync(Actions &out, uint32_t group);
+    void maybeCommitSync(Actions &out, uint32_t group);
+    void onSyncParticipantLost(Actions &out, uint32_t group, ClientId id, const Uuid &uuid, const std::string &reason);
     void abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost = {},
                    pcclResult_t result = pcclRankConnectionLost);
     void removePeer(Actions &out, ClientId id, const std::string &reason);
@@ -121,6 +123,8 @@ private:
         uint64_t revision = 0;
         std::set<ClientId> participants, done;
         uint64_t sinceMs = 0;  // first description
+        // Per receiver, per fetched entry: the sources it may still use.
+        std::map<ClientId, std::vector<std::set<ClientId>>> needs;
     };
 
     MembershipOptions options_;

@@ -110,25 +110,35 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
     out.sources = winner.second;
     out.popular = live.at(out.sources.front())->entries;
 
+    // Receivers start on different sources (rotation by receiver), so that downloads spread.
     size_t rr = 0;
     for (auto &[id, s] : live) {
         const bool isSource = std::find(out.sources.begin(), out.sources.end(), id) != out.sources.end();
-        std::vector<std::pair<uint32_t, PeerKey>> want;
+        std::vector<ElectionOutcome::Fetch> want;
+        std::vector<PeerKey> rotated;
+        for (size_t k = 0; k < out.sources.size(); ++k) rotated.push_back(out.sources[(rr + k) % out.sources.size()]);
         for (uint32_t i = 0; i < out.popular.size(); ++i) {
             const auto &pop = out.popular[i];
-            bool need;
-            if (pop.allow_inequality) need = !s->synced_before && !isSource;
-            else need = s->entries[i].digest != pop.digest;
-            if (!need) continue;
-            // Entries allowed to differ come from the source whose digest was published.
-            if (pop.allow_inequality) want.push_back({i, out.sources.front()});
-            else want.push_back({i, out.sources[rr++ % out.sources.size()]});
+            const auto &mine = s->entries[i];
+            if (pop.allow_inequality ? (s->synced_before || isSource) : mine.digest == pop.digest) continue;
+            ElectionOutcome::Fetch f;
+            f.entry = i;
+            for (uint32_t c = 0; c < pop.chunks.size(); ++c)
+                if (c >= mine.chunks.size() || mine.chunks[c] != pop.chunks[c]) {
+                    f.chunks.push_back(c);
+                    f.digests.push_back(pop.chunks[c]);
+                }
+            // Entries allowed to differ come from the source whose digests were published.
+            if (pop.allow_inequality) f.sources = {out.sources.front()};
+            else f.sources = rotated;
+            if (!f.chunks.empty()) want.push_back(std::move(f));
         }
         if (want.empty()) continue;
         if (s->strategy == PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY) {
             out.removed[id] = "this send-only peer does not hold the group's popular shared state";
             continue;
         }
+        ++rr;
         out.receive[id] = std::move(want);
     }
     return out;

@@ -23,8 +23,15 @@ struct ElectionOutcome {
     uint64_t revision = 0;
     std::vector<protocol::EntryDesc> popular;    // layout and digests that win
     std::vector<PeerKey> sources;                // peers holding the popular content
-    // For each participant that must receive: (entry index, source).
-    std::map<PeerKey, std::vector<std::pair<uint32_t, PeerKey>>> receive;
+    // What one participant must fetch of one entry: the dirty chunks, their popular digests, and
+    // the peers that may serve them, in the order this receiver should prefer them.
+    struct Fetch {
+        uint32_t entry = 0;
+        std::vector<uint32_t> chunks;
+        std::vector<protocol::Digest> digests;
+        std::vector<PeerKey> sources;
+    };
+    std::map<PeerKey, std::vector<Fetch>> receive;
 };
 
 ElectionOutcome electSharedState(const std::map<PeerKey, protocol::SharedStateSync> &described,

@@ -2,6 +2,7 @@
 // collective starts that stay open too long, and the timeout kind of a failure report.
 #include <catch2/catch.hpp>
 
+#include "shared_state/hashing.h"
 #include "support/membership_driver.h"
 
 using namespace pccl;
@@ -41,6 +42,10 @@ SharedStateSync describe(uint64_t revision) {
     e.name = "w";
     e.dtype = pcclFloat;
     e.count = 4;
+    const float w[4] = {1, 2, 3, 4};
+    auto h = shared_state::hashEntry(w, sizeof w);
+    e.digest = h.digest;
+    e.chunks = h.chunks;
     s.entries.push_back(e);
     return s;
 }

@@ -35,6 +35,7 @@ CommOptions CommOptions::fromEnvironment() {
     o.segmentBytes = static_cast<size_t>(envLong("PCCL_SEGMENT_BYTES", static_cast<long>(o.segmentBytes), 4096, 64 << 20));
     o.heartbeatTimeout = std::chrono::milliseconds(envLong("PCCL_HEARTBEAT_TIMEOUT_MS", o.heartbeatTimeout.count(), 100, 3600000));
     o.opTimeout = std::chrono::milliseconds(envLong("PCCL_OP_TIMEOUT_MS", o.opTimeout.count(), 100, 24L * 3600000));
+    o.stateCompressionLevel = static_cast<int>(envLong("PCCL_STATE_COMPRESSION_LEVEL", 0, 0, 19));
     if (std::getenv("PCCL_ADMISSION_TIMEOUT_MS"))
         o.admissionTimeout = std::chrono::milliseconds(envLong("PCCL_ADMISSION_TIMEOUT_MS", 0, 1, 1L << 40));
     return o;
@@ -186,6 +187,8 @@ void Communicator::onMessage(ControlMessage &&message) {
             } else if constexpr (std::is_same_v<M, WorldUpdate>) {
                 std::lock_guard lock(mu_);
                 world_ = m.world;
+            } else if constexpr (std::is_same_v<M, SharedStateSourceLost>) {
+                onSourceLost(m);
             } else if constexpr (std::is_same_v<M, SharedStatePlan>) {
                 onSyncPlan(m);
             } else if constexpr (std::is_same_v<M, SharedStateCommitted>) {

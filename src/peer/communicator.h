@@ -47,6 +47,7 @@ struct CommOptions {
     // Progress deadline of a running data transfer (all-reduce, shared-state round): when no
     // frame arrives and no send completes for this long, it fails with pcclTimeout everywhere.
     std::chrono::milliseconds opTimeout{10000};
+    int stateCompressionLevel = 0;  // zstd level for shared-state chunks this peer serves; 0 = off
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 
@@ -133,6 +134,7 @@ private:
     std::shared_ptr<transport::DataOperation> runningTransferLocked() const;  // the sync's, if running; mu_ held
     void onSyncPlan(const protocol::SharedStatePlan &m);
     void onSyncEnd(uint64_t seq, Status status, uint64_t revision);
+    void onSourceLost(const protocol::SharedStateSourceLost &m);
     void finishSync(const std::shared_ptr<SyncOp> &op, Status status);
     void abortSync(const Status &status);
     void abortTransfer(const std::shared_ptr<SyncOp> &op, std::shared_ptr<shared_state::StateTransfer> transfer,

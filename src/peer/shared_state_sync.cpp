@@ -20,22 +20,49 @@ struct Communicator::SyncOp {
     SyncResult result;
 };
 
+namespace {
+
+// What a plan must satisfy before its indices and sizes are trusted; "" when it does.
+std::string checkPlan(const SharedStatePlan &m, const std::vector<shared_state::LocalEntry> &local) {
+    for (uint32_t r : m.serve)
+        if (r >= m.peers.size()) return "serve index out of range";
+    for (auto &f : m.receive) {
+        if (f.entry >= local.size()) return "entry index out of range";
+        if (f.chunks.size() != f.digests.size() || f.sources.empty()) return "fetch without digests or sources";
+        const size_t n = shared_state::chunkCount(local[f.entry].bytes);
+        for (uint32_t c : f.chunks)
+            if (c >= n) return "chunk index out of range";
+        for (uint32_t s : f.sources)
+            if (s >= m.peers.size()) return "source index out of range";
+    }
+    return "";
+}
+
+} // namespace
+
 Result<SyncResult> Communicator::syncSharedState(const std::vector<SyncEntry> &entries, uint64_t revision,
                                                  pcclSharedStateSyncStrategy_t strategy) {
     SharedStateSync msg;
     msg.revision = revision;
     msg.strategy = static_cast<uint8_t>(strategy);
     auto op = std::make_shared<SyncOp>();
+    std::vector<std::pair<const void *, size_t>> spans;
     for (auto &e : entries) {
         const size_t bytes = e.count * collectives::dataTypeSize(e.dtype);
+        spans.push_back({e.data, bytes});
+        op->local.push_back({e.name, e.data, bytes});
+    }
+    auto hashes = shared_state::hashEntries(spans);
+    for (size_t i = 0; i < entries.size(); ++i) {
+        const auto &e = entries[i];
         EntryDesc d;
         d.name = e.name;
         d.dtype = static_cast<uint8_t>(e.dtype);
         d.count = e.count;
         d.allow_inequality = e.allowInequality;
-        d.digest = shared_state::digest(e.data, bytes);
+        d.digest = hashes[i].digest;
+        d.chunks = std::move(hashes[i].chunks);
         msg.entries.push_back(std::move(d));
-        op->local.push_back({e.name, e.data, bytes});
     }
     std::unique_lock lock(mu_);
     if (phase_ == Phase::Dead) return deathStatus_;
@@ -64,22 +91,17 @@ void Communicator::onSyncPlan(const SharedStatePlan &m) {
             control_.send(SharedStateDone{m.seq, false, "no shared-state sync is waiting on " + self_.shortStr()});
             return;
         }
-        for (auto &t : m.receive)
-            if (t.entry >= op->local.size()) {
-                control_.send(SharedStateDone{m.seq, false, "plan names an entry this peer does not have"});
-                return;
-            }
-        for (auto &t : m.send)
-            if (t.entry >= op->local.size()) {
-                control_.send(SharedStateDone{m.seq, false, "plan names an entry this peer does not have"});
-                return;
-            }
+        if (auto why = checkPlan(m, op->local); !why.empty()) {
+            control_.send(SharedStateDone{m.seq, false, "malformed plan from the master: " + why,
+                                          static_cast<uint8_t>(pcclRankConnectionLost)});
+            return;
+        }
         op->seq = m.seq;
         op->result.revision = m.revision;
         shared_state::TransferOptions o;
         o.poolSize = options_.poolSize;
         o.connectTimeout = options_.connectTimeout;
-        o.segmentBytes = options_.segmentBytes;
+        o.compressionLevel = options_.stateCompressionLevel;
         const uint64_t seq = m.seq;
         op->transfer = std::make_shared<shared_state::StateTransfer>(
             data_, op->local, m, o, [this, seq](Status st) {
@@ -87,7 +109,7 @@ void Communicator::onSyncPlan(const SharedStatePlan &m) {
                 control_.send(SharedStateDone{seq, st.ok(), st.message(), static_cast<uint8_t>(st.code())});
             });
     }
-    if (!m.receive.empty()) data_.registerSink(m.seq, op->transfer);
+    data_.registerSink(m.seq, op->transfer);  // receivers get chunks, sources get requests
     op->transfer->start();
 }
 
@@ -101,11 +123,20 @@ void Communicator::onSyncEnd(uint64_t seq, Status status, uint64_t revision) {
         transfer = op->transfer;
         if (status.ok()) op->result.revision = revision;
     }
-    if (status.ok()) {
-        data_.unregisterSink(seq);
-        return finishSync(op, status);
-    }
+    // On commit too the transfer is stopped the same way: a source's sends must be drained
+    // before the user may touch the buffers again.
     abortTransfer(op, transfer, status);
+}
+
+void Communicator::onSourceLost(const SharedStateSourceLost &m) {
+    std::shared_ptr<shared_state::StateTransfer> transfer;
+    {
+        std::lock_guard lock(mu_);
+        if (!sync_ || sync_->done || sync_->seq != m.seq) return;
+        transfer = sync_->transfer;
+    }
+    data_.closePeer(m.peer, "peer removed from the run");
+    if (transfer) transfer->sourceLost(m.peer);
 }
 
 std::shared_ptr<transport::DataOperation> Communicator::runningTransferLocked() const {

@@ -179,13 +179,15 @@ struct HeartbeatAck { PCCL_NO_FIELDS };
 
 // ---- shared state (docs/shared_state.md)
 using Digest = std::array<uint8_t, 16>;
+inline constexpr uint64_t kStateChunkBytes = 4u << 20;  // entries are hashed and moved in chunks of this size
 struct EntryDesc {
     std::string name;
     uint8_t dtype = 0;
     uint64_t count = 0;
     bool allow_inequality = false;
-    Digest digest{};
-    PCCL_FIELDS(name, dtype, count, allow_inequality, digest)
+    Digest digest{};             // XXH3-128 of the chunk digests
+    std::vector<Digest> chunks;  // XXH3-128 of each kStateChunkBytes chunk
+    PCCL_FIELDS(name, dtype, count, allow_inequality, digest, chunks)
     bool sameLayout(const EntryDesc &o) const {
         return name == o.name && dtype == o.dtype && count == o.count && allow_inequality == o.allow_inequality;
     }
@@ -198,21 +200,24 @@ struct SharedStateSync {
     std::vector<EntryDesc> entries;
     PCCL_FIELDS(revision, strategy, synced_before, entries)
 };
-// One entry to move: in SharedStatePlan::receive, `peer` is the source; in ::send, the receiver.
-struct EntryTransfer {
+// The chunks of one entry a receiver needs, their popular digests, and the peers that may
+// serve them (indices into SharedStatePlan::peers, in the order to prefer them).
+struct ChunkFetch {
     uint32_t entry = 0;
-    Uuid peer;
-    NetAddr addr;
-    Digest digest{};
-    PCCL_FIELDS(entry, peer, addr, digest)
+    std::vector<uint32_t> chunks;
+    std::vector<Digest> digests;  // one per chunk
+    std::vector<uint32_t> sources;
+    PCCL_FIELDS(entry, chunks, digests, sources)
 };
-// master -> peer: what this peer receives and sends in round `seq`.
+// master -> peer: this peer's part in round `seq`: what it fetches, and which peers may ask it
+// for chunks (`serve`, indices into `peers`).
 struct SharedStatePlan {
     uint64_t seq = 0;
     uint64_t revision = 0;
-    std::vector<EntryTransfer> receive;
-    std::vector<EntryTransfer> send;
-    PCCL_FIELDS(seq, revision, receive, send)
+    std::vector<RingMember> peers;
+    std::vector<ChunkFetch> receive;
+    std::vector<uint32_t> serve;
+    PCCL_FIELDS(seq, revision, peers, receive, serve)
 };
 struct SharedStateDone {
     uint64_t seq = 0;
@@ -235,6 +240,13 @@ struct SharedStateAborted {
     PCCL_FIELDS(seq, result, reason, lost)
 };
 
+// master -> receivers of round `seq`: a source was removed from the run; fetch its chunks
+// from the other sources.
+struct SharedStateSourceLost {
+    uint64_t seq = 0;
+    Uuid peer;
+    PCCL_FIELDS(seq, peer)
+};
 // master -> peer: a global vote (kind: VoteUpdateTopology, VotePeersPending or
 // VoteOptimizeTopology) did not complete within the master's vote deadline; this peer's vote is
 // withdrawn and its call returns `result` (pcclTimeout).
@@ -250,7 +262,7 @@ using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
                  OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck, SharedStateSync, SharedStatePlan,
-                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed>;
+                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost>;
 
 const char *messageName(const ControlMessage &m);
 

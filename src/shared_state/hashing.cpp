@@ -2,19 +2,60 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
+#include <atomic>
+#include <thread>
+
 #include "util/bytes.h"
 
 namespace pccl::shared_state {
 
-protocol::Digest digest(const void *data, size_t bytes) {
+using protocol::Digest;
+using protocol::kStateChunkBytes;
+
+Digest digest(const void *data, size_t bytes) {
     const XXH128_hash_t h = XXH3_128bits(data, bytes);
-    protocol::Digest d;
+    Digest d;
     storeLE64(d.data(), h.low64);
     storeLE64(d.data() + 8, h.high64);
     return d;
 }
 
-std::string digestHex(const protocol::Digest &d) {
+size_t chunkCount(size_t bytes) { return (bytes + kStateChunkBytes - 1) / kStateChunkBytes; }
+
+Digest combineChunks(const std::vector<Digest> &chunks) { return digest(chunks.data(), chunks.size() * sizeof(Digest)); }
+
+EntryHash hashEntry(const void *data, size_t bytes) { return hashEntries({{data, bytes}}, 1).front(); }
+
+std::vector<EntryHash> hashEntries(const std::vector<std::pair<const void *, size_t>> &entries, unsigned threads) {
+    std::vector<EntryHash> out(entries.size());
+    // One work list of (entry, chunk) over all entries, taken in order by the workers.
+    std::vector<std::pair<uint32_t, uint32_t>> work;
+    for (uint32_t e = 0; e < entries.size(); ++e) {
+        const size_t n = chunkCount(entries[e].second);
+        out[e].chunks.resize(n);
+        for (uint32_t c = 0; c < n; ++c) work.push_back({e, c});
+    }
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+        for (size_t i; (i = next.fetch_add(1)) < work.size();) {
+            const auto [e, c] = work[i];
+            const auto *base = static_cast<const uint8_t *>(entries[e].first) + size_t{c} * kStateChunkBytes;
+            const size_t n = std::min<size_t>(kStateChunkBytes, entries[e].second - size_t{c} * kStateChunkBytes);
+            out[e].chunks[c] = digest(base, n);
+        }
+    };
+    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    threads = static_cast<unsigned>(std::min<size_t>(threads, work.size()));
+    std::vector<std::thread> pool;
+    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto &t : pool) t.join();
+    for (auto &h : out) h.digest = combineChunks(h.chunks);
+    return out;
+}
+
+std::string digestHex(const Digest &d) {
     static const char *hex = "0123456789abcdef";
     std::string s;
     for (auto b : d) {

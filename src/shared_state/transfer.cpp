@@ -1,151 +1,341 @@
 #include "shared_state/transfer.h"
 
 #include <algorithm>
+#include <cstring>
 
+#include "shared_state/chunk_codec.h"
 #include "shared_state/hashing.h"
 #include "util/log.h"
 
 namespace pccl::shared_state {
+
+using protocol::kStateChunkBytes;
 
 StateTransfer::StateTransfer(transport::DataPlane &plane, std::vector<LocalEntry> entries,
                              protocol::SharedStatePlan plan, TransferOptions options,
                              std::function<void(Status)> onFinished)
     : DataOperation(plane, plan.seq, std::move(onFinished)), entries_(std::move(entries)), plan_(std::move(plan)),
       options_(options) {
-    for (auto &r : plan_.receive) {
-        Incoming in;
-        in.from = r;
-        const size_t n = (entries_[r.entry].bytes + options_.segmentBytes - 1) / options_.segmentBytes;
-        in.got.assign(n, 0);
-        in.segmentsLeft = n;
-        incoming_[r.entry] = std::move(in);
+    for (uint32_t i = 0; i < plan_.peers.size(); ++i) peerIndex_[plan_.peers[i].uuid] = i;
+    sources_.resize(plan_.peers.size());
+    for (uint32_t f = 0; f < plan_.receive.size(); ++f) {
+        const auto &fetch = plan_.receive[f];
+        for (size_t k = 0; k < fetch.chunks.size(); ++k) {
+            Chunk c;
+            c.fetch = f;
+            c.entry = fetch.entry;
+            c.index = fetch.chunks[k];
+            c.digest = fetch.digests[k];
+            chunkByKey_[chunkKey(c.entry, c.index)] = chunks_.size();
+            pending_.push_back(chunks_.size());
+            chunks_.push_back(c);
+        }
     }
-    entriesLeft_ = incoming_.size();
+    chunksLeft_ = chunks_.size();
+    for (uint32_t r : plan_.serve) served_[plan_.peers[r].uuid];
+}
+
+std::string StateTransfer::peerName(uint32_t peer) const {
+    const auto &p = plan_.peers[peer];
+    return "peer " + p.uuid.shortStr() + " (" + p.data_addr.str() + ")";
+}
+
+size_t StateTransfer::chunkBytes(const Chunk &c) const {
+    return std::min<size_t>(kStateChunkBytes, entries_[c.entry].bytes - size_t{c.index} * kStateChunkBytes);
 }
 
 void StateTransfer::start() {
-    std::map<Uuid, std::pair<protocol::NetAddr, std::vector<uint32_t>>> byReceiver;
-    for (auto &s : plan_.send) {
-        auto &slot = byReceiver[s.peer];
-        slot.first = s.addr;
-        slot.second.push_back(s.entry);
-    }
+    std::vector<uint32_t> sources;
+    for (auto &fetch : plan_.receive) sources.insert(sources.end(), fetch.sources.begin(), fetch.sources.end());
+    std::sort(sources.begin(), sources.end());
+    sources.erase(std::unique(sources.begin(), sources.end()), sources.end());
     {
         std::unique_lock lock(mu_);
         if (aborted_) return;
         started_ = true;
-        // Entries of zero bytes are complete (and verified) on arrival of nothing. (Frames of
-        // other entries may already have arrived: the sink is registered before start().)
-        for (auto &[entry, in] : incoming_) {
-            if (entries_[entry].bytes != 0) continue;
-            if (digest(entries_[entry].data, 0) != in.from.digest) return failLocked(lock, Status{pcclRankConnectionLost, "empty entry digest mismatch"});
-            --entriesLeft_;
-        }
-        inflight_ += static_cast<int>(byReceiver.size());  // one per pending connect
-        settle(lock);
+        settle(lock);  // a round with nothing to fetch is complete at once
     }
-    for (auto &[to, slot] : byReceiver) {
-        auto self = std::static_pointer_cast<StateTransfer>(shared_from_this());
-        const Uuid peer = to;
-        auto list = slot.second;
-        plane_.connect(peer, slot.first, options_.poolSize, options_.connectTimeout, [self, peer, list](Status st) {
-            if (st.ok()) self->sendEntries(peer, list);
-            else {
-                std::unique_lock lock(self->mu_);
-                self->failLocked(lock, st);
+    auto self = std::static_pointer_cast<StateTransfer>(shared_from_this());
+    for (uint32_t s : sources) {
+        const auto &p = plan_.peers[s];
+        plane_.connect(p.uuid, p.data_addr, options_.poolSize, options_.connectTimeout, [self, s](Status st) {
+            {
+                std::lock_guard lock(self->mu_);
+                if (st.ok()) self->sources_[s].connected = true;
+                else self->dropSourceLocked(s, st.message());
             }
-            self->ioDone();
+            self->pump();
+        });
+    }
+    for (uint32_t r : plan_.serve) {
+        const auto &p = plan_.peers[r];
+        const Uuid to = p.uuid;
+        plane_.connect(to, p.data_addr, options_.poolSize, options_.connectTimeout, [self, to](Status st) {
+            std::vector<uint64_t> waiting;
+            {
+                std::lock_guard lock(self->mu_);
+                auto &served = self->served_.at(to);
+                if (!st.ok()) {
+                    // The receiver is unreachable: it will find other sources (or time out).
+                    PCCL_LOG(Info, "shared state: cannot serve " << to.shortStr() << ": " << st.message());
+                    served.waiting.clear();
+                    return;
+                }
+                served.ready = true;
+                waiting.swap(served.waiting);
+            }
+            for (uint64_t key : waiting) self->serve(to, key);
         });
     }
 }
 
-void StateTransfer::sendEntries(const Uuid &to, const std::vector<uint32_t> &list) {
-    for (uint32_t entry : list) {
-        const LocalEntry &e = entries_[entry];
-        for (size_t off = 0; off < e.bytes; off += options_.segmentBytes) {
-            transport::SegmentHeader h;
-            h.seq = plan_.seq;
-            h.phase = kPhase;
-            h.offset = (static_cast<uint64_t>(entry) << kOffsetBits) | off;
-            h.bytes = static_cast<uint32_t>(std::min(options_.segmentBytes, e.bytes - off));
-            if (!sendCounted(to, h, static_cast<const uint8_t *>(e.data) + off)) return;
+void StateTransfer::sourceLost(const Uuid &peer) {
+    {
+        std::lock_guard lock(mu_);
+        auto it = peerIndex_.find(peer);
+        if (it == peerIndex_.end()) return;
+        dropSourceLocked(it->second, "removed from the run");
+    }
+    pump();
+}
+
+void StateTransfer::dropSourceLocked(uint32_t peer, const std::string &why) {
+    Source &s = sources_[peer];
+    if (!s.unusable) {
+        s.unusable = true;
+        s.why = why;
+        PCCL_LOG(Info, "shared state: no longer fetching from " << peerName(peer) << ": " << why);
+    }
+    // Chunks asked of it whose frame has not begun will never come; those being read fail with
+    // their connection.
+    for (auto &c : chunks_)
+        if (c.source == static_cast<int>(peer) && c.state == ChunkState::Requested) requeueLocked(c, "");
+}
+
+void StateTransfer::requeueLocked(Chunk &c, const std::string &why) {
+    if (c.source >= 0) {
+        --sources_[c.source].outstanding;
+        --outstanding_;
+        if (!why.empty() && !sources_[c.source].unusable) {
+            sources_[c.source].unusable = true;
+            sources_[c.source].why = why;
+            PCCL_LOG(Warn, "shared state: dropping " << peerName(c.source) << " as a source: " << why);
         }
+    }
+    if (c.slot >= 0) freeSlots_.push_back(c.slot);
+    c.source = c.slot = -1;
+    c.state = ChunkState::Pending;
+    pending_.push_front(static_cast<size_t>(&c - chunks_.data()));
+}
+
+std::vector<StateTransfer::Request> StateTransfer::nextRequestsLocked(std::unique_lock<std::mutex> &lock) {
+    std::vector<Request> out;
+    if (aborted_ || finished_) return out;
+    // Look a bounded distance into the queue: chunks of entries with other sources may be
+    // servable while the head waits.
+    for (size_t scanned = 0; scanned < pending_.size() && scanned < 64 && outstanding_ < options_.maxOutstanding;) {
+        Chunk &c = chunks_[pending_[scanned]];
+        if (c.state != ChunkState::Pending) {  // stale queue entry
+            pending_.erase(pending_.begin() + static_cast<long>(scanned));
+            continue;
+        }
+        const auto &candidates = plan_.receive[c.fetch].sources;
+        int best = -1;
+        bool possible = false;
+        for (uint32_t s : candidates) {
+            const Source &src = sources_[s];
+            if (src.unusable) continue;
+            possible = true;
+            if (!src.connected || src.outstanding >= options_.perSource) continue;
+            if (best < 0 || src.outstanding < sources_[best].outstanding) best = static_cast<int>(s);
+        }
+        if (!possible) {
+            std::string why = "no source left for chunk " + std::to_string(c.index) + " of entry '" +
+                              entries_[c.entry].name + "':";
+            for (uint32_t s : candidates) why += " " + peerName(s) + ": " + sources_[s].why + ";";
+            failLocked(lock, Status{pcclRankConnectionLost, why});
+            return {};
+        }
+        if (best < 0) {
+            ++scanned;
+            continue;
+        }
+        if (freeSlots_.empty()) {
+            slots_.emplace_back();
+            slots_.back().wire.resize(compressedBound(kStateChunkBytes));
+            freeSlots_.push_back(static_cast<int>(slots_.size() - 1));
+        }
+        c.slot = freeSlots_.back();
+        freeSlots_.pop_back();
+        c.source = best;
+        c.state = ChunkState::Requested;
+        ++sources_[best].outstanding;
+        ++outstanding_;
+        pending_.erase(pending_.begin() + static_cast<long>(scanned));
+        transport::SegmentHeader h;
+        h.seq = seq_;
+        h.offset = chunkKey(c.entry, c.index);
+        h.bytes = 0;
+        h.phase = kRequest;
+        out.push_back({static_cast<uint32_t>(best), h});
+    }
+    return out;
+}
+
+void StateTransfer::pump() {
+    for (;;) {
+        std::vector<Request> requests;
+        {
+            std::unique_lock lock(mu_);
+            requests = nextRequestsLocked(lock);
+        }
+        if (requests.empty()) return;
+        for (auto &r : requests)
+            if (!sendCounted(plan_.peers[r.peer].uuid, r.header, nullptr)) return;
     }
 }
 
+void StateTransfer::sendFailedLocked(std::unique_lock<std::mutex> &, const Uuid &to, const transport::SegmentHeader &h,
+                                     const std::string &why) {
+    if (h.phase != kRequest) return;  // a chunk this peer served: the receiver's loss, not ours
+    auto it = chunkByKey_.find(h.offset);
+    if (it == chunkByKey_.end()) return;
+    Chunk &c = chunks_[it->second];
+    auto p = peerIndex_.find(to);
+    if (c.state == ChunkState::Requested && p != peerIndex_.end() && c.source == static_cast<int>(p->second))
+        requeueLocked(c, "request failed: " + why);
+}
+
+void StateTransfer::serve(const Uuid &to, uint64_t key) {
+    const uint32_t entry = static_cast<uint32_t>(key >> kOffsetBits);
+    const uint32_t index = static_cast<uint32_t>(key & ((uint64_t{1} << kOffsetBits) - 1));
+    const LocalEntry &e = entries_[entry];
+    const auto *data = static_cast<const uint8_t *>(e.data) + size_t{index} * kStateChunkBytes;
+    const size_t bytes = std::min<size_t>(kStateChunkBytes, e.bytes - size_t{index} * kStateChunkBytes);
+    transport::SegmentHeader h;
+    h.seq = seq_;
+    h.offset = key;
+    h.phase = kChunkRaw;
+    h.bytes = static_cast<uint32_t>(bytes);
+    if (options_.compressionLevel > 0) {
+        auto packed = std::make_shared<std::vector<uint8_t>>();
+        if (compressIfSmaller(data, bytes, options_.compressionLevel, packed.get())) {
+            h.phase = kChunkZstd;
+            h.bytes = static_cast<uint32_t>(packed->size());
+            const void *wire = packed->data();
+            sendCounted(to, h, wire, std::move(packed));
+            return;
+        }
+    }
+    sendCounted(to, h, data);
+}
+
 void *StateTransfer::beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) {
-    const uint32_t entry = static_cast<uint32_t>(h.offset >> kOffsetBits);
-    const uint64_t off = h.offset & ((uint64_t{1} << kOffsetBits) - 1);
+    if (h.phase == kRequest) {
+        const uint32_t entry = static_cast<uint32_t>(h.offset >> kOffsetBits);
+        const uint64_t index = h.offset & ((uint64_t{1} << kOffsetBits) - 1);
+        bool now = false;
+        {
+            std::lock_guard lock(mu_);
+            auto it = served_.find(from);
+            if (h.bytes != 0 || it == served_.end() || entry >= entries_.size() ||
+                index >= chunkCount(entries_[entry].bytes)) {
+                *error = "unexpected shared-state request for entry " + std::to_string(entry) + " chunk " + std::to_string(index);
+                return nullptr;
+            }
+            if (aborted_) return nullptr;
+            if (it->second.ready) now = true;
+            else it->second.waiting.push_back(h.offset);
+        }
+        if (now) serve(from, h.offset);
+        return nullptr;  // nothing to read: the request is the header
+    }
+    if (h.phase != kChunkRaw && h.phase != kChunkZstd) {
+        *error = "unexpected shared-state frame phase " + std::to_string(h.phase);
+        return nullptr;
+    }
     std::lock_guard lock(mu_);
-    auto it = incoming_.find(entry);
-    if (h.phase != kPhase || it == incoming_.end()) {
-        *error = "unexpected shared-state frame for entry " + std::to_string(entry);
+    auto it = chunkByKey_.find(h.offset);
+    if (it == chunkByKey_.end()) {
+        *error = "shared-state chunk this peer never asked for";
         return nullptr;
     }
-    Incoming &in = it->second;
-    const size_t bytes = entries_[entry].bytes;
-    const size_t seg = off / options_.segmentBytes;
-    if (aborted_) return nullptr;  // dropped by the transport
-    if (from != in.from.peer || off % options_.segmentBytes || off >= bytes ||
-        h.bytes != std::min<uint64_t>(options_.segmentBytes, bytes - off) || in.got[seg]) {
-        *error = "malformed, duplicate or misdirected shared-state frame for entry '" + entries_[entry].name + "'";
+    Chunk &c = chunks_[it->second];
+    auto p = peerIndex_.find(from);
+    // A chunk taken back from its source (which was dropped meanwhile) may still arrive: ignore it.
+    if (aborted_ || c.state != ChunkState::Requested || p == peerIndex_.end() || c.source != static_cast<int>(p->second))
+        return nullptr;
+    const size_t expect = chunkBytes(c);
+    if (h.phase == kChunkRaw ? h.bytes != expect : h.bytes > slots_[c.slot].wire.size()) {
+        *error = "shared-state chunk " + std::to_string(c.index) + " of entry '" + entries_[c.entry].name +
+                 "' has the wrong size";
         return nullptr;
     }
-    in.got[seg] = 1;
+    c.state = ChunkState::Reading;
     ++inflight_;
-    return static_cast<uint8_t *>(entries_[entry].data) + off;
+    return slots_[c.slot].wire.data();
 }
 
 void StateTransfer::onPayload(const transport::SegmentHeader &h) {
     rx_ += h.bytes;
-    const uint32_t entry = static_cast<uint32_t>(h.offset >> kOffsetBits);
-    bool complete;
+    Chunk *c;
+    Slot *slot;
+    size_t bytes;
     {
         std::lock_guard lock(mu_);
-        complete = --incoming_.at(entry).segmentsLeft == 0 && !aborted_;
+        c = &chunks_[chunkByKey_.at(h.offset)];
+        slot = &slots_[c->slot];
+        bytes = chunkBytes(*c);
     }
-    if (complete) {
-        const LocalEntry &e = entries_[entry];
-        const bool good = digest(e.data, e.bytes) == incoming_.at(entry).from.digest;
-        std::unique_lock lock(mu_);
-        if (!good) {
-            failLocked(lock, Status{pcclRankConnectionLost, "entry '" + e.name + "' received from peer " +
-                                                                incoming_.at(entry).from.peer.shortStr() +
-                                                                " does not match its digest"});
+    // This chunk's slot belongs to this read alone until it is released below.
+    const uint8_t *plain = slot->wire.data();
+    Status st;
+    if (h.phase == kChunkZstd) {
+        slot->plain.resize(kStateChunkBytes);
+        st = decompressExactly(slot->wire.data(), h.bytes, slot->plain.data(), bytes);
+        plain = slot->plain.data();
+    }
+    if (st.ok() && digest(plain, bytes) != c->digest) st = Status{pcclRankConnectionLost, "digest mismatch"};
+    if (st.ok()) std::memcpy(static_cast<uint8_t *>(entries_[c->entry].data) + size_t{c->index} * kStateChunkBytes, plain, bytes);
+    {
+        std::lock_guard lock(mu_);
+        if (st.ok()) {
+            --sources_[c->source].outstanding;
+            --outstanding_;
+            freeSlots_.push_back(c->slot);
+            c->source = c->slot = -1;
+            c->state = ChunkState::Done;
+            --chunksLeft_;
         } else {
-            --entriesLeft_;
+            requeueLocked(*c, "chunk " + std::to_string(c->index) + " of entry '" + entries_[c->entry].name +
+                                  "' failed verification (" + st.message() + ")");
         }
     }
+    pump();
+    ioDone();
+}
+
+void StateTransfer::onPayloadFailed(const transport::SegmentHeader &h, const std::string &why) {
+    {
+        std::lock_guard lock(mu_);
+        requeueLocked(chunks_[chunkByKey_.at(h.offset)], why);
+    }
+    pump();
     ioDone();
 }
 
 std::vector<Uuid> StateTransfer::linkedPeersLocked() const {
     std::vector<Uuid> peers;
-    for (auto &[entry, in] : incoming_) peers.push_back(in.from.peer);
-    for (auto &t : plan_.send) peers.push_back(t.peer);
-    std::sort(peers.begin(), peers.end());
-    peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+    for (auto &p : plan_.peers) peers.push_back(p.uuid);
     return peers;
 }
 
 std::string StateTransfer::waitingForLocked() const {
-    std::string out;
-    for (auto &[entry, in] : incoming_) {
-        if (in.segmentsLeft == 0) continue;
-        if (!out.empty()) out += ", ";
-        out += "entry '" + entries_[entry].name + "' from peer " + in.from.peer.shortStr() + " (" + in.from.addr.str() +
-               "), " + std::to_string(in.segmentsLeft) + " of " + std::to_string(in.got.size()) + " segments missing";
-    }
-    if (out.empty()) out = "sends to " + std::to_string(plan_.send.size()) + " receivers to complete";
-    return "shared-state transfer round " + std::to_string(seq_) + ": " + out;
-}
-
-void StateTransfer::onPayloadFailed(const transport::SegmentHeader &, const std::string &why) {
-    {
-        std::unique_lock lock(mu_);
-        failLocked(lock, Status{pcclRankConnectionLost, why});
-    }
-    ioDone();
+    std::string s = "shared-state round " + std::to_string(seq_) + ": " + std::to_string(chunksLeft_) + " of " +
+                    std::to_string(chunks_.size()) + " chunks missing";
+    for (uint32_t i = 0; i < sources_.size(); ++i)
+        if (sources_[i].outstanding) s += "; " + std::to_string(sources_[i].outstanding) + " asked of " + peerName(i);
+    return s;
 }
 
 } // namespace pccl::shared_state

@@ -8,7 +8,7 @@ DataOperation::DataOperation(DataPlane &plane, uint64_t seq, std::function<void(
     : plane_(plane), seq_(seq), lastProgress_(std::chrono::steady_clock::now().time_since_epoch().count()),
       onFinished_(std::move(onFinished)) {}
 
-bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const void *data) {
+bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const void *data, std::shared_ptr<void> keepalive) {
     {
         std::lock_guard lock(mu_);
         if (aborted_) return false;
@@ -16,10 +16,13 @@ bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const vo
     }
     tx_ += h.bytes;
     auto self = shared_from_this();
-    plane_.send(to, h, data, [self](bool ok, const std::string &why) {
+    plane_.send(to, h, data, [self, to, h, keepalive = std::move(keepalive)](bool ok, const std::string &why) {
         if (!ok) {
-            std::unique_lock lock(self->mu_);
-            self->failLocked(lock, Status{pcclRankConnectionLost, why});
+            {
+                std::unique_lock lock(self->mu_);
+                self->sendFailedLocked(lock, to, h, why);
+            }
+            self->afterSendFailed();
         }
         self->ioDone();
     });

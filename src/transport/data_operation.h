@@ -52,9 +52,20 @@ protected:
     virtual std::string waitingForLocked() const { return "data"; }
     // The peers this operation exchanges frames with. mu_ held.
     virtual std::vector<Uuid> linkedPeersLocked() const = 0;
+    // A send of this operation failed (the connection to `to` broke, or it was cancelled). The
+    // default fails the operation; an operation that can route around a lost peer overrides it.
+    // mu_ held.
+    virtual void sendFailedLocked(std::unique_lock<std::mutex> &lock, const Uuid &to, const SegmentHeader &h,
+                                  const std::string &why) {
+        (void)to, (void)h;
+        failLocked(lock, Status{pcclRankConnectionLost, why});
+    }
+    // Runs after sendFailedLocked, without mu_ (e.g. to route the work elsewhere).
+    virtual void afterSendFailed() {}
 
-    // Queues a frame of this operation to `to`, counted as I/O. Returns false after an abort.
-    bool sendCounted(const Uuid &to, const SegmentHeader &h, const void *data);
+    // Queues a frame of this operation to `to`, counted as I/O; `keepalive` (if any) is held until
+    // the send completes. Returns false after an abort.
+    bool sendCounted(const Uuid &to, const SegmentHeader &h, const void *data, std::shared_ptr<void> keepalive = nullptr);
     void ioDone();
     void failLocked(std::unique_lock<std::mutex> &lock, Status status);
     void settle(std::unique_lock<std::mutex> &lock);
