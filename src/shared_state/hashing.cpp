@@ -1,6 +1,12 @@
 #include "shared_state/hashing.h"
 
 #include <xxhash.h>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xxh_x86dispatch.h>  // XXH3 with the widest vector unit of this CPU (AVX2/AVX-512), chosen at run time
+#define PCCL_XXH3_128 XXH3_128bits_dispatch
+#else
+#define PCCL_XXH3_128 XXH3_128bits
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -14,7 +20,7 @@ using protocol::Digest;
 using protocol::kStateChunkBytes;
 
 Digest digest(const void *data, size_t bytes) {
-    const XXH128_hash_t h = XXH3_128bits(data, bytes);
+    const XXH128_hash_t h = PCCL_XXH3_128(data, bytes);
     Digest d;
     storeLE64(d.data(), h.low64);
     storeLE64(d.data() + 8, h.high64);
