@@ -337,10 +337,15 @@ PCCL_EXPORT pcclResult_t pcclArePeersPending(const pcclComm_t *comm, bool *pendi
 PCCL_EXPORT pcclResult_t pcclOptimizeTopology(const pcclComm_t *comm);
 
 /** Blocking all-reduce over the peer group. sendbuf == recvbuf (in place) is allowed; partly
- *  overlapping buffers are not. Quantization options are validated and must agree between
- *  peers; this version reduces at full precision (results are exact, nothing is compressed). On success every peer of the group holds byte-identical
- *  results. Result codes: pcclSuccess; pcclNotInitialized; pcclInvalidArgument (NULL buffers,
- *  count 0, unknown dtype/op, unsupported quantization); pcclInvalidUsage (not connected,
+ *  overlapping buffers are not. On success every peer of the group holds byte-identical
+ *  results, quantized or not. Quantization (pcclQuantMinMax or pcclQuantZeroPointScale to
+ *  pcclUint8 or pcclUint16; f32, f64, f16 and bf16 data; sum, avg, max, min) sends every
+ *  segment as codes plus two parameters, round to nearest; NaN and infinities pass exactly;
+ *  each hop adds an error of at most half a quantization step of that segment's range; the
+ *  owner of each chunk keeps the dequantized value it sends, so all peers agree bit for bit.
+ *  tx/rx bytes count the quantized bytes. The options must agree between peers. Result codes: pcclSuccess; pcclNotInitialized; pcclInvalidArgument (NULL buffers,
+ *  count 0, unknown dtype/op, quantization of integers, of prod, or to a type other than
+ *  u8/u16); pcclInvalidUsage (not connected,
  *  tag already in flight on this communicator); pcclTooFewPeers (never: a group of one
  *  reduces to a copy); pcclMismatch (peers disagree on count/dtype/op/quantization for this
  *  tag; nothing written); pcclRankConnectionLost (a peer of the group was lost or a link

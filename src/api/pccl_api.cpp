@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "api/api_common.h"
+#include "collectives/quantize.h"
 #include "collectives/reduce_kernels.h"
 #include "util/log.h"
 
@@ -64,6 +65,7 @@ Result<peer::ReduceArgs> reduceArgs(const void *sendbuf, void *recvbuf, const pc
         return invalidArgument("unknown quantization algorithm " + std::to_string(algo));
     if (algo != pcclQuantNone && (qtype < 0 || qtype > pcclDouble))
         return invalidArgument("unknown quantized data type " + std::to_string(qtype));
+    PCCL_RETURN_IF_ERROR(collectives::checkQuantization(d->src_descriptor.datatype, d->op, q));
     const size_t esize = collectives::dataTypeSize(d->src_descriptor.datatype);
     if (d->count > SIZE_MAX / 8) return invalidArgument("count " + std::to_string(d->count) + " is too large");
     const size_t bytes = d->count * esize;

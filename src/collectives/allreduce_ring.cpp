@@ -35,6 +35,12 @@ RingAllReduce::RingAllReduce(transport::DataPlane &plane, RingAllReduceParams pa
         expected_[kAllGather] = numSegments_ - (chunkFirstSegment_[p_.rank + 1] - chunkFirstSegment_[p_.rank]);
         if (accType_ != p_.dtype) staging_.resize(p_.count * accSize_);
         if (inPlace_) backup_.resize(p_.count * elemSize_);
+        if (p_.quant.algorithm != pcclQuantNone) {
+            spec_ = QuantSpec{p_.quant.algorithm, p_.quant.quantized_datatype, accType_};
+            qSlot_ = quantizedBytes(spec_, segElems_);
+            qin_.resize(numSegments_ * qSlot_);
+            for (auto &q : qout_) q.resize(numSegments_ * qSlot_);
+        }
     }
 }
 
@@ -102,10 +108,19 @@ void RingAllReduce::start() {
     auto deferred = std::move(deferred_);
     deferred_.clear();
     lock.unlock();
-    for (auto &d : deferred) sendFrame(d.phase, d.offset, d.n, d.data);
+    for (auto &d : deferred) sendFrame(d.phase, d.offset, d.n, d.data, d.bytes);
     for (auto &s : segs) {
         backup(s.offset, s.len);
-        if (accType_ == p_.dtype) {
+        if (quantized()) {
+            const void *values = localPtr(s.offset);
+            if (accType_ != p_.dtype) {
+                toAccum(p_.dtype, p_.op, values, accPtr(s.offset), s.len);
+                values = accPtr(s.offset);
+            }
+            const size_t idx = chunkFirstSegment_[c] + (s.offset - chunkBegin(c)) / segElems_;
+            quantize(spec_, values, s.len, qout(kReduceScatter, idx));
+            sendFrame(kReduceScatter, s.offset, s.len, qout(kReduceScatter, idx), quantizedBytes(spec_, s.len));
+        } else if (accType_ == p_.dtype) {
             sendFrame(kReduceScatter, s.offset, s.len, localPtr(s.offset));
         } else {
             toAccum(p_.dtype, p_.op, localPtr(s.offset), accPtr(s.offset), s.len);
@@ -117,11 +132,11 @@ void RingAllReduce::start() {
     settle(lock);
 }
 
-void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *data) {
+void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes) {
     {
         std::lock_guard lock(mu_);
         if (!started_ && !aborted_) {
-            deferred_.push_back({phase, offset, n, data});
+            deferred_.push_back({phase, offset, n, data, bytes});
             return;
         }
     }
@@ -129,7 +144,7 @@ void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *
     h.seq = p_.seq;
     h.offset = offset;
     h.phase = phase;
-    h.bytes = static_cast<uint32_t>(n * (phase == kReduceScatter ? accSize_ : elemSize_));
+    h.bytes = static_cast<uint32_t>(bytes ? bytes : n * (phase == kReduceScatter ? accSize_ : elemSize_));
     sendCounted(p_.next, h, data);
 }
 
@@ -147,7 +162,7 @@ void *RingAllReduce::beginFrame(const transport::SegmentHeader &h, const Uuid &f
     size_t len = 0;
     const size_t idx = segmentIndex(h.offset, &len);
     const size_t wireElem = h.phase == kReduceScatter ? accSize_ : elemSize_;
-    if (idx == SIZE_MAX || h.bytes != len * wireElem) {
+    if (idx == SIZE_MAX || h.bytes != (quantized() ? quantizedBytes(spec_, len) : len * wireElem)) {
         *error = "frame at offset " + std::to_string(h.offset) + " with " + std::to_string(h.bytes) +
                  " bytes does not match the segmentation of operation " + std::to_string(p_.seq);
         return nullptr;
@@ -169,9 +184,35 @@ void *RingAllReduce::beginFrame(const transport::SegmentHeader &h, const Uuid &f
             backedUp_[idx] = 1;
             backup(h.offset, len);
         }
-        return accPtr(h.offset);
+        return quantized() ? qin(idx) : accPtr(h.offset);
     }
-    return outPtr(h.offset);
+    return quantized() ? qin(idx) : outPtr(h.offset);
+}
+
+bool RingAllReduce::onQuantizedPayload(const transport::SegmentHeader &h, size_t idx, size_t len, uint32_t c) {
+    const uint32_t n = p_.worldSize;
+    if (!dequantize(spec_, qin(idx), len, accPtr(h.offset))) return false;
+    if (h.phase == kAllGather) {
+        fromAccum(p_.dtype, accPtr(h.offset), outPtr(h.offset), len);
+        // Forward the very bytes the owner produced: every peer decodes the same frame.
+        if ((p_.rank + 1) % n != c) sendFrame(kAllGather, h.offset, len, qin(idx), h.bytes);
+        return true;
+    }
+    if (c != p_.rank) {
+        accumulate(p_.dtype, p_.op, accPtr(h.offset), localPtr(h.offset), len);
+        quantize(spec_, accPtr(h.offset), len, qout(kReduceScatter, idx));
+        sendFrame(kReduceScatter, h.offset, len, qout(kReduceScatter, idx), h.bytes);
+        return true;
+    }
+    // The owner: the final value, quantized once more for the all-gather; the owner keeps what
+    // the others will decode, so that every peer ends with the same bytes.
+    finish(p_.dtype, p_.op, accPtr(h.offset), localPtr(h.offset), outPtr(h.offset), len, n);
+    if (accType_ != p_.dtype) toAccum(p_.dtype, pcclSum, outPtr(h.offset), accPtr(h.offset), len);
+    quantize(spec_, accPtr(h.offset), len, qout(kAllGather, idx));
+    dequantize(spec_, qout(kAllGather, idx), len, accPtr(h.offset));
+    fromAccum(p_.dtype, accPtr(h.offset), outPtr(h.offset), len);
+    sendFrame(kAllGather, h.offset, len, qout(kAllGather, idx), h.bytes);
+    return true;
 }
 
 void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
@@ -185,7 +226,13 @@ void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
         std::lock_guard lock(mu_);
         aborted = aborted_;
     }
-    if (!aborted) {
+    if (!aborted && quantized()) {
+        const size_t idx = segmentIndex(h.offset, &len);
+        if (!onQuantizedPayload(h, idx, len, c)) {
+            std::unique_lock lock(mu_);
+            failLocked(lock, Status{pcclRankConnectionLost, "malformed quantized frame from " + p_.prevName});
+        }
+    } else if (!aborted) {
         if (h.phase == kReduceScatter) {
             if (c == p_.rank) {
                 finish(p_.dtype, p_.op, accPtr(h.offset), localPtr(h.offset), outPtr(h.offset), len, n);

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "collectives/quantize.h"
 #include "transport/data_operation.h"
 #include "util/status.h"
 #include "util/uuid.h"
@@ -46,6 +47,9 @@ struct RingAllReduceParams {
     std::string prevName, nextName;  // "peer 1a2b3c4d (10.0.0.7:48150)", for error messages
     uint64_t tag = 0;                // for error messages
     size_t segmentBytes = 1 << 20;
+    // pcclQuantNone: exact. Otherwise segments travel quantized (collectives/quantize.h); the
+    // caller has checked the combination with checkQuantization().
+    pcclQuantizationOptions_t quant{pcclUint8, pcclQuantNone};
 };
 
 class RingAllReduce : public transport::DataOperation {
@@ -78,7 +82,14 @@ private:
     uint8_t *accPtr(size_t offset) const;
     uint8_t *outPtr(size_t offset) const { return static_cast<uint8_t *>(p_.recv) + offset * elemSize_; }
     void backup(size_t offset, size_t n);
-    void sendFrame(Phase phase, size_t offset, size_t n, const void *data);
+    // bytes: the payload size; 0 = n elements of the phase's exact wire type.
+    void sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes = 0);
+    // Quantized transport: the receive slot and the per-phase send slots of segment idx.
+    bool quantized() const { return spec_.algorithm != pcclQuantNone; }
+    uint8_t *qin(size_t idx) { return qin_.data() + idx * qSlot_; }
+    uint8_t *qout(Phase ph, size_t idx) { return qout_[ph].data() + idx * qSlot_; }
+    // The quantized paths of onPayload; false on a malformed frame.
+    bool onQuantizedPayload(const transport::SegmentHeader &h, size_t idx, size_t len, uint32_t chunk);
 
     RingAllReduceParams p_;
     size_t elemSize_, accSize_;
@@ -87,6 +98,9 @@ private:
     size_t segElems_;
     std::vector<uint8_t> staging_;  // partials in the accumulator type (only when it differs)
     std::vector<uint8_t> backup_;   // the input, in place only
+    QuantSpec spec_;
+    size_t qSlot_ = 0;                // bytes of one quantized segment slot
+    std::vector<uint8_t> qin_, qout_[2];
     size_t numSegments_ = 0;
     std::vector<size_t> chunkFirstSegment_;
 
@@ -101,6 +115,7 @@ private:
         Phase phase;
         size_t offset, n;
         const void *data;
+        size_t bytes;
     };
     std::vector<Deferred> deferred_;
 };

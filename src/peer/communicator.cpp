@@ -362,6 +362,7 @@ void Communicator::onCommence(const CollectiveCommence &m) {
         next = m.ring[(rank + 1) % n];
         p.next = next.uuid;
         p.segmentBytes = options_.segmentBytes;
+        p.quant = op->args.quant;
         p.tag = m.tag;
         auto name = [](const RingMember &r) { return "peer " + r.uuid.shortStr() + " (" + r.data_addr.str() + ")"; };
         p.prevName = name(m.ring[(rank + n - 1) % n]);
