@@ -187,7 +187,11 @@ typedef struct pcclCommCreateParamsEx_t {
     uint32_t io_threads;           /**< data-plane I/O threads (PCCL_IO_THREADS, 2; at most 64) */
 } pcclCommCreateParamsEx_t;
 
+#ifdef __cplusplus
+#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0 }
+#else
 #define PCCL_COMM_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclCommCreateParamsEx_t) }
+#endif
 
 typedef struct pcclComm_t pcclComm_t;
 typedef struct pcclMasterInstanceState_t pcclMasterInstance_t;

@@ -87,6 +87,9 @@ Actions Membership::onMessage(ClientId client, const ControlMessage &message) {
             } else if constexpr (std::is_same_v<M, SharedStateDone>) {
                 if (!requireAccepted()) return;
                 onSharedStateDone(out, p, m);
+            } else if constexpr (std::is_same_v<M, BandwidthReport>) {
+                if (!requireAccepted()) return;
+                onBandwidthReport(out, p, m);
             } else if constexpr (std::is_same_v<M, Leave>) {
                 removePeer(out, client, "left");
                 Action a;
@@ -176,12 +179,18 @@ std::vector<RingMember> Membership::ringOf(uint32_t group) const {
 }
 
 void Membership::admitPending(Actions &out) {
+    std::map<uint32_t, std::vector<ClientId>> joiners;
     for (auto &[id, p] : peers_) {
         if (p.state != State::Pending) continue;
         p.state = State::Accepted;
-        rings_[p.group].push_back(id);
+        joiners[p.group].push_back(id);
         events_.push_back(describe(p) + " admitted to group " + std::to_string(p.group));
     }
+    for (auto &[group, ids] : joiners) placeJoiners(group, ids);
+    startLinksRound(out);
+}
+
+void Membership::startLinksRound(Actions &out) {
     ++epoch_;
     topologySince_.reset();
     linksSince_ = now_;
@@ -214,11 +223,9 @@ void Membership::maybeFinishVotes(Actions &out) {
         pendingSince_.reset();
     }
     if (all(&Peer::votedOptimize)) {
-        for (ClientId id : accepted) {
-            peers_.at(id).votedOptimize = false;
-            send(out, id, OptimizeTopologyResult{true, ""});
-        }
+        for (ClientId id : accepted) peers_.at(id).votedOptimize = false;
         optimizeSince_.reset();
+        startProbe(out, accepted);
     }
     if (linksWaiting_.empty() && all(&Peer::votedTopology)) admitPending(out);
 }
@@ -237,6 +244,9 @@ void Membership::finishLinksRound(Actions &out) {
     for (ClientId id : linksRound_)
         if (peers_.count(id)) send(out, id, TopologyDone{epoch_, linksError_.empty(), linksError_});
     linksRound_.clear();
+    // An optimize vote that rewired the ring answers once the new links are up.
+    for (ClientId id : std::exchange(optimizeAnswer_, {}))
+        if (peers_.count(id)) send(out, id, OptimizeTopologyResult{linksError_.empty(), linksError_});
 }
 
 void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m) {
@@ -354,6 +364,8 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
     }
     if (linksWaiting_.erase(id) && linksWaiting_.empty()) finishLinksRound(out);
     linksRound_.erase(id);
+    std::erase(optimizeAnswer_, id);
+    if (probe_ && probe_->waiting.erase(id) && probe_->waiting.empty()) finishProbe(out);
     maybeFinishVotes(out);
 }
 
@@ -524,6 +536,7 @@ Actions Membership::onTick() {
         if (peers_.count(id))
             kick(out, id, "no heartbeat for " + std::to_string(now_ - peers_.at(id).lastSeenMs) + " ms");
     if (options_.voteTimeoutMs != 0) settleLateVotes(out);
+    if (probe_ && now_ >= probe_->deadlineMs) finishProbe(out);
     return out;
 }
 

@@ -105,6 +105,16 @@ private:
     void abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result, const std::string &reason,
                          const std::vector<Uuid> &lost = {});
     void sendWorld(Actions &out);
+    // Sends every accepted peer the ring of its group and waits for LinksReady (admission, or a
+    // reordered ring).
+    void startLinksRound(Actions &out);
+    // Topology (membership_topology.cpp): measure links on an optimize vote, solve, apply;
+    // place joiners where they cost least.
+    void startProbe(Actions &out, const std::vector<ClientId> &voters);
+    void onBandwidthReport(Actions &out, Peer &p, const protocol::BandwidthReport &m);
+    void finishProbe(Actions &out);
+    void placeJoiners(uint32_t group, const std::vector<ClientId> &joiners);
+    std::vector<std::vector<double>> bandwidthMatrix(const std::vector<ClientId> &ids) const;
     void settleLateVotes(Actions &out);
     // A vote past its deadline: kicks `laggards` when `voters` outnumber them and returns true;
     // otherwise returns false and sets *reason for failing the voters.
@@ -143,6 +153,19 @@ private:
     std::set<ClientId> linksRound_;
     std::string linksError_;
     std::vector<std::string> events_;
+
+    // Link measurement of an optimize vote in progress.
+    struct ProbeRound {
+        uint64_t round = 0;
+        uint64_t deadlineMs = 0;
+        std::set<uint32_t> groups;
+        std::set<ClientId> waiting;  // peers whose report is missing
+        std::vector<ClientId> voters;
+    };
+    std::optional<ProbeRound> probe_;
+    uint64_t probeRounds_ = 0;
+    std::map<std::pair<Uuid, Uuid>, double> bandwidth_;  // measured bytes/s, from -> to
+    std::vector<ClientId> optimizeAnswer_;                // voters waiting for a rewiring links round
 };
 
 } // namespace pccl::master

@@ -183,7 +183,16 @@ int main(void) {
     for (i = 0; i < NUM_PEERS; ++i) {
         memset(&peers[i], 0, sizeof peers[i]);
         peers[i].rank = i;
-        CHECK_OK("create-communicators", NULL, pcclCreateCommunicator(&params, &peers[i].comm));
+        if (i == 0) {
+            /* The extended parameters (an extension): per-communicator deadlines. */
+            pcclCommCreateParamsEx_t ex = PCCL_COMM_CREATE_PARAMS_EX_INIT;
+            ex.params = params;
+            ex.op_timeout_ms = 20000;
+            ex.heartbeat_timeout_ms = 4000;
+            CHECK_OK("create-communicators", NULL, pcclCreateCommunicatorEx(&ex, &peers[i].comm));
+        } else {
+            CHECK_OK("create-communicators", NULL, pcclCreateCommunicator(&params, &peers[i].comm));
+        }
     }
     phase_ok("create-communicators");
 

@@ -84,6 +84,25 @@ TEST_CASE("args: library calls validate their pointers", "[api][args]") {
             EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclInterruptMaster(nullptr));
             EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclMasterAwaitTermination(nullptr));
             EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclDestroyMaster(nullptr));
+            // The extended parameters: size, deadlines and thread counts are checked.
+            pcclCommCreateParamsEx_t ex = PCCL_COMM_CREATE_PARAMS_EX_INIT;
+            ex.params = params;
+            EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclCreateCommunicatorEx(nullptr, &comm));
+            EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclCreateCommunicatorEx(&ex, nullptr));
+            for (auto change : std::initializer_list<void (*)(pcclCommCreateParamsEx_t &)>{
+                     [](pcclCommCreateParamsEx_t &e) { e.struct_size = sizeof(e) - 4; },
+                     [](pcclCommCreateParamsEx_t &e) { e.op_timeout_ms = 99; },
+                     [](pcclCommCreateParamsEx_t &e) { e.heartbeat_timeout_ms = 1; },
+                     [](pcclCommCreateParamsEx_t &e) { e.io_threads = 65; },
+                     [](pcclCommCreateParamsEx_t &e) { e.params.p2p_connection_pool_size = 65; }}) {
+                pcclCommCreateParamsEx_t b = ex;
+                change(b);
+                EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclCreateCommunicatorEx(&b, &comm));
+                PT_CHECK(comm == nullptr);
+            }
+            PT_EXPECT_RESULT(nullptr, pcclSuccess, pcclCreateCommunicatorEx(&ex, &comm));
+            PT_EXPECT_RESULT(nullptr, pcclSuccess, pcclDestroyCommunicator(comm));
+            comm = nullptr;
             pcclAsyncReduceOp_t h{};
             EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclAwaitAsyncReduce(nullptr, nullptr));
             EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclAwaitAsyncReduce(&h, nullptr)); // h.comm == NULL

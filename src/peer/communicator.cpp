@@ -5,6 +5,7 @@
 
 #include "collectives/allreduce_ring.h"
 #include "collectives/reduce_kernels.h"
+#include "transport/bandwidth_probe.h"
 #include "util/log.h"
 
 namespace pccl::peer {
@@ -182,6 +183,8 @@ void Communicator::onMessage(ControlMessage &&message) {
                 lastOptimize_ = m.ok ? Status{} : Status{pcclTopologyOptimizationFailed, m.error};
                 ++optimizeResults_;
                 cv_.notify_all();
+            } else if constexpr (std::is_same_v<M, BandwidthProbe>) {
+                onBandwidthProbe(m);
             } else if constexpr (std::is_same_v<M, VoteFailed>) {
                 onVoteFailed(m);
             } else if constexpr (std::is_same_v<M, WorldUpdate>) {
@@ -405,6 +408,37 @@ void Communicator::checkProgress() {
             op->forceQuiescence(options_.opTimeout);
         }
     }
+}
+
+void Communicator::onBandwidthProbe(const BandwidthProbe &m) {
+    auto me = std::find_if(m.peers.begin(), m.peers.end(), [&](auto &r) { return r.uuid == self_; });
+    const size_t n = m.peers.size();
+    if (me == m.peers.end() || n < 2 || m.window_ms == 0 || m.window_ms > 10000) {
+        control_.send(BandwidthReport{m.round, {}, {}});
+        return;
+    }
+    const size_t i = static_cast<size_t>(me - m.peers.begin());
+    const auto window = std::chrono::milliseconds(m.window_ms);
+    auto probe = std::make_shared<transport::BandwidthProbe>(data_, m.seq, size_t{1} << 20, 2 * options_.poolSize);
+    data_.registerSink(m.seq, probe);
+    const auto start = std::chrono::steady_clock::now();
+    for (size_t k = 1; k < n; ++k) {
+        const RingMember to = m.peers[(i + k) % n];
+        const auto until = start + window * k;
+        control_.after(window * (k - 1), [this, probe, to, until] {
+            probe->sendTo(to.uuid, to.data_addr, options_.poolSize, options_.connectTimeout, until);
+        });
+    }
+    // Late frames of the last window still count; then report.
+    control_.after(window * (n - 1) + std::chrono::milliseconds(300), [this, probe, round = m.round, seq = m.seq] {
+        BandwidthReport report{round, {}, {}};
+        for (auto &[from, rate] : probe->rates()) {
+            report.from.push_back(from);
+            report.bytes_per_s.push_back(rate);
+        }
+        data_.unregisterSink(seq);
+        control_.send(std::move(report));
+    });
 }
 
 void Communicator::onVoteFailed(const VoteFailed &m) {

@@ -131,6 +131,8 @@ private:
     // Control thread, periodically: fails running transfers that stalled past opTimeout.
     void checkProgress();
     void onVoteFailed(const protocol::VoteFailed &m);
+    // Measures this peer's links for pcclOptimizeTopology (transport::BandwidthProbe), reports.
+    void onBandwidthProbe(const protocol::BandwidthProbe &m);
     std::shared_ptr<transport::DataOperation> runningTransferLocked() const;  // the sync's, if running; mu_ held
     void onSyncPlan(const protocol::SharedStatePlan &m);
     void onSyncEnd(uint64_t seq, Status status, uint64_t revision);

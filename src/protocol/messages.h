@@ -247,6 +247,24 @@ struct SharedStateSourceLost {
     Uuid peer;
     PCCL_FIELDS(seq, peer)
 };
+// master -> every peer of a group (pcclOptimizeTopology): measure the links to the others.
+// In sub-round k (1..n-1, each `window_ms` long, starting when this message arrives) peer i
+// streams probe frames (data-plane sequence `seq`) to peers[(i + k) % n], so every peer sends
+// on one link and receives on one at a time. Then it reports what it received.
+struct BandwidthProbe {
+    uint64_t round = 0;
+    uint64_t seq = 0;
+    std::vector<RingMember> peers;
+    uint32_t window_ms = 0;
+    PCCL_FIELDS(round, seq, peers, window_ms)
+};
+// peer -> master: the receive rate this peer measured from each sender (bytes/s; 0 = nothing arrived).
+struct BandwidthReport {
+    uint64_t round = 0;
+    std::vector<Uuid> from;
+    std::vector<uint64_t> bytes_per_s;
+    PCCL_FIELDS(round, from, bytes_per_s)
+};
 // master -> peer: a global vote (kind: VoteUpdateTopology, VotePeersPending or
 // VoteOptimizeTopology) did not complete within the master's vote deadline; this peer's vote is
 // withdrawn and its call returns `result` (pcclTimeout).
@@ -262,7 +280,7 @@ using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
                  OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck, SharedStateSync, SharedStatePlan,
-                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost>;
+                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport>;
 
 const char *messageName(const ControlMessage &m);
 

@@ -92,6 +92,13 @@ void ControlClient::every(std::chrono::milliseconds period, std::function<void()
     asio::post(impl_->io, [p] { p->arm(); });
 }
 
+void ControlClient::after(std::chrono::milliseconds delay, std::function<void()> fn) {
+    auto timer = std::make_shared<asio::steady_timer>(impl_->io, delay);
+    timer->async_wait([timer, fn = std::move(fn)](const asio::error_code &ec) {
+        if (!ec) fn();
+    });
+}
+
 void ControlClient::stop(std::optional<protocol::ControlMessage> last) {
     if (!impl_) return;
     if (impl_->conn && impl_->thread.joinable()) {

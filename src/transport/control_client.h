@@ -32,6 +32,8 @@ public:
     void disconnect(const std::string &reason);
     // Runs fn on the control thread every `period` until stop().
     void every(std::chrono::milliseconds period, std::function<void()> fn);
+    // Runs fn once on the control thread after `delay` (never after stop()).
+    void after(std::chrono::milliseconds delay, std::function<void()> fn);
     // Sends `last` (if any), waits briefly for it to be written, closes, joins the thread.
     void stop(std::optional<protocol::ControlMessage> last = std::nullopt);
     // The local address of the control connection (the interface that reaches the master).

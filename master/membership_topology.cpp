@@ -1,0 +1,125 @@
+// Membership: the ring order. pcclOptimizeTopology measures every group's links (BandwidthProbe,
+// each peer sends to one peer and receives from one at a time), solves the ring that maximises
+// the slowest hop (topology_solver.h) and applies it with a links round; admissions insert
+// newcomers where they cost least instead of resetting the order.
+#include <algorithm>
+#include <cmath>
+
+#include "master/membership.h"
+#include "master/topology_solver.h"
+
+namespace pccl::master {
+
+using namespace protocol;
+
+namespace {
+
+constexpr uint64_t kProbeBudgetMs = 2000;   // one measurement round: at most this long per group
+constexpr uint64_t kReportGraceMs = 2500;   // after the last window, for the reports to arrive
+
+std::string rate(double bytesPerSecond) {
+    return std::to_string(static_cast<long long>(std::llround(bytesPerSecond * 8 / 1e6))) + " Mbit/s";
+}
+
+} // namespace
+
+std::vector<std::vector<double>> Membership::bandwidthMatrix(const std::vector<ClientId> &ids) const {
+    std::vector<std::vector<double>> bw(ids.size(), std::vector<double>(ids.size(), 0));
+    for (size_t i = 0; i < ids.size(); ++i)
+        for (size_t j = 0; j < ids.size(); ++j) {
+            if (i == j) continue;
+            auto it = bandwidth_.find({peers_.at(ids[i]).uuid, peers_.at(ids[j]).uuid});
+            if (it != bandwidth_.end()) bw[i][j] = it->second;
+        }
+    return bw;
+}
+
+void Membership::startProbe(Actions &out, const std::vector<ClientId> &voters) {
+    ProbeRound round;
+    round.round = ++probeRounds_;
+    round.voters = voters;
+    uint64_t longest = 0;
+    for (auto &[group, ids] : rings_) {
+        if (ids.size() < 3) continue;  // one ring order only: nothing to choose
+        const uint64_t n = ids.size();
+        const uint32_t window = static_cast<uint32_t>(std::clamp<uint64_t>(kProbeBudgetMs / (n - 1), 100, 500));
+        BandwidthProbe probe{round.round, nextSeq_++, ringOf(group), window};
+        for (ClientId id : ids) {
+            send(out, id, probe);
+            round.waiting.insert(id);
+        }
+        round.groups.insert(group);
+        longest = std::max(longest, window * (n - 1));
+    }
+    if (round.groups.empty()) {
+        for (ClientId id : voters) send(out, id, OptimizeTopologyResult{true, ""});
+        return;
+    }
+    round.deadlineMs = now_ + longest + kReportGraceMs;
+    probe_ = std::move(round);
+}
+
+void Membership::onBandwidthReport(Actions &out, Peer &p, const BandwidthReport &m) {
+    if (!probe_ || m.round != probe_->round || !probe_->waiting.count(p.id)) return;  // late or foreign
+    if (m.from.size() != m.bytes_per_s.size()) return kick(out, p.id, "malformed bandwidth report");
+    for (size_t i = 0; i < m.from.size(); ++i)
+        if (m.from[i] != p.uuid) bandwidth_[{m.from[i], p.uuid}] = static_cast<double>(m.bytes_per_s[i]);
+    probe_->waiting.erase(p.id);
+    if (probe_->waiting.empty()) finishProbe(out);
+}
+
+void Membership::finishProbe(Actions &out) {
+    ProbeRound round = std::move(*probe_);
+    probe_.reset();
+    bool changed = false;
+    for (uint32_t group : round.groups) {
+        auto it = rings_.find(group);
+        if (it == rings_.end() || it->second.size() < 3) continue;
+        std::vector<ClientId> &ids = it->second;
+        const auto bw = bandwidthMatrix(ids);
+        std::vector<size_t> current(ids.size());
+        for (size_t i = 0; i < current.size(); ++i) current[i] = i;
+        const double before = ringBottleneck(bw, current);
+        const RingSolution best = solveRing(bw, std::chrono::milliseconds(200));
+        if (!(best.bottleneck > before)) continue;  // keep a ring that is as good: no needless rewiring
+        std::vector<ClientId> reordered;
+        for (size_t i : best.order) reordered.push_back(ids[i]);
+        ids = std::move(reordered);
+        changed = true;
+        events_.push_back("ring of group " + std::to_string(group) + " reordered: slowest hop " + rate(before) + " -> " +
+                          rate(best.bottleneck));
+    }
+    std::vector<ClientId> voters;
+    for (ClientId id : round.voters)
+        if (peers_.count(id)) voters.push_back(id);
+    if (changed && linksWaiting_.empty()) {
+        optimizeAnswer_ = voters;
+        startLinksRound(out);
+        return;
+    }
+    // Unchanged, or an admission round is already rewiring (the next collective connects to the
+    // new successor on demand).
+    for (ClientId id : voters) send(out, id, OptimizeTopologyResult{true, ""});
+}
+
+void Membership::placeJoiners(uint32_t group, const std::vector<ClientId> &joiners) {
+    auto &ring = rings_[group];
+    std::vector<ClientId> all = ring;
+    all.insert(all.end(), joiners.begin(), joiners.end());
+    const auto bw = bandwidthMatrix(all);
+    const bool measured = std::any_of(bw.begin(), bw.end(), [](auto &row) {
+        return std::any_of(row.begin(), row.end(), [](double x) { return x > 0; });
+    });
+    if (!measured || ring.size() < 2) {  // nothing known: append in arrival order
+        ring = std::move(all);
+        return;
+    }
+    std::vector<size_t> current(ring.size()), incoming;
+    for (size_t i = 0; i < ring.size(); ++i) current[i] = i;
+    for (size_t j = ring.size(); j < all.size(); ++j) incoming.push_back(j);
+    std::vector<ClientId> placed;
+    for (size_t i : insertJoiners(bw, current, incoming)) placed.push_back(all[i]);
+    ring = std::move(placed);
+}
+
+} // namespace pccl::master

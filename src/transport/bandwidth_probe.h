@@ -1,0 +1,51 @@
+// One peer's part in a link measurement round (pcclOptimizeTopology, docs/design.md): it streams
+// probe frames to one peer at a time and measures the rate at which frames arrive from each
+// sender. Probe frames carry no meaning: the receiver reads and drops their payload.
+//
+// Threads: sendTo() from any thread; frame and send callbacks on the data plane's I/O threads;
+// rates() from any thread. The object must outlive nothing: callbacks hold it alive.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "transport/data_plane.h"
+
+namespace pccl::transport {
+
+class BandwidthProbe : public FrameSink, public std::enable_shared_from_this<BandwidthProbe> {
+public:
+    // seq: the round's data-plane sequence number; frames of `frameBytes` (at most 1 MiB), `depth`
+    // in flight per target.
+    BandwidthProbe(DataPlane &plane, uint64_t seq, size_t frameBytes, int depth);
+
+    // Connects (pool of `poolSize`) and streams to `to` until `until`. Returns at once.
+    void sendTo(const Uuid &to, const protocol::NetAddr &addr, int poolSize, std::chrono::milliseconds connectTimeout,
+                std::chrono::steady_clock::time_point until);
+    // Receive rate per sender so far, in bytes/s (the bytes after a sender's first frame over the
+    // time from its first to its last frame).
+    std::map<Uuid, uint64_t> rates() const;
+
+    void *beginFrame(const SegmentHeader &h, const Uuid &from, std::string *error) override;
+    void onPayload(const SegmentHeader &) override {}
+    void onPayloadFailed(const SegmentHeader &, const std::string &) override {}
+
+private:
+    struct Received {
+        uint64_t bytes = 0, firstBytes = 0;
+        std::chrono::steady_clock::time_point first, last;
+    };
+    void pump(const Uuid &to, std::chrono::steady_clock::time_point until);
+
+    DataPlane &plane_;
+    const uint64_t seq_;
+    const size_t frameBytes_;
+    const int depth_;
+    mutable std::mutex mu_;
+    std::map<Uuid, Received> received_;
+};
+
+} // namespace pccl::transport
