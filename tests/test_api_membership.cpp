@@ -204,13 +204,18 @@ TEST_CASE("membership: a master listening on IPv6 ::1 serves peers connecting ov
     });
 }
 
-TEST_CASE("membership: optimize topology keeps the group working", "[api][membership]") {
+TEST_CASE("membership: optimize topology measures the links within its budget and keeps the group working",
+          "[api][membership]") {
     isolated(60, [&] {
         EmbeddedMaster master;
         ClusterOptions opts;
         opts.groups = {0, 0, 0};
         runPeers(master, opts, [&](PeerCtx &ctx) {
+            const auto t0 = Clock::now();
             PT_OK(ctx.comm, pcclOptimizeTopology(ctx.comm));
+            const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+            // Two probe windows of 500 ms, the report grace and a possible rewiring.
+            PT_CHECK_MSG(took > 0.9 && took < 6.0, "pcclOptimizeTopology took " << took << " s");
             checkedF32Sum(ctx.comm, static_cast<float>(ctx.rank), 3.0f, 3, 100003, 0, 3);
             PT_CHECK_EQ(attribute(ctx.comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE), 3);
         });
