@@ -32,7 +32,8 @@
  *   transfer, default 10000), PCCL_VOTE_TIMEOUT_MS (read by the master, embedded or daemon:
  *   default 60000, 0 = never), PCCL_ADMISSION_TIMEOUT_MS (pcclConnect's wait for admission;
  *   default none), PCCL_IO_THREADS (default 2), PCCL_POOL_SIZE (default 4),
- *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment, default 1 MiB). The extended creation
+ *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment, default 1 MiB),
+ *   PCCL_STATE_COMPRESSION_LEVEL (zstd level for shared-state transfers, default 0 = off). The extended creation
  *   parameters (pcclCommCreateParamsEx_t) override the environment per communicator.
  *
  * This header compiles as C99 and as C++.
@@ -185,10 +186,13 @@ typedef struct pcclCommCreateParamsEx_t {
     uint32_t op_timeout_ms;        /**< data-transfer progress deadline (PCCL_OP_TIMEOUT_MS, 10000; >= 100) */
     uint32_t admission_timeout_ms; /**< pcclConnect's wait for admission (PCCL_ADMISSION_TIMEOUT_MS, none) */
     uint32_t io_threads;           /**< data-plane I/O threads (PCCL_IO_THREADS, 2; at most 64) */
+    uint32_t state_compression_level; /**< zstd level (1..19) for shared-state chunks this peer serves,
+                                           used per chunk when it shrinks it by 1/8 or more
+                                           (PCCL_STATE_COMPRESSION_LEVEL; default off) */
 } pcclCommCreateParamsEx_t;
 
 #ifdef __cplusplus
-#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0 }
+#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0 }
 #else
 #define PCCL_COMM_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclCommCreateParamsEx_t) }
 #endif

@@ -94,6 +94,7 @@ TEST_CASE("args: library calls validate their pointers", "[api][args]") {
                      [](pcclCommCreateParamsEx_t &e) { e.op_timeout_ms = 99; },
                      [](pcclCommCreateParamsEx_t &e) { e.heartbeat_timeout_ms = 1; },
                      [](pcclCommCreateParamsEx_t &e) { e.io_threads = 65; },
+                     [](pcclCommCreateParamsEx_t &e) { e.state_compression_level = 20; },
                      [](pcclCommCreateParamsEx_t &e) { e.params.p2p_connection_pool_size = 65; }}) {
                 pcclCommCreateParamsEx_t b = ex;
                 change(b);

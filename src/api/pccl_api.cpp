@@ -191,6 +191,9 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
         for (auto st : {atLeast("heartbeat_timeout_ms", params->heartbeat_timeout_ms, 100),
                         atLeast("op_timeout_ms", params->op_timeout_ms, 100)})
             if (!st.ok()) return fail(nullptr, st);
+        if (params->state_compression_level > 19)
+            return fail(nullptr, invalidArgument("state_compression_level " + std::to_string(params->state_compression_level) +
+                                                 " is not a zstd level (1..19, 0 = default)"));
         if (params->io_threads > 64)
             return fail(nullptr, invalidArgument("io_threads " + std::to_string(params->io_threads) + " is too large (at most 64)"));
         if (params->connect_timeout_ms) options.connectTimeout = ms(params->connect_timeout_ms);
@@ -198,6 +201,7 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
         if (params->op_timeout_ms) options.opTimeout = ms(params->op_timeout_ms);
         if (params->admission_timeout_ms) options.admissionTimeout = ms(params->admission_timeout_ms);
         if (params->io_threads) options.ioThreads = static_cast<int>(params->io_threads);
+        if (params->state_compression_level) options.stateCompressionLevel = static_cast<int>(params->state_compression_level);
         return createWith(options, comm_out);
     });
 }

@@ -150,10 +150,10 @@ struct Use {
 // ------------------------------------------------------------------------------------------
 class Communicator : public Guarded<pcclComm_t> {
 public:
-    // deadlines: connect, heartbeat, op, admission timeouts in ms and io threads (0 = default),
-    // as in pcclCommCreateParamsEx_t.
+    // ex: connect, heartbeat, op, admission timeouts in ms, io threads, shared-state zstd level
+    // (0 = default), as in pcclCommCreateParamsEx_t.
     Communicator(int protocol, const py::bytes &ip, int port, uint32_t peerGroup, uint32_t poolSize,
-                 std::array<uint32_t, 5> ex)
+                 std::array<uint32_t, 6> ex)
         : Guarded("the communicator") {
         pcclCommCreateParamsEx_t params = PCCL_COMM_CREATE_PARAMS_EX_INIT;
         params.params.master_address = makeAddress(protocol, ip, port);
@@ -164,6 +164,7 @@ public:
         params.op_timeout_ms = ex[2];
         params.admission_timeout_ms = ex[3];
         params.io_threads = ex[4];
+        params.state_compression_level = ex[5];
         pcclComm_t *comm = nullptr;
         callNoGil([&] { return pcclCreateCommunicatorEx(&params, &comm); });
         handle_ = comm;
@@ -445,9 +446,9 @@ PYBIND11_MODULE(_pccl, m) {
     m.attr("C") = c;
 
     py::class_<Communicator>(m, "Communicator", "pcclComm_t")
-        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 5>>(), py::arg("protocol"),
+        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 6>>(), py::arg("protocol"),
              py::arg("ip"), py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"),
-             py::arg("ex") = std::array<uint32_t, 5>{})
+             py::arg("ex") = std::array<uint32_t, 6>{})
         .def("close", &Communicator::close)
         .def_property_readonly("closed", &Communicator::closed)
         .def_property_readonly("active_calls", &Communicator::users)
