@@ -298,8 +298,10 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
         return abortCollective(out, p.group, m.tag, result, describe(p) + " reported: " + m.error);
     }
     c.done.insert(p.id);
+    if (m.send_bytes_per_s) c.sendRates[p.id] = m.send_bytes_per_s;
     for (ClientId id : c.participants)
         if (!c.done.count(id)) return;
+    learnFromTraffic(c);
     for (ClientId id : c.participants) send(out, id, CollectiveCommitted{m.tag, c.seq});
     collectives_.erase(it);
 }

@@ -82,6 +82,7 @@ private:
         std::vector<ClientId> participants;
         std::set<ClientId> done;
         uint64_t sinceMs = 0;  // first CollectiveInit
+        std::map<ClientId, uint64_t> sendRates;  // reported with CollectiveDone
     };
 
     void onHello(Actions &out, Peer &p, const protocol::Hello &m);
@@ -114,6 +115,8 @@ private:
     void onBandwidthReport(Actions &out, Peer &p, const protocol::BandwidthReport &m);
     void finishProbe(Actions &out);
     void placeJoiners(uint32_t group, const std::vector<ClientId> &joiners);
+    // Raises the known bandwidth of each ring hop to what a committed all-reduce achieved on it.
+    void learnFromTraffic(const Collective &c);
     std::vector<std::vector<double>> bandwidthMatrix(const std::vector<ClientId> &ids) const;
     void settleLateVotes(Actions &out);
     // A vote past its deadline: kicks `laggards` when `voters` outnumber them and returns true;

@@ -102,6 +102,20 @@ void Membership::finishProbe(Actions &out) {
     for (ClientId id : voters) send(out, id, OptimizeTopologyResult{true, ""});
 }
 
+void Membership::learnFromTraffic(const Collective &c) {
+    // A pipelined ring moves at its slowest hop, so a hop's rate in an all-reduce is only a lower
+    // bound of that link: it raises what is known, never lowers it.
+    const size_t n = c.participants.size();
+    for (size_t i = 0; i < n; ++i) {
+        auto rate = c.sendRates.find(c.participants[i]);
+        if (rate == c.sendRates.end()) continue;
+        auto from = peers_.find(c.participants[i]), to = peers_.find(c.participants[(i + 1) % n]);
+        if (from == peers_.end() || to == peers_.end()) continue;
+        double &known = bandwidth_[{from->second.uuid, to->second.uuid}];
+        known = std::max(known, static_cast<double>(rate->second));
+    }
+}
+
 void Membership::placeJoiners(uint32_t group, const std::vector<ClientId> &joiners) {
     auto &ring = rings_[group];
     std::vector<ClientId> all = ring;

@@ -139,3 +139,30 @@ TEST_CASE("topology: with fewer than three peers nothing is measured", "[master]
     CHECK(sent<OptimizeTopologyResult>(out, 1).size() == 1);
     CHECK(sent<OptimizeTopologyResult>(out, 2).size() == 1);
 }
+
+TEST_CASE("topology: the rates of committed all-reduces refine the known links, so a thin probe does not undo a "
+          "good ring", "[master][topology]") {
+    Cluster c;
+    auto uuids = accepted(c, 3);
+    for (ClientId id = 1; id <= 2; ++id) c.m.onMessage(id, init(4));
+    auto seq = sent<CollectiveCommence>(c.m.onMessage(3, init(4)), 1);
+    REQUIRE(seq.size() == 1);
+    Actions out;
+    for (ClientId id = 1; id <= 3; ++id) {
+        CollectiveDone d{4, seq[0].seq, true, "", 0, 100'000'000};
+        out = c.m.onMessage(id, d);
+    }
+    REQUIRE(sent<CollectiveCommitted>(out, 1).size() == 1);
+    // The probe sees only the reverse links (the forward ones got no sample), and slower.
+    Actions votes;
+    for (ClientId id = 1; id <= 3; ++id) votes = c.m.onMessage(id, VoteOptimizeTopology{});
+    auto probe = sent<BandwidthProbe>(votes, 1);
+    REQUIRE(probe.size() == 1);
+    Actions last;
+    for (ClientId to = 1; to <= 3; ++to) {
+        const ClientId from = to % 3 + 1;  // 2->1, 3->2, 1->3
+        last = c.m.onMessage(to, BandwidthReport{probe[0].round, {uuids[from]}, {50'000'000}});
+    }
+    CHECK(sent<TopologyUpdate>(last, 1).empty());  // the measured forward ring (100 MB/s) stays
+    CHECK(sent<OptimizeTopologyResult>(last, 1).size() == 1);
+}

@@ -389,7 +389,10 @@ void Communicator::onCommence(const CollectiveCommence &m) {
 
 void Communicator::onOpFinished(const std::shared_ptr<Op> &op, Status status) {
     if (!status.ok()) PCCL_LOG(Info, "all-reduce tag " << op->args.tag << " failed locally: " << status.message());
-    control_.send(CollectiveDone{op->args.tag, op->seq, status.ok(), status.message(), static_cast<uint8_t>(status.code())});
+    CollectiveDone done{op->args.tag, op->seq, status.ok(), status.message(), static_cast<uint8_t>(status.code()), 0};
+    // A large enough transfer is a measurement of the link to the successor.
+    if (status.ok() && op->engine && op->engine->txBytes() >= (4u << 20)) done.send_bytes_per_s = op->engine->sendRate();
+    control_.send(std::move(done));
 }
 
 void Communicator::checkProgress() {

@@ -103,7 +103,8 @@ struct CollectiveDone {
     bool ok = true;
     std::string error;
     uint8_t result = 0;  // pcclResult_t when !ok
-    PCCL_FIELDS(tag, seq, ok, error, result)
+    uint64_t send_bytes_per_s = 0;  // this peer's send rate to its successor (0: unknown)
+    PCCL_FIELDS(tag, seq, ok, error, result, send_bytes_per_s)
 };
 struct Leave { PCCL_NO_FIELDS };
 

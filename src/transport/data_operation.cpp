@@ -15,9 +15,14 @@ bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const vo
         ++inflight_;
     }
     tx_ += h.bytes;
+    std::chrono::steady_clock::rep none = 0;
+    firstSend_.compare_exchange_strong(none, std::chrono::steady_clock::now().time_since_epoch().count());
     auto self = shared_from_this();
     plane_.send(to, h, data, [self, to, h, keepalive = std::move(keepalive)](bool ok, const std::string &why) {
-        if (!ok) {
+        if (ok) {
+            self->sentDone_ += h.bytes;
+            self->lastSendDone_ = std::chrono::steady_clock::now().time_since_epoch().count();
+        } else {
             {
                 std::unique_lock lock(self->mu_);
                 self->sendFailedLocked(lock, to, h, why);
@@ -78,6 +83,13 @@ std::optional<std::string> DataOperation::stalled(std::chrono::milliseconds limi
     if (finished_ || aborted_) return std::nullopt;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(idle).count();
     return "no progress for " + std::to_string(ms) + " ms: waiting for " + waitingForLocked();
+}
+
+uint64_t DataOperation::sendRate() const {
+    const auto first = firstSend_.load(), last = lastSendDone_.load();
+    if (first == 0 || last <= first) return 0;
+    const double span = std::chrono::duration<double>(std::chrono::steady_clock::duration(last - first)).count();
+    return static_cast<uint64_t>(static_cast<double>(sentDone_.load()) / span);
 }
 
 bool DataOperation::forceQuiescence(std::chrono::milliseconds limit) {

@@ -39,6 +39,9 @@ public:
     bool forceQuiescence(std::chrono::milliseconds limit);
 
     uint64_t txBytes() const { return tx_.load(); }
+    // Bytes sent over the time from the first send to the last completed one (0 if unknown): a
+    // lower bound of the link's bandwidth, used to refine the ring (passive measurement).
+    uint64_t sendRate() const;
     uint64_t rxBytes() const { return rx_.load(); }
 
 protected:
@@ -77,6 +80,8 @@ protected:
     bool started_ = false, finished_ = false, aborted_ = false;
     std::atomic<uint64_t> tx_{0}, rx_{0};
     std::atomic<std::chrono::steady_clock::rep> lastProgress_;  // steady_clock ticks
+    std::atomic<std::chrono::steady_clock::rep> firstSend_{0}, lastSendDone_{0};
+    std::atomic<uint64_t> sentDone_{0};
 
 private:
     std::function<void(Status)> onFinished_;
