@@ -15,14 +15,7 @@ namespace {
 Cluster accepted(size_t n, uint64_t voteTimeoutMs = 1000) {
     Cluster c;
     c.m = Membership(MembershipOptions{5000, voteTimeoutMs});
-    c.firstPeer(1);
-    std::vector<ClientId> voters{1};
-    for (ClientId id = 2; id <= n; ++id) {
-        c.join(id);
-        c.admitRound(voters);
-        voters.push_back(id);
-    }
-    REQUIRE(c.m.acceptedCount() == n);
+    acceptPeers(c, n);
     return c;
 }
 

@@ -12,14 +12,7 @@ namespace {
 
 Cluster accepted(size_t n) {
     Cluster c;
-    c.firstPeer(1);
-    std::vector<ClientId> voters{1};
-    for (ClientId id = 2; id <= n; ++id) {
-        c.join(id);
-        c.admitRound(voters);
-        voters.push_back(id);
-    }
-    REQUIRE(c.m.acceptedCount() == n);
+    acceptPeers(c, n);
     return c;
 }
 

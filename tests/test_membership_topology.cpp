@@ -9,22 +9,6 @@ using namespace pccl::testing;
 
 namespace {
 
-// Peers 1..n accepted in that order; returns their uuids by client id.
-std::map<ClientId, Uuid> accepted(Cluster &c, size_t n) {
-    std::map<ClientId, Uuid> uuids;
-    auto first = c.join(1);
-    uuids[1] = sent<Welcome>(first, 1)[0].uuid;
-    auto up = sent<TopologyUpdate>(first, 1);
-    c.m.onMessage(1, LinksReady{up[0].epoch, true, ""});
-    std::vector<ClientId> voters{1};
-    for (ClientId id = 2; id <= n; ++id) {
-        uuids[id] = sent<Welcome>(c.join(id), id)[0].uuid;
-        c.admitRound(voters);
-        voters.push_back(id);
-    }
-    return uuids;
-}
-
 std::vector<Uuid> ringUuids(const TopologyUpdate &u) {
     std::vector<Uuid> r;
     for (auto &m : u.ring) r.push_back(m.uuid);
@@ -52,7 +36,7 @@ Actions reportAll(Cluster &c, const std::map<ClientId, Uuid> &uuids, uint64_t ro
 TEST_CASE("topology: an optimize vote measures every link, applies the ring with the fastest slowest hop, and "
           "answers once the new links are up", "[master][topology]") {
     Cluster c;
-    auto uuids = accepted(c, 4);
+    auto uuids = acceptPeers(c, 4);
     Actions votes;
     for (ClientId id = 1; id <= 4; ++id) votes = c.m.onMessage(id, VoteOptimizeTopology{});
     auto probe = sent<BandwidthProbe>(votes, 1);
@@ -103,7 +87,7 @@ TEST_CASE("topology: an optimize vote measures every link, applies the ring with
 
 TEST_CASE("topology: equal links keep the ring; a missing report ends the round at its deadline", "[master][topology]") {
     Cluster c;
-    auto uuids = accepted(c, 3);
+    auto uuids = acceptPeers(c, 3);
     c.m.setTime(1000);
     Actions votes;
     for (ClientId id = 1; id <= 3; ++id) votes = c.m.onMessage(id, VoteOptimizeTopology{});
@@ -132,7 +116,7 @@ TEST_CASE("topology: equal links keep the ring; a missing report ends the round 
 
 TEST_CASE("topology: with fewer than three peers nothing is measured", "[master][topology]") {
     Cluster c;
-    accepted(c, 2);
+    acceptPeers(c, 2);
     c.m.onMessage(1, VoteOptimizeTopology{});
     auto out = c.m.onMessage(2, VoteOptimizeTopology{});
     CHECK(sent<BandwidthProbe>(out, 1).empty());
@@ -143,7 +127,7 @@ TEST_CASE("topology: with fewer than three peers nothing is measured", "[master]
 TEST_CASE("topology: the rates of committed all-reduces refine the known links, so a thin probe does not undo a "
           "good ring", "[master][topology]") {
     Cluster c;
-    auto uuids = accepted(c, 3);
+    auto uuids = acceptPeers(c, 3);
     for (ClientId id = 1; id <= 2; ++id) c.m.onMessage(id, init(4));
     auto seq = sent<CollectiveCommence>(c.m.onMessage(3, init(4)), 1);
     REQUIRE(seq.size() == 1);

@@ -2,6 +2,8 @@
 #pragma once
 #include <catch2/catch.hpp>
 
+#include <map>
+
 #include "master/membership.h"
 
 namespace pccl::testing {
@@ -85,5 +87,24 @@ inline CollectiveInit init(uint64_t tag, uint64_t count = 100, uint8_t dtype = p
     return c;
 }
 
+
+// Peers 1..n accepted in that order, each admitted by the vote of those before it. Returns their
+// uuids by client id.
+inline std::map<ClientId, Uuid> acceptPeers(Cluster &c, size_t n) {
+    std::map<ClientId, Uuid> uuids;
+    auto first = c.join(1);
+    uuids[1] = sent<Welcome>(first, 1)[0].uuid;
+    auto up = sent<TopologyUpdate>(first, 1);
+    REQUIRE(up.size() == 1);
+    c.m.onMessage(1, LinksReady{up[0].epoch, true, ""});
+    std::vector<ClientId> voters{1};
+    for (ClientId id = 2; id <= n; ++id) {
+        uuids[id] = sent<Welcome>(c.join(id), id)[0].uuid;
+        c.admitRound(voters);
+        voters.push_back(id);
+    }
+    REQUIRE(c.m.acceptedCount() == n);
+    return uuids;
+}
 
 } // namespace pccl::testing
