@@ -32,6 +32,8 @@ DEFAULT_TIMEOUT_S = 60.0
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "timeout(seconds): hard deadline of the test (default 60 s)")
+    config.addinivalue_line("markers", "examples: runs an example of examples/python (10-30 s each); "
+                                       "deselect with -m 'not examples'")
 
 
 @pytest.fixture(autouse=True)
