@@ -38,7 +38,7 @@ public:
         // The master may close the connection before everything is sent: ignore EPIPE/ECONNRESET.
         ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
     }
-    // True once the peer closed the connection (EOF or reset); bytes it sends first are discarded.
+    // True once the peer closed the connection (EOF or reset); what it sent first is in received().
     bool waitClosed(double timeout_s) {
         const auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
         for (;;) {
@@ -50,15 +50,19 @@ public:
             if (n <= 0) return false;
             char buf[4096];
             const ssize_t r = ::recv(fd_, buf, sizeof buf, 0);
+            if (r > 0) received_.append(buf, static_cast<size_t>(r));
             if (r == 0) return true;
             if (r < 0 && (errno == ECONNRESET || errno == EPIPE)) return true;
             if (r < 0 && errno != EINTR && errno != EAGAIN) return true;
         }
     }
 
+    const std::string &received() const { return received_; }
+
 private:
     int fd_ = -1;
     bool connected_ = false;
+    std::string received_;
 };
 
 // A listening socket on 127.0.0.1 with a kernel-chosen port (to make a port busy).
@@ -217,6 +221,24 @@ TEST_CASE("master: malformed input (garbage, a huge length prefix) closes only t
         PeerThreads after(master.address(), late, [&](PeerCtx &ctx) { reduceOnce(ctx.comm, 2.0f, 3.0f, 2, 1); });
         before.join([&] { master.destroy(); });
         after.join([&] { master.destroy(); });
+    });
+}
+
+TEST_CASE("master: a peer speaking another protocol version is rejected with a reason, not dropped silently",
+          "[api][master]") {
+    isolated(30, [&] {
+        EmbeddedMaster master;
+        // A version-1 Hello: magic, version 1, peer group, data port, a 16-byte id (its layout).
+        std::vector<uint8_t> payload{0x50, 0x43, 0x43, 0x4c, 1, 0, 0, 0, 0, 0, 0x40, 0x9c};
+        for (int i = 0; i < 16; ++i) payload.push_back(static_cast<uint8_t>(i + 1));
+        std::vector<uint8_t> frame{static_cast<uint8_t>(payload.size()), 0, 0, 0, 0, 0};
+        frame.insert(frame.end(), payload.begin(), payload.end());
+        RawSocket raw(master.port());
+        PT_CHECK(raw.connected());
+        raw.send(frame);
+        PT_CHECK_MSG(raw.waitClosed(5), "the master kept the connection open");
+        PT_CHECK_MSG(raw.received().find("protocol version 1 not supported") != std::string::npos,
+                     "no Reject with the reason; got " << raw.received().size() << " bytes");
     });
 }
 

@@ -109,6 +109,15 @@ std::optional<ControlMessage> decodeMessage(uint16_t type, const uint8_t *payloa
     }
     Reader r(payload, size);
     auto m = decodeByIndex(type, r, std::make_index_sequence<std::variant_size_v<ControlMessage>>{});
+    // A Hello of another protocol version may have another layout: whatever follows, its magic
+    // and version (the first fields of every version) are enough for the master to reject it
+    // with a reason instead of dropping the connection silently.
+    if ((r.failed() || !m || r.remaining() != 0) && type == 0 && size >= 6 && loadLE32(payload) == kMagic &&
+        static_cast<uint16_t>(payload[4] | (payload[5] << 8)) != kProtocolVersion) {
+        Hello h;
+        h.version = static_cast<uint16_t>(payload[4] | (payload[5] << 8));
+        return ControlMessage{h};
+    }
     if (r.failed() || !m) {
         *error = "malformed message of type " + std::to_string(type);
         return std::nullopt;
