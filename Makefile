@@ -5,13 +5,16 @@
 #   make test     deps + build, then ctest, then install the Python package and run its tests
 #   make demo     deps + build, then a 4-peer training demo with a killed and a joining peer
 #   make bench    deps + build, then build/bench/pccl-bench with its default sweep
+#   make soak     deps + build, then the churn soak build/stress/pccl-soak (120 s, seed 1;
+#                 SOAK_ARGS="--duration 1800 --peers 8 --seed 7" to change; stress/README.md)
 #   make asan     build-asan/ with -fsanitize=address,undefined, then ctest there
 #   make tsan     build-tsan/ with -fsanitize=thread, then ctest there
 #   make install  cmake --install build (PREFIX=/usr/local by default; DESTDIR honoured)
 #   make clean    remove the build directories
 #
 # Variables: PYTHON (default python3: the machine's pyenv interpreter, not Debian's),
-# BUILD_TYPE (RelWithDebInfo), JOBS (nproc), PREFIX (/usr/local), CMAKE_ARGS (extra -D...).
+# BUILD_TYPE (RelWithDebInfo), JOBS (nproc), PREFIX (/usr/local), CMAKE_ARGS (extra -D...),
+# SOAK_ARGS (arguments of pccl-soak for `make soak`).
 
 # Targets run in the order they are named, even under `make -j`: deps must finish before a
 # build starts, and a build before its tests.
@@ -42,7 +45,7 @@ SUDO := $(shell if [ "$$(id -u)" = 0 ]; then :; elif command -v sudo >/dev/null 
 # The Python test suite (added by a later issue). `make test` runs it only if it exists.
 PY_TEST_DIR := bindings/python/tests
 
-.PHONY: deps deps-apt deps-python configure build test demo bench asan tsan install clean
+.PHONY: deps deps-apt deps-python configure build test demo bench soak asan tsan install clean
 
 deps: deps-apt deps-python
 
@@ -100,6 +103,12 @@ demo: deps build
 
 bench: deps build
 	$(BUILD_DIR)/bench/pccl-bench
+
+# The churn soak: peers killed, stopped and started at random while every result is checked.
+# Its defaults (--duration 120 --seed 1 --peers 6) apply unless SOAK_ARGS overrides them.
+SOAK_ARGS ?=
+soak: deps build
+	$(BUILD_DIR)/stress/pccl-soak $(SOAK_ARGS)
 
 # Sanitizer builds: their own trees so they never mix with build/.
 asan: deps
