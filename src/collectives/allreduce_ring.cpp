@@ -33,13 +33,13 @@ RingAllReduce::RingAllReduce(transport::DataPlane &plane, RingAllReduceParams pa
         const uint32_t startChunk = (p_.rank + n - 1) % n;
         expected_[kReduceScatter] = numSegments_ - (chunkFirstSegment_[startChunk + 1] - chunkFirstSegment_[startChunk]);
         expected_[kAllGather] = numSegments_ - (chunkFirstSegment_[p_.rank + 1] - chunkFirstSegment_[p_.rank]);
-        if (accType_ != p_.dtype) staging_.resize(p_.count * accSize_);
-        if (inPlace_) backup_.resize(p_.count * elemSize_);
+        if (accType_ != p_.dtype) staging_ = ScratchPool::take(p_.scratch, p_.count * accSize_);
+        if (inPlace_) backup_ = ScratchPool::take(p_.scratch, p_.count * elemSize_);
         if (p_.quant.algorithm != pcclQuantNone) {
             spec_ = QuantSpec{p_.quant.algorithm, p_.quant.quantized_datatype, accType_};
             qSlot_ = quantizedBytes(spec_, segElems_);
-            qin_.resize(numSegments_ * qSlot_);
-            for (auto &q : qout_) q.resize(numSegments_ * qSlot_);
+            qin_ = ScratchPool::take(p_.scratch, numSegments_ * qSlot_);
+            for (auto &q : qout_) q = ScratchPool::take(p_.scratch, numSegments_ * qSlot_);
         }
     }
 }
@@ -75,7 +75,7 @@ const uint8_t *RingAllReduce::localPtr(size_t offset) const {
 
 uint8_t *RingAllReduce::accPtr(size_t offset) const {
     if (accType_ == p_.dtype) return outPtr(offset);
-    return const_cast<uint8_t *>(staging_.data()) + offset * accSize_;
+    return staging_.data() + offset * accSize_;
 }
 
 void RingAllReduce::backup(size_t offset, size_t n) {

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "collectives/quantize.h"
+#include "collectives/scratch_pool.h"
 #include "transport/data_operation.h"
 #include "util/status.h"
 #include "util/uuid.h"
@@ -50,6 +51,7 @@ struct RingAllReduceParams {
     // pcclQuantNone: exact. Otherwise segments travel quantized (collectives/quantize.h); the
     // caller has checked the combination with checkQuantization().
     pcclQuantizationOptions_t quant{pcclUint8, pcclQuantNone};
+    std::shared_ptr<ScratchPool> scratch;  // where backups and staging come from (may be null)
 };
 
 class RingAllReduce : public transport::DataOperation {
@@ -96,11 +98,11 @@ private:
     pcclDataType_t accType_;
     bool inPlace_;
     size_t segElems_;
-    std::vector<uint8_t> staging_;  // partials in the accumulator type (only when it differs)
-    std::vector<uint8_t> backup_;   // the input, in place only
+    ScratchPool::Scratch staging_;  // partials in the accumulator type (only when it differs)
+    ScratchPool::Scratch backup_;   // the input, in place only
     QuantSpec spec_;
     size_t qSlot_ = 0;                // bytes of one quantized segment slot
-    std::vector<uint8_t> qin_, qout_[2];
+    ScratchPool::Scratch qin_, qout_[2];
     size_t numSegments_ = 0;
     std::vector<size_t> chunkFirstSegment_;
 

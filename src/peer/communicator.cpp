@@ -42,7 +42,8 @@ CommOptions CommOptions::fromEnvironment() {
     return o;
 }
 
-Communicator::Communicator(CommOptions options) : options_(std::move(options)), data_(options_.ioThreads) {}
+Communicator::Communicator(CommOptions options)
+    : options_(std::move(options)), data_(options_.ioThreads), scratch_(std::make_shared<collectives::ScratchPool>()) {}
 
 Communicator::~Communicator() {
     bool wasConnected;
@@ -366,6 +367,7 @@ void Communicator::onCommence(const CollectiveCommence &m) {
         p.next = next.uuid;
         p.segmentBytes = options_.segmentBytes;
         p.quant = op->args.quant;
+        p.scratch = scratch_;
         p.tag = m.tag;
         auto name = [](const RingMember &r) { return "peer " + r.uuid.shortStr() + " (" + r.data_addr.str() + ")"; };
         p.prevName = name(m.ring[(rank + n - 1) % n]);

@@ -23,6 +23,7 @@
 
 namespace pccl::collectives {
 class RingAllReduce;
+class ScratchPool;
 }
 namespace pccl::shared_state {
 class StateTransfer;
@@ -149,6 +150,7 @@ private:
     CommOptions options_;
     transport::ControlClient control_;
     transport::DataPlane data_;
+    std::shared_ptr<collectives::ScratchPool> scratch_;  // reused backups and staging of all-reduces
 
     mutable std::mutex mu_;
     std::condition_variable cv_;
