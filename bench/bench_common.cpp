@@ -1,6 +1,8 @@
 // pccl-bench: options, data types, sizes and the verification pattern.
 #include "bench_common.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <bit>
 #include <cctype>
@@ -439,6 +441,13 @@ CheckResult checkAgainstTable(const uint8_t *buf, size_t count, const DType &dt,
 
 // ------------------------------------------------------------------ options
 
+bool parseIPv4(const std::string &text, uint8_t out[4]) {
+    in_addr a{};
+    if (inet_pton(AF_INET, text.c_str(), &a) != 1) return false;
+    std::memcpy(out, &a.s_addr, 4);  // network order: most significant byte first
+    return true;
+}
+
 namespace {
 
 void usage(FILE *out) {
@@ -461,7 +470,12 @@ void usage(FILE *out) {
                  "  --barrier MODE    pending (vote, then update if peers pend) | update (default pending)\n"
                  "  --python EXE      python for the gloo comparison (default python3)\n"
                  "  --gloo-script F   path of gloo_allreduce.py\n"
-                 "  --verbose         forward workers' unparsed output\n",
+                 "  --verbose         forward workers' unparsed output\n"
+                 "  --master-addr IP  IPv4 address the master listens on and workers connect to\n"
+                 "                    (default 127.0.0.1)\n"
+                 "  --launch PREFIX   run each worker as PREFIX... pccl-bench --worker ...; words split on\n"
+                 "                    spaces, the first an absolute path, {rank} replaced by the rank\n"
+                 "                    (bench/wan/wan.py allreduce: one network namespace per rank)\n",
                  knownDTypes().c_str(), knownOps().c_str());
 }
 
@@ -575,6 +589,15 @@ std::optional<Options> parseOptions(int argc, char **argv) {
             if (!next(o.python)) return std::nullopt;
         } else if (a == "--gloo-script") {
             if (!next(o.gloo_script)) return std::nullopt;
+        } else if (a == "--master-addr") {
+            if (!next(v)) return std::nullopt;
+            uint8_t ip[4];
+            if (!parseIPv4(v, ip)) return bad(v);
+            o.master_addr = v;
+        } else if (a == "--launch") {
+            if (!next(v)) return std::nullopt;
+            if (v.empty() || v[0] != '/') return bad(v);
+            o.launch = v;
         } else if (a == "--worker") {
             o.worker = true;
         } else if (a == "--rank") {

@@ -116,6 +116,11 @@ struct Options {
     std::string python = "python3";
     std::string gloo_script;
     std::string barrier = "pending";  // "pending": vote on pending peers first; "update": update only
+    // Where the peers run (bench/wan): the master listens on master_addr (default loopback)
+    // and every worker connects to it; `launch` is a command prefix for each worker, split on
+    // spaces, "{rank}" replaced by the rank (e.g. "/usr/sbin/ip netns exec pcclw-h{rank}").
+    std::string master_addr = "127.0.0.1";
+    std::string launch;
 
     // worker mode
     bool worker = false;
@@ -125,6 +130,9 @@ struct Options {
     int pool = 0;
     std::vector<PlanEntry> plan;
 };
+
+// Dotted IPv4 into 4 bytes; false if malformed.
+bool parseIPv4(const std::string &text, uint8_t out[4]);
 
 // Parses argv; prints the reason and returns nullopt on an error, exits 0 on --help.
 std::optional<Options> parseOptions(int argc, char **argv);

@@ -274,11 +274,11 @@ struct Master {
     uint16_t port = 0;
 };
 
-std::optional<Master> startMaster(std::string &err) {
+std::optional<Master> startMaster(const Options &opt, std::string &err) {
     Master m;
     ccoip_socket_address_t addr{};
     addr.inet.protocol = inetIPv4;
-    addr.inet.ipv4 = {{127, 0, 0, 1}};
+    parseIPv4(opt.master_addr, addr.inet.ipv4.data);  // validated by parseOptions
     addr.port = 0;
     pcclResult_t rc = pcclCreateMaster(addr, &m.handle);
     if (rc != pcclSuccess) {
@@ -342,6 +342,15 @@ struct RankState {
     int global_world = 0, group_world = 0;
 };
 
+// --launch: the words before a worker's command line (e.g. "/usr/sbin/ip netns exec
+// pcclw-h{rank}" puts rank r in network namespace pcclw-h<r>). The prefix must exec the worker
+// (same PID), so that killing the child by PID and PR_SET_PDEATHSIG still reach the worker.
+std::vector<std::string> launchPrefix(const Options &opt, int rank) {
+    std::string words = opt.launch;
+    for (size_t at; (at = words.find("{rank}")) != std::string::npos;) words.replace(at, 6, std::to_string(rank));
+    return splitWords(words);
+}
+
 struct RunOutcome {
     bool ok = true;
     std::vector<std::string> problems;
@@ -357,7 +366,7 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
     };
 
     std::string err;
-    auto master = startMaster(err);
+    auto master = startMaster(opt, err);
     if (!master) {
         problem("master: " + err);
         return outcome;
@@ -365,7 +374,8 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
 
     std::vector<Child> kids;
     for (int r = 0; r < world; ++r) {
-        std::vector<std::string> argv = {self,
+        std::vector<std::string> argv = launchPrefix(opt, r);
+        const std::vector<std::string> worker = {self,
                                          "--worker",
                                          "--rank",
                                          std::to_string(r),
@@ -386,7 +396,10 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
                                          "--timeout",
                                          std::to_string(opt.timeout_s),
                                          "--barrier",
-                                         opt.barrier};
+                                         opt.barrier,
+                                         "--master-addr",
+                                         opt.master_addr};
+        argv.insert(argv.end(), worker.begin(), worker.end());
         if (opt.inplace) argv.push_back("--inplace");
         Child c = spawnChild(argv, "rank " + std::to_string(r), false, err);
         if (c.pid <= 0) {

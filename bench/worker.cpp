@@ -1,5 +1,5 @@
 // pccl-bench worker: one peer of the benchmark run, started by the driver as
-// `pccl-bench --worker --rank R --world N --port P --pool-size S --plan ...`.
+// `pccl-bench --worker --rank R --world N --port P --pool-size S --plan ... [--master-addr IP]`.
 //
 // Protocol with the driver: lines on stdout that begin with "@pb " (everything else the
 // library might print is forwarded by the driver to stderr):
@@ -120,7 +120,7 @@ int runWorker(const Options &opt) {
 
     pcclCommCreateParams_t params{};
     params.master_address.inet.protocol = inetIPv4;
-    params.master_address.inet.ipv4 = {{127, 0, 0, 1}};
+    parseIPv4(opt.master_addr, params.master_address.inet.ipv4.data);  // validated by parseOptions
     params.master_address.port = uint16_t(opt.port);
     params.peer_group = 0;
     params.p2p_connection_pool_size = uint32_t(opt.pool);
