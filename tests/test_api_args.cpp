@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstddef>
+
 #include <algorithm>
 #include <string>
 #include <sys/wait.h>
@@ -90,7 +92,9 @@ TEST_CASE("args: library calls validate their pointers", "[api][args]") {
             EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclCreateCommunicatorEx(nullptr, &comm));
             EXPECT_FAILS_WITH(nullptr, pcclInvalidArgument, pcclCreateCommunicatorEx(&ex, nullptr));
             for (auto change : std::initializer_list<void (*)(pcclCommCreateParamsEx_t &)>{
-                     [](pcclCommCreateParamsEx_t &e) { e.struct_size = sizeof(e) - 4; },
+                     [](pcclCommCreateParamsEx_t &e) { e.struct_size = offsetof(pcclCommCreateParamsEx_t, tcp_congestion) - 4; },
+                     [](pcclCommCreateParamsEx_t &e) { e.tcp_congestion = ""; },
+                     [](pcclCommCreateParamsEx_t &e) { e.tcp_congestion = "a-name-of-16-chr"; },
                      [](pcclCommCreateParamsEx_t &e) { e.op_timeout_ms = 99; },
                      [](pcclCommCreateParamsEx_t &e) { e.heartbeat_timeout_ms = 1; },
                      [](pcclCommCreateParamsEx_t &e) { e.io_threads = 65; },
@@ -102,6 +106,17 @@ TEST_CASE("args: library calls validate their pointers", "[api][args]") {
                 PT_CHECK(comm == nullptr);
             }
             PT_EXPECT_RESULT(nullptr, pcclSuccess, pcclCreateCommunicatorEx(&ex, &comm));
+            PT_EXPECT_RESULT(nullptr, pcclSuccess, pcclDestroyCommunicator(comm));
+            // A caller built against the header before tcp_congestion existed passes a smaller
+            // struct: accepted, and the garbage after it is never read.
+            pcclCommCreateParamsEx_t old = ex;
+            old.struct_size = offsetof(pcclCommCreateParamsEx_t, tcp_congestion);
+            old.tcp_congestion = "";
+            PT_EXPECT_RESULT(nullptr, pcclSuccess, pcclCreateCommunicatorEx(&old, &comm));
+            PT_EXPECT_RESULT(nullptr, pcclSuccess, pcclDestroyCommunicator(comm));
+            pcclCommCreateParamsEx_t named = ex;
+            named.tcp_congestion = "cubic";
+            PT_EXPECT_RESULT(nullptr, pcclSuccess, pcclCreateCommunicatorEx(&named, &comm));
             PT_EXPECT_RESULT(nullptr, pcclSuccess, pcclDestroyCommunicator(comm));
             comm = nullptr;
             pcclAsyncReduceOp_t h{};

@@ -10,7 +10,11 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -156,4 +160,67 @@ TEST_CASE("data plane: a frame for an operation not registered yet waits for it;
     CHECK(early->mem[9] == 6);
     CHECK(later->mem[0] == 0);
     ::close(fd);
+}
+
+namespace {
+
+// The congestion control names `ss` reports for the established connections to 127.0.0.1:port.
+std::string congestionTo(uint16_t port) {
+    const std::string cmd = "ss -tinH state established dst 127.0.0.1:" + std::to_string(port) + " 2>/dev/null";
+    std::string out;
+    if (FILE *p = ::popen(cmd.c_str(), "r")) {
+        char buf[4096];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+        ::pclose(p);
+    }
+    return out;
+}
+
+// Connects a pool of `n` from a fresh plane with congestion mode `mode` to `to`; returns what ss saw.
+std::string poolCongestion(const std::string &mode, DataPlane &to, const Uuid &toId, int n) {
+    DataPlane from(1);
+    from.setSelf(Uuid::random());
+    from.setCongestionControl(mode);
+    REQUIRE(from.listen(0).ok());
+    protocol::NetAddr addr;
+    addr.family = 4;
+    addr.ip[0] = 127;
+    addr.ip[3] = 1;
+    addr.port = to.port();
+    std::promise<Status> done;
+    from.connect(toId, addr, n, std::chrono::seconds(5), [&](Status s) { done.set_value(s); });
+    auto f = done.get_future();
+    REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+    REQUIRE(f.get().ok());
+    return congestionTo(to.port());
+}
+
+} // namespace
+
+TEST_CASE("data plane: outgoing connections use the congestion control asked for; auto leaves loopback alone",
+          "[transport]") {
+    if (std::system("ss -V >/dev/null 2>&1") != 0) {
+        WARN("skipped: iproute2's ss is not installed");
+        return;
+    }
+    DataPlane to(1);
+    const Uuid toId = Uuid::random();
+    to.setSelf(toId);
+    REQUIRE(to.listen(0).ok());
+    std::string system;
+    {
+        std::ifstream f("/proc/sys/net/ipv4/tcp_congestion_control");
+        std::getline(f, system);
+    }
+    const std::string other = system == "reno" ? "cubic" : "reno";  // reno is built into every kernel
+    const std::string named = poolCongestion(other, to, toId, 2);
+    INFO("ss: " << named);
+    size_t hits = 0;
+    for (size_t at = 0; (at = named.find(" " + other + " ", at)) != std::string::npos; ++at) ++hits;
+    CHECK(hits == 2);
+    const std::string automatic = poolCongestion("auto", to, toId, 2);
+    INFO("ss: " << automatic);
+    CHECK(automatic.find(" " + system + " ") != std::string::npos);
+    CHECK(automatic.find(" " + other + " ") == std::string::npos);
 }

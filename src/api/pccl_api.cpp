@@ -2,6 +2,7 @@
 // No logic lives here.
 #include <pccl.h>
 
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -176,11 +177,19 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
         if (!api::initialized()) return fail(nullptr, {pcclNotInitialized, "pcclInit has not been called"});
         if (!params) return fail(nullptr, invalidArgument("params is NULL"));
         if (!comm_out) return fail(nullptr, invalidArgument("comm_out is NULL"));
-        if (params->struct_size < sizeof(pcclCommCreateParamsEx_t))
+        // Fields appended later are read only when struct_size covers them.
+        constexpr size_t kFirstSize = offsetof(pcclCommCreateParamsEx_t, tcp_congestion);
+        if (params->struct_size < kFirstSize)
             return fail(nullptr, invalidArgument("struct_size " + std::to_string(params->struct_size) +
-                                                 " is smaller than sizeof(pcclCommCreateParamsEx_t) = " +
-                                                 std::to_string(sizeof(pcclCommCreateParamsEx_t)) +
-                                                 "; initialise with PCCL_COMM_CREATE_PARAMS_EX_INIT"));
+                                                 " is smaller than the first pcclCommCreateParamsEx_t (" +
+                                                 std::to_string(kFirstSize) +
+                                                 " bytes); initialise with PCCL_COMM_CREATE_PARAMS_EX_INIT"));
+        const auto covers = [&](size_t offset, size_t size) { return params->struct_size >= offset + size; };
+        const char *congestion =
+            covers(offsetof(pcclCommCreateParamsEx_t, tcp_congestion), sizeof(params->tcp_congestion)) ? params->tcp_congestion : nullptr;
+        if (congestion && (!*congestion || std::strlen(congestion) > 15))
+            return fail(nullptr, invalidArgument(std::string("tcp_congestion \"") + congestion +
+                                                 "\" is not a congestion control name (1..15 characters, or auto, or system)"));
         peer::CommOptions options;
         if (auto st = baseOptions(params->params, &options); !st.ok()) return fail(nullptr, st);
         using ms = std::chrono::milliseconds;
@@ -202,6 +211,7 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
         if (params->admission_timeout_ms) options.admissionTimeout = ms(params->admission_timeout_ms);
         if (params->io_threads) options.ioThreads = static_cast<int>(params->io_threads);
         if (params->state_compression_level) options.stateCompressionLevel = static_cast<int>(params->state_compression_level);
+        if (congestion) options.tcpCongestion = congestion;
         return createWith(options, comm_out);
     });
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "collectives/allreduce_ring.h"
 #include "collectives/reduce_kernels.h"
@@ -37,6 +38,12 @@ CommOptions CommOptions::fromEnvironment() {
     o.heartbeatTimeout = std::chrono::milliseconds(envLong("PCCL_HEARTBEAT_TIMEOUT_MS", o.heartbeatTimeout.count(), 100, 3600000));
     o.opTimeout = std::chrono::milliseconds(envLong("PCCL_OP_TIMEOUT_MS", o.opTimeout.count(), 100, 24L * 3600000));
     o.stateCompressionLevel = static_cast<int>(envLong("PCCL_STATE_COMPRESSION_LEVEL", 0, 0, 19));
+    if (const char *cc = std::getenv("PCCL_TCP_CONGESTION"); cc && *cc) {
+        if (std::strlen(cc) < 16)
+            o.tcpCongestion = cc;
+        else
+            PCCL_LOG(Warn, "ignoring PCCL_TCP_CONGESTION=" << cc << " (at most 15 characters)");
+    }
     if (std::getenv("PCCL_ADMISSION_TIMEOUT_MS"))
         o.admissionTimeout = std::chrono::milliseconds(envLong("PCCL_ADMISSION_TIMEOUT_MS", 0, 1, 1L << 40));
     return o;
@@ -102,6 +109,7 @@ Status Communicator::connect() {
         return st;
     };
     if (data_.port() == 0) {
+        data_.setCongestionControl(options_.tcpCongestion);
         if (auto st = data_.listen(0); !st.ok()) return resetPhase(st);
     }
     {
@@ -114,12 +122,19 @@ Status Communicator::connect() {
     control_.start([this](ControlMessage &&m) { onMessage(std::move(m)); },
                    [this](const std::string &reason) { onClosed(reason); });
     const auto period = std::min({std::chrono::milliseconds(1000), options_.heartbeatTimeout / 4, options_.opTimeout / 4});
-    control_.every(period, [this] {
+    control_.every(period, [this, period, lastTick = lastAck_]() mutable {
         {
             std::lock_guard lock(mu_);
             if (phase_ == Phase::Dead) return;
         }
-        const auto silent = std::chrono::steady_clock::now() - lastAck_;
+        const auto now = std::chrono::steady_clock::now();
+        // A tick this late means the process did not run in between (SIGSTOP, a suspended VM):
+        // the master's silence then proves nothing, and what it sent meanwhile (e.g. Kicked) is
+        // still unread. The deadline restarts, so that a stopped and resumed peer learns what
+        // the master decided instead of reporting a lost master.
+        if (now - lastTick > period + options_.heartbeatTimeout / 2) lastAck_ = now;
+        lastTick = now;
+        const auto silent = now - lastAck_;
         if (silent > options_.heartbeatTimeout) {
             failEverything(Status{pcclMasterConnectionLost,
                                   "the master " + options_.master.str() + " answered no heartbeat for " +

@@ -49,6 +49,7 @@ struct CommOptions {
     // frame arrives and no send completes for this long, it fails with pcclTimeout everywhere.
     std::chrono::milliseconds opTimeout{10000};
     int stateCompressionLevel = 0;  // zstd level for shared-state chunks this peer serves; 0 = off
+    std::string tcpCongestion = "auto";  // of outgoing data connections (transport::DataPlane)
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 

@@ -1,6 +1,13 @@
 #include "transport/data_plane.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -27,6 +34,37 @@ void encodeHeader(const SegmentHeader &h, uint8_t *out) {
     storeLE32(out + 16, h.bytes);
     out[20] = h.phase;
     out[21] = out[22] = out[23] = 0;
+}
+
+bool kernelOffers(const std::string &name) {
+    static const std::string available = [] {
+        std::ifstream f("/proc/sys/net/ipv4/tcp_available_congestion_control");
+        std::string line;
+        std::getline(f, line);
+        return " " + line + " ";
+    }();
+    return available.find(" " + name + " ") != std::string::npos;
+}
+
+// Sets TCP_CONGESTION on a connected socket (after connect: a route's congctl replaces the
+// socket's choice at connect time). See DataPlane::setCongestionControl for the modes.
+void setCongestion(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, const std::string &mode) {
+    std::string name = mode;
+    if (mode == "system") return;
+    if (mode == "auto") {
+        if (to.address().is_loopback() || !kernelOffers("bbr")) return;
+        name = "bbr";
+    }
+#ifdef TCP_CONGESTION
+    if (::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_CONGESTION, name.data(), static_cast<socklen_t>(name.size())) != 0) {
+        static std::atomic<bool> warned{false};
+        if (!warned.exchange(true))
+            PCCL_LOG(Warn, "TCP congestion control \"" << name << "\" refused by the kernel (" << std::strerror(errno)
+                                                        << "); data connections use the system default");
+    }
+#else
+    (void)s;
+#endif
 }
 
 } // namespace
@@ -56,6 +94,7 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
 
     std::mutex mu;  // guards everything below
     Uuid self;
+    std::string congestion = "auto";
     std::unordered_map<Uuid, std::vector<std::shared_ptr<OutConn>>, UuidHash> pools;
     std::vector<std::weak_ptr<InConn>> incoming;
     std::unordered_map<uint64_t, std::shared_ptr<FrameSink>> sinks;
@@ -412,6 +451,11 @@ uint16_t DataPlane::port() const {
     return impl_->acceptor.local_endpoint(ec).port();
 }
 
+void DataPlane::setCongestionControl(const std::string &mode) {
+    std::lock_guard lock(impl_->mu);
+    impl_->congestion = mode;
+}
+
 void DataPlane::setSelf(const Uuid &self) {
     std::lock_guard lock(impl_->mu);
     impl_->self = self;
@@ -421,8 +465,10 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
                         std::function<void(Status)> done) {
     int have = 0;
     Uuid self;
+    std::string cc;
     {
         std::lock_guard lock(impl_->mu);
+        cc = impl_->congestion;
         auto it = impl_->pools.find(peer);
         if (it != impl_->pools.end()) {
             for (auto &c : it->second) have += c->dead ? 0 : 1;
@@ -476,6 +522,7 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
             conn->socket.async_connect(endpoint, asio::bind_executor(conn->strand, [=](const asio::error_code &ec) {
                 if (ec) return fail("connect", ec);
                 tuneSocket(conn->socket);
+                setCongestion(conn->socket, endpoint, cc);
                 asio::async_write(conn->socket, asio::buffer(*hello), asio::bind_executor(conn->strand, [=](const asio::error_code &ec2, size_t) {
                     if (ec2) return fail("hello", ec2);
                     asio::async_read(conn->socket, asio::buffer(*ack), asio::bind_executor(conn->strand, [=](const asio::error_code &ec3, size_t) {

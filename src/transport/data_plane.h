@@ -58,6 +58,10 @@ public:
     // I/O threads. Blocking, local only.
     Status listen(uint16_t port);
     uint16_t port() const;
+    // Congestion control of the connections this peer opens (they carry what it sends): "auto"
+    // (bbr towards non-loopback peers when the kernel has it, else the system default),
+    // "system", or a kernel name such as "cubic". Applies to connections opened afterwards.
+    void setCongestionControl(const std::string &mode);
     // The identity this peer proves on outgoing connections and expects on incoming ones.
     void setSelf(const Uuid &self);
 
