@@ -6,12 +6,22 @@
 //       Passes handles that the library never created; an unchecked handle crashes this process,
 //       not the suite.
 //   pccl_test_peer allreduce-loop --master IP:PORT --world N --count C --iters K --value V [--watch-iter W]
-//                  [--heartbeat-ms H] [--op-timeout-ms T]
+//                  [--heartbeat-ms H] [--op-timeout-ms T] [--stop-at STATE [--others A,B]]
 //       Joins a run of N peers, then loops an in-place f32 sum (tag 0) of C elements whose
 //       element j is V + j % 3. Prints "READY", then "START i" before and "DONE i <result>" after
 //       each call. In iteration W a watcher thread samples the buffer and prints "INFLIGHT W" as
 //       soon as the library has written reduced data into it: the operation is then certainly
 //       under way and not finished, the moment to SIGKILL or SIGSTOP this process.
+//       With --stop-at STATE (inflight, reduce-scatter or all-gather; see support/ring_phase.h,
+//       which assumes --world 3 and the others' values given by --others A,B), a watcher in every
+//       iteration from W on (default 0) waits until the buffer shows STATE, prints
+//       "STOPPED <iter> <buffer address> <count>" and stops this process (SIGSTOP) at once, so that
+//       the test can inspect it, cut its links or kill it while the operation certainly has not
+//       finished. After SIGCONT the iteration goes on; each iteration stops at most once.
+//   pccl_test_peer stop-before-vote --master IP:PORT --world N [--heartbeat-ms H] [--vote update|pending]
+//       Joins a run of N peers, prints "READY", then "STOPPING" and stops itself (SIGSTOP) just
+//       before voting (pcclUpdateTopology, or pcclArePeersPending). Once resumed it votes and prints
+//       "VOTED <result> <last error message>".
 //   pccl_test_peer retry-loop --master IP:PORT --world N --count C --iters K --value V --ops M --inflight F
 //                  [--watch-iter W]
 //       Same, but each iteration is one pcclAllReduceMultipleWithRetry of M in-place f32 sums
@@ -20,10 +30,14 @@
 // Output: one line per event on stdout (flushed); "FAIL <reason>" and exit 1 on a failed check.
 #include "support/common.h"
 
+#include "support/ring_phase.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <atomic>
+#include <csignal>
+#include <unistd.h>
 #include <map>
 #include <memory>
 #include <string>
@@ -144,6 +158,47 @@ private:
     std::thread thread_;
 };
 
+// Stops this process once its buffer (written concurrently by the library, hence atomic loads)
+// shows the requested state: "STOPPED <iter> <address> <count>", then SIGSTOP to the whole
+// process, so that no thread moves on between the decision and the stop.
+class StopWatcher {
+public:
+    StopWatcher(std::vector<float> *buf, int value, ring_phase::Values phase_values, const std::string &state,
+                long long iter) {
+        thread_ = std::thread([this, buf, value, phase_values, state, iter] {
+            float *data = buf->data();
+            const size_t count = buf->size();
+            auto load = [data](size_t j) { return std::atomic_ref<float>(data[j]).load(std::memory_order_relaxed); };
+            while (!stop_.load()) {
+                bool hit = false;
+                if (state == "inflight") {
+                    for (size_t j = 0; j < count && !hit; j += 1024)
+                        hit = load(j) != static_cast<float>(value + static_cast<int>(j % 3));
+                } else {
+                    const auto t = ring_phase::tally(count, 4093, phase_values, load);
+                    hit = state == "reduce-scatter" ? ring_phase::inReduceScatter(t) : ring_phase::inAllGather(t);
+                }
+                if (hit) {
+                    std::ostringstream os;
+                    os << "STOPPED " << iter << " " << static_cast<void *>(data) << " " << count;
+                    say(os.str());
+                    ::kill(::getpid(), SIGSTOP);
+                    return;
+                }
+                std::this_thread::sleep_for(std::chrono::microseconds(50));
+            }
+        });
+    }
+    ~StopWatcher() {
+        stop_ = true;
+        thread_.join();
+    }
+
+private:
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
 void allreduceLoop(const std::map<std::string, std::string> &f) {
     const auto master = flagMaster(f);
     const int world = static_cast<int>(flagInt(f, "world"));
@@ -151,7 +206,17 @@ void allreduceLoop(const std::map<std::string, std::string> &f) {
     const long long iters = flagInt(f, "iters");
     const int value = static_cast<int>(flagInt(f, "value"));
     const uint32_t group = static_cast<uint32_t>(flagInt(f, "group", 0));
-    const long long watch_iter = flagInt(f, "watch-iter", 1LL << 62);
+    const auto stop_it = f.find("stop-at");
+    const std::string stop_at = stop_it == f.end() ? "" : stop_it->second;
+    if (!stop_at.empty() && stop_at != "inflight" && stop_at != "reduce-scatter" && stop_at != "all-gather")
+        throw PeerFailure("bad --stop-at " + stop_at);
+    const long long watch_iter = flagInt(f, "watch-iter", stop_at.empty() ? 1LL << 62 : 0);
+    ring_phase::Values phase_values;
+    phase_values.self = value;
+    if (auto o = f.find("others"); o != f.end()) {
+        if (std::sscanf(o->second.c_str(), "%d,%d", &phase_values.others[0], &phase_values.others[1]) != 2)
+            throw PeerFailure("bad --others " + o->second);
+    }
     Deadlines deadlines;
     deadlines.heartbeat_timeout_ms = static_cast<uint32_t>(flagInt(f, "heartbeat-ms", 0));
     deadlines.op_timeout_ms = static_cast<uint32_t>(flagInt(f, "op-timeout-ms", 0));
@@ -162,13 +227,35 @@ void allreduceLoop(const std::map<std::string, std::string> &f) {
     for (long long i = 0; i < iters; ++i) {
         fillPattern(buf.data(), count, value);
         std::unique_ptr<InflightWatcher> watcher;
-        if (i == watch_iter) watcher = std::make_unique<InflightWatcher>(std::vector<std::vector<float> *>{&buf}, value, i);
+        std::unique_ptr<StopWatcher> stopper;
+        if (stop_at.empty() && i == watch_iter)
+            watcher = std::make_unique<InflightWatcher>(std::vector<std::vector<float> *>{&buf}, value, i);
+        if (!stop_at.empty() && i >= watch_iter) stopper = std::make_unique<StopWatcher>(&buf, value, phase_values, stop_at, i);
         say("START " + std::to_string(i));
         const pcclResult_t r = pcclAllReduce(buf.data(), buf.data(), &d, comm, nullptr);
         watcher.reset();
+        stopper.reset();
         say("DONE " + std::to_string(i) + " " + resultName(r));
     }
     PT_OK(comm, pcclDestroyCommunicator(comm));
+}
+
+void stopBeforeVote(const std::map<std::string, std::string> &f) {
+    const auto master = flagMaster(f);
+    const int world = static_cast<int>(flagInt(f, "world"));
+    Deadlines deadlines;
+    deadlines.heartbeat_timeout_ms = static_cast<uint32_t>(flagInt(f, "heartbeat-ms", 0));
+    const auto v = f.find("vote");
+    const std::string vote = v == f.end() ? "update" : v->second;
+    if (vote != "update" && vote != "pending") throw PeerFailure("bad --vote " + vote);
+    pcclComm_t *comm = connectPeer(master, 0, world, 60, 0, deadlines);
+    say("READY");
+    say("STOPPING");
+    ::kill(::getpid(), SIGSTOP);
+    bool pending = false;
+    const pcclResult_t r = vote == "update" ? pcclUpdateTopology(comm) : pcclArePeersPending(comm, &pending);
+    say(std::string("VOTED ") + resultName(r) + " " + pcclGetLastErrorMessage(comm));
+    pcclDestroyCommunicator(comm);
 }
 
 void retryLoop(const std::map<std::string, std::string> &f) {
@@ -220,6 +307,7 @@ int main(int argc, char **argv) {
         else if (mode == "foreign-handle") foreignHandle();
         else if (mode == "allreduce-loop") allreduceLoop(flags);
         else if (mode == "retry-loop") retryLoop(flags);
+        else if (mode == "stop-before-vote") stopBeforeVote(flags);
         else throw PeerFailure("unknown mode " + mode);
     } catch (const std::exception &e) {
         say(std::string("FAIL ") + e.what());

@@ -1,0 +1,236 @@
+#include "support/fault.h"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fstream>
+#include <poll.h>
+#include <sched.h>
+#include <sstream>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace pccl_test {
+
+void fillPattern(std::vector<float> &buf, int value) {
+    for (size_t j = 0; j < buf.size(); ++j) buf[j] = static_cast<float>(value + static_cast<int>(j % 3));
+}
+
+std::string checkPattern(const float *buf, size_t count, int value_sum, int contributors) {
+    for (size_t j = 0; j < count; ++j) {
+        const float want = static_cast<float>(value_sum + contributors * static_cast<int>(j % 3));
+        if (buf[j] != want) {
+            std::ostringstream os;
+            os << "element " << j << " is " << buf[j] << ", expected " << want << " (" << contributors << " peers)";
+            return os.str();
+        }
+    }
+    return "";
+}
+
+namespace {
+
+// The state letter of /proc/<pid>/task/<tid>/stat ('T' = stopped), or 0 if unreadable.
+char threadState(const std::string &stat_path) {
+    std::ifstream in(stat_path);
+    std::string line;
+    if (!std::getline(in, line)) return 0;
+    const size_t paren = line.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= line.size()) return 0;
+    return line[paren + 2];
+}
+
+bool allThreadsStopped(pid_t pid) {
+    const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+    DIR *d = ::opendir(dir.c_str());
+    if (!d) return false;
+    bool any = false, all = true;
+    while (dirent *e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        const char s = threadState(dir + "/" + e->d_name + "/stat");
+        any = true;
+        if (s != 'T' && s != 't') all = false;
+    }
+    ::closedir(d);
+    return any && all;
+}
+
+} // namespace
+
+bool waitStopped(pid_t pid, double timeout_s) {
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+    while (!allThreadsStopped(pid)) {
+        if (Clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+}
+
+std::string readFloats(pid_t pid, uint64_t addr, size_t count, std::vector<float> &out) {
+    out.assign(count, 0.0f);
+    size_t done = 0;
+    const size_t total = count * sizeof(float);
+    while (done < total) {
+        iovec local{reinterpret_cast<char *>(out.data()) + done, total - done};
+        iovec remote{reinterpret_cast<void *>(addr + done), total - done};
+        const ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return std::string("process_vm_readv: ") + (n < 0 ? std::strerror(errno) : "no progress");
+        done += static_cast<size_t>(n);
+    }
+    return "";
+}
+
+std::string findExecutable(const std::string &name) {
+    if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
+    std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+    path += ":/usr/sbin:/sbin:/usr/bin:/bin";
+    std::istringstream dirs(path);
+    std::string dir;
+    while (std::getline(dirs, dir, ':')) {
+        if (dir.empty()) continue;
+        const std::string candidate = dir + "/" + name;
+        struct stat st {};
+        if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0)
+            return candidate;
+    }
+    return "";
+}
+
+int runCommand(const std::vector<std::string> &argv, std::string *output, double timeout_s) {
+    if (argv.empty()) return -1;
+    const std::string exe = findExecutable(argv[0]);
+    if (exe.empty()) {
+        if (output) *output += argv[0] + ": not found\n";
+        return -1;
+    }
+    std::vector<char *> cargv;
+    for (auto &a : argv) cargv.push_back(const_cast<char *>(a.c_str()));
+    cargv.push_back(nullptr);
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return -1;
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        ::close(fds[0]);
+        ::close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        ::dup2(fds[1], 1);
+        ::dup2(fds[1], 2);
+        ::execv(exe.c_str(), cargv.data());
+        ::_exit(127);
+    }
+    ::close(fds[1]);
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+    bool timed_out = false;
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0) {
+            timed_out = true;
+            break;
+        }
+        pollfd p{fds[0], POLLIN, 0};
+        const int n = ::poll(&p, 1, static_cast<int>(left));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) continue;
+        char chunk[1024];
+        const ssize_t r = ::read(fds[0], chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        if (output) output->append(chunk, static_cast<size_t>(r));
+    }
+    ::close(fds[0]);
+    if (timed_out) ::kill(pid, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (timed_out || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+// ---------------------------------------------------------------- NetnsPair
+
+NetnsPair::NetnsPair() {
+    if (::geteuid() != 0) {
+        unavailable_ = "not running as root";
+        return;
+    }
+    ip_ = findExecutable("ip");
+    if (ip_.empty()) {
+        unavailable_ = "iproute2 (ip) is not installed";
+        return;
+    }
+    // Pairs left behind by test processes that were killed before their destructor ran.
+    std::string list;
+    if (runCommand({ip_, "netns", "list"}, &list) == 0) {
+        std::istringstream lines(list);
+        std::string line;
+        while (std::getline(lines, line)) {
+            const std::string name = line.substr(0, line.find(' '));
+            unsigned long owner = 0;
+            char side = 0, tail = 0;
+            if (std::sscanf(name.c_str(), "pcclt%lu%c%c", &owner, &side, &tail) != 2 || (side != 'a' && side != 'b')) continue;
+            if (::kill(static_cast<pid_t>(owner), 0) != 0 && errno == ESRCH) runCommand({ip_, "netns", "delete", name});
+        }
+    }
+    const std::string id = std::to_string(::getpid());
+    nsA_ = "pcclt" + id + "a";
+    nsB_ = "pcclt" + id + "b";
+    vethA_ = "pt" + id + "a";
+    vethB_ = "pt" + id + "b";
+    std::string out;
+    auto step = [&](std::vector<std::string> argv) {
+        if (!unavailable_.empty()) return false;
+        argv.insert(argv.begin(), ip_);
+        out.clear();
+        if (runCommand(argv, &out) == 0) return true;
+        std::string cmd;
+        for (auto &a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+        unavailable_ = "'" + cmd + "' failed: " + out;
+        return false;
+    };
+    createdA_ = step({"netns", "add", nsA_});
+    createdB_ = step({"netns", "add", nsB_});
+    step({"link", "add", vethA_, "netns", nsA_, "type", "veth", "peer", "name", vethB_, "netns", nsB_});
+    step({"-n", nsA_, "addr", "add", std::string(kAddrA) + "/30", "dev", vethA_});
+    step({"-n", nsB_, "addr", "add", std::string(kAddrB) + "/30", "dev", vethB_});
+    for (const auto *ns : {&nsA_, &nsB_}) step({"-n", *ns, "link", "set", "lo", "up"});
+    step({"-n", nsA_, "link", "set", vethA_, "up"});
+    step({"-n", nsB_, "link", "set", vethB_, "up"});
+}
+
+NetnsPair::~NetnsPair() {
+    if (createdA_) runCommand({ip_, "netns", "delete", nsA_});
+    if (createdB_) runCommand({ip_, "netns", "delete", nsB_});
+}
+
+void NetnsPair::enterA() const {
+    const std::string path = "/run/netns/" + nsA_;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    PT_CHECK_MSG(fd >= 0, "open " << path << ": " << std::strerror(errno));
+    const int r = ::setns(fd, CLONE_NEWNET);
+    const int err = errno;
+    ::close(fd);
+    PT_CHECK_MSG(r == 0, "setns " << path << ": " << std::strerror(err));
+}
+
+std::vector<std::string> NetnsPair::inB(const std::vector<std::string> &argv) const {
+    std::vector<std::string> all{ip_, "netns", "exec", nsB_};
+    all.insert(all.end(), argv.begin(), argv.end());
+    return all;
+}
+
+void NetnsPair::setLink(bool up) const {
+    std::string out;
+    const int r = runCommand({ip_, "-n", nsB_, "link", "set", vethB_, up ? "up" : "down"}, &out);
+    PT_CHECK_MSG(r == 0, "ip link set " << vethB_ << (up ? " up" : " down") << " failed: " << out);
+}
+
+} // namespace pccl_test
