@@ -1,13 +1,22 @@
-// pccl-state-bench: shared-state figures (docs/shared_state.md), all in one process on loopback.
+// pccl-state-bench: shared-state figures (docs/shared_state.md, bench/README.md).
 //
+// In one process on loopback (the default):
 //   hashing   XXH3-128 chunk hashing of the state, 1 thread and all threads (GB/s, GB/s/core)
 //   memcpy    one memcpy of the state (the yardstick of the identical-state target)
-//   identical N peers (threads) syncing identical state: time per sync after the first
+//   identical N peers (threads) syncing identical state: time per sync after the first, all
+//             peers at once (they share this machine's cores) and the last peer to arrive alone
+//             (the others already wait in the sync: what one peer pays when it has the cores)
 //   joiner    a never-synced peer receiving the whole state from 1..N sources
 //
 // Usage: pccl-state-bench [--mib 256] [--peers 2,3] [--sources 1,2,3] [--reps 5]
 // Each figure is the median over --reps runs. Ratios within one run are what to compare (the
 // machine is shared and noisy); the identical-sync ratio to memcpy is the headline.
+//
+// Worker mode (one peer per process, driven by bench/state_netns.py across network namespaces):
+//   pccl-state-bench --worker source|joiner --master IP:PORT --world N [--mib 256] [--reps 3]
+// Every worker connects, admits peers until the run has N, then per rep: a 1-float all-reduce as
+// a barrier, then one sync (sources SEND_ONLY with the pattern, the joiner RECEIVE_ONLY with its
+// buffer zeroed). The joiner prints "sync REP SECONDS RX_BYTES ok|BAD" per rep; exit 0 = all ok.
 #include <pccl.h>
 
 #include <algorithm>
@@ -101,11 +110,15 @@ struct Run {
         pcclDestroyMaster(master);
     }
     // One sync on every peer at once; returns the slowest peer's time and the total rx bytes.
-    double syncAll(std::vector<std::vector<uint8_t>> &states, uint64_t revision, uint64_t *rx) {
+    // With `lastAfter` > 0 the last peer starts that much later (the others are then waiting in
+    // the sync, done hashing) and only its time is returned.
+    double syncAll(std::vector<std::vector<uint8_t>> &states, uint64_t revision, uint64_t *rx,
+                   std::chrono::milliseconds lastAfter = std::chrono::milliseconds(0)) {
         std::vector<double> took(comms.size());
         std::vector<uint64_t> got(comms.size());
         std::vector<std::thread> ts;
-        for (size_t i = 0; i < comms.size(); ++i)
+        for (size_t i = 0; i < comms.size(); ++i) {
+            if (i + 1 == comms.size() && lastAfter.count() > 0) std::this_thread::sleep_for(lastAfter);
             ts.emplace_back([&, i] {
                 pcclTensorInfo_t info{};
                 info.name = "state";
@@ -121,12 +134,103 @@ struct Run {
                 took[i] = seconds(t0, Clock::now());
                 got[i] = si.rx_bytes;
             });
+        }
         for (auto &t : ts) t.join();
         *rx = 0;
         for (auto g : got) *rx += g;
-        return *std::max_element(took.begin(), took.end());
+        return lastAfter.count() > 0 ? took.back() : *std::max_element(took.begin(), took.end());
     }
 };
+
+void fillPattern(std::vector<uint8_t> &v) {
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
+}
+
+int attribute(pcclComm_t *c, pcclAttribute_t a) {
+    int v = 0;
+    check(pcclGetAttribute(c, a, &v), "pcclGetAttribute");
+    return v;
+}
+
+// One peer of a multi-process run (bench/state_netns.py). Prints one line per event on stdout.
+int runWorker(const std::string &role, const std::string &master, int world, size_t mib, int reps) {
+    const bool joiner = role == "joiner";
+    ccoip_socket_address_t addr{};
+    addr.inet.protocol = inetIPv4;
+    unsigned a[4], port = 0;
+    if ((!joiner && role != "source") ||
+        std::sscanf(master.c_str(), "%u.%u.%u.%u:%u", &a[0], &a[1], &a[2], &a[3], &port) != 5 || world < 2) {
+        std::fprintf(stderr, "worker: need --worker source|joiner --master IPv4:PORT --world N (N >= 2)\n");
+        return 2;
+    }
+    for (int i = 0; i < 4; ++i) addr.inet.ipv4.data[i] = static_cast<uint8_t>(a[i]);
+    addr.port = static_cast<uint16_t>(port);
+    check(pcclInit(), "pcclInit");
+    pcclCommCreateParams_t p{};
+    p.master_address = addr;
+    pcclComm_t *c = nullptr;
+    check(pcclCreateCommunicator(&p, &c), "pcclCreateCommunicator");
+    check(pcclConnect(c), "pcclConnect");
+    // Every accepted peer votes in every round, so all leave the loop after the same round.
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (attribute(c, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE) < world) {
+        if (Clock::now() > deadline) {
+            std::fprintf(stderr, "worker: world still %d of %d after 120 s\n", attribute(c, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE), world);
+            return 1;
+        }
+        bool pending = false;
+        check(pcclArePeersPending(c, &pending), "pcclArePeersPending");
+        if (pending) check(pcclUpdateTopology(c), "pcclUpdateTopology");
+        else std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::printf("ready %d\n", attribute(c, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE));
+    std::fflush(stdout);
+    std::vector<uint8_t> state(mib << 20), expect;
+    fillPattern(state);
+    if (joiner) expect = state;
+    bool allOk = true;
+    for (int r = 0; r < reps; ++r) {
+        if (joiner) std::memset(state.data(), 0, state.size());  // holds nothing: every chunk is dirty
+        float one = 1, sum = 0;
+        pcclReduceDescriptor_t d{};
+        d.count = 1;
+        d.op = pcclSum;
+        d.tag = static_cast<uint64_t>(r);
+        d.src_descriptor.datatype = pcclFloat;
+        check(pcclAllReduce(&one, &sum, &d, c, nullptr), "pcclAllReduce (barrier)");
+        pcclTensorInfo_t info{};
+        info.name = "state";
+        info.data = state.data();
+        info.count = state.size();
+        info.datatype = pcclUint8;
+        info.device_type = pcclDeviceCpu;
+        pcclSharedState_t s{static_cast<uint64_t>(r + 1), 1, &info};
+        pcclSharedStateSyncInfo_t si{};
+        const auto t0 = Clock::now();
+        check(pcclSynchronizeSharedState(c, &s, joiner ? PCCL_SHARED_STATE_SYNC_STRATEGY_RECEIVE_ONLY
+                                                       : PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY, &si),
+              "pcclSynchronizeSharedState");
+        const double took = seconds(t0, Clock::now());
+        if (joiner) {
+            const bool ok = state == expect;
+            allOk = allOk && ok;
+            std::printf("sync %d %.4f %llu %s\n", r, took, static_cast<unsigned long long>(si.rx_bytes), ok ? "ok" : "BAD");
+        } else {
+            std::printf("served %d %.4f %llu\n", r, took, static_cast<unsigned long long>(si.tx_bytes));
+        }
+        std::fflush(stdout);
+    }
+    // A last barrier: no peer leaves while another may still be draining the final sync.
+    float one = 1, sum = 0;
+    pcclReduceDescriptor_t d{};
+    d.count = 1;
+    d.op = pcclSum;
+    d.tag = static_cast<uint64_t>(reps);
+    d.src_descriptor.datatype = pcclFloat;
+    check(pcclAllReduce(&one, &sum, &d, c, nullptr), "pcclAllReduce (final barrier)");
+    pcclDestroyCommunicator(c);
+    return allOk ? 0 : 1;
+}
 
 } // namespace
 
@@ -134,21 +238,28 @@ int main(int argc, char **argv) {
     size_t mib = 256;
     int reps = 5;
     std::vector<int> peers{2, 3}, sources{1, 2, 3};
+    std::string role, master;
+    int world = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string f = argv[i];
         if (f == "--mib") mib = std::strtoull(argv[i + 1], nullptr, 10);
+        else if (f == "--worker") role = argv[i + 1];
+        else if (f == "--master") master = argv[i + 1];
+        else if (f == "--world") world = std::atoi(argv[i + 1]);
         else if (f == "--peers") peers = parseList(argv[i + 1]);
         else if (f == "--sources") sources = parseList(argv[i + 1]);
         else if (f == "--reps") reps = std::max(1, std::atoi(argv[i + 1]));
         else {
-            std::fprintf(stderr, "usage: pccl-state-bench [--mib N] [--peers 2,3] [--sources 1,2,3] [--reps 5]\n");
+            std::fprintf(stderr, "usage: pccl-state-bench [--mib N] [--peers 2,3] [--sources 1,2,3] [--reps 5]\n"
+                                 "       pccl-state-bench --worker source|joiner --master IP:PORT --world N [--mib N] [--reps N]\n");
             return 2;
         }
     }
+    if (!role.empty()) return runWorker(role, master, world, mib, reps);
     check(pcclInit(), "pcclInit");
     const size_t bytes = mib << 20;
     std::vector<uint8_t> a(bytes), b(bytes);
-    for (size_t i = 0; i < bytes; ++i) a[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
+    fillPattern(a);
     const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
 
     std::vector<double> copy, hash1, hashN;
@@ -176,14 +287,21 @@ int main(int argc, char **argv) {
         std::vector<std::vector<uint8_t>> states(n, a);
         uint64_t rx = 0;
         run.syncAll(states, 1, &rx);  // first sync: establishes the revision
-        std::vector<double> t;
+        std::vector<double> t, alone;
         uint64_t moved = 0;
+        // Long enough for the first n-1 peers to hash even on a busy machine; too short would
+        // only make the "alone" figure pessimistic (the last peer would share the cores).
+        const auto head = std::chrono::milliseconds(50 + static_cast<int>(4e3 * median(hashN) * (n - 1)));
         for (int r = 0; r < reps; ++r) {
-            t.push_back(run.syncAll(states, 2 + r, &rx));
+            t.push_back(run.syncAll(states, 2 + 2 * r, &rx));
+            moved += rx;
+            alone.push_back(run.syncAll(states, 3 + 2 * r, &rx, head));
             moved += rx;
         }
-        std::printf("identical sync, %d peers %8.2f ms  = %.2fx memcpy  (bytes moved: %llu)\n", n, median(t) * 1e3,
-                    median(t) / memcpyS, static_cast<unsigned long long>(moved));
+        std::printf("identical sync, %d peers %8.2f ms  = %.2fx memcpy  all at once (bytes moved: %llu)\n", n,
+                    median(t) * 1e3, median(t) / memcpyS, static_cast<unsigned long long>(moved));
+        std::printf("  last peer, others waiting %6.2f ms  = %.2fx memcpy  (one peer's cost with the cores to itself)\n",
+                    median(alone) * 1e3, median(alone) / memcpyS);
     }
 
     double oneSource = 0;
