@@ -287,21 +287,32 @@ int main(int argc, char **argv) {
         std::vector<std::vector<uint8_t>> states(n, a);
         uint64_t rx = 0;
         run.syncAll(states, 1, &rx);  // first sync: establishes the revision
-        std::vector<double> t, alone;
+        std::vector<double> t, alone, tRatio, aloneRatio;
         uint64_t moved = 0;
         // Long enough for the first n-1 peers to hash even on a busy machine; too short would
         // only make the "alone" figure pessimistic (the last peer would share the cores).
         const auto head = std::chrono::milliseconds(50 + static_cast<int>(4e3 * median(hashN) * (n - 1)));
+        // Each sync is also paired with a memcpy timed just before it: on a shared machine the
+        // load changes within seconds, and the paired ratio sees the same load on both sides.
+        auto copyNow = [&] {
+            const auto c0 = Clock::now();
+            std::memcpy(b.data(), a.data(), bytes);
+            return seconds(c0, Clock::now());
+        };
         for (int r = 0; r < reps; ++r) {
+            double c = copyNow();
             t.push_back(run.syncAll(states, 2 + 2 * r, &rx));
+            tRatio.push_back(t.back() / c);
             moved += rx;
+            c = copyNow();
             alone.push_back(run.syncAll(states, 3 + 2 * r, &rx, head));
+            aloneRatio.push_back(alone.back() / c);
             moved += rx;
         }
-        std::printf("identical sync, %d peers %8.2f ms  = %.2fx memcpy  all at once (bytes moved: %llu)\n", n,
-                    median(t) * 1e3, median(t) / memcpyS, static_cast<unsigned long long>(moved));
-        std::printf("  last peer, others waiting %6.2f ms  = %.2fx memcpy  (one peer's cost with the cores to itself)\n",
-                    median(alone) * 1e3, median(alone) / memcpyS);
+        std::printf("identical sync, %d peers %8.2f ms  = %.2fx memcpy (paired: %.2fx)  all at once (bytes moved: %llu)\n",
+                    n, median(t) * 1e3, median(t) / memcpyS, median(tRatio), static_cast<unsigned long long>(moved));
+        std::printf("  last peer, others waiting %6.2f ms  = %.2fx memcpy (paired: %.2fx)  one peer's cost with the cores to itself\n",
+                    median(alone) * 1e3, median(alone) / memcpyS, median(aloneRatio));
     }
 
     double oneSource = 0;
