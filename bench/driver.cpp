@@ -513,6 +513,12 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
             rs.have_times = true;
             for (size_t i = 3; i < w.size(); ++i) rs.times.push_back(std::atof(w[i].c_str()));
             emitReadyRows();
+        } else if (kind == "rss" && w.size() >= 5) {
+            // Memory across the timed iterations (each with a new tag): a leak per operation
+            // shows here, e.g. --sizes 64K --iters 10000.
+            const long before = std::atol(w[3].c_str()), after = std::atol(w[4].c_str());
+            std::printf("# rss rank %zu, %s: %ld -> %ld KiB (%+ld) over the timed iterations\n", idx,
+                        formatSize(u64(w[2])).c_str(), before, after, after - before);
         } else if (kind == "error") {
             s.errors.push_back(restAfterWords(line, 2));
         } else if (kind == "done") {

@@ -10,6 +10,7 @@
 //   @pb check <bytes> <ok|inexact|FAIL> <bad> <inexact> <first bad index> <got> <expected>
 //             <tx bytes> <rx bytes> <local world size>
 //   @pb times <bytes> <seconds of iteration 1> ...
+//   @pb rss <bytes> <KiB after the warm-up> <KiB after the timed iterations>   (VmRSS)
 //   @pb error <text>                      fatal; the worker exits with status 2
 //   @pb done
 #include "bench_common.hpp"
@@ -29,6 +30,18 @@ namespace bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Resident set size of this process (VmRSS), or -1.
+long rssKiB() {
+    FILE *f = std::fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kib = -1;
+    while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    std::fclose(f);
+    return kib;
+}
 
 void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void emit(const char *fmt, ...) {
@@ -196,6 +209,7 @@ int runWorker(const Options &opt) {
         }
         std::vector<double> times;
         times.reserve(size_t(e.iters));
+        const long rssBefore = rssKiB();
         for (int i = 0; i < e.iters; ++i) {
             desc.tag = tag++;
             const auto t0 = Clock::now();
@@ -212,6 +226,7 @@ int runWorker(const Options &opt) {
             line += num;
         }
         emit("%s", line.c_str());
+        emit("rss %llu %ld %ld", static_cast<unsigned long long>(e.bytes), rssBefore, rssKiB());
     }
 
     // A last vote so that no peer leaves while another is still finishing its last
