@@ -6,7 +6,10 @@
     peer's; the median over --iters iterations (after --warmup). Once through
     ``pccl.Communicator.all_reduce`` on torch tensors, once through the C API with the same
     settings by ``pccl-bench`` (bench/worker.cpp does exactly this loop); prints both and the
-    ratio. Also the binding's own per-call cost without I/O (argument checks, dtype mapping).
+    ratio. Each Python call alternates with the extension's all_reduce on prepared arguments;
+    the paired difference of the two is the wrapper's cost inside the real loop. Also the
+    wrapper's own per-call cost without I/O (Communicator.all_reduce with the extension swapped
+    for a stub: argument checks, dtype mapping, the result), on torch tensors and numpy arrays.
 
 (b) Zero copy: a 256 MiB float32 all-reduce (torch tensors, out of place, and in place) between
     2 peers. Each peer resets its peak-RSS mark (/proc/self/clear_refs) after allocating and
@@ -18,7 +21,8 @@
     python3 bench/python_overhead.py --iters 500 --bench-bin build/bench/pccl-bench
     python3 bench/python_overhead.py --no-cpp            # Python side only
 
-Needs the installed package (pip install --no-build-isolation ./bindings/python) and torch.
+Needs the installed package (pip install --no-build-isolation ./bindings/python), torch and
+numpy. To compare two versions of the package, put the other one first on PYTHONPATH.
 The peers are processes of this script; everything runs on 127.0.0.1 with a master on port 0.
 """
 
@@ -96,8 +100,10 @@ def peer_latency(args: argparse.Namespace) -> Dict:
     # the same operation straight into the extension module with the arguments prepared once
     # (what remains is pybind11 and the GIL release around pcclAllReduce). Alternating keeps
     # warm-up effects and machine noise out of the difference.
-    native = comm._require()
-    nargs = list(comm._reduce_args(send, recv, pccl.ReduceOp.SUM, 0, None, None)[0])
+    native = comm._native
+    # send, recv, count, dtype, op, tag, distribution hint, quantized dtype, quantization algorithm
+    nargs = [send.data_ptr(), recv.data_ptr(), count, int(pccl.DataType.FLOAT), int(pccl.ReduceOp.SUM), 0,
+             int(pccl.DistributionHint.NONE), int(pccl.DataType.UINT8), int(pccl.QuantizationAlgorithm.NONE)]
     times, native_times = [], []
     for _ in range(args.iters):
         tag += 1
@@ -109,15 +115,32 @@ def peer_latency(args: argparse.Namespace) -> Dict:
         t0 = time.perf_counter()
         native.all_reduce(*nargs)
         native_times.append(time.perf_counter() - t0)
-    # The binding's own cost per call, without any I/O: what all_reduce does before the C call.
-    n = 20000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        comm._reduce_args(send, recv, pccl.ReduceOp.SUM, 7, None, None)
-    py_args = (time.perf_counter() - t0) / n
     comm.are_peers_pending()  # a last vote: nobody leaves while the other still reduces
+    # The binding's own cost per call, without any I/O: Communicator.all_reduce with the
+    # extension object swapped for a stub that returns at once (argument checks, dtype mapping,
+    # the ReduceInfo); torch tensors and numpy arrays of the size above, out of place.
+    class Stub:
+        def all_reduce(self, *a):
+            return (2, count * 4, count * 4)
+
+    import numpy as np
+
+    arrays = (np.full(count, 1.0, np.float32), np.empty(count, np.float32))
+    comm._native = Stub()
+    try:
+        own = {}
+        for kind, (s, r) in (("torch", (send, recv)), ("numpy", arrays)):
+            n, best = 20000, float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for i in range(n):
+                    comm.all_reduce(s, r, op=pccl.ReduceOp.SUM, tag=i)
+                best = min(best, (time.perf_counter() - t0) / n)
+            own[kind] = best
+    finally:
+        comm._native = native
     comm.close()
-    return {"times": times, "native_times": native_times, "args_s": py_args}
+    return {"times": times, "native_times": native_times, "own_s": own}
 
 
 def peer_zero_copy(args: argparse.Namespace) -> Dict:
@@ -264,7 +287,8 @@ def main() -> int:
         elif bench is not None:
             print(f"    C++: {bench} --sizes {args.size} --peers 2 --iters {args.iters} --warmup {args.warmup} "
                   f"--dtype f32 --op sum --no-gloo --csv")
-        py_meds, py_mins, cpp_meds, cpp_mins, arg_costs, nat_meds, nat_mins = [], [], [], [], [], [], []
+        py_meds, py_mins, cpp_meds, cpp_mins, nat_meds, nat_mins, diffs = [], [], [], [], [], [], []
+        own: Dict[str, List[float]] = {"torch": [], "numpy": []}
         for rep in range(args.repeat):
             res = run_peers("latency", args)
             per_iter = [max(a, b) for a, b in zip(res[0]["times"], res[1]["times"])]
@@ -273,9 +297,13 @@ def main() -> int:
             per_iter_native = [max(a, b) for a, b in zip(res[0]["native_times"], res[1]["native_times"])]
             nat_meds.append(statistics.median(per_iter_native))
             nat_mins.append(min(per_iter_native))
-            arg_costs.append(min(r["args_s"] for r in res))
+            # Paired: each API call against the extension call right after it.
+            diffs.append(statistics.median(a - b for a, b in zip(per_iter, per_iter_native)))
+            for kind in own:
+                own[kind].append(min(r["own_s"][kind] for r in res))
             line = (f"    run {rep + 1}: python median {fmt_ms(py_meds[-1])} min {fmt_ms(py_mins[-1])} | "
-                    f"extension call median {fmt_ms(nat_meds[-1])} min {fmt_ms(nat_mins[-1])}")
+                    f"extension call median {fmt_ms(nat_meds[-1])} min {fmt_ms(nat_mins[-1])} | "
+                    f"paired python - extension {diffs[-1] * 1e6:+.0f} us")
             if bench is not None:
                 row = run_cpp(bench, args)
                 if row is None:
@@ -296,8 +324,10 @@ def main() -> int:
             print(f"    C++     pccl-bench (pcclAllReduce):                median {fmt_ms(cpp_med)}  min {fmt_ms(cpp_min)}")
             print(f"    ratio python / C++: {py_med / cpp_med:.3f} (medians), {py_min / cpp_min:.3f} (minima); "
                   f"difference {(py_med - cpp_med) * 1e6:+.0f} us (medians), {(py_min - cpp_min) * 1e6:+.0f} us (minima)")
-        print(f"    the binding's own work per call, no I/O (argument checks, dtype mapping): "
-              f"{min(arg_costs) * 1e6:.1f} us")
+        print(f"    paired difference python - extension call (median per run): "
+              f"{', '.join(f'{d * 1e6:+.0f}' for d in diffs)} us")
+        print(f"    the binding's own work per call, no I/O (argument checks, dtype mapping, result): "
+              f"torch {min(own['torch']) * 1e6:.1f} us, numpy {min(own['numpy']) * 1e6:.1f} us")
     if not args.no_zero_copy:
         print(f"(b) {args.big / MIB:g} MiB float32 sum all-reduce of torch tensors, 2 peer processes, "
               f"{args.big_iters} per mode")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from . import _pccl
-from ._enums import DataType, DeviceType
+from ._enums import _BY_NUMPY_DTYPE, _BY_TORCH_DTYPE, ITEMSIZES, DataType, DeviceType
 
-__all__ = ["Buffer", "describe", "describe_torch", "describe_numpy", "check_pair"]
+__all__ = ["Buffer", "describe", "describe_torch", "describe_numpy", "check_pair", "reduce_operands"]
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,9 @@ def describe_torch(tensor: Any, what: str = "tensor", *, writeable: bool = False
     if tensor.layout != torch.strided:
         raise TypeError(f"{what} has layout {tensor.layout}; only dense (strided) tensors are supported")
     dtype = DataType.from_torch_dtype(tensor.dtype)
-    dev = tensor.device.type
-    if dev == "cpu":
+    if tensor.is_cpu:  # cheaper than tensor.device, which builds a torch.device
         device = DeviceType.CPU
-    elif dev == "cuda":
+    elif tensor.is_cuda:
         device = DeviceType.CUDA
     else:
         raise ValueError(f"{what} is on device '{tensor.device}'; pccl supports CPU (and CUDA) tensors only")
@@ -120,3 +119,76 @@ def check_pair(send: Buffer, recv: Buffer, *, expected_dtype: Optional[DataType]
         raise TypeError(f"the descriptor says {DataType(expected_dtype).name} but the buffers are {send.dtype.name}")
     if expected_count is not None and send.numel != expected_count:
         raise ValueError(f"the descriptor says count={expected_count} but the buffers have {send.numel} elements")
+
+
+def reduce_operands(send: Any, recv: Any, expected_dtype: Optional[DataType] = None) -> Tuple[int, int, int, DataType]:
+    """(send address, recv address, element count, DataType) of an all-reduce's two buffers, after
+    every check of describe() and check_pair().
+
+    This runs on every all-reduce. The common case, two CPU torch tensors or two numpy arrays
+    that pass every check, costs a few attribute reads and a dict lookup; anything else,
+    including every failing check, goes through describe() and check_pair(), which raise the
+    precise error.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(send, torch.Tensor):
+        fast = _torch_pair(torch, send, recv)
+    else:
+        fast = _numpy_pair(send, recv)
+    if fast is not None and (expected_dtype is None or fast[3] == expected_dtype):
+        return fast
+    s = describe(send, "send")
+    r = describe(recv, "recv", writeable=True)
+    check_pair(s, r, expected_dtype=expected_dtype)
+    return s.ptr, r.ptr, s.numel, s.dtype
+
+
+def _torch_pair(torch: Any, send: Any, recv: Any) -> Optional[Tuple[int, int, int, DataType]]:
+    """The fast path for torch tensors: None unless every check passes. It makes a subset of
+    describe_torch's tensor calls (none that can raise on a strided CPU tensor). is_conj() is
+    skipped: torch sets the conjugate bit on complex tensors only, which the dtype lookup has
+    already turned away."""
+    strided = torch.strided
+    if send.layout is not strided or not send.is_cpu:
+        return None
+    dtype = _BY_TORCH_DTYPE.get(send.dtype)
+    if dtype is None or send.is_neg() or not send.is_contiguous():
+        return None
+    n = send.numel()
+    if not n:
+        return None
+    sp = send.data_ptr()
+    if recv is send:
+        return sp, sp, n, dtype
+    if (not isinstance(recv, torch.Tensor) or recv.layout is not strided or not recv.is_cpu
+            or recv.dtype is not send.dtype or recv.is_neg() or not recv.is_contiguous() or recv.numel() != n):
+        return None
+    rp = recv.data_ptr()
+    if sp != rp:
+        nbytes = n * ITEMSIZES[dtype]
+        if sp < rp + nbytes and rp < sp + nbytes:
+            return None
+    return sp, rp, n, dtype
+
+
+def _numpy_pair(send: Any, recv: Any) -> Optional[Tuple[int, int, int, DataType]]:
+    """The fast path for numpy arrays: None unless every check passes. The addresses come from
+    the buffer protocol (_pccl.contiguous_address: C-contiguous, and writeable for recv), which
+    is far cheaper than __array_interface__."""
+    if not (_is_numpy_array(send) and _is_numpy_array(recv)):
+        return None
+    dtype = _BY_NUMPY_DTYPE.get(send.dtype)
+    if dtype is None or _BY_NUMPY_DTYPE.get(recv.dtype) is not dtype:
+        return None
+    n = send.size
+    if not n or recv.size != n:
+        return None
+    sp = _pccl.contiguous_address(send, False)
+    rp = _pccl.contiguous_address(recv, True)
+    if sp is None or rp is None:
+        return None
+    if sp != rp:
+        nbytes = n * ITEMSIZES[dtype]
+        if sp < rp + nbytes and rp < sp + nbytes:
+            return None
+    return sp, rp, n, dtype

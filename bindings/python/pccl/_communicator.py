@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from . import _pccl
 from ._closeable import Closeable
 from ._address import SocketAddress, parse_address
-from ._buffers import check_pair, describe
+from ._buffers import reduce_operands
 from ._enums import Attribute, ReduceOp, Result, SharedStateSyncStrategy
 from ._errors import PCCLError
 from ._types import (
@@ -20,6 +20,8 @@ from ._types import (
     ReduceOperandDescriptor,
     SharedState,
     SharedStateSyncInfo,
+    _NO_QUANTIZATION,
+    _U64_MAX,
     _enum,
     _quant_tuple,
     _uint,
@@ -30,6 +32,23 @@ __all__ = ["Communicator", "AsyncReduceHandle"]
 # Every open communicator, closed at interpreter exit (before the masters) so that peers leave
 # the run gracefully.
 _live_communicators: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
+
+
+# The last ReduceInfo made, with the (world, tx, rx) it was made from. Back-to-back all-reduces of
+# one size in one world report the same figures, and a ReduceInfo is immutable, so the same object
+# is returned again instead of building a frozen dataclass (~0.5 us) per call. Replaced as a whole
+# (one assignment), so concurrent callers see either the old or the new pair.
+_last_info: Tuple[tuple, Optional[ReduceInfo]] = ((), None)
+
+
+def _reduce_info(figures: tuple) -> ReduceInfo:
+    global _last_info
+    key, info = _last_info
+    if key == figures and info is not None:
+        return info
+    info = ReduceInfo(*figures)
+    _last_info = (figures, info)
+    return info
 
 
 class AsyncReduceHandle:
@@ -78,7 +97,7 @@ class AsyncReduceHandle:
                     status: Union[Result, int] = Result(r)
                 except ValueError:
                     status = r
-                self._outcome = (r == 0, status, ReduceInfo(world, tx, rx))
+                self._outcome = (r == 0, status, _reduce_info((world, tx, rx)))
                 self._error = None if r == 0 else PCCLError(r, msg)
                 self._comm._forget(self._tag, self)
                 self._keepalive = None
@@ -233,11 +252,18 @@ class Communicator(Closeable):
 
     def _reduce_args(self, send: Any, recv: Any, op: Any, tag: Any,
                      operand_descriptor: Optional[ReduceOperandDescriptor],
-                     quantization_options: Optional[QuantizationOptions]) -> Tuple[tuple, tuple]:
-        op = _enum(ReduceOp, op, "op")
-        tag = _uint(tag, "tag")
-        s = describe(send, "send")
-        r = describe(recv, "recv", writeable=True)
+                     quantization_options: Optional[QuantizationOptions]) -> tuple:
+        """The extension's all_reduce arguments: (send address, recv address, count, dtype, op,
+        tag, distribution hint, quantized dtype, quantization algorithm). Raises TypeError or
+        ValueError for wrong arguments. Runs on every all-reduce: the common case (a ReduceOp,
+        an int tag, no descriptors) takes no detours."""
+        if type(op) is not ReduceOp:
+            op = _enum(ReduceOp, op, "op")
+        if type(tag) is not int or tag < 0 or tag > _U64_MAX:
+            tag = _uint(tag, "tag")
+        if operand_descriptor is None and quantization_options is None:
+            sp, rp, count, dtype = reduce_operands(send, recv)
+            return sp, rp, count, dtype, op, tag, 0, _NO_QUANTIZATION[0], _NO_QUANTIZATION[1]
         expected = None
         hint = 0
         if operand_descriptor is not None:
@@ -246,10 +272,9 @@ class Communicator(Closeable):
                                 f"{type(operand_descriptor).__name__}")
             expected = operand_descriptor.datatype
             hint = int(operand_descriptor.distribution_hint)
-        check_pair(s, r, expected_dtype=expected)
+        sp, rp, count, dtype = reduce_operands(send, recv, expected)
         qd, qa = _quant_tuple(quantization_options)
-        args = (s.ptr, r.ptr, s.numel, int(s.dtype), int(op), tag, hint, qd, qa)
-        return args, (send, recv)
+        return sp, rp, count, dtype, op, tag, hint, qd, qa
 
     def all_reduce(self, send: Any, recv: Any, *, op: Any, tag: int = 0,
                    operand_descriptor: Optional[ReduceOperandDescriptor] = None,
@@ -265,9 +290,12 @@ class Communicator(Closeable):
         Raises PCCLError; ``Result.RANK_CONNECTION_LOST`` means a peer was lost and the
         operation was aborted everywhere: an in-place buffer holds its input again, and calling
         again reduces over the remaining peers."""
-        args, _keepalive = self._reduce_args(send, recv, op, tag, operand_descriptor, quantization_options)
-        world, tx, rx = self._require().all_reduce(*args)
-        return ReduceInfo(world, tx, rx)
+        args = self._reduce_args(send, recv, op, tag, operand_descriptor, quantization_options)
+        native = self._native
+        if native is None:
+            native = self._require()  # raises
+        # send and recv stay referenced by this frame until the call returns.
+        return _reduce_info(native.all_reduce(*args))
 
     def all_reduce_async(self, send: Any, recv: Any, *, op: Any, tag: int = 0,
                          operand_descriptor: Optional[ReduceOperandDescriptor] = None,
@@ -275,12 +303,13 @@ class Communicator(Closeable):
         """Start an all-reduce (arguments as :meth:`all_reduce`) and return at once. Concurrent
         operations need distinct tags. Leave both buffers alone until the handle's
         :meth:`AsyncReduceHandle.wait` returns; they are kept alive until then."""
-        args, keepalive = self._reduce_args(send, recv, op, tag, operand_descriptor, quantization_options)
+        args = self._reduce_args(send, recv, op, tag, operand_descriptor, quantization_options)
         native = self._require()
-        handle = AsyncReduceHandle(self, args[5], keepalive)
+        tag = args[5]
+        handle = AsyncReduceHandle(self, tag, (send, recv))
         native.all_reduce_async(*args)
         with self._lock:
-            self._in_flight[args[5]] = handle
+            self._in_flight[tag] = handle
         return handle
 
     def all_reduce_multiple_with_retry(self, descriptors: Sequence[ReduceOpDescriptor], *,

@@ -116,6 +116,16 @@ _DTYPE_TABLE = {
     11: ("float64", "float64", 8),
 }
 
+# Element size in bytes, indexed by DataType value.
+ITEMSIZES = tuple(size for _, _, size in _DTYPE_TABLE.values())
+
+# torch.dtype -> DataType and numpy.dtype -> DataType, filled by from_torch_dtype (whole table at
+# the first call) and from_numpy_dtype (each supported dtype at its first lookup); read directly
+# by the all-reduce fast path (_buffers.py). Only supported dtypes are ever entered, so a miss
+# means "not seen yet or unsupported": take the full lookup, which raises.
+_BY_TORCH_DTYPE: dict = {}
+_BY_NUMPY_DTYPE: dict = {}
+
 
 class DataType(IntEnum):
     """``pcclDataType_t``, with conversions from and to torch and numpy dtypes.
@@ -140,7 +150,7 @@ class DataType(IntEnum):
     @property
     def itemsize(self) -> int:
         """Size of one element in bytes."""
-        return _DTYPE_TABLE[int(self)][2]
+        return ITEMSIZES[self]
 
     def to_torch_dtype(self) -> Any:
         """The ``torch.dtype`` of this data type (imports torch).
@@ -162,9 +172,14 @@ class DataType(IntEnum):
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(dtype, torch.dtype):
             raise TypeError(f"expected a torch.dtype, got {dtype!r}")
-        for value, (name, _, _) in _DTYPE_TABLE.items():
-            if getattr(torch, name, None) == dtype:
-                return DataType(value)
+        if not _BY_TORCH_DTYPE:
+            for value, (name, _, _) in _DTYPE_TABLE.items():
+                dt = getattr(torch, name, None)
+                if dt is not None:
+                    _BY_TORCH_DTYPE[dt] = DataType(value)
+        found = _BY_TORCH_DTYPE.get(dtype)
+        if found is not None:
+            return found
         raise TypeError(f"torch dtype {dtype} is not supported by pccl "
                         f"(supported: {', '.join('torch.' + n for n, _, _ in _DTYPE_TABLE.values())})")
 
@@ -191,16 +206,26 @@ class DataType(IntEnum):
             dt = np.dtype(dtype)
         except TypeError:
             raise TypeError(f"not a numpy dtype: {dtype!r}") from None
-        if dt.byteorder not in ("=", "|") and dt.byteorder != _native_byteorder():
-            raise TypeError(f"numpy dtype {dt.str} has non-native byte order; use .astype(dt.newbyteorder('='))")
-        if dt.name == "bfloat16":
-            return DataType.BFLOAT16
-        if dt.kind in ("i", "u", "f"):
-            for value, (_, name, size) in _DTYPE_TABLE.items():
-                if value != DataType.BFLOAT16 and np.dtype(name).kind == dt.kind and size == dt.itemsize:
-                    return DataType(value)
-        raise TypeError(f"numpy dtype {dt} is not supported by pccl "
-                        f"(supported: {', '.join(n for _, n, _ in _DTYPE_TABLE.values())})")
+        found = _BY_NUMPY_DTYPE.get(dt)
+        if found is not None:
+            return found
+        found = _from_numpy_dtype(np, dt)
+        _BY_NUMPY_DTYPE[dt] = found
+        return found
+
+
+def _from_numpy_dtype(np: Any, dt: Any) -> DataType:
+    """The DataType of the numpy.dtype ``dt``, found from its kind, size and byte order."""
+    if dt.byteorder not in ("=", "|") and dt.byteorder != _native_byteorder():
+        raise TypeError(f"numpy dtype {dt.str} has non-native byte order; use .astype(dt.newbyteorder('='))")
+    if dt.name == "bfloat16":
+        return DataType.BFLOAT16
+    if dt.kind in ("i", "u", "f"):
+        for value, (_, name, size) in _DTYPE_TABLE.items():
+            if value != DataType.BFLOAT16 and np.dtype(name).kind == dt.kind and size == dt.itemsize:
+                return DataType(value)
+    raise TypeError(f"numpy dtype {dt} is not supported by pccl "
+                    f"(supported: {', '.join(n for _, n, _ in _DTYPE_TABLE.values())})")
 
 
 def _native_byteorder() -> str:

@@ -2,7 +2,8 @@
 //
 // It wraps the C API (include/pccl.h) and nothing else: no C++ internals, no torch, no numpy.
 // Buffers arrive as integer addresses; the pure-Python layer (pccl/*.py) checks tensors and
-// arrays, maps dtypes and offers the PCCL 1.0 names. Every call that can wait for other
+// arrays, maps dtypes and offers the PCCL 1.0 names (contiguous_address, a buffer-protocol read,
+// only speeds up its numpy checks). Every call that can wait for other
 // processes releases the GIL. A failed call raises the exception type the package installed with
 // _set_error_type (pccl.PCCLError) as ErrorType(result_code, message), where message is the
 // library's own reason (pcclGetLastErrorMessage), captured on the calling thread right after the
@@ -97,6 +98,24 @@ pcclReduceDescriptor_t makeDescriptor(size_t count, int dtype, int op, uint64_t 
     d.quantization_options.quantized_datatype = static_cast<pcclDataType_t>(qdtype);
     d.quantization_options.algorithm = static_cast<pcclQuantizationAlgorithm_t>(qalgo);
     return d;
+}
+
+// The address of obj's memory if obj exports a C-contiguous buffer (and a writeable one when
+// writable), else None; never raises. For the all-reduce fast path on numpy arrays: one buffer
+// request checks contiguity and writeability and yields the address, where reading
+// __array_interface__ costs microseconds. The address stays valid only while obj is alive and
+// not resized; the caller holds obj for the duration of the operation.
+py::object contiguousAddress(py::handle obj, bool writable) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) != 0) {
+        PyErr_Clear();
+        return py::none();
+    }
+    const bool ok = PyBuffer_IsContiguous(&view, 'C') && (!writable || !view.readonly);
+    const auto address = reinterpret_cast<uintptr_t>(view.buf);
+    PyBuffer_Release(&view);
+    if (!ok) return py::none();
+    return py::reinterpret_steal<py::object>(PyLong_FromSize_t(address));
 }
 
 py::tuple infoTuple(const pcclReduceInfo_t &info) {
@@ -414,6 +433,8 @@ PYBIND11_MODULE(_pccl, m) {
           "pcclGetErrorString: a static description of a result code.");
     m.def("last_error_message", [] { return threadLastError(); },
           "pcclGetLastErrorMessage(NULL): the reason for the last failure on this thread.");
+    m.def("contiguous_address", &contiguousAddress, py::arg("obj"), py::arg("writable"),
+          "The address of obj's C-contiguous (and, if writable, writeable) buffer, or None.");
     m.def("has_cuda_support", [] {
         pcclBuildInfo_t info{};
         pcclGetBuildInfo(&info);
