@@ -207,8 +207,9 @@ int runWorker(const Options &opt) {
                 fail(comm, "pcclAllReduce (warm-up, " + formatSize(e.bytes) + ")", rc);
             progress("warmup", i + 1);
         }
-        std::vector<double> times;
-        times.reserve(size_t(e.iters));
+        // Zero-filled (its pages touched) before the RSS baseline, so that only the library's
+        // memory can grow across the loop.
+        std::vector<double> times(size_t(e.iters), 0.0);
         const long rssBefore = rssKiB();
         for (int i = 0; i < e.iters; ++i) {
             desc.tag = tag++;
@@ -216,9 +217,10 @@ int runWorker(const Options &opt) {
             const pcclResult_t rc = pcclAllReduce(send.get(), out, &desc, comm, nullptr);
             const auto t1 = Clock::now();
             if (rc != pcclSuccess) fail(comm, "pcclAllReduce (timed, " + formatSize(e.bytes) + ")", rc);
-            times.push_back(std::chrono::duration<double>(t1 - t0).count());
+            times[size_t(i)] = std::chrono::duration<double>(t1 - t0).count();
             progress("timed", i + 1);
         }
+        const long rssAfter = rssKiB();
         std::string line = "times " + std::to_string(e.bytes);
         char num[32];
         for (double t : times) {
@@ -226,7 +228,7 @@ int runWorker(const Options &opt) {
             line += num;
         }
         emit("%s", line.c_str());
-        emit("rss %llu %ld %ld", static_cast<unsigned long long>(e.bytes), rssBefore, rssKiB());
+        emit("rss %llu %ld %ld", static_cast<unsigned long long>(e.bytes), rssBefore, rssAfter);
     }
 
     // A last vote so that no peer leaves while another is still finishing its last
