@@ -471,6 +471,8 @@ void usage(FILE *out) {
                  "  --python EXE      python for the gloo comparison (default python3)\n"
                  "  --gloo-script F   path of gloo_allreduce.py\n"
                  "  --verbose         forward workers' unparsed output\n"
+                 "  --rss             print each worker's RSS before and after the timed iterations\n"
+                 "                    (a leak per operation: --sizes 64K --iters 100000 --rss)\n"
                  "  --master-addr IP  IPv4 address the master listens on and workers connect to\n"
                  "                    (default 127.0.0.1)\n"
                  "  --launch PREFIX   run each worker as PREFIX... pccl-bench --worker ...; words split on\n"
@@ -574,6 +576,8 @@ std::optional<Options> parseOptions(int argc, char **argv) {
             o.gloo = 0;
         } else if (a == "--csv") {
             o.csv = true;
+        } else if (a == "--rss") {
+            o.rss = true;
         } else if (a == "--verbose" || a == "-v") {
             o.verbose = true;
         } else if (a == "--timeout") {

@@ -112,6 +112,7 @@ struct Options {
     int gloo = -1;  // -1: auto (on if torch imports), 0 off, 1 on
     bool csv = false;
     bool verbose = false;
+    bool rss = false;  // print each worker's RSS across the timed iterations
     double timeout_s = 60;  // inactivity deadline (plus a per-size allowance)
     std::string python = "python3";
     std::string gloo_script;

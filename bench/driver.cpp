@@ -513,7 +513,7 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
             rs.have_times = true;
             for (size_t i = 3; i < w.size(); ++i) rs.times.push_back(std::atof(w[i].c_str()));
             emitReadyRows();
-        } else if (kind == "rss" && w.size() >= 5) {
+        } else if (kind == "rss" && w.size() >= 5 && opt.rss) {
             // Memory across the timed iterations (each with a new tag): a leak per operation
             // shows here, e.g. --sizes 64K --iters 10000.
             const long before = std::atol(w[3].c_str()), after = std::atol(w[4].c_str());
