@@ -295,7 +295,8 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
     Collective &c = it->second;
     if (!m.ok) {
         const auto result = m.result == pcclTimeout ? pcclTimeout : pcclRankConnectionLost;
-        return abortCollective(out, p.group, m.tag, result, describe(p) + " reported: " + m.error);
+        return abortCollective(out, p.group, m.tag, result,
+                               describe(p) + " reported during all-reduce tag " + std::to_string(m.tag) + ": " + m.error);
     }
     c.done.insert(p.id);
     if (m.send_bytes_per_s) c.sendRates[p.id] = m.send_bytes_per_s;
@@ -344,8 +345,11 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
         auto &c = collectives_.at({p.group, tag});
         const bool involved = c.seq != 0 && std::find(c.participants.begin(), c.participants.end(), id) != c.participants.end();
         if (involved) {
+            // The master knows of the lost peer's phase only whether it had reported its part done.
+            const std::string phase = c.done.count(id) ? " (it had finished its transfer and waited for the commit)"
+                                                       : " (its transfer was under way)";
             abortCollective(out, p.group, tag, pcclRankConnectionLost,
-                            describe(p) + " " + reason + " during all-reduce tag " + std::to_string(tag), {p.uuid});
+                            describe(p) + " " + reason + " during all-reduce tag " + std::to_string(tag) + phase, {p.uuid});
         } else if (c.seq == 0) {
             c.inited.erase(id);
             if (c.inited.empty()) {
@@ -361,7 +365,11 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
             sr->second.described.erase(id);
             maybeRunSync(out, p.group);
         } else if (sr->second.participants.count(id)) {
-            onSyncParticipantLost(out, p.group, id, p.uuid, describe(p) + " " + reason + " during shared-state sync");
+            const std::string phase = sr->second.done.count(id) ? ", transfer phase (it had finished its part)"
+                                                                : ", transfer phase";
+            onSyncParticipantLost(out, p.group, id, p.uuid,
+                                  describe(p) + " " + reason + " during shared-state sync revision " +
+                                      std::to_string(sr->second.revision) + phase);
         }
     }
     if (linksWaiting_.erase(id) && linksWaiting_.empty()) finishLinksRound(out);
@@ -376,10 +384,10 @@ void Membership::sendWorld(Actions &out) {
         if (p.state == State::Accepted) send(out, id, WorldUpdate{worldFor(p.group)});
 }
 
-void Membership::kick(Actions &out, ClientId id, const std::string &reason) {
+void Membership::kick(Actions &out, ClientId id, const std::string &reason, const std::string &toPeer) {
     Action a;
     a.to = id;
-    a.message = Kicked{reason};
+    a.message = Kicked{reason + toPeer};
     a.close = true;
     a.reason = "kicked: " + reason;
     removePeer(out, id, "kicked: " + reason);
@@ -481,7 +489,10 @@ void Membership::onSharedStateDone(Actions &out, Peer &p, const SharedStateDone 
     auto it = syncRounds_.find(p.group);
     if (it == syncRounds_.end() || it->second.seq != m.seq || !it->second.participants.count(p.id)) return;
     if (!m.ok)
-        return abortSync(out, p.group, describe(p) + " reported: " + m.error, {},
+        return abortSync(out, p.group,
+                         describe(p) + " reported during shared-state sync revision " +
+                             std::to_string(it->second.revision) + ": " + m.error,
+                         {},
                          m.result == pcclTimeout ? pcclTimeout : pcclRankConnectionLost);
     it->second.done.insert(p.id);
     maybeCommitSync(out, p.group);
@@ -528,23 +539,85 @@ void Membership::abortSync(Actions &out, uint32_t group, const std::string &reas
             send(out, id, SharedStateAborted{round.seq, static_cast<uint8_t>(result), reason, lost});
 }
 
+std::string Membership::activityOf(const Peer &p) const {
+    std::vector<std::string> parts;
+    if (p.state == State::Pending) parts.push_back("admission (waiting for the accepted peers' vote)");
+    if (linksWaiting_.count(p.id)) parts.push_back("an admission round (connecting the ring)");
+    auto vote = [&](const std::optional<uint64_t> &since, bool voted, const char *what) {
+        if (since) parts.push_back(std::string(what) + (voted ? " (voted, waiting for the others)" : " (had not voted)"));
+    };
+    vote(topologySince_, p.votedTopology, "the topology update vote");
+    vote(pendingSince_, p.votedPending, "the peers-pending vote");
+    vote(optimizeSince_, p.votedOptimize, "the optimize-topology vote");
+    if (probe_ && probe_->waiting.count(p.id)) parts.push_back("a link measurement (its report missing)");
+    for (auto &[key, c] : collectives_) {
+        if (key.first != p.group) continue;
+        const std::string tag = "all-reduce tag " + std::to_string(key.second);
+        const bool participant = std::find(c.participants.begin(), c.participants.end(), p.id) != c.participants.end();
+        if (c.seq != 0 && participant)
+            parts.push_back(tag + (c.done.count(p.id) ? " (transfer finished, waiting for the commit)" : " (transfer under way)"));
+        else if (c.seq == 0)
+            parts.push_back(tag + (c.inited.count(p.id) ? " (waiting to start)" : " (not started by it yet)"));
+    }
+    if (auto sr = syncRounds_.find(p.group); sr != syncRounds_.end()) {
+        const SyncRound &r = sr->second;
+        if (r.seq == 0)
+            parts.push_back(std::string("a shared-state sync") + (r.described.count(p.id) ? " (waiting to start)" : " (not started by it yet)"));
+        else if (r.participants.count(p.id))
+            parts.push_back("shared-state sync revision " + std::to_string(r.revision) + ", transfer phase");
+    }
+    if (parts.empty()) return "no operation (idle)";
+    std::string s;
+    for (size_t i = 0; i < parts.size(); ++i) s += (i ? ", " : "") + parts[i];
+    return s;
+}
+
+void Membership::restartDeadlinesAfterStall(uint64_t gap) {
+    auto eaten = [&](uint64_t deadline) { return gap > options_.tickPeriodMs + deadline / 2; };
+    size_t restarted = 0;
+    for (auto &[id, p] : peers_) {
+        if (!eaten(p.heartbeatTimeoutMs ? p.heartbeatTimeoutMs : options_.heartbeatTimeoutMs)) continue;
+        p.lastSeenMs = std::max(p.lastSeenMs, now_);
+        ++restarted;
+    }
+    if (options_.voteTimeoutMs != 0 && eaten(options_.voteTimeoutMs)) {
+        for (auto *since : {&topologySince_, &pendingSince_, &optimizeSince_})
+            if (*since) *since = now_;
+        linksSince_ = now_;
+        for (auto &[key, c] : collectives_)
+            if (c.seq == 0) c.sinceMs = now_;
+        for (auto &[group, round] : syncRounds_)
+            if (round.seq == 0) round.sinceMs = now_;
+    }
+    // Reports of a probe round may be waiting unread: they get their grace again.
+    if (probe_ && eaten(kProbeReportGraceMs))
+        probe_->deadlineMs = std::max(probe_->deadlineMs, now_ + kProbeReportGraceMs);
+    if (restarted)
+        events_.push_back("the master did not run for " + std::to_string(gap) + " ms (stopped or suspended); " +
+                          std::to_string(restarted) + " heartbeat deadline(s) restarted");
+}
+
 Actions Membership::onTick() {
     Actions out;
+    if (lastTick_ && now_ > *lastTick_) restartDeadlinesAfterStall(now_ - *lastTick_);
+    lastTick_ = now_;
     std::vector<ClientId> silent;
     for (auto &[id, p] : peers_)
         if (now_ > p.lastSeenMs + (p.heartbeatTimeoutMs ? p.heartbeatTimeoutMs : options_.heartbeatTimeoutMs))
             silent.push_back(id);
     for (ClientId id : silent)
         if (peers_.count(id))
-            kick(out, id, "no heartbeat for " + std::to_string(now_ - peers_.at(id).lastSeenMs) + " ms");
+            kick(out, id, "no heartbeat for " + std::to_string(now_ - peers_.at(id).lastSeenMs) + " ms",
+                 "; it was in " + activityOf(peers_.at(id)));
     if (options_.voteTimeoutMs != 0) settleLateVotes(out);
     if (probe_ && now_ >= probe_->deadlineMs) finishProbe(out);
     return out;
 }
 
-bool Membership::removeLaggards(Actions &out, const std::string &what, const std::vector<ClientId> &voters,
-                                const std::vector<ClientId> &laggards, std::string *reason) {
-    const std::string after = " within " + std::to_string(options_.voteTimeoutMs) + " ms";
+bool Membership::removeLaggards(Actions &out, const std::string &what, const std::string &phase,
+                                const std::vector<ClientId> &voters, const std::vector<ClientId> &laggards,
+                                std::string *reason) {
+    const std::string after = " within " + std::to_string(options_.voteTimeoutMs) + " ms (phase: " + phase + ")";
     if (voters.size() > laggards.size()) {
         for (ClientId id : laggards)
             if (peers_.count(id))
@@ -573,7 +646,7 @@ void Membership::settleLateVotes(Actions &out) {
         std::vector<ClientId> voters, laggards;
         for (ClientId id : acceptedIds()) (peers_.at(id).*v.flag ? voters : laggards).push_back(id);
         std::string reason;
-        if (!laggards.empty() && removeLaggards(out, v.what, voters, laggards, &reason)) continue;
+        if (!laggards.empty() && removeLaggards(out, v.what, "voting", voters, laggards, &reason)) continue;
         for (ClientId id : voters) {
             peers_.at(id).*v.flag = false;
             send(out, id, VoteFailed{static_cast<uint8_t>(v.kind), static_cast<uint8_t>(pcclTimeout), reason});
@@ -586,7 +659,8 @@ void Membership::settleLateVotes(Actions &out) {
         const std::vector<ClientId> silent(linksWaiting_.begin(), linksWaiting_.end());
         for (ClientId id : silent)
             if (peers_.count(id))
-                kick(out, id, "did not report its links within " + std::to_string(options_.voteTimeoutMs) + " ms");
+                kick(out, id, "did not report its links within " + std::to_string(options_.voteTimeoutMs) +
+                                  " ms (phase: admission round, connecting the ring)");
     }
     // The start of collectives: members of the group that have not started the tag.
     std::vector<std::pair<uint32_t, uint64_t>> lateTags;
@@ -598,7 +672,7 @@ void Membership::settleLateVotes(Actions &out) {
         std::vector<ClientId> voters, laggards;
         for (ClientId id : rings_[group]) (it->second.inited.count(id) ? voters : laggards).push_back(id);
         std::string reason;
-        if (removeLaggards(out, "all-reduce tag " + std::to_string(tag), voters, laggards, &reason)) continue;
+        if (removeLaggards(out, "all-reduce tag " + std::to_string(tag), "waiting to start", voters, laggards, &reason)) continue;
         abortCollective(out, group, tag, pcclTimeout, reason);
     }
     // Shared-state syncs still collecting descriptions.
@@ -611,7 +685,8 @@ void Membership::settleLateVotes(Actions &out) {
         std::vector<ClientId> voters, laggards;
         for (ClientId id : rings_[group]) (it->second.described.count(id) ? voters : laggards).push_back(id);
         std::string reason;
-        if (removeLaggards(out, "the shared-state sync of group " + std::to_string(group), voters, laggards, &reason))
+        if (removeLaggards(out, "the shared-state sync of group " + std::to_string(group),
+                           "waiting to start: collecting the peers' state descriptions", voters, laggards, &reason))
             continue;
         for (ClientId id : voters) send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclTimeout), reason, {}});
         syncRounds_.erase(group);

@@ -39,6 +39,10 @@ struct MembershipOptions {
     // voted outnumber those that did not, the laggards are removed and the vote goes on without
     // them; otherwise the voters' calls fail with pcclTimeout. 0 = wait forever.
     uint64_t voteTimeoutMs = 60000;
+    // How often the server calls onTick(). A tick that comes more than half of a deadline later
+    // than this means the master itself did not run (SIGSTOP, a suspended VM): what the peers sent
+    // meanwhile is still unread in its sockets, so that deadline restarts instead of expiring.
+    uint64_t tickPeriodMs = 25;
 };
 
 class Membership {
@@ -47,7 +51,8 @@ public:
     // The clock, in milliseconds of a monotonic clock; set before each event.
     void setTime(uint64_t nowMs) { now_ = nowMs; }
     // Removes every peer that has been silent past its heartbeat deadline and settles votes open
-    // past the vote deadline.
+    // past the vote deadline. A tick more than half a deadline late (see tickPeriodMs) first
+    // restarts that deadline: the silence it measured was the master's own.
     Actions onTick();
     Actions onConnect(ClientId client, const protocol::NetAddr &remote);
     Actions onMessage(ClientId client, const protocol::ControlMessage &message);
@@ -97,7 +102,8 @@ private:
     void abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost = {},
                    pcclResult_t result = pcclRankConnectionLost);
     void removePeer(Actions &out, ClientId id, const std::string &reason);
-    void kick(Actions &out, ClientId id, const std::string &reason);
+    // Removes the peer and tells it why: reason, then toPeer (details only it needs).
+    void kick(Actions &out, ClientId id, const std::string &reason, const std::string &toPeer = "");
 
     void maybeFinishVotes(Actions &out);
     void finishLinksRound(Actions &out);  // every member linked up (or left): tell the round's peers
@@ -119,15 +125,23 @@ private:
     void learnFromTraffic(const Collective &c);
     std::vector<std::vector<double>> bandwidthMatrix(const std::vector<ClientId> &ids) const;
     void settleLateVotes(Actions &out);
+    // The master did not run for `gap` ms: restarts every deadline that the gap ate more than
+    // half of (heartbeats per peer, votes and collective starts, the probe's report deadline).
+    void restartDeadlinesAfterStall(uint64_t gap);
     // A vote past its deadline: kicks `laggards` when `voters` outnumber them and returns true;
-    // otherwise returns false and sets *reason for failing the voters.
-    bool removeLaggards(Actions &out, const std::string &what, const std::vector<ClientId> &voters,
-                        const std::vector<ClientId> &laggards, std::string *reason);
+    // otherwise returns false and sets *reason for failing the voters. Both messages name `what`
+    // and the phase it was stuck in.
+    bool removeLaggards(Actions &out, const std::string &what, const std::string &phase,
+                        const std::vector<ClientId> &voters, const std::vector<ClientId> &laggards,
+                        std::string *reason);
 
     std::vector<ClientId> acceptedIds() const;
     protocol::WorldInfo worldFor(uint32_t group) const;
     std::vector<protocol::RingMember> ringOf(uint32_t group) const;
     std::string describe(const Peer &p) const;
+    // What the master knows `p` is taking part in, with the phase ("all-reduce tag 3 (transfer
+    // under way)", "the topology update vote (had not voted)", "no operation (idle)"); for messages.
+    std::string activityOf(const Peer &p) const;
     static void send(Actions &out, ClientId to, protocol::ControlMessage m);
 
     struct SyncRound {
@@ -144,6 +158,7 @@ private:
     std::map<uint32_t, SyncRound> syncRounds_;     // per group
     std::map<uint32_t, uint64_t> lastRevision_;   // per group, last committed
     uint64_t now_ = 0;
+    std::optional<uint64_t> lastTick_;
     std::map<ClientId, Peer> peers_;
     std::map<uint32_t, std::vector<ClientId>> rings_;  // accepted peers per group, in ring order
     std::map<std::pair<uint32_t, uint64_t>, Collective> collectives_;
@@ -157,6 +172,8 @@ private:
     std::string linksError_;
     std::vector<std::string> events_;
 
+    // After the last probe window, how long the reports may take to arrive.
+    static constexpr uint64_t kProbeReportGraceMs = 2500;
     // Link measurement of an optimize vote in progress.
     struct ProbeRound {
         uint64_t round = 0;

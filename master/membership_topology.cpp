@@ -15,7 +15,6 @@ using namespace protocol;
 namespace {
 
 constexpr uint64_t kProbeBudgetMs = 2000;   // one measurement round: at most this long per group
-constexpr uint64_t kReportGraceMs = 2500;   // after the last window, for the reports to arrive
 
 std::string rate(double bytesPerSecond) {
     return std::to_string(static_cast<long long>(std::llround(bytesPerSecond * 8 / 1e6))) + " Mbit/s";
@@ -55,7 +54,7 @@ void Membership::startProbe(Actions &out, const std::vector<ClientId> &voters) {
         for (ClientId id : voters) send(out, id, OptimizeTopologyResult{true, ""});
         return;
     }
-    round.deadlineMs = now_ + longest + kReportGraceMs;
+    round.deadlineMs = now_ + longest + kProbeReportGraceMs;
     probe_ = std::move(round);
 }
 

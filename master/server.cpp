@@ -29,8 +29,9 @@ struct Server::Impl {
             std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch).count());
     }
     void tick() {
-        // Fine enough for the shortest heartbeat deadline a peer may ask for (100 ms).
-        ticker.expires_after(std::chrono::milliseconds(25));
+        // Fine enough for the shortest heartbeat deadline a peer may ask for (100 ms). Membership
+        // knows the period: a tick much later than it means this process did not run.
+        ticker.expires_after(std::chrono::milliseconds(options.membership.tickPeriodMs));
         ticker.async_wait([this](const asio::error_code &ec) {
             if (ec) return;
             membership.setTime(nowMs());

@@ -94,7 +94,8 @@ void survive(PeerCtx &ctx, size_t count, int k, const std::atomic<int64_t> &sign
         PT_CHECK_MSG(std::memcmp(buf.data(), orig.data(), count * sizeof(float)) == 0,
                      "the in-place buffer was not restored to the original input after " << resultName(r) << ": "
                                                                                          << checkPattern(buf.data(), count, survivorValue(ctx.rank), 1));
-        PT_CHECK(std::string(pcclGetLastErrorMessage(ctx.comm)).size() > 0);
+        const std::string gaps = allReduceMessageGaps(pcclGetLastErrorMessage(ctx.comm), 0);
+        PT_CHECK_MSG(gaps.empty(), gaps);
     }
 
     // Retry directly: the same input, now reduced by the two survivors.
@@ -275,8 +276,10 @@ TEST_CASE("all-reduce: a transfer stalled by a stuck peer fails with pcclTimeout
                 // One deadline to see the stall, at most one more to drain an abort stuck behind
                 // the stopped peer (its connections are then closed).
                 PT_CHECK_MSG(after < 2 * kOpTimeoutMs / 1000.0 + 3.0, "the stalled operation returned " << after << " s after the stop");
-                PT_CHECK_MSG(std::string(pcclGetLastErrorMessage(ctx.comm)).find("no progress") != std::string::npos,
-                             "the message does not say what stalled: " << pcclGetLastErrorMessage(ctx.comm));
+                const std::string why = pcclGetLastErrorMessage(ctx.comm);
+                PT_CHECK_MSG(why.find("no progress") != std::string::npos, "the message does not say what stalled: " << why);
+                const std::string gaps = allReduceMessageGaps(why, 0);
+                PT_CHECK_MSG(gaps.empty(), gaps);
                 PT_CHECK_MSG(std::memcmp(buf.data(), orig.data(), count * sizeof(float)) == 0,
                              "the in-place buffer was not restored after the timeout");
                 ++timed_out;

@@ -72,6 +72,9 @@ TEST_CASE("topology vote: a peer stopped (SIGSTOP) before voting is removed by t
         // The master removed it for silence; that, not a lost master, is what it must be told.
         PT_CHECK_MSG(voted->rfind("VOTED pcclKicked ", 0) == 0, "the resumed victim's vote: " << *voted);
         PT_CHECK_MSG(voted->find("no heartbeat") != std::string::npos, "the kick reason is missing: " << *voted);
+        // ... and the phase it was removed in, from the master's point of view.
+        PT_CHECK_MSG(voted->find("it was in the topology update vote (had not voted)") != std::string::npos,
+                     "the kick reason does not name the phase: " << *voted);
         const auto status = victim->wait(20);
         PT_CHECK_MSG(status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == 0,
                      "the victim did not exit cleanly:\n" << victim->transcript());

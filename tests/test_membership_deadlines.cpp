@@ -166,3 +166,92 @@ TEST_CASE("deadlines: a participant reporting a stalled transfer aborts the oper
     out = c.m.onMessage(1, CollectiveDone{5, seq, false, "odd", static_cast<uint8_t>(pcclInternalError)});
     CHECK(sent<CollectiveAborted>(out, 2)[0].result == pcclRankConnectionLost);
 }
+
+namespace {
+
+// Ticks every 25 ms (the server's period) from `from` to `to` inclusive, with a heartbeat from each
+// of `alive` before every tick; returns every action.
+Actions tickRegularly(Cluster &c, uint64_t from, uint64_t to, const std::vector<ClientId> &alive) {
+    Actions all;
+    for (uint64_t t = from; t <= to; t += 25) {
+        c.m.setTime(t);
+        for (ClientId id : alive) c.m.onMessage(id, Heartbeat{});
+        auto out = c.m.onTick();
+        all.insert(all.end(), out.begin(), out.end());
+    }
+    return all;
+}
+
+} // namespace
+
+TEST_CASE("deadlines: a master tick that comes long after it was due (the master was stopped) restarts the heartbeat "
+          "and vote deadlines instead of removing everyone; real silence afterwards still removes a peer",
+          "[master][deadline][stall]") {
+    auto c = accepted(3);  // heartbeat deadline 5000 ms, vote deadline 1000 ms
+    CHECK(tickRegularly(c, 0, 1000, {1, 2, 3}).empty());
+    // Two peers start tag 7 just before the master stops; the third one's start is still unread.
+    c.m.onMessage(1, init(7));
+    c.m.onMessage(2, init(7));
+    // Resumed 10 s later, the first tick runs before any of the messages queued meanwhile.
+    c.m.setTime(11000);
+    auto out = c.m.onTick();
+    for (ClientId id : {1, 2, 3}) {
+        CHECK_FALSE(closed(out, id));
+        CHECK(sent<CollectiveAborted>(out, id).empty());
+    }
+    CHECK(c.m.acceptedCount() == 3);
+    // Then the queued start arrives: the tag runs with all three.
+    auto com = sent<CollectiveCommence>(c.m.onMessage(3, init(7)), 1);
+    REQUIRE(com.size() == 1);
+    CHECK(com[0].ring.size() == 3);
+    // Peer 3 now really goes silent: removed one deadline after the restart, not before.
+    CHECK(tickRegularly(c, 11025, 16000, {1, 2}).empty());
+    out = tickRegularly(c, 16025, 16100, {1, 2});
+    CHECK(kicked(out, 3));
+    CHECK_FALSE(closed(out, 1));
+    CHECK_FALSE(closed(out, 2));
+    CHECK(c.m.acceptedCount() == 2);
+}
+
+TEST_CASE("deadlines: a tick late by less than half the heartbeat deadline still removes a peer that was silent past it",
+          "[master][deadline][stall]") {
+    auto c = accepted(2);
+    c.m.setTime(0);
+    c.m.onMessage(2, Heartbeat{});
+    CHECK(tickRegularly(c, 0, 3000, {1}).empty());
+    // 2100 ms late (< 25 + 5000 / 2): peer 2, silent since 0, is past its 5000 ms.
+    c.m.setTime(5100);
+    c.m.onMessage(1, Heartbeat{});
+    auto out = c.m.onTick();
+    CHECK(kicked(out, 2));
+    CHECK_FALSE(closed(out, 1));
+}
+
+TEST_CASE("messages: an all-reduce aborted for a lost peer names the peer, its address, the operation and the phase "
+          "it was in; a peer removed for silence is told what it was in",
+          "[master][deadline][messages]") {
+    auto c = accepted(3);
+    c.m.setTime(0);
+    c.m.onMessage(1, init(4));
+    c.m.onMessage(2, init(4));
+    c.m.onMessage(3, init(4));
+    // Peer 2 dies while its transfer is under way.
+    auto out = c.m.onDisconnect(2, "connection reset");
+    auto ab = sent<CollectiveAborted>(out, 1);
+    REQUIRE(ab.size() == 1);
+    CHECK_THAT(ab[0].reason, Catch::Contains("127.0.0.2") && Catch::Contains("all-reduce tag 4") &&
+                                 Catch::Contains("its transfer was under way"));
+    // Tag 5 on the two left: peer 3 finishes its part, then falls silent.
+    c.m.onMessage(1, init(5));
+    const uint64_t seq = sent<CollectiveCommence>(c.m.onMessage(3, init(5)), 1).at(0).seq;
+    c.m.onMessage(3, CollectiveDone{5, seq, true, "", 0});
+    out = tickRegularly(c, 25, 5100, {1});
+    auto kickedWhy = sent<Kicked>(out, 3);
+    REQUIRE(kickedWhy.size() == 1);
+    CHECK_THAT(kickedWhy[0].reason, Catch::Contains("no heartbeat") &&
+                                        Catch::Contains("it was in all-reduce tag 5 (transfer finished, waiting for the commit)"));
+    ab = sent<CollectiveAborted>(out, 1);
+    REQUIRE(ab.size() == 1);
+    CHECK_THAT(ab[0].reason, Catch::Contains("127.0.0.3") && Catch::Contains("all-reduce tag 5") &&
+                                 Catch::Contains("it had finished its transfer"));
+}

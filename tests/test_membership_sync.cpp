@@ -100,6 +100,9 @@ TEST_CASE("shared-state round: a lost receiver leaves the round; a lost only sou
         REQUIRE(ab.size() == 1);
         CHECK(ab[0].result == pcclRankConnectionLost);
         CHECK(ab[0].reason.find("no other source") != std::string::npos);
+        // The lost source, its address, the operation and the phase.
+        CHECK_THAT(ab[0].reason, Catch::Contains("127.0.0.1") && Catch::Contains("shared-state sync revision") &&
+                                     Catch::Contains("transfer phase"));
     }
 }
 

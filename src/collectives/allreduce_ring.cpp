@@ -230,7 +230,8 @@ void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
         const size_t idx = segmentIndex(h.offset, &len);
         if (!onQuantizedPayload(h, idx, len, c)) {
             std::unique_lock lock(mu_);
-            failLocked(lock, Status{pcclRankConnectionLost, "malformed quantized frame from " + p_.prevName});
+            failLocked(lock, Status{pcclRankConnectionLost,
+                                    "malformed quantized frame from " + p_.prevName + " (" + waitingForLocked() + ")"});
         }
     } else if (!aborted) {
         if (h.phase == kReduceScatter) {
@@ -255,20 +256,32 @@ void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
 void RingAllReduce::onPayloadFailed(const transport::SegmentHeader &, const std::string &why) {
     {
         std::unique_lock lock(mu_);
-        failLocked(lock, Status{pcclRankConnectionLost, why});
+        failLocked(lock, Status{pcclRankConnectionLost, why + " (from " + p_.prevName + "; " + waitingForLocked() + ")"});
     }
     ioDone();
 }
 
+void RingAllReduce::sendFailedLocked(std::unique_lock<std::mutex> &lock, const Uuid &, const transport::SegmentHeader &,
+                                     const std::string &why) {
+    failLocked(lock, Status{pcclRankConnectionLost, why + " (to " + p_.nextName + "; " + waitingForLocked() + ")"});
+}
+
 std::string RingAllReduce::waitingForLocked() const {
+    // The phase is the earliest one not complete here (the two overlap: the ring is pipelined).
     std::string s = "all-reduce tag " + std::to_string(p_.tag) + ", ";
+    if (!started_)
+        return s + "before the reduce-scatter phase: connecting to " + p_.nextName + " (" +
+               std::to_string(got_[kReduceScatter]) + " segments from " + p_.prevName + " received)";
     if (got_[kReduceScatter] < expected_[kReduceScatter] || got_[kAllGather] < expected_[kAllGather]) {
         const Phase ph = got_[kReduceScatter] < expected_[kReduceScatter] ? kReduceScatter : kAllGather;
         s += ph == kReduceScatter ? "reduce-scatter" : "all-gather";
         return s + " phase: " + std::to_string(expected_[ph] - got_[ph]) + " of " + std::to_string(expected_[ph]) +
                " segments from " + p_.prevName + " still missing";
     }
-    return s + std::to_string(inflight_) + " sends to " + p_.nextName + " not yet completed";
+    if (inflight_ > 0)
+        return s + "all-gather phase: every segment received, " + std::to_string(inflight_) + " sends to " +
+               p_.nextName + " not yet completed";
+    return s + "after the all-gather phase: every segment received and sent, waiting for the commit";
 }
 
 void RingAllReduce::restoreAfterAbortLocked() {

@@ -75,6 +75,9 @@ private:
     void restoreAfterAbortLocked() override;
     std::string waitingForLocked() const override;
     std::vector<Uuid> linkedPeersLocked() const override { return {p_.prev, p_.next}; }
+    // Names the successor with its address and the phase (the data plane knows only its id).
+    void sendFailedLocked(std::unique_lock<std::mutex> &lock, const Uuid &to, const transport::SegmentHeader &h,
+                          const std::string &why) override;
 
     size_t chunkBegin(uint32_t c) const;
     uint32_t chunkOf(size_t offset) const;

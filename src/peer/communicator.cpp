@@ -92,7 +92,8 @@ Status Communicator::waitUntil(std::unique_lock<std::mutex> &lock, Pred pred,
     } else {
         cv_.wait(lock, ready);
     }
-    if (!pred() && phase_ == Phase::Dead) return deathStatus_;
+    if (!pred() && phase_ == Phase::Dead)
+        return {deathStatus_.code(), deathStatus_.message() + "; on this peer: " + what + " was waiting for the master"};
     return {};
 }
 
@@ -238,8 +239,8 @@ void Communicator::onMessage(ControlMessage &&message) {
                     if (it == ops_.end() || it->second->seq != m.seq || it->second->done) return;
                     op = it->second;
                 }
-                Status st{static_cast<pcclResult_t>(m.result), m.reason};
-                PCCL_LOG(Info, "all-reduce tag " << m.tag << " aborted: " << m.reason);
+                Status st{static_cast<pcclResult_t>(m.result), m.reason + "; on this peer: " + progressOf(*op)};
+                PCCL_LOG(Info, "all-reduce tag " << m.tag << " aborted: " << st.message());
                 abortOp(op, op->engine, st);
             } else {
                 const std::string why = std::string("protocol error: unexpected ") + messageName(message) + " from the master";
@@ -400,7 +401,7 @@ void Communicator::onCommence(const CollectiveCommence &m) {
     data_.registerSink(m.seq, engine);
     data_.connect(next.uuid, next.data_addr, options_.poolSize, options_.connectTimeout, [engine](Status st) {
         if (st.ok()) engine->start();
-        else engine->fail(st);
+        else engine->fail(Status{st.code(), st.message() + " (" + engine->progress() + ")"});
     });
 }
 
@@ -521,7 +522,18 @@ void Communicator::failEverything(const Status &status) {
     // operation quiesces promptly.
     data_.closeAll(status.message());
     abortSync(status);
-    for (auto &[op, engine] : live) abortOp(op, engine, status);
+    for (auto &[op, engine] : live)
+        abortOp(op, engine, Status{status.code(), status.message() + "; on this peer: " + progressOf(*op)});
+}
+
+std::string Communicator::progressOf(Op &op) {
+    std::shared_ptr<collectives::RingAllReduce> engine;
+    {
+        std::lock_guard lock(mu_);
+        engine = op.engine;
+    }
+    if (engine) return engine->progress();
+    return "all-reduce tag " + std::to_string(op.args.tag) + ", waiting to start (not every peer had started it)";
 }
 
 void Communicator::abortOp(const std::shared_ptr<Op> &op, std::shared_ptr<collectives::RingAllReduce> engine,

@@ -126,6 +126,8 @@ private:
     void onCommence(const protocol::CollectiveCommence &m);
     void onOpFinished(const std::shared_ptr<Op> &op, Status status);
     void finishOp(const std::shared_ptr<Op> &op, Status status);
+    // op's phase for error messages (RingAllReduce::progress, or waiting to start). Without mu_.
+    std::string progressOf(Op &op);
     // Aborts the operation's data movement (if it started) and finishes it with `status` once no
     // I/O touches the user's buffers.
     void abortOp(const std::shared_ptr<Op> &op, std::shared_ptr<collectives::RingAllReduce> engine, Status status);

@@ -170,6 +170,10 @@ void Communicator::abortSync(const Status &status) {
 
 void Communicator::abortTransfer(const std::shared_ptr<SyncOp> &op, std::shared_ptr<shared_state::StateTransfer> transfer,
                                  Status status) {
+    if (!status.ok())
+        status = Status{status.code(), status.message() + "; on this peer: " +
+                                           (transfer ? transfer->progress()
+                                                     : std::string("shared-state sync, waiting to start (for the plan)"))};
     if (!transfer) return finishSync(op, std::move(status));
     const uint64_t seq = op->seq;
     const std::string reason = status.message();

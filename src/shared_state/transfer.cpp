@@ -153,7 +153,7 @@ std::vector<StateTransfer::Request> StateTransfer::nextRequestsLocked(std::uniqu
             std::string why = "no source left for chunk " + std::to_string(c.index) + " of entry '" +
                               entries_[c.entry].name + "':";
             for (uint32_t s : candidates) why += " " + peerName(s) + ": " + sources_[s].why + ";";
-            failLocked(lock, Status{pcclRankConnectionLost, why});
+            failLocked(lock, Status{pcclRankConnectionLost, why + " (" + waitingForLocked() + ")"});
             return {};
         }
         if (best < 0) {
@@ -331,8 +331,10 @@ std::vector<Uuid> StateTransfer::linkedPeersLocked() const {
 }
 
 std::string StateTransfer::waitingForLocked() const {
-    std::string s = "shared-state round " + std::to_string(seq_) + ": " + std::to_string(chunksLeft_) + " of " +
-                    std::to_string(chunks_.size()) + " chunks missing";
+    std::string s = "shared-state sync revision " + std::to_string(plan_.revision) + ", transfer phase: ";
+    if (chunks_.empty()) s += "serving " + std::to_string(served_.size()) + " peer(s), nothing to fetch";
+    else if (chunksLeft_ == 0) s += "every chunk received, waiting for the commit";
+    else s += std::to_string(chunksLeft_) + " of " + std::to_string(chunks_.size()) + " chunks missing";
     for (uint32_t i = 0; i < sources_.size(); ++i)
         if (sources_[i].outstanding) s += "; " + std::to_string(sources_[i].outstanding) + " asked of " + peerName(i);
     return s;

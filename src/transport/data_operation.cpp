@@ -85,6 +85,11 @@ std::optional<std::string> DataOperation::stalled(std::chrono::milliseconds limi
     return "no progress for " + std::to_string(ms) + " ms: waiting for " + waitingForLocked();
 }
 
+std::string DataOperation::progress() {
+    std::lock_guard lock(mu_);
+    return waitingForLocked();
+}
+
 uint64_t DataOperation::sendRate() const {
     const auto first = firstSend_.load(), last = lastSendDone_.load();
     if (first == 0 || last <= first) return 0;

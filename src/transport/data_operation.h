@@ -38,6 +38,10 @@ public:
     // then fail, and the operation quiesces) and returns true.
     bool forceQuiescence(std::chrono::milliseconds limit);
 
+    // Where the operation is, for error messages: its name and phase and what it still waits for
+    // ("all-reduce tag 3, reduce-scatter phase: 2 of 4 segments from peer ... still missing"). Any thread.
+    std::string progress();
+
     uint64_t txBytes() const { return tx_.load(); }
     // Bytes sent over the time from the first send to the last completed one (0 if unknown): a
     // lower bound of the link's bandwidth, used to refine the ring (passive measurement).
@@ -61,7 +65,7 @@ protected:
     virtual void sendFailedLocked(std::unique_lock<std::mutex> &lock, const Uuid &to, const SegmentHeader &h,
                                   const std::string &why) {
         (void)to, (void)h;
-        failLocked(lock, Status{pcclRankConnectionLost, why});
+        failLocked(lock, Status{pcclRankConnectionLost, why + " (" + waitingForLocked() + ")"});
     }
     // Runs after sendFailedLocked, without mu_ (e.g. to route the work elsewhere).
     virtual void afterSendFailed() {}

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -251,6 +252,19 @@ inline pcclReduceDescriptor_t makeDescriptor(size_t count, pcclDataType_t dtype,
     d.quantization_options.quantized_datatype = dtype;
     d.quantization_options.algorithm = pcclQuantNone;
     return d;
+}
+
+// What an all-reduce abort message (pcclGetLastErrorMessage) fails to name of what it must: the
+// operation ("all-reduce tag N"), a peer with its short id and address ("peer 1a2b3c4d
+// (127.0.0.1:41234)") and the ring phase (reduce-scatter or all-gather). "" when it names all.
+inline std::string allReduceMessageGaps(const std::string &msg, uint64_t tag) {
+    std::string gaps;
+    if (msg.find("all-reduce tag " + std::to_string(tag)) == std::string::npos) gaps += " the operation;";
+    static const std::regex peer(R"(peer [0-9a-f]{8} \([0-9a-fA-F.:\[\]]+:[0-9]+\))");
+    if (!std::regex_search(msg, peer)) gaps += " a peer with its address;";
+    if (msg.find("reduce-scatter") == std::string::npos && msg.find("all-gather") == std::string::npos)
+        gaps += " the phase (reduce-scatter or all-gather);";
+    return gaps.empty() ? gaps : "the message does not name" + gaps + " it is: " + msg;
 }
 
 } // namespace pccl_test
