@@ -2,6 +2,7 @@
 // Survivors are threads of this process; the victim is a pccl_test_peer child process.
 #include "support/cluster.h"
 #include "support/dtypes.h"
+#include "support/fault.h"
 
 #include <catch2/catch.hpp>
 
@@ -17,26 +18,6 @@ namespace {
 constexpr size_t kCount = 16u * 1024u * 1024u; // 64 MiB of f32
 constexpr int kChildValue = 100;                // the child's element j is 100 + j % 3
 
-int64_t nowNs() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
-
-void fillPattern(std::vector<float> &buf, int value) {
-    for (size_t j = 0; j < buf.size(); ++j) buf[j] = static_cast<float>(value + static_cast<int>(j % 3));
-}
-
-// Every element j must be value_sum + contributors * (j % 3). Returns "" or the first difference.
-std::string checkPattern(const float *buf, size_t count, int value_sum, int contributors) {
-    for (size_t j = 0; j < count; ++j) {
-        const float want = static_cast<float>(value_sum + contributors * static_cast<int>(j % 3));
-        if (buf[j] != want) {
-            std::ostringstream os;
-            os << "element " << j << " is " << buf[j] << ", expected " << want << " (" << contributors << " peers)";
-            return os.str();
-        }
-    }
-    return "";
-}
-
-int survivorValue(int rank) { return rank == 0 ? 1 : 10; }
 
 std::vector<std::string> childArgs(const char *mode, uint16_t port, std::vector<std::string> extra) {
     std::vector<std::string> a{PCCL_TEST_PEER_BIN, mode, "--master", "127.0.0.1:" + std::to_string(port), "--world", "3",

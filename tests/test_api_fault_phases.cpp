@@ -27,7 +27,6 @@ namespace {
 constexpr size_t kCount = 8u * 1024u * 1024u; // 32 MiB of f32: one ~11 MiB segment per chunk
 constexpr int kVictimValue = 100;
 constexpr int kMaxIterations = 40;
-int survivorValue(int rank) { return rank == 0 ? 1 : 10; }
 
 // What each survivor saw, per iteration, for the all-or-nothing check across survivors.
 struct Outcomes {
@@ -72,14 +71,7 @@ void survive(PeerCtx &ctx, const std::atomic<int> &kill_iter, const std::atomic<
                          << checkPattern(buf.data(), kCount, survivorValue(ctx.rank), 1));
         break;
     }
-    PT_OK(ctx.comm, pcclUpdateTopology(ctx.comm));
-    PT_CHECK_EQ(attribute(ctx.comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE), 2);
-    std::memcpy(buf.data(), orig.data(), kCount * sizeof(float));
-    pcclReduceInfo_t info{};
-    PT_OK(ctx.comm, pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, &info));
-    PT_CHECK_EQ(info.local_world_size, 2u);
-    const std::string diff = checkPattern(buf.data(), kCount, both, 2);
-    PT_CHECK_MSG(diff.empty(), "after the topology update: " << diff);
+    expectRunOnTwo(ctx, orig, buf, d, both);
 }
 
 void killInPhase(const std::string &phase) {

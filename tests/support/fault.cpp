@@ -1,5 +1,7 @@
 #include "support/fault.h"
 
+#include "support/cluster.h"
+
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -231,6 +233,18 @@ void NetnsPair::setLink(bool up) const {
     std::string out;
     const int r = runCommand({ip_, "-n", nsB_, "link", "set", vethB_, up ? "up" : "down"}, &out);
     PT_CHECK_MSG(r == 0, "ip link set " << vethB_ << (up ? " up" : " down") << " failed: " << out);
+}
+
+void expectRunOnTwo(PeerCtx &ctx, const std::vector<float> &orig, std::vector<float> &buf,
+                    const pcclReduceDescriptor_t &d, int both) {
+    PT_OK(ctx.comm, pcclUpdateTopology(ctx.comm));
+    PT_CHECK_EQ(attribute(ctx.comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE), 2);
+    std::memcpy(buf.data(), orig.data(), orig.size() * sizeof(float));
+    pcclReduceInfo_t info{};
+    PT_OK(ctx.comm, pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, &info));
+    PT_CHECK_EQ(info.local_world_size, 2u);
+    const std::string diff = checkPattern(buf.data(), buf.size(), both, 2);
+    PT_CHECK_MSG(diff.empty(), "after the topology update: " << diff);
 }
 
 } // namespace pccl_test

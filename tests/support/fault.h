@@ -18,11 +18,20 @@ inline int64_t nowNs() {
 
 inline double secondsSinceNs(int64_t t_ns) { return static_cast<double>(nowNs() - t_ns) / 1e9; }
 
+// The value a surviving thread-peer of rank `rank` contributes in the fault tests (fillPattern).
+inline int survivorValue(int rank) { return rank == 0 ? 1 : 10; }
+
 // Element j of a peer with value v is v + j % 3.
 void fillPattern(std::vector<float> &buf, int value);
 
 // Every element j must be value_sum + contributors * (j % 3). Returns "" or the first difference.
 std::string checkPattern(const float *buf, size_t count, int value_sum, int contributors);
+
+struct PeerCtx;
+// After a peer was lost: pcclUpdateTopology leaves a world of 2, and an in-place sum of `orig`
+// (restored into `buf`) on it gives the pattern of value `both` from 2 contributors.
+void expectRunOnTwo(PeerCtx &ctx, const std::vector<float> &orig, std::vector<float> &buf,
+                    const pcclReduceDescriptor_t &d, int both);
 
 // Waits until every thread of process pid is stopped (SIGSTOP) or the deadline passes; true if
 // stopped. A stopped process runs no code, so its memory is a consistent snapshot.
