@@ -402,7 +402,7 @@ void fillFromTable(uint8_t *buf, size_t count, const DType &dt, const std::vecto
 }
 
 CheckResult checkAgainstTable(const uint8_t *buf, size_t count, const DType &dt, const RedOp &op,
-                              const std::vector<uint8_t> &table) {
+                              const std::vector<uint8_t> &table, double abs_tol) {
     CheckResult res;
     bool seen = false;
     const bool tolerant = dt.kind == Kind::Float && op.id == pcclAvg;
@@ -425,7 +425,8 @@ CheckResult checkAgainstTable(const uint8_t *buf, size_t count, const DType &dt,
             const double gv = decodeElement(g, dt), ev = decodeElement(e, dt);
             // one ulp of the larger binade: |ev| rounded up to a power of two
             const double scale = ev == 0 ? 0x1p-126 : std::exp2(std::ceil(std::log2(std::fabs(ev))));
-            const bool close = tolerant && std::fabs(gv - ev) <= ulp * scale;
+            const bool close = (tolerant && std::fabs(gv - ev) <= ulp * scale) ||
+                               (abs_tol > 0 && std::fabs(gv - ev) <= abs_tol);
             if (close) ++res.inexact;
             else ++res.bad;
             if (!seen || (!close && res.bad == 1)) {
@@ -437,6 +438,79 @@ CheckResult checkAgainstTable(const uint8_t *buf, size_t count, const DType &dt,
         }
     }
     return res;
+}
+
+// ------------------------------------------------------------------ quantization
+
+bool parseQuant(std::string_view text, pcclQuantizationAlgorithm_t &algo, pcclDataType_t &type) {
+    const std::string t = lower(text);
+    if (t == "none" || t.empty()) {
+        algo = pcclQuantNone;
+        return true;
+    }
+    const auto colon = t.find(':');
+    if (colon == std::string::npos) return false;
+    const std::string a = t.substr(0, colon), q = t.substr(colon + 1);
+    if (a == "minmax" || a == "min-max") algo = pcclQuantMinMax;
+    else if (a == "zps" || a == "zeropointscale" || a == "zero-point-scale") algo = pcclQuantZeroPointScale;
+    else return false;
+    if (q == "u8" || q == "uint8") type = pcclUint8;
+    else if (q == "u16" || q == "uint16") type = pcclUint16;
+    else return false;
+    return true;
+}
+
+std::string formatQuant(pcclQuantizationAlgorithm_t algo, pcclDataType_t type) {
+    if (algo == pcclQuantNone) return "none";
+    return std::string(algo == pcclQuantMinMax ? "minmax" : "zps") + (type == pcclUint16 ? ":u16" : ":u8");
+}
+
+double quantErrorBound(const DType &dt, const RedOp &op, pcclQuantizationAlgorithm_t algo, pcclDataType_t qtype,
+                       int world) {
+    if (algo == pcclQuantNone || world < 2 || dt.kind != Kind::Float) return 0;
+    const double levels = qtype == pcclUint16 ? 65536.0 - 3 : 256.0 - 3;  // L; step = range / (L - 1)
+    const double lo = -8, hi = 7;  // inputValue() of float types for sum/avg/max/min
+    const bool additive = op.id == pcclSum || op.id == pcclAvg;
+    // Width of the values quantized at one hop: max - min (min-max) or 2 max|x| (zero-point).
+    auto width = [&](double k, double err) {
+        const double a = additive ? k * lo : lo, b = additive ? k * hi : hi;
+        if (algo == pcclQuantMinMax) return (b - a) + 2 * err;
+        return 2 * (std::max(std::fabs(a), std::fabs(b)) + err);
+    };
+    double err = 0;
+    for (int k = 1; k < world; ++k) err += width(k, err) / (2 * (levels - 1));  // reduce-scatter hops
+    double d = op.id == pcclAvg ? double(world) : 1.0;  // the owner divides before the all-gather
+    err /= d;
+    const double fin = width(world, err * d) / d;
+    err += fin / (2 * (levels - 1));
+    const double mag = (additive ? world * 8.0 : 8.0) / d;
+    double ulp = 0x1p-23;
+    if (dt.id == pcclFloat16) ulp = 0x1p-10;
+    if (dt.id == pcclBFloat16) ulp = 0x1p-7;
+    if (dt.id == pcclDouble) ulp = 0x1p-52;
+    // f32 accumulation (a few roundings per hop) and the output's own rounding: one ulp of the
+    // largest magnitude per hop is generous.
+    return err + (world + 1) * 0x1p-23 * mag * 2 + ulp * std::exp2(std::ceil(std::log2(mag + err)));
+}
+
+uint64_t hashBytes(const uint8_t *p, size_t n) {
+    // Four independent multiply-xorshift lanes over 8-byte words (fast on 256 MiB), then the
+    // tail and the length. Not cryptographic: it detects ranks whose outputs differ.
+    uint64_t h[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0x27D4EB2F165667C5ull};
+    const uint64_t m = 0xff51afd7ed558ccdull;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int l = 0; l < 4; ++l) {
+            uint64_t w;
+            std::memcpy(&w, p + i + 8 * l, 8);
+            h[l] = (h[l] ^ w) * m;
+            h[l] ^= h[l] >> 29;
+        }
+    }
+    uint64_t acc = uint64_t(n) * m;
+    for (; i < n; ++i) acc = (acc ^ p[i]) * 0x100000001b3ull;
+    for (int l = 0; l < 4; ++l) acc = (acc ^ h[l]) * m, acc ^= acc >> 31;
+    return acc;
 }
 
 // ------------------------------------------------------------------ options
@@ -477,7 +551,18 @@ void usage(FILE *out) {
                  "                    (default 127.0.0.1)\n"
                  "  --launch PREFIX   run each worker as PREFIX... pccl-bench --worker ...; words split on\n"
                  "                    spaces, the first an absolute path, {rank} replaced by the rank\n"
-                 "                    (bench/wan/wan.py allreduce: one network namespace per rank)\n",
+                 "                    (bench/wan/wan.py allreduce: one network namespace per rank)\n"
+                 "  --quant ALGO:TYPE quantized all-reduce: minmax|zps : u8|u16 (default none); the check\n"
+                 "                    then allows the documented error bound (ok~) and every rank's\n"
+                 "                    output must still be byte-identical (hash compared)\n"
+                 "  --optimize        every worker calls pcclOptimizeTopology once before the sizes\n"
+                 "  --join-order MODE concurrent (default: ring in arrival order) | sequential (worker r+1\n"
+                 "                    starts once worker r is admitted: ring 0,1,...,N-1)\n"
+                 "  --wan PROFILE     run this sweep over emulated WAN links: execs\n"
+                 "                    bench/wan/wan.py allreduce PROFILE with --peers/--sizes/--pool/--iters/\n"
+                 "                    --warmup/--dtype/--quant/--optimize/--join-order (one peer count, one\n"
+                 "                    size); prints busbw as a fraction of the link ceiling. Needs root.\n"
+                 "  --wan-args \"...\" more arguments for wan.py allreduce (e.g. \"--rate-scale 0.33\")\n",
                  knownDTypes().c_str(), knownOps().c_str());
 }
 
@@ -602,6 +687,19 @@ std::optional<Options> parseOptions(int argc, char **argv) {
             if (!next(v)) return std::nullopt;
             if (v.empty() || v[0] != '/') return bad(v);
             o.launch = v;
+        } else if (a == "--quant") {
+            if (!next(v)) return std::nullopt;
+            if (!parseQuant(v, o.quant, o.quant_type)) return bad(v);
+        } else if (a == "--optimize") {
+            o.optimize = true;
+        } else if (a == "--join-order") {
+            if (!next(v)) return std::nullopt;
+            if (v != "concurrent" && v != "sequential") return bad(v);
+            o.sequential_join = v == "sequential";
+        } else if (a == "--wan") {
+            if (!next(o.wan_profile)) return std::nullopt;
+        } else if (a == "--wan-args") {
+            if (!next(o.wan_args)) return std::nullopt;
         } else if (a == "--worker") {
             o.worker = true;
         } else if (a == "--rank") {

@@ -91,8 +91,26 @@ struct CheckResult {
 
 // Compares every element of buf with the tiled table. Exact (bytewise) except for the
 // average of floating-point types, where one ulp is tolerated and counted as inexact.
+// abs_tol > 0 (quantized all-reduce): elements within abs_tol of the table count as inexact.
 CheckResult checkAgainstTable(const uint8_t *buf, size_t count, const DType &dt, const RedOp &op,
-                              const std::vector<uint8_t> &table);
+                              const std::vector<uint8_t> &table, double abs_tol = 0);
+
+// Quantized all-reduce (--quant ALGO:TYPE): "minmax:u8", "zps:u16", ... into algo and type.
+bool parseQuant(std::string_view text, pcclQuantizationAlgorithm_t &algo, pcclDataType_t &type);
+std::string formatQuant(pcclQuantizationAlgorithm_t algo, pcclDataType_t type);  // "none", "minmax:u8"
+
+// The largest error the library documents for a quantized all-reduce of the bench pattern
+// (include/pccl.h, src/collectives/quantize.h): every quantization adds at most half a step of
+// its segment's range, step = range / (L - 1) with L = 2^bits - 3 levels (zero-point-scale:
+// range = 2 max|x|). A ring of N quantizes N times: the partial of 1..N-1 peers on the
+// reduce-scatter hops, the final value once for the all-gather. A segment's range is bounded by
+// that of the whole pattern (plus the error already accumulated), so this bound holds for any
+// ring order and segment size. Plus f32 arithmetic and the output type's rounding. 0 if unquantized.
+double quantErrorBound(const DType &dt, const RedOp &op, pcclQuantizationAlgorithm_t algo, pcclDataType_t qtype,
+                       int world);
+
+// A 64-bit hash of a buffer (every byte): ranks compare their outputs through it.
+uint64_t hashBytes(const uint8_t *p, size_t n);
 
 double decodeElement(const uint8_t *p, const DType &dt);
 
@@ -122,6 +140,18 @@ struct Options {
     // spaces, "{rank}" replaced by the rank (e.g. "/usr/sbin/ip netns exec pcclw-h{rank}").
     std::string master_addr = "127.0.0.1";
     std::string launch;
+    // --quant ALGO:TYPE: quantization_options of every all-reduce (pcclQuantNone: off).
+    pcclQuantizationAlgorithm_t quant = pcclQuantNone;
+    pcclDataType_t quant_type = pcclUint8;
+    // --optimize: every worker calls pcclOptimizeTopology once after the admission barrier.
+    bool optimize = false;
+    // --join-order sequential: worker r+1 starts only when worker r is admitted, so the ring
+    // (arrival order) is 0, 1, ..., N-1; default: all start at once (order by arrival).
+    bool sequential_join = false;
+    // --wan PROFILE [--wan-args "..."]: exec bench/wan/wan.py allreduce PROFILE with the sweep's
+    // options (the emulated links, bench/wan/README.md).
+    std::string wan_profile;
+    std::string wan_args;
 
     // worker mode
     bool worker = false;

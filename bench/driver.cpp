@@ -110,10 +110,10 @@ public:
 
     void header(int world, int pool) {
         if (opt_.csv) return;
-        std::printf("\n# pccl-bench  peers=%d pool=%d dtype=%s op=%s inplace=%d iters=%s seed=%llu\n", world, pool,
-                    opt_.dtype->name, opt_.op->name, opt_.inplace ? 1 : 0,
-                    opt_.iters ? std::to_string(opt_.iters).c_str() : "auto",
-                    static_cast<unsigned long long>(opt_.seed));
+        std::printf("\n# pccl-bench  peers=%d pool=%d dtype=%s op=%s inplace=%d iters=%s seed=%llu quant=%s%s\n", world,
+                    pool, opt_.dtype->name, opt_.op->name, opt_.inplace ? 1 : 0,
+                    opt_.iters ? std::to_string(opt_.iters).c_str() : "auto", static_cast<unsigned long long>(opt_.seed),
+                    formatQuant(opt_.quant, opt_.quant_type).c_str(), opt_.optimize ? " optimize" : "");
         std::printf("#      size  iters     time(ms)      min(ms)  algbw(GB/s)  busbw(GB/s)  check%s\n",
                     gloo_ ? "    gloo(ms)  gloo busbw   ratio" : "");
         std::fflush(stdout);
@@ -329,6 +329,7 @@ struct RankSize {
     bool have_check = false, have_times = false;
     std::string status;
     uint64_t bad = 0, inexact = 0, first_bad = 0, tx = 0, rx = 0;
+    std::string hash;  // of the whole output: equal on every rank
     double got = 0, expected = 0;
     unsigned local_world = 0;
     std::vector<double> times;
@@ -340,7 +341,31 @@ struct RankState {
     std::vector<std::string> errors;
     bool ready = false, done = false;
     int global_world = 0, group_world = 0;
+    // "@pb ring": this rank's address, its successor's data address, its listening ports.
+    std::string ip, succ_ip;
+    int succ_port = 0;
+    std::vector<int> listen_ports;
 };
+
+// "ring 0 -> 2 -> 1 -> 3" from every rank's successor address, or why it cannot be told.
+std::string describeRing(const std::vector<RankState> &st) {
+    const size_t n = st.size();
+    std::vector<int> next(n, -1);
+    for (size_t k = 0; k < n; ++k)
+        for (size_t j = 0; j < n; ++j)
+            if (j != k && st[j].ip == st[k].succ_ip &&
+                std::count(st[j].listen_ports.begin(), st[j].listen_ports.end(), st[k].succ_port))
+                next[k] = int(j);
+    std::string ring = "0";
+    size_t at = 0;
+    for (size_t steps = 1; steps < n; ++steps) {
+        if (next[at] < 0) return "unknown (rank " + std::to_string(at) + "'s successor not found)";
+        at = size_t(next[at]);
+        ring += " -> " + std::to_string(at);
+    }
+    if (n > 1 && next[at] != 0) return "unknown (not one cycle: " + ring + ")";
+    return ring;
+}
 
 // --launch: the words before a worker's command line (e.g. "/usr/sbin/ip netns exec
 // pcclw-h{rank}" puts rank r in network namespace pcclw-h<r>). The prefix must exec the worker
@@ -373,46 +398,6 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
     }
 
     std::vector<Child> kids;
-    for (int r = 0; r < world; ++r) {
-        std::vector<std::string> argv = launchPrefix(opt, r);
-        const std::vector<std::string> worker = {self,
-                                         "--worker",
-                                         "--rank",
-                                         std::to_string(r),
-                                         "--world",
-                                         std::to_string(world),
-                                         "--port",
-                                         std::to_string(master->port),
-                                         "--pool-size",
-                                         std::to_string(pool),
-                                         "--plan",
-                                         formatPlan(plan),
-                                         "--dtype",
-                                         opt.dtype->name,
-                                         "--op",
-                                         opt.op->name,
-                                         "--seed",
-                                         std::to_string(opt.seed),
-                                         "--timeout",
-                                         std::to_string(opt.timeout_s),
-                                         "--barrier",
-                                         opt.barrier,
-                                         "--master-addr",
-                                         opt.master_addr};
-        argv.insert(argv.end(), worker.begin(), worker.end());
-        if (opt.inplace) argv.push_back("--inplace");
-        Child c = spawnChild(argv, "rank " + std::to_string(r), false, err);
-        if (c.pid <= 0) {
-            problem("cannot start worker " + std::to_string(r) + ": " + err);
-            break;
-        }
-        kids.push_back(std::move(c));
-    }
-    if (int(kids.size()) != world) {
-        for (auto &k : kids) stopChild(k, SIGKILL, 0);
-        if (std::string p = stopMaster(*master); !p.empty()) problem("master shutdown: " + p);
-        return outcome;
-    }
 
     std::vector<RankState> st(static_cast<size_t>(world));
     std::map<uint64_t, PlanEntry> by_bytes;
@@ -454,6 +439,14 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
                 if (int(rs.local_world) != world)  // the data may still be right: a note, not FAIL
                     problem("rank " + std::to_string(k) + ": pcclReduceInfo_t.local_world_size " +
                             std::to_string(rs.local_world) + " != " + std::to_string(world));
+            }
+            for (size_t k = 1; k < st.size(); ++k) {
+                const std::string &h0 = st[0].sizes[b].hash, &hk = st[k].sizes[b].hash;
+                if (h0 != hk) {
+                    fail = true;
+                    problem("ranks 0 and " + std::to_string(k) + " hold different results for " + formatSize(b) +
+                            " (output hash " + h0 + " vs " + hk + ")");
+                }
             }
             r.median_s = median(slowest);
             r.min_s = *std::min_element(slowest.begin(), slowest.end());
@@ -508,6 +501,16 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
             rs.tx = u64(w[9]);
             rs.rx = u64(w[10]);
             rs.local_world = unsigned(std::atoi(w[11].c_str()));
+            if (w.size() >= 13) rs.hash = w[12];
+        } else if (kind == "ring" && w.size() >= 6) {
+            s.ip = w[2];
+            s.succ_ip = w[3];
+            s.succ_port = std::atoi(w[4].c_str());
+            s.listen_ports.clear();
+            std::istringstream ports(w[5]);
+            for (std::string p; std::getline(ports, p, ',');) s.listen_ports.push_back(std::atoi(p.c_str()));
+            if (std::all_of(st.begin(), st.end(), [](const RankState &x) { return x.succ_port != 0; }))
+                out.comment("ring (ranks, in the order data flows): " + describeRing(st));
         } else if (kind == "times" && w.size() >= 3) {
             RankSize &rs = s.sizes[u64(w[2])];
             rs.have_times = true;
@@ -526,6 +529,59 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
             s.stage = "done";
         }
     };
+
+    for (int r = 0; r < world; ++r) {
+        std::vector<std::string> argv = launchPrefix(opt, r);
+        const std::vector<std::string> worker = {self,
+                                         "--worker",
+                                         "--rank",
+                                         std::to_string(r),
+                                         "--world",
+                                         std::to_string(world),
+                                         "--port",
+                                         std::to_string(master->port),
+                                         "--pool-size",
+                                         std::to_string(pool),
+                                         "--plan",
+                                         formatPlan(plan),
+                                         "--dtype",
+                                         opt.dtype->name,
+                                         "--op",
+                                         opt.op->name,
+                                         "--seed",
+                                         std::to_string(opt.seed),
+                                         "--timeout",
+                                         std::to_string(opt.timeout_s),
+                                         "--barrier",
+                                         opt.barrier,
+                                         "--master-addr",
+                                         opt.master_addr,
+                                         "--quant",
+                                         formatQuant(opt.quant, opt.quant_type)};
+        argv.insert(argv.end(), worker.begin(), worker.end());
+        if (opt.inplace) argv.push_back("--inplace");
+        if (opt.optimize) argv.push_back("--optimize");
+        Child c = spawnChild(argv, "rank " + std::to_string(r), false, err);
+        if (c.pid <= 0) {
+            problem("cannot start worker " + std::to_string(r) + ": " + err);
+            break;
+        }
+        kids.push_back(std::move(c));
+        // --join-order sequential: the next worker starts once this one is admitted (it reports
+        // stage "barrier" after pcclConnect), so the ring is 0, 1, ..., N-1.
+        const auto t_join = Clock::now();
+        while (opt.sequential_join && r + 1 < world && !interrupted()) {
+            const std::string &stage = st[size_t(r)].stage;
+            if (stage != "start" && stage != "connect") break;
+            if (kids.back().exited || !st[size_t(r)].errors.empty() || secondsSince(t_join) > opt.timeout_s) break;
+            pumpChildren(kids, 100, on_line);
+        }
+    }
+    if (int(kids.size()) != world) {
+        for (auto &k : kids) stopChild(k, SIGKILL, 0);
+        if (std::string p = stopMaster(*master); !p.empty()) problem("master shutdown: " + p);
+        return outcome;
+    }
 
     // Run until every worker exited; after the first failure, give the others a short
     // grace period to report their side of it, then kill them.
@@ -598,6 +654,44 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
 
 }  // namespace
 
+namespace {
+
+// --wan PROFILE: the same sweep over emulated links is bench/wan/wan.py allreduce; exec it with
+// this binary as its pccl-bench. Returns only on an error.
+int execWan(const Options &opt, const std::string &self) {
+    if (opt.peers.size() != 1) {
+        std::fprintf(stderr, "pccl-bench --wan: give one peer count (--peers 3)\n");
+        return 2;
+    }
+    std::string script = PCCL_BENCH_WAN_SCRIPT;
+    if (const char *s = std::getenv("PCCL_BENCH_WAN_SCRIPT")) script = s;
+    std::string sizes, pools;
+    for (uint64_t b : opt.sizes) sizes += (sizes.empty() ? "" : ",") + std::to_string(b);
+    for (int p : opt.pools) pools += (pools.empty() ? "" : ",") + std::to_string(p);
+    const std::string bin_dir = self.substr(0, self.rfind('/')) + "/wan";
+    std::vector<std::string> argv = {"/usr/bin/env", opt.python, script, "--bin-dir", bin_dir, "allreduce",
+                                     opt.wan_profile, "--peers", std::to_string(opt.peers.front()), "--size", sizes,
+                                     "--pool", pools, "--dtype", opt.dtype->name, "--quant",
+                                     formatQuant(opt.quant, opt.quant_type)};
+    if (opt.iters) argv.insert(argv.end(), {"--iters", std::to_string(opt.iters)});
+    if (opt.warmup >= 0) argv.insert(argv.end(), {"--warmup", std::to_string(opt.warmup)});
+    if (opt.optimize) argv.push_back("--optimize");
+    if (opt.sequential_join) argv.insert(argv.end(), {"--join-order", "sequential"});
+    for (auto &w : splitWords(opt.wan_args)) argv.push_back(w);
+    setenv("PCCL_WAN_BENCH", self.c_str(), 1);
+    std::string line;
+    for (auto &w : argv) line += (line.empty() ? "" : " ") + w;
+    std::fprintf(stderr, "# exec %s\n", line.c_str());
+    std::vector<char *> cargv;
+    for (auto &w : argv) cargv.push_back(w.data());
+    cargv.push_back(nullptr);
+    execv(cargv[0], cargv.data());
+    std::perror("pccl-bench --wan: exec /usr/bin/env");
+    return 1;
+}
+
+}  // namespace
+
 int runDriver(const Options &opt) {
     installSignalHandlers();
     if (pcclResult_t rc = pcclInit(); rc != pcclSuccess) {
@@ -611,6 +705,7 @@ int runDriver(const Options &opt) {
         return 1;
     }
     const std::string self(self_buf, size_t(n));
+    if (!opt.wan_profile.empty()) return execWan(opt, self);
 
     std::vector<PlanEntry> plan;
     for (uint64_t b : opt.sizes) {

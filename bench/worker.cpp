@@ -8,14 +8,24 @@
 //   @pb begin <bytes>
 //   @pb progress <bytes> <warmup|timed> <iterations done>   (at most once a second)
 //   @pb check <bytes> <ok|inexact|FAIL> <bad> <inexact> <first bad index> <got> <expected>
-//             <tx bytes> <rx bytes> <local world size>
+//             <tx bytes> <rx bytes> <local world size> <hash of the output, hex>
+//   @pb ring <my ip> <successor ip> <successor port> <my listening ports, comma-separated>
+//             (the data connection that carried most of the check all-reduce: the successor)
 //   @pb times <bytes> <seconds of iteration 1> ...
 //   @pb rss <bytes> <KiB after the warm-up> <KiB after the timed iterations>   (VmRSS)
 //   @pb error <text>                      fatal; the worker exits with status 2
 //   @pb done
 #include "bench_common.hpp"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -124,6 +134,93 @@ void barrier(pcclComm_t *comm, const Options &opt) {
     }
 }
 
+// The TCP sockets of this process (the library's among them), read through /proc/self/fd:
+// listening ports, and per connected socket its addresses and the bytes the peer acknowledged.
+struct SocketView {
+    std::vector<int> listen_ports;
+    struct Conn {
+        std::string local_ip, peer_ip;
+        int peer_port = 0;
+        uint64_t acked = 0;
+    };
+    std::map<int, Conn> conns;  // by fd
+};
+
+bool addrOf(const sockaddr_storage &ss, std::string &ip, int &port) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (ss.ss_family == AF_INET) {
+        const auto *a = reinterpret_cast<const sockaddr_in *>(&ss);
+        inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+        port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const auto *a = reinterpret_cast<const sockaddr_in6 *>(&ss);
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], buf, sizeof buf);
+        else inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+        port = ntohs(a->sin6_port);
+    } else {
+        return false;
+    }
+    ip = buf;
+    return true;
+}
+
+SocketView viewSockets() {
+    SocketView v;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return v;
+    while (dirent *e = readdir(d)) {
+        const int fd = std::atoi(e->d_name);
+        if (fd <= 2 || fd == dirfd(d)) continue;
+        int type = 0, listening = 0;
+        socklen_t len = sizeof type;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) continue;
+        len = sizeof listening;
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
+        sockaddr_storage local{}, peer{};
+        socklen_t ll = sizeof local, pl = sizeof peer;
+        if (getsockname(fd, reinterpret_cast<sockaddr *>(&local), &ll) != 0) continue;
+        std::string lip;
+        int lport = 0;
+        if (!addrOf(local, lip, lport)) continue;
+        if (listening) {
+            v.listen_ports.push_back(lport);
+            continue;
+        }
+        if (getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &pl) != 0) continue;
+        SocketView::Conn c;
+        c.local_ip = lip;
+        if (!addrOf(peer, c.peer_ip, c.peer_port)) continue;
+        tcp_info ti{};
+        len = sizeof ti;
+        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) c.acked = ti.tcpi_bytes_acked;
+        v.conns[fd] = c;
+    }
+    closedir(d);
+    return v;
+}
+
+// The successor in the ring: the remote address that received most bytes between two views.
+void emitRing(const SocketView &before, const SocketView &after, int master_port) {
+    std::map<std::pair<std::string, int>, uint64_t> sent;
+    std::string my_ip;
+    for (const auto &[fd, c] : after.conns) {
+        if (c.peer_port == master_port) continue;  // the control connection
+        auto it = before.conns.find(fd);
+        const uint64_t base = it != before.conns.end() && it->second.peer_port == c.peer_port ? it->second.acked : 0;
+        sent[{c.peer_ip, c.peer_port}] += c.acked - std::min(c.acked, base);
+    }
+    std::pair<std::string, int> best{"-", 0};
+    uint64_t most = 0;
+    for (const auto &[k, b] : sent)
+        if (b > most) most = b, best = k;
+    for (const auto &[fd, c] : after.conns)
+        if (c.peer_ip == best.first && c.peer_port == best.second) my_ip = c.local_ip;
+    std::string ports;
+    for (int p : after.listen_ports) ports += (ports.empty() ? "" : ",") + std::to_string(p);
+    emit("ring %s %s %d %s", my_ip.empty() ? "-" : my_ip.c_str(), best.first.c_str(), best.second,
+         ports.empty() ? "-" : ports.c_str());
+}
+
 }  // namespace
 
 int runWorker(const Options &opt) {
@@ -145,6 +242,10 @@ int runWorker(const Options &opt) {
     if (pcclResult_t rc = pcclConnect(comm); rc != pcclSuccess) fail(comm, "pcclConnect", rc);
     emit("stage barrier");
     barrier(comm, opt);
+    if (opt.optimize) {
+        emit("stage optimize");
+        if (pcclResult_t rc = pcclOptimizeTopology(comm); rc != pcclSuccess) fail(comm, "pcclOptimizeTopology", rc);
+    }
     emit("ready %d %d", attribute(comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE),
          attribute(comm, PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE));
 
@@ -167,15 +268,19 @@ int runWorker(const Options &opt) {
         desc.op = op.id;
         desc.src_descriptor.datatype = dt.id;
         desc.src_descriptor.distribution_hint = pcclDistributionNone;
-        desc.quantization_options.quantized_datatype = dt.id;
-        desc.quantization_options.algorithm = pcclQuantNone;
+        desc.quantization_options.quantized_datatype = opt.quant == pcclQuantNone ? dt.id : opt.quant_type;
+        desc.quantization_options.algorithm = opt.quant;
+        const double tolerance = quantErrorBound(dt, op, opt.quant, opt.quant_type, opt.world);
 
         // Correctness: one all-reduce on fresh data, every element checked, not timed.
         pcclReduceInfo_t info{};
         desc.tag = tag++;
+        const SocketView sockets_before = viewSockets();
         if (pcclResult_t rc = pcclAllReduce(send.get(), out, &desc, comm, &info); rc != pcclSuccess)
             fail(comm, "pcclAllReduce (check, " + formatSize(e.bytes) + ")", rc);
-        CheckResult cr = checkAgainstTable(out, count, dt, op, expected);
+        if (&e == &opt.plan.front()) emitRing(sockets_before, viewSockets(), opt.port);
+        CheckResult cr = checkAgainstTable(out, count, dt, op, expected, tolerance);
+        const uint64_t out_hash = hashBytes(out, bytes);
         if (!opt.inplace) {
             // The send buffer of an out-of-place all-reduce must stay untouched.
             CheckResult sr = checkAgainstTable(send.get(), count, dt, *findOp("sum"), input);
@@ -187,11 +292,11 @@ int runWorker(const Options &opt) {
             }
         }
         const char *status = !cr.ok() ? "FAIL" : cr.inexact ? "inexact" : "ok";
-        emit("check %llu %s %llu %llu %llu %.17g %.17g %llu %llu %u", static_cast<unsigned long long>(e.bytes), status,
+        emit("check %llu %s %llu %llu %llu %.17g %.17g %llu %llu %u %016llx", static_cast<unsigned long long>(e.bytes), status,
              static_cast<unsigned long long>(cr.bad), static_cast<unsigned long long>(cr.inexact),
              static_cast<unsigned long long>(cr.first_bad), cr.got, cr.expected,
              static_cast<unsigned long long>(info.tx_bytes), static_cast<unsigned long long>(info.rx_bytes),
-             info.local_world_size);
+             info.local_world_size, static_cast<unsigned long long>(out_hash));
 
         // At most one progress line per second, so that the driver's inactivity deadline can
         // be about one all-reduce long instead of a whole size.

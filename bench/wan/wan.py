@@ -755,7 +755,10 @@ def cmd_allreduce(env, args):
                       f"{c['first10'] or 0:.3f} Gbit/s, steady (after {omit:g} s) {c['steady']:.3f} Gbit/s")
         ip = shutil.which("ip")
         print(f"# pccl-bench in {net.state['profile']}: master and rank 0 on host 0, rank r on host r; "
-              f"{args.peers} peers, {args.size}, {args.dtype}, cc {cc}")
+              f"{args.peers} peers, {args.size}, {args.dtype}, cc {cc} (route; pccl's data connections: "
+              f"PCCL_TCP_CONGESTION={dict(kv.partition('=')[::2] for kv in args.env or []).get('PCCL_TCP_CONGESTION', os.environ.get('PCCL_TCP_CONGESTION', 'auto'))})"
+              f", quant {args.quant or 'none'}{', optimize' if args.optimize else ''}"
+              f"{', join ' + args.join_order if args.join_order else ''}")
         print("# busbw (bytes each peer sends / time) as a fraction of the slowest ring link's nominal rate and its "
               "16-stream ceiling (first 10 s, steady)")
         print("# pool   time(ms)    min(ms)  busbw(GB/s)  busbw(Gbit/s)  %rate  %ceil10  %steady  check  ring")
@@ -769,6 +772,12 @@ def cmd_allreduce(env, args):
                 argv += ["--iters", str(args.iters)]
             if args.warmup is not None:
                 argv += ["--warmup", str(args.warmup)]
+            if args.quant:
+                argv += ["--quant", args.quant]
+            if args.optimize:
+                argv.append("--optimize")
+            if args.join_order:
+                argv += ["--join-order", args.join_order]
             environ = dict(os.environ)
             for kv in args.env or []:
                 k, _, v = kv.partition("=")
@@ -784,7 +793,9 @@ def cmd_allreduce(env, args):
             moved = sorted(((after[k]["tx_bytes"] - before.get(k, {}).get("tx_bytes", 0), k) for k in after),
                            reverse=True)[:args.peers]
             ring = [k for _, k in moved]
-            ring_txt = ",".join(f"{a}->{b}" for a, b in sorted(ring))
+            # pccl-bench's own view (the connection that carried each rank's data): "0 -> 2 -> 1 -> 3"
+            m = re.search(r"ring \(ranks, in the order data flows\): ([0-9 >-]+)", err)
+            ring_txt = m.group(1).strip().replace(" ", "") if m else ",".join(f"{a}->{b}" for a, b in sorted(ring))
             rate = min(net.links[k]["rate_mbit"] for k in ring) / 1e3
             c10 = min((ceil[k][16]["first10"] or 0) for k in ring) if ceil else None
             cst = min(ceil[k][16]["steady"] for k in ring) if ceil else None
@@ -793,7 +804,7 @@ def cmd_allreduce(env, args):
                 print(f"  {pool:4d}   FAILED (exit {p.returncode})")
                 for line in (err.strip().splitlines())[-15:]:
                     print(f"#   {line}")
-                summary.append((pool, None))
+                summary.append((pool, None, None, ring_txt, "FAILED"))
                 continue
             for w in rows:
                 t_ms, min_ms, busbw, check = float(w[8]), float(w[9]), float(w[11]), w[12]
@@ -802,7 +813,7 @@ def cmd_allreduce(env, args):
                 fst = f"{gbit / cst * 100:7.0f}%" if cst else "      --"
                 print(f"  {pool:4d} {t_ms:10.1f} {min_ms:10.1f} {busbw:12.4f} {gbit:14.3f} {gbit / rate * 100:5.0f}% "
                       f"{f10} {fst}  {check:5s}  {ring_txt}", flush=True)
-                summary.append((pool, gbit))
+                summary.append((pool, gbit, t_ms, ring_txt, check))
             if args.verbose:
                 for bytes_moved, k in moved:
                     d = {c: after[k][c] - before.get(k, {}).get(c, 0) for c in after[k] if c != "max_backlog"}
@@ -811,7 +822,8 @@ def cmd_allreduce(env, args):
             for line in err.strip().splitlines():
                 if "PROBLEM" in line:
                     print(f"#   {line}")
-        return 0 if all(g is not None for _, g in summary) else 1
+        args.summary = summary
+        return 0 if all(r[1] is not None and r[4] in ("ok", "ok~") for r in summary) else 1
 
 
 def cmd_selftest(env, args):
@@ -866,6 +878,64 @@ def cmd_selftest(env, args):
     check("teardown", not left and not env.state(), "namespaces gone" if not left else f"left: {left}")
     passed = sum(results)
     print(f"selftest: {passed} passed, {len(results) - passed} failed ({time.time() - t0:.1f} s)")
+    return 0 if passed == len(results) else 1
+
+
+def ring_bottleneck(net, ring_txt):
+    """Slowest nominal rate (Mbit/s) of a ring "0->2->1->3" (closing hop included), or None."""
+    try:
+        order = [int(x) for x in ring_txt.split("->")]
+    except ValueError:
+        return None
+    hops = list(zip(order, order[1:] + order[:1]))
+    return min(net.links[h]["rate_mbit"] for h in hops)
+
+
+def cmd_ringtest(env, args):
+    """CI check of pcclOptimizeTopology over the asym profile (about 30 s): the naive ring
+    (ranks admitted one by one: 0-1-2-3, limited by ams<->pdx at 100 Mbit/s) against the ring after
+    pcclOptimizeTopology, which must differ and carry clearly more."""
+    why = preflight()
+    if why:
+        print(f"SKIP: {why}")
+        return 77
+    try:
+        env.binary(EMU), env.binary(BENCH)
+    except Failure as e:
+        print(f"SKIP: {e}")
+        return 77
+    if env.state() or list_namespaces(env):
+        down(env, quiet=True)  # a leftover of an interrupted run (own prefix)
+    t0 = time.time()
+    results = []
+
+    def check(name, ok, detail):
+        results.append(ok)
+        print(f"{'PASS' if ok else 'FAIL'}: {name}: {detail}", flush=True)
+
+    with Network(env, "asym") as net:
+        runs = {}
+        for label, extra in (("naive", {"join_order": "sequential", "optimize": False}),
+                             ("optimized", {"join_order": "sequential", "optimize": True})):
+            a = argparse.Namespace(profile="asym", rate_scale=1.0, peers=4, size=args.size, pool="4", dtype="float32",
+                                   iters=args.iters, warmup=1, timeout=60, ceiling_seconds=0, env=None, quant=None,
+                                   verbose=False, **extra)
+            rc = cmd_allreduce(env, a)
+            row = a.summary[0] if getattr(a, "summary", None) else (4, None, None, "", "FAILED")
+            runs[label] = row
+            check(f"{label} run", rc == 0 and row[1] is not None, f"exit {rc}, check {row[4]}, ring {row[3]}")
+        naive, opt = runs["naive"], runs["optimized"]
+        if naive[1] and opt[1]:
+            bn, bo = ring_bottleneck(net, naive[3]), ring_bottleneck(net, opt[3])
+            check("ring changed", naive[3] != opt[3] and bn is not None and bo is not None and bo > bn,
+                  f"naive {naive[3]} (slowest link {bn} Mbit/s) -> optimized {opt[3]} (slowest link {bo} Mbit/s)")
+            ratio = opt[1] / naive[1]
+            check("busbw", ratio >= args.min_ratio,
+                  f"optimized {opt[1]:.3f} / naive {naive[1]:.3f} Gbit/s = {ratio:.2f}x (want >= {args.min_ratio}x)")
+    left = list_namespaces(env)
+    check("teardown", not left and not env.state(), "namespaces gone" if not left else f"left: {left}")
+    passed = sum(results)
+    print(f"ringtest: {passed} passed, {len(results) - passed} failed ({time.time() - t0:.1f} s)")
     return 0 if passed == len(results) else 1
 
 
@@ -932,12 +1002,22 @@ def main(argv=None):
                    help="first measure the 16-stream ceiling of each kind of link between the peers for this "
                         "long (steady state after half of it; cached while the network is up; 0: skip)")
     p.add_argument("--env", action="append", help="K=V for the bench processes (e.g. PCCL_SEGMENT_BYTES=4194304)")
+    p.add_argument("--quant", help="pccl-bench --quant ALGO:TYPE (minmax:u8, zps:u16, ...)")
+    p.add_argument("--optimize", action="store_true", help="pccl-bench --optimize (pcclOptimizeTopology first)")
+    p.add_argument("--join-order", choices=["concurrent", "sequential"],
+                   help="pccl-bench --join-order (sequential: ring 0,1,...,N-1)")
     p.add_argument("--verbose", action="store_true")
     p = sub.add_parser("selftest")
+    p = sub.add_parser("ringtest", help="CI: asym, naive ring vs pcclOptimizeTopology (exit 77 = skipped)")
+    p.add_argument("--size", default="16M")
+    p.add_argument("--iters", type=int, default=2)
+    p.add_argument("--min-ratio", type=float, default=1.4)
     args = ap.parse_args(argv)
 
     if args.command == "selftest" and "PCCL_WAN_PREFIX" not in os.environ and args.prefix == "pcclw":
         args.prefix = "pcclwst"  # its own names: never touches a network a developer has up
+    if args.command == "ringtest" and "PCCL_WAN_PREFIX" not in os.environ and args.prefix == "pcclw":
+        args.prefix = "pcclwrt"
     env = Env(args.prefix, args.bin_dir)
 
     def on_signal(signum, frame):
@@ -947,7 +1027,7 @@ def main(argv=None):
     signal.signal(signal.SIGHUP, on_signal)
     commands = {"profiles": cmd_profiles, "up": cmd_up, "down": cmd_down, "status": cmd_status,
                 "stats": cmd_stats, "exec": cmd_exec, "link": cmd_link, "ping": cmd_ping, "ceiling": cmd_ceiling,
-                "allreduce": cmd_allreduce, "selftest": cmd_selftest}
+                "allreduce": cmd_allreduce, "selftest": cmd_selftest, "ringtest": cmd_ringtest}
     try:
         rc = commands[args.command](env, args)
         return rc or 0
@@ -962,7 +1042,7 @@ def main(argv=None):
         return 141
     finally:
         env.reap_children()
-        if args.command == "selftest" and (env.state() or list_namespaces(env)):
+        if args.command in ("selftest", "ringtest") and (env.state() or list_namespaces(env)):
             down(env, quiet=True)
 
 
