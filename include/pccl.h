@@ -346,9 +346,12 @@ PCCL_EXPORT pcclResult_t pcclUpdateTopology(pcclComm_t *comm);
 PCCL_EXPORT pcclResult_t pcclArePeersPending(const pcclComm_t *comm, bool *pending);
 
 /** Collective vote over all accepted peers: measure peer-to-peer bandwidth and reorder the
- *  ring to maximise its slowest link; the new order applies to the next collective. (This
- *  version completes the vote and keeps the current order; bandwidth measurement is to come.)
- *  Blocks until all accepted peers voted.
+ *  ring to maximise its slowest link; the new order applies to the next collective. With three
+ *  or more peers in a group every link is probed in parallel rounds (at most 2 s in all), the
+ *  ring with the fastest slowest hop is solved (exact up to 12 peers) and applied only if it is
+ *  strictly better; committed all-reduces refine the known rates. Known limit: on long links
+ *  (150 ms and more) a probe window still sees TCP slow start, so rates are underestimated.
+ *  Blocks until all accepted peers voted and the new ring is wired.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage,
  *  pcclPendingAsyncOps, pcclTopologyOptimizationFailed, pcclTimeout, pcclKicked,
  *  pcclMasterConnectionLost. */
