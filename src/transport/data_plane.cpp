@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <deque>
+#include <list>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -121,7 +121,11 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     asio::ip::tcp::socket socket;
     std::weak_ptr<DataPlane::Impl> owner;
     Uuid peer;
-    std::deque<Item> queue;  // strand only
+    // A list, not a deque: the write in progress points the kernel at the headers of queued
+    // items, and cancelling an item must not move the others (deque::erase in the middle does).
+    std::list<Item> queue;  // strand only
+    size_t frontSent = 0;    // strand only: bytes of queue.front() (header + payload) on the wire
+    size_t inWrite = 0;      // strand only: leading items the write in progress covers
     bool writing = false;    // strand only
     bool closed = false;     // strand only
     std::atomic<size_t> queuedBytes{0};
@@ -141,25 +145,57 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
         });
     }
 
+    // One sendmsg covers up to kGatherItems queued frames and is not cut at 64 KiB (asio's
+    // async_write is: it would cost one syscall, and one wakeup, per 64 KiB). Frames are
+    // completed as the bytes the kernel took cover them.
+    static constexpr size_t kGatherItems = 16;
+    static size_t wireBytes(const Item &it) { return kSegmentHeaderBytes + it.bytes; }
+
     void writeNext() {
         if (queue.empty() || closed) return;
         writing = true;
-        auto &it = queue.front();
-        std::array<asio::const_buffer, 2> bufs{asio::buffer(it.header), asio::buffer(it.data, it.bytes)};
+        std::vector<asio::const_buffer> iov;
+        iov.reserve(2 * kGatherItems);
+        size_t skip = frontSent;
+        inWrite = 0;
+        for (auto &it : queue) {
+            if (inWrite == kGatherItems) break;
+            ++inWrite;
+            if (skip < kSegmentHeaderBytes) iov.emplace_back(it.header + skip, kSegmentHeaderBytes - skip);
+            const size_t payloadSkip = skip > kSegmentHeaderBytes ? skip - kSegmentHeaderBytes : 0;
+            if (payloadSkip < it.bytes) iov.emplace_back(static_cast<const uint8_t *>(it.data) + payloadSkip, it.bytes - payloadSkip);
+            skip = 0;
+        }
         auto self = shared_from_this();
-        asio::async_write(socket, bufs, asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
-                              auto item = std::move(self->queue.front());
-                              self->queue.pop_front();
-                              self->queuedBytes -= item.bytes;
-                              self->writing = false;  // closeNow below must fail every queued item
-                              if (ec) {
-                                  item.done(false, "sending to " + self->peer.shortStr() + " failed: " + ec.message());
-                                  self->closeNow(ec.message());
-                                  return;
-                              }
-                              item.done(true, {});
-                              self->writeNext();
-                          }));
+        socket.async_write_some(iov, asio::bind_executor(strand, [self](const asio::error_code &ec, size_t n) {
+                                    self->writing = false;  // closeNow below must fail every queued item
+                                    if (ec) {
+                                        const std::string why = "sending to " + self->peer.shortStr() + " failed: " + ec.message();
+                                        self->closeNow(ec.message());
+                                        self->failQueued(why);  // the items of this write, if closeNow ran before
+                                        return;
+                                    }
+                                    self->frontSent += n;
+                                    while (!self->queue.empty() && self->frontSent >= wireBytes(self->queue.front())) {
+                                        auto item = std::move(self->queue.front());
+                                        self->queue.pop_front();
+                                        self->frontSent -= wireBytes(item);
+                                        self->queuedBytes -= item.bytes;
+                                        item.done(true, {});
+                                    }
+                                    self->writeNext();
+                                }));
+    }
+
+    // Fails the queued items from `first` on (strand only).
+    void failQueued(const std::string &why, size_t first = 0) {
+        while (queue.size() > first) {
+            auto item = std::move(queue.back());
+            queue.pop_back();
+            queuedBytes -= item.bytes;
+            item.done(false, why);
+        }
+        if (first == 0) frontSent = 0;
     }
 
     // The receiver never sends after the handshake: a read that completes means it closed the
@@ -181,13 +217,8 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
         asio::error_code ec;
         socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
         socket.close(ec);
-        // The write in progress (front) completes with an error through its handler.
-        while (queue.size() > (writing ? 1u : 0u)) {
-            auto item = std::move(queue.back());
-            queue.pop_back();
-            queuedBytes -= item.bytes;
-            item.done(false, "data connection to " + peer.shortStr() + " closed: " + reason);
-        }
+        // The items of the write in progress are failed by its handler.
+        failQueued("data connection to " + peer.shortStr() + " closed: " + reason, writing ? inWrite : 0);
         if (auto o = owner.lock()) o->removeOut(peer, this);
     }
 
@@ -201,8 +232,9 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
         asio::post(strand, [self, seq] {
             std::vector<Item> dropped;
             auto &q = self->queue;
-            // The front item may be on the wire: leave it.
-            for (auto it = q.begin() + (self->writing && !q.empty() ? 1 : 0); it != q.end();) {
+            // Items the write in progress covers, or partly written, stay: the stream stays in step.
+            const size_t started = self->writing ? self->inWrite : (self->frontSent ? 1 : 0);
+            for (auto it = std::next(q.begin(), static_cast<std::ptrdiff_t>(std::min(started, q.size()))); it != q.end();) {
                 if (loadLE64(it->header) == seq) {
                     self->queuedBytes -= it->bytes;
                     dropped.push_back(std::move(*it));
@@ -302,27 +334,55 @@ struct InConn : std::enable_shared_from_this<InConn> {
         void *dest = sink->beginFrame(current, from, &error);
         if (!dest && error.empty()) return discard();
         if (!dest) return closeNow("protocol error from " + from.shortStr() + ": " + error);
-        auto self = shared_from_this();
-        asio::async_read(socket, asio::buffer(dest, current.bytes),
-                         asio::bind_executor(strand, [self, sink](const asio::error_code &ec, size_t) {
-                             if (ec) {
-                                 sink->onPayloadFailed(self->current, "receiving from " + self->from.shortStr() +
-                                                                          " failed: " + ec.message());
-                                 return self->closeNow(ec.message());
-                             }
-                             sink->onPayload(self->current);
-                             if (!self->closed) self->readHeader();
-                         }));
+        readInto(static_cast<uint8_t *>(dest), 0, [sink](InConn &c, const asio::error_code &ec) {
+            if (ec) {
+                sink->onPayloadFailed(c.current, "receiving from " + c.from.shortStr() + " failed: " + ec.message());
+                return c.closeNow(ec.message());
+            }
+            sink->onPayload(c.current);
+            if (!c.closed) c.readHeader();
+        });
     }
 
     void discard() {
         scratch.resize(current.bytes);
+        readInto(scratch.data(), 0, [](InConn &c, const asio::error_code &ec) {
+            if (ec) return c.closeNow(ec.message());
+            c.scratch.clear();
+            c.readHeader();
+        });
+    }
+
+    // Reads the rest of the current payload into `dest` (from byte `got`). A large payload is
+    // read in few calls: SO_RCVLOWAT is raised to what is still missing, so the socket wakes
+    // this connection when the frame is (nearly) complete, not for every 64 KiB that arrives;
+    // the kernel also wakes it when its receive window is about to close, and raising the mark
+    // grows the receive buffer to hold it (autotuning stays on). The mark is back at 1 before
+    // the next header is read. asio's async_read is not used: it caps each recv at 64 KiB.
+    static constexpr size_t kLowatMinFrame = 64 << 10;
+    static constexpr size_t kLowatMax = 4 << 20;
+    int lowat = 1;
+    void setLowat(size_t v) {
+        const int want = static_cast<int>(std::max<size_t>(1, std::min(v, kLowatMax)));
+        if (want == lowat) return;
+        lowat = want;
+        ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want);
+    }
+
+    using ReadDone = std::function<void(InConn &, const asio::error_code &)>;
+    void readInto(uint8_t *dest, size_t got, ReadDone done) {
+        const size_t rem = current.bytes - got;
+        if (rem == 0) {
+            setLowat(1);
+            return done(*this, {});
+        }
+        if (current.bytes >= kLowatMinFrame) setLowat(rem);
         auto self = shared_from_this();
-        asio::async_read(socket, asio::buffer(scratch), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
-                             if (ec) return self->closeNow(ec.message());
-                             self->scratch.clear();
-                             self->readHeader();
-                         }));
+        socket.async_read_some(asio::buffer(dest + got, rem),
+                               asio::bind_executor(strand, [self, dest, got, done = std::move(done)](const asio::error_code &ec, size_t n) mutable {
+                                   if (ec) return done(*self, ec);
+                                   self->readInto(dest, got + n, std::move(done));
+                               }));
     }
 
     void resume() {
