@@ -32,7 +32,8 @@
  *   transfer, default 10000), PCCL_VOTE_TIMEOUT_MS (read by the master, embedded or daemon:
  *   default 60000, 0 = never), PCCL_ADMISSION_TIMEOUT_MS (pcclConnect's wait for admission;
  *   default none), PCCL_IO_THREADS (default 2), PCCL_POOL_SIZE (default 4),
- *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment, default 1 MiB),
+ *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment; default: an eighth of a chunk, 1-8 MiB;
+ *   every peer must use the same value),
  *   PCCL_STATE_COMPRESSION_LEVEL (zstd level for shared-state transfers, default 0 = off),
  *   PCCL_TCP_CONGESTION (auto|system|NAME, see pcclCommCreateParamsEx_t). The extended creation
  *   parameters (pcclCommCreateParamsEx_t) override the environment per communicator.

@@ -1,5 +1,5 @@
-// Membership: the ring order. pcclOptimizeTopology measures every group's links (BandwidthProbe,
-// each peer sends to one peer and receives from one at a time), solves the ring that maximises
+// Membership: the ring order. pcclOptimizeTopology measures every group's links (BandwidthProbe:
+// every peer streams to every other at once for one window), solves the ring that maximises
 // the slowest hop (topology_solver.h) and applies it with a links round; admissions insert
 // newcomers where they cost least instead of resetting the order.
 #include <algorithm>
@@ -40,15 +40,14 @@ void Membership::startProbe(Actions &out, const std::vector<ClientId> &voters) {
     uint64_t longest = 0;
     for (auto &[group, ids] : rings_) {
         if (ids.size() < 3) continue;  // one ring order only: nothing to choose
-        const uint64_t n = ids.size();
-        const uint32_t window = static_cast<uint32_t>(std::clamp<uint64_t>(kProbeBudgetMs / (n - 1), 100, 500));
+        const uint32_t window = static_cast<uint32_t>(kProbeBudgetMs);
         BandwidthProbe probe{round.round, nextSeq_++, ringOf(group), window};
         for (ClientId id : ids) {
             send(out, id, probe);
             round.waiting.insert(id);
         }
         round.groups.insert(group);
-        longest = std::max(longest, window * (n - 1));
+        longest = std::max<uint64_t>(longest, window);
     }
     if (round.groups.empty()) {
         for (ClientId id : voters) send(out, id, OptimizeTopologyResult{true, ""});

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "transport/bandwidth_probe.h"
 #include "transport/data_plane.h"
 #include "util/bytes.h"
 
@@ -376,4 +377,55 @@ TEST_CASE("data plane: cancelling an operation while its frames are partly on th
                               [](uint8_t b) { return b == 0; }));
         }
     }
+}
+
+TEST_CASE("bandwidth probe: the rate comes from the frames of the second half of the window (after slow start)",
+          "[transport][topology]") {
+    DataPlane plane(1);
+    const Uuid self = Uuid::random(), slowStart = Uuid::random(), earlyOnly = Uuid::random();
+    plane.setSelf(self);
+    REQUIRE(plane.listen(0).ok());
+    const auto measureFrom = std::chrono::steady_clock::now() + std::chrono::milliseconds(400);
+    auto probe = std::make_shared<transport::BandwidthProbe>(plane, 11, 1 << 20, 1, measureFrom);
+    plane.registerSink(11, probe);
+
+    auto probeFrame = [](size_t bytes) {
+        auto b = frame(11, 0, std::vector<uint8_t>(bytes, 0));
+        b[20] = 7;  // the probe phase
+        return b;
+    };
+    const int a = connectTo(plane.port()), b = connectTo(plane.port());
+    sendAll(a, hello(slowStart, self));
+    sendAll(b, hello(earlyOnly, self));
+    // Before measureFrom both send 64 KiB every 50 ms (~1.3 MB/s); after it, `a` sends at full
+    // speed for 300 ms and `b` stops.
+    while (std::chrono::steady_clock::now() < measureFrom - std::chrono::milliseconds(60)) {
+        sendAll(a, probeFrame(64 << 10));
+        sendAll(b, probeFrame(64 << 10));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::this_thread::sleep_until(measureFrom + std::chrono::milliseconds(5));
+    const auto fastUntil = measureFrom + std::chrono::milliseconds(300);
+    const auto big = probeFrame(256 << 10);
+    const auto fastStart = std::chrono::steady_clock::now();
+    size_t fastBytes = 0;
+    while (std::chrono::steady_clock::now() < fastUntil) {
+        sendAll(a, big);
+        fastBytes += big.size();
+    }
+    const double fastRate = static_cast<double>(fastBytes) /
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - fastStart).count();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto rates = probe->rates();
+    REQUIRE(rates.count(slowStart));
+    REQUIRE(rates.count(earlyOnly));
+    INFO("slow start then fast: " << rates.at(slowStart) << " B/s; early only: " << rates.at(earlyOnly) << " B/s");
+    INFO("sent at " << fastRate << " B/s after measureFrom");
+    // The whole span would give about 300/700 of the late rate.
+    CHECK(static_cast<double>(rates.at(slowStart)) > 0.7 * fastRate);
+    CHECK(rates.at(earlyOnly) > 500'000);     // no late frames: the whole span counts
+    CHECK(rates.at(earlyOnly) < 3'000'000);
+    plane.unregisterSink(11);
+    ::close(a);
+    ::close(b);
 }

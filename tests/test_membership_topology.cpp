@@ -42,7 +42,7 @@ TEST_CASE("topology: an optimize vote measures every link, applies the ring with
     auto probe = sent<BandwidthProbe>(votes, 1);
     REQUIRE(probe.size() == 1);
     CHECK(probe[0].peers.size() == 4);
-    CHECK(probe[0].window_ms * 3 <= 2000);  // the whole round stays within 2 s
+    CHECK(probe[0].window_ms <= 2000);  // the whole round (all links at once) stays within 2 s
     for (ClientId id = 2; id <= 4; ++id) CHECK(sent<BandwidthProbe>(votes, id).size() == 1);
     CHECK(sent<OptimizeTopologyResult>(votes, 1).empty());  // not before the measurement
     // The fast ring is 1 -> 3 -> 2 -> 4 -> 1; the current order 1,2,3,4 uses only slow hops.
@@ -103,8 +103,8 @@ TEST_CASE("topology: equal links keep the ring; a missing report ends the round 
             }
         CHECK(c.m.onMessage(to, r).empty());
     }
-    c.m.setTime(1000 + 2 * probe[0].window_ms + 2600);
-    c.m.onMessage(3, Heartbeat{});
+    c.m.setTime(1000 + probe[0].window_ms + 2600);
+    for (ClientId id = 1; id <= 3; ++id) c.m.onMessage(id, Heartbeat{});  // alive, but 3 never reports
     auto out = c.m.onTick();
     for (ClientId id = 1; id <= 3; ++id) {
         auto r = sent<OptimizeTopologyResult>(out, id);

@@ -15,8 +15,9 @@ RingAllReduce::RingAllReduce(transport::DataPlane &plane, RingAllReduceParams pa
     accType_ = accumType(p_.dtype, p_.op);
     accSize_ = dataTypeSize(accType_);
     inPlace_ = p_.send == p_.recv;
-    segElems_ = std::max<size_t>(1, p_.segmentBytes / accSize_);
     const uint32_t n = p_.worldSize;
+    const size_t segmentBytes = p_.segmentBytes ? p_.segmentBytes : autoSegmentBytes(p_.count / std::max<uint32_t>(1, n) * accSize_);
+    segElems_ = std::max<size_t>(1, segmentBytes / accSize_);
     chunkFirstSegment_.resize(n + 1);
     size_t seg = 0;
     for (uint32_t c = 0; c < n; ++c) {
@@ -42,6 +43,11 @@ RingAllReduce::RingAllReduce(transport::DataPlane &plane, RingAllReduceParams pa
             for (auto &q : qout_) q = ScratchPool::take(p_.scratch, numSegments_ * qSlot_);
         }
     }
+}
+
+size_t autoSegmentBytes(size_t chunkBytes) {
+    constexpr size_t kMin = 1 << 20, kMax = 8 << 20, kAlign = 64 << 10;
+    return std::clamp(chunkBytes / 8 / kAlign * kAlign, kMin, kMax);
 }
 
 size_t RingAllReduce::chunkBegin(uint32_t c) const {

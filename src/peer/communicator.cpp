@@ -34,7 +34,7 @@ CommOptions CommOptions::fromEnvironment() {
     o.poolSize = static_cast<int>(envLong("PCCL_POOL_SIZE", o.poolSize, 1, 64));
     o.ioThreads = static_cast<int>(envLong("PCCL_IO_THREADS", o.ioThreads, 1, 64));
     o.connectTimeout = std::chrono::milliseconds(envLong("PCCL_CONNECT_TIMEOUT_MS", o.connectTimeout.count(), 1, 3600000));
-    o.segmentBytes = static_cast<size_t>(envLong("PCCL_SEGMENT_BYTES", static_cast<long>(o.segmentBytes), 4096, 64 << 20));
+    o.segmentBytes = static_cast<size_t>(envLong("PCCL_SEGMENT_BYTES", 0, 4096, 64 << 20));
     o.heartbeatTimeout = std::chrono::milliseconds(envLong("PCCL_HEARTBEAT_TIMEOUT_MS", o.heartbeatTimeout.count(), 100, 3600000));
     o.opTimeout = std::chrono::milliseconds(envLong("PCCL_OP_TIMEOUT_MS", o.opTimeout.count(), 100, 24L * 3600000));
     o.stateCompressionLevel = static_cast<int>(envLong("PCCL_STATE_COMPRESSION_LEVEL", 0, 0, 19));
@@ -440,18 +440,17 @@ void Communicator::onBandwidthProbe(const BandwidthProbe &m) {
     }
     const size_t i = static_cast<size_t>(me - m.peers.begin());
     const auto window = std::chrono::milliseconds(m.window_ms);
-    auto probe = std::make_shared<transport::BandwidthProbe>(data_, m.seq, size_t{1} << 20, 2 * options_.poolSize);
-    data_.registerSink(m.seq, probe);
+    // Every peer streams to every other at once for the whole window (links are measured in
+    // parallel); rates come from the second half, after slow start.
     const auto start = std::chrono::steady_clock::now();
+    auto probe = std::make_shared<transport::BandwidthProbe>(data_, m.seq, size_t{1} << 20, 2 * options_.poolSize, start + window / 2);
+    data_.registerSink(m.seq, probe);
     for (size_t k = 1; k < n; ++k) {
         const RingMember to = m.peers[(i + k) % n];
-        const auto until = start + window * k;
-        control_.after(window * (k - 1), [this, probe, to, until] {
-            probe->sendTo(to.uuid, to.data_addr, options_.poolSize, options_.connectTimeout, until);
-        });
+        probe->sendTo(to.uuid, to.data_addr, options_.poolSize, options_.connectTimeout, start + window);
     }
-    // Late frames of the last window still count; then report.
-    control_.after(window * (n - 1) + std::chrono::milliseconds(300), [this, probe, round = m.round, seq = m.seq] {
+    // Late frames still count; then report.
+    control_.after(window + std::chrono::milliseconds(300), [this, probe, round = m.round, seq = m.seq] {
         BandwidthReport report{round, {}, {}};
         for (auto &[from, rate] : probe->rates()) {
             report.from.push_back(from);

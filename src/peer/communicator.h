@@ -41,7 +41,7 @@ struct CommOptions {
     int ioThreads = 2;
     std::chrono::milliseconds connectTimeout{10000};  // TCP connect to master/peers
     std::optional<std::chrono::milliseconds> admissionTimeout;  // none: wait while the master answers
-    size_t segmentBytes = 1 << 20;
+    size_t segmentBytes = 0;  // 0: collectives::autoSegmentBytes per operation
     // Liveness: the master is declared lost when it answers no heartbeat for this long, and the
     // master removes this peer after as much silence (sent in Hello).
     std::chrono::milliseconds heartbeatTimeout{5000};

@@ -249,9 +249,9 @@ struct SharedStateSourceLost {
     PCCL_FIELDS(seq, peer)
 };
 // master -> every peer of a group (pcclOptimizeTopology): measure the links to the others.
-// In sub-round k (1..n-1, each `window_ms` long, starting when this message arrives) peer i
-// streams probe frames (data-plane sequence `seq`) to peers[(i + k) % n], so every peer sends
-// on one link and receives on one at a time. Then it reports what it received.
+// For `window_ms` from when this message arrives, every peer streams probe frames (data-plane
+// sequence `seq`) to every other peer at once; each receiver measures the rate of the second
+// half of the window (after slow start) and reports what it received.
 struct BandwidthProbe {
     uint64_t round = 0;
     uint64_t seq = 0;

@@ -16,8 +16,9 @@ const uint8_t *zeros() {
 
 } // namespace
 
-BandwidthProbe::BandwidthProbe(DataPlane &plane, uint64_t seq, size_t frameBytes, int depth)
-    : plane_(plane), seq_(seq), frameBytes_(std::min(frameBytes, kMaxProbeFrame)), depth_(depth) {}
+BandwidthProbe::BandwidthProbe(DataPlane &plane, uint64_t seq, size_t frameBytes, int depth,
+                               std::chrono::steady_clock::time_point measureFrom)
+    : plane_(plane), seq_(seq), frameBytes_(std::min(frameBytes, kMaxProbeFrame)), depth_(depth), measureFrom_(measureFrom) {}
 
 void BandwidthProbe::sendTo(const Uuid &to, const protocol::NetAddr &addr, int poolSize,
                             std::chrono::milliseconds connectTimeout, std::chrono::steady_clock::time_point until) {
@@ -48,22 +49,29 @@ void *BandwidthProbe::beginFrame(const SegmentHeader &h, const Uuid &from, std::
     const auto now = std::chrono::steady_clock::now();
     std::lock_guard lock(mu_);
     Received &r = received_[from];
-    if (r.bytes == 0) {
-        r.first = now;
-        r.firstBytes = h.bytes;
-    }
-    r.bytes += h.bytes;
-    r.last = now;
+    r.all.add(h.bytes, now);
+    if (now >= measureFrom_) r.late.add(h.bytes, now);
     return nullptr;  // read and dropped
+}
+
+void BandwidthProbe::Span::add(uint64_t n, std::chrono::steady_clock::time_point now) {
+    if (frames++ == 0) {
+        first = now;
+        firstBytes = n;
+    }
+    bytes += n;
+    last = now;
+}
+
+uint64_t BandwidthProbe::Span::rate() const {
+    const double span = std::chrono::duration<double>(last - first).count();
+    return span > 0 ? static_cast<uint64_t>(static_cast<double>(bytes - firstBytes) / span) : 0;
 }
 
 std::map<Uuid, uint64_t> BandwidthProbe::rates() const {
     std::lock_guard lock(mu_);
     std::map<Uuid, uint64_t> out;
-    for (auto &[from, r] : received_) {
-        const double span = std::chrono::duration<double>(r.last - r.first).count();
-        out[from] = span > 0 ? static_cast<uint64_t>(static_cast<double>(r.bytes - r.firstBytes) / span) : 0;
-    }
+    for (auto &[from, r] : received_) out[from] = r.late.frames >= 2 ? r.late.rate() : r.all.rate();
     return out;
 }
 

@@ -1,6 +1,8 @@
 // One peer's part in a link measurement round (pcclOptimizeTopology, docs/design.md): it streams
-// probe frames to one peer at a time and measures the rate at which frames arrive from each
-// sender. Probe frames carry no meaning: the receiver reads and drops their payload.
+// probe frames to every other peer at once and measures the rate at which frames arrive from
+// each sender in the second half of the window: on a long link the first half is slow start (at
+// 160 ms a connection needs ~1 s to reach 100 Mbit/s), which would rank links by their RTT
+// instead of their capacity. Probe frames carry no meaning: the receiver reads and drops them.
 //
 // Threads: sendTo() from any thread; frame and send callbacks on the data plane's I/O threads;
 // rates() from any thread. The object must outlive nothing: callbacks hold it alive.
@@ -20,13 +22,16 @@ class BandwidthProbe : public FrameSink, public std::enable_shared_from_this<Ban
 public:
     // seq: the round's data-plane sequence number; frames of `frameBytes` (at most 1 MiB), `depth`
     // in flight per target.
-    BandwidthProbe(DataPlane &plane, uint64_t seq, size_t frameBytes, int depth);
+    // Rates count the frames that arrive from `measureFrom` on (all frames if none does).
+    BandwidthProbe(DataPlane &plane, uint64_t seq, size_t frameBytes, int depth,
+                   std::chrono::steady_clock::time_point measureFrom);
 
     // Connects (pool of `poolSize`) and streams to `to` until `until`. Returns at once.
     void sendTo(const Uuid &to, const protocol::NetAddr &addr, int poolSize, std::chrono::milliseconds connectTimeout,
                 std::chrono::steady_clock::time_point until);
-    // Receive rate per sender so far, in bytes/s (the bytes after a sender's first frame over the
-    // time from its first to its last frame).
+    // Receive rate per sender so far, in bytes/s: the bytes after its first frame over the time
+    // from its first to its last frame, counting frames from `measureFrom` on when at least two
+    // arrived then.
     std::map<Uuid, uint64_t> rates() const;
 
     void *beginFrame(const SegmentHeader &h, const Uuid &from, std::string *error) override;
@@ -34,9 +39,14 @@ public:
     void onPayloadFailed(const SegmentHeader &, const std::string &) override {}
 
 private:
-    struct Received {
-        uint64_t bytes = 0, firstBytes = 0;
+    struct Span {
+        uint64_t bytes = 0, firstBytes = 0, frames = 0;
         std::chrono::steady_clock::time_point first, last;
+        void add(uint64_t n, std::chrono::steady_clock::time_point now);
+        uint64_t rate() const;
+    };
+    struct Received {
+        Span all, late;  // every frame; frames from measureFrom_ on
     };
     void pump(const Uuid &to, std::chrono::steady_clock::time_point until);
 
@@ -44,6 +54,7 @@ private:
     const uint64_t seq_;
     const size_t frameBytes_;
     const int depth_;
+    const std::chrono::steady_clock::time_point measureFrom_;
     mutable std::mutex mu_;
     std::map<Uuid, Received> received_;
 };
