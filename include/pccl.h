@@ -348,10 +348,11 @@ PCCL_EXPORT pcclResult_t pcclArePeersPending(const pcclComm_t *comm, bool *pendi
 
 /** Collective vote over all accepted peers: measure peer-to-peer bandwidth and reorder the
  *  ring to maximise its slowest link; the new order applies to the next collective. With three
- *  or more peers in a group every link is probed in parallel rounds (at most 2 s in all), the
- *  ring with the fastest slowest hop is solved (exact up to 12 peers) and applied only if it is
- *  strictly better; committed all-reduces refine the known rates. Known limit: on long links
- *  (150 ms and more) a probe window still sees TCP slow start, so rates are underestimated.
+ *  or more peers in a group every link is probed at once for 2 s and rated on the second
+ *  second (after TCP slow start), the ring with the fastest slowest hop is solved (exact up to
+ *  12 peers) and applied only if it is strictly better; committed all-reduces refine the known
+ *  rates. Known limit: on a machine too busy to carry every probe at once the fast links are
+ *  underestimated, and links of similar rate may be ranked wrongly.
  *  Blocks until all accepted peers voted and the new ring is wired.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage,
  *  pcclPendingAsyncOps, pcclTopologyOptimizationFailed, pcclTimeout, pcclKicked,

@@ -75,6 +75,13 @@ void Membership::finishProbe(Actions &out) {
         if (it == rings_.end() || it->second.size() < 3) continue;
         std::vector<ClientId> &ids = it->second;
         const auto bw = bandwidthMatrix(ids);
+        std::string links;
+        for (size_t i = 0; i < ids.size(); ++i)
+            for (size_t j = 0; j < ids.size(); ++j)
+                if (i != j)
+                    links += (links.empty() ? "" : ", ") + peers_.at(ids[i]).uuid.shortStr() + "->" +
+                             peers_.at(ids[j]).uuid.shortStr() + " " + rate(bw[i][j]);
+        events_.push_back("links of group " + std::to_string(group) + " measured: " + links);
         std::vector<size_t> current(ids.size());
         for (size_t i = 0; i < current.size(); ++i) current[i] = i;
         const double before = ringBottleneck(bw, current);
