@@ -78,7 +78,8 @@ std::vector<uint8_t> frame(uint64_t seq, uint64_t offset, const std::vector<uint
 
 // A sink that takes frames at offset*1 into a byte buffer and records them.
 struct BufferSink : transport::FrameSink {
-    std::vector<uint8_t> mem = std::vector<uint8_t>(64, 0);
+    explicit BufferSink(size_t size = 64) : mem(size, 0) {}
+    std::vector<uint8_t> mem;
     std::mutex mu;
     std::condition_variable cv;
     std::vector<uint64_t> offsets;
@@ -179,12 +180,8 @@ std::string congestionTo(uint16_t port) {
     return out;
 }
 
-// Connects a pool of `n` from a fresh plane with congestion mode `mode` to `to`; returns what ss saw.
-std::string poolCongestion(const std::string &mode, DataPlane &to, const Uuid &toId, int n) {
-    DataPlane from(1);
-    from.setSelf(Uuid::random());
-    from.setCongestionControl(mode);
-    REQUIRE(from.listen(0).ok());
+// Brings up a pool of `n` connections from `from` to the plane `to` (listening on loopback).
+void connectPool(DataPlane &from, const DataPlane &to, const Uuid &toId, int n) {
     protocol::NetAddr addr;
     addr.family = 4;
     addr.ip[0] = 127;
@@ -195,6 +192,15 @@ std::string poolCongestion(const std::string &mode, DataPlane &to, const Uuid &t
     auto f = done.get_future();
     REQUIRE(f.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
     REQUIRE(f.get().ok());
+}
+
+// Connects a pool of `n` from a fresh plane with congestion mode `mode` to `to`; returns what ss saw.
+std::string poolCongestion(const std::string &mode, DataPlane &to, const Uuid &toId, int n) {
+    DataPlane from(1);
+    from.setSelf(Uuid::random());
+    from.setCongestionControl(mode);
+    REQUIRE(from.listen(0).ok());
+    connectPool(from, to, toId, n);
     return congestionTo(to.port());
 }
 
@@ -231,11 +237,6 @@ namespace {
 
 uint8_t patternByte(uint64_t seq, size_t at) { return static_cast<uint8_t>(seq * 31 + at * 7 + (at >> 13)); }
 
-// A sink over `size` bytes that checks nothing itself: the test compares the memory afterwards.
-struct BigSink : BufferSink {
-    explicit BigSink(size_t size) { mem.assign(size, 0); }
-};
-
 } // namespace
 
 TEST_CASE("data plane: large frames arrive whole however they are split; a payload's tail is read even when "
@@ -246,9 +247,9 @@ TEST_CASE("data plane: large frames arrive whole however they are split; a paylo
     const Uuid self = Uuid::random(), other = Uuid::random();
     plane.setSelf(self);
     REQUIRE(plane.listen(0).ok());
-    auto sink = std::make_shared<BigSink>(4u << 20);
+    auto sink = std::make_shared<BufferSink>(4u << 20);
     plane.registerSink(7, sink);
-    plane.registerSink(5, std::make_shared<BigSink>(1));
+    plane.registerSink(5, std::make_shared<BufferSink>(1));
     plane.unregisterSink(5);  // frames for 5 are read and dropped
 
     auto payload = [](size_t at, size_t n) {
@@ -305,16 +306,7 @@ TEST_CASE("data plane: cancelling an operation while its frames are partly on th
     to.setSelf(toId);
     REQUIRE(from.listen(0).ok());
     REQUIRE(to.listen(0).ok());
-    protocol::NetAddr addr;
-    addr.family = 4;
-    addr.ip[0] = 127;
-    addr.ip[3] = 1;
-    addr.port = to.port();
-    std::promise<Status> up;
-    from.connect(toId, addr, 1, std::chrono::seconds(5), [&](Status s) { up.set_value(s); });
-    auto upF = up.get_future();
-    REQUIRE(upF.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
-    REQUIRE(upF.get().ok());
+    connectPool(from, to, toId, 1);
 
     constexpr size_t kFrames = 40, kFrame = 1u << 20;
     std::vector<uint8_t> src3(kFrames * kFrame), src4(kFrames * kFrame);
@@ -345,8 +337,8 @@ TEST_CASE("data plane: cancelling an operation while its frames are partly on th
     from.cancelSends(3);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
 
-    auto sink3 = std::make_shared<BigSink>(kFrames * kFrame);
-    auto sink4 = std::make_shared<BigSink>(kFrames * kFrame);
+    auto sink3 = std::make_shared<BufferSink>(kFrames * kFrame);
+    auto sink4 = std::make_shared<BufferSink>(kFrames * kFrame);
     to.registerSink(3, sink3);  // wakes the parked connection
     to.registerSink(4, sink4);
     {
