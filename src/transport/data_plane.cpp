@@ -152,7 +152,9 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     static size_t wireBytes(const Item &it) { return kSegmentHeaderBytes + it.bytes; }
 
     void writeNext() {
-        if (queue.empty() || closed) return;
+        // Closed while a write was in flight that then succeeded: the rest of its items fail here.
+        if (closed) return failQueued("data connection to " + peer.shortStr() + " is closed");
+        if (queue.empty()) return;
         writing = true;
         std::vector<asio::const_buffer> iov;
         iov.reserve(2 * kGatherItems);
