@@ -14,7 +14,7 @@ using namespace protocol;
 
 namespace {
 
-constexpr uint64_t kProbeBudgetMs = 2000;   // one measurement round: at most this long per group
+constexpr uint64_t kProbeBudgetMs = 2000;   // one measurement round: every link at once, this long
 
 std::string rate(double bytesPerSecond) {
     return std::to_string(static_cast<long long>(std::llround(bytesPerSecond * 8 / 1e6))) + " Mbit/s";
@@ -37,23 +37,20 @@ void Membership::startProbe(Actions &out, const std::vector<ClientId> &voters) {
     ProbeRound round;
     round.round = ++probeRounds_;
     round.voters = voters;
-    uint64_t longest = 0;
     for (auto &[group, ids] : rings_) {
         if (ids.size() < 3) continue;  // one ring order only: nothing to choose
-        const uint32_t window = static_cast<uint32_t>(kProbeBudgetMs);
-        BandwidthProbe probe{round.round, nextSeq_++, ringOf(group), window};
+        BandwidthProbe probe{round.round, nextSeq_++, ringOf(group), static_cast<uint32_t>(kProbeBudgetMs)};
         for (ClientId id : ids) {
             send(out, id, probe);
             round.waiting.insert(id);
         }
         round.groups.insert(group);
-        longest = std::max<uint64_t>(longest, window);
     }
     if (round.groups.empty()) {
         for (ClientId id : voters) send(out, id, OptimizeTopologyResult{true, ""});
         return;
     }
-    round.deadlineMs = now_ + longest + kProbeReportGraceMs;
+    round.deadlineMs = now_ + kProbeBudgetMs + kProbeReportGraceMs;  // every group probes for the whole budget
     probe_ = std::move(round);
 }
 

@@ -54,12 +54,12 @@ struct RingAllReduceParams {
     std::shared_ptr<ScratchPool> scratch;  // where backups and staging come from (may be null)
 };
 
-// The default segment: an eighth of a chunk (N segments' worth of work per hop keeps the pipeline
-// full and every pool connection busy), at least 1 MiB and at most 8 MiB. Fewer, larger
-// segments cost fewer frames, wakeups and syscalls per byte (loopback, N=3, 256 MiB: 8 MiB
-// segments move ~25% more per CPU second than 1 MiB); a segment crosses a hop whole before it
-// is forwarded, so on a 0.3 Gbit/s link an 8 MiB segment adds ~0.2 s per hop to a call that
-// moves 85 MiB chunks (bench/README.md). Depends only on what every peer of the operation
+// The default segment: an eighth of a chunk (eight segments per chunk keep the pipeline full and
+// the pool's connections busy), at least 1 MiB and at most 8 MiB. Fewer, larger segments cost
+// fewer frames, wakeups and syscalls per byte (loopback, N=3, 256 MiB: +25% busbw with 8 MiB
+// against 1 MiB); a segment crosses a hop whole before it is forwarded, so on a 0.3 Gbit/s link
+// an 8 MiB segment adds ~0.2 s per hop to a call that moves 85 MiB chunks (docs/design.md, WAN
+// knobs). Depends only on what every peer of the operation
 // knows alike, so all of them cut the same segments.
 size_t autoSegmentBytes(size_t chunkBytes);
 

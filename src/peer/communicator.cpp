@@ -432,23 +432,19 @@ void Communicator::checkProgress() {
 }
 
 void Communicator::onBandwidthProbe(const BandwidthProbe &m) {
-    auto me = std::find_if(m.peers.begin(), m.peers.end(), [&](auto &r) { return r.uuid == self_; });
-    const size_t n = m.peers.size();
-    if (me == m.peers.end() || n < 2 || m.window_ms == 0 || m.window_ms > 10000) {
+    const bool member = std::any_of(m.peers.begin(), m.peers.end(), [&](auto &r) { return r.uuid == self_; });
+    if (!member || m.peers.size() < 2 || m.window_ms == 0 || m.window_ms > 10000) {
         control_.send(BandwidthReport{m.round, {}, {}});
         return;
     }
-    const size_t i = static_cast<size_t>(me - m.peers.begin());
     const auto window = std::chrono::milliseconds(m.window_ms);
     // Every peer streams to every other at once for the whole window (links are measured in
     // parallel); rates come from the second half, after slow start.
     const auto start = std::chrono::steady_clock::now();
     auto probe = std::make_shared<transport::BandwidthProbe>(data_, m.seq, size_t{1} << 20, 2 * options_.poolSize, start + window / 2);
     data_.registerSink(m.seq, probe);
-    for (size_t k = 1; k < n; ++k) {
-        const RingMember to = m.peers[(i + k) % n];
-        probe->sendTo(to.uuid, to.data_addr, options_.poolSize, options_.connectTimeout, start + window);
-    }
+    for (const RingMember &to : m.peers)
+        if (to.uuid != self_) probe->sendTo(to.uuid, to.data_addr, options_.poolSize, options_.connectTimeout, start + window);
     // Late frames still count; then report.
     control_.after(window + std::chrono::milliseconds(300), [this, probe, round = m.round, seq = m.seq] {
         BandwidthReport report{round, {}, {}};
