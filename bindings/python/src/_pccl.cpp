@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -55,17 +56,36 @@ std::string threadLastError() {
     throw py::error_already_set();
 }
 
+// Runs fn() without the GIL and returns what it returns. Not py::gil_scoped_release: that takes
+// the GIL back in a destructor, and a daemon thread that comes back while the interpreter is
+// finalizing is ended by CPython with pthread_exit, whose forced unwind terminates the process
+// (std::terminate) when it crosses a destructor, which is noexcept. Here the GIL is taken back in
+// plain code, which the unwind crosses like any frame.
+template <class Fn>
+auto withoutGil(Fn &&fn) -> decltype(fn()) {
+    using R = decltype(fn());
+    PyThreadState *state = PyEval_SaveThread();
+    std::optional<R> result;
+    try {
+        result.emplace(fn());
+    } catch (...) {
+        PyEval_RestoreThread(state);
+        throw;
+    }
+    PyEval_RestoreThread(state);
+    return std::move(*result);
+}
+
 // Runs fn (returning pcclResult_t) without the GIL; raises on failure with the message the
 // library recorded for this thread.
 template <class Fn>
 void callNoGil(Fn &&fn) {
-    pcclResult_t r;
     std::string message;
-    {
-        py::gil_scoped_release nogil;
-        r = fn();
-        if (r != pcclSuccess) message = threadLastError();
-    }
+    const pcclResult_t r = withoutGil([&] {
+        const pcclResult_t result = fn();
+        if (result != pcclSuccess) message = threadLastError();
+        return result;
+    });
     if (r != pcclSuccess) raiseResult(r, message);
 }
 
@@ -276,13 +296,12 @@ public:
         handle.comm = u.h;
         handle.tag = tag;
         pcclReduceInfo_t info{};
-        pcclResult_t r;
         std::string message;
-        {
-            py::gil_scoped_release nogil;
-            r = pcclAwaitAsyncReduce(&handle, &info);
-            if (r != pcclSuccess) message = threadLastError();
-        }
+        const pcclResult_t r = withoutGil([&] {
+            const pcclResult_t result = pcclAwaitAsyncReduce(&handle, &info);
+            if (result != pcclSuccess) message = threadLastError();
+            return result;
+        });
         return py::make_tuple(static_cast<int>(r), message, info.local_world_size, info.tx_bytes, info.rx_bytes);
     }
 
@@ -392,18 +411,17 @@ public:
     // Stops the master (if running), waits for calls in other threads (await_termination returns
     // once interrupted) and frees it. Idempotent.
     void close() {
-        pcclMasterInstance_t *m;
-        {
-            py::gil_scoped_release nogil;
+        pcclMasterInstance_t *m = withoutGil([&]() -> pcclMasterInstance_t * {
             std::unique_lock lock(mu_);
-            if (!handle_) return;
+            if (!handle_) return nullptr;
             if (users_ > 0) {
                 pcclInterruptMaster(handle_);
                 cv_.wait(lock, [&] { return users_ == 0 || !handle_; });
-                if (!handle_) return;
+                if (!handle_) return nullptr;
             }
-            m = std::exchange(handle_, nullptr);
-        }
+            return std::exchange(handle_, nullptr);
+        });
+        if (!m) return;
         callNoGil([&] { return pcclDestroyMaster(m); });
     }
 };
