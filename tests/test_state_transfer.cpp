@@ -11,6 +11,9 @@
 
 #include "shared_state/hashing.h"
 #include "shared_state/transfer.h"
+#include "util/bytes.h"
+
+#include <xxhash.h>  // the reference the digest is checked against
 
 using namespace pccl;
 using pccl::protocol::kStateChunkBytes;
@@ -190,6 +193,23 @@ TEST_CASE("state transfer: compressible chunks travel zstd-compressed and arrive
     CHECK(recv.transfer->rxBytes() < w.size() * 3 / 4 + noise.size());
     CHECK(recv.transfer->rxBytes() >= noise.size());
     for (auto *p : {&sa, &recv}) p->drain();
+}
+
+// The digest is part of the protocol: peers on CPUs with and without AVX2 must agree. Compare with
+// libxxhash's portable XXH3-128 over every size class of XXH3 (0, 1-3, 4-8, 9-16, 17-128,
+// 129-240, long with and without a partial stripe and block) at several misalignments.
+TEST_CASE("state transfer: the digest is libxxhash's XXH3-128 at every size and alignment", "[shared_state][hashing]") {
+    auto data = pattern((1 << 20) + 200, 11);
+    for (size_t shift : {0, 1, 8, 16, 32, 63})
+        for (size_t n : {0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024, 65536 + 5, (1 << 20) + 131}) {
+            const uint8_t *p = data.data() + shift;
+            const XXH128_hash_t ref = XXH3_128bits(p, n);
+            protocol::Digest want;
+            storeLE64(want.data(), ref.low64);
+            storeLE64(want.data() + 8, ref.high64);
+            INFO("shift " << shift << ", " << n << " bytes");
+            CHECK(shared_state::digest(p, n) == want);
+        }
 }
 
 TEST_CASE("state transfer: hashing is the same whatever the threads, alignment or size", "[shared_state][hashing]") {

@@ -1,11 +1,9 @@
 #include "shared_state/hashing.h"
 
 #include <xxhash.h>
-#if defined(__x86_64__) || defined(_M_X64)
-#include <xxh_x86dispatch.h>  // XXH3 with the widest vector unit of this CPU (AVX2/AVX-512), chosen at run time
-#define PCCL_XXH3_128 XXH3_128bits_dispatch
-#else
-#define PCCL_XXH3_128 XXH3_128bits
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>
+#include "shared_state/xxh3_avx2.h"
 #endif
 
 #include <algorithm>
@@ -19,11 +17,27 @@ namespace pccl::shared_state {
 using protocol::Digest;
 using protocol::kStateChunkBytes;
 
+// XXH3-128 with AVX2 where the CPU has it (xxh3_avx2.cpp says why not AVX-512), else with
+// libxxhash's run-time dispatch; every variant gives the same digest.
 Digest digest(const void *data, size_t bytes) {
-    const XXH128_hash_t h = PCCL_XXH3_128(data, bytes);
+    uint64_t low = 0, high = 0;
+#if defined(__x86_64__)
+    static const bool avx2 = __builtin_cpu_supports("avx2");
+    if (avx2) {
+        detail::xxh3_128Avx2(data, bytes, &low, &high);
+    } else {
+        const XXH128_hash_t h = XXH3_128bits_dispatch(data, bytes);
+        low = h.low64;
+        high = h.high64;
+    }
+#else
+    const XXH128_hash_t h = XXH3_128bits(data, bytes);
+    low = h.low64;
+    high = h.high64;
+#endif
     Digest d;
-    storeLE64(d.data(), h.low64);
-    storeLE64(d.data() + 8, h.high64);
+    storeLE64(d.data(), low);
+    storeLE64(d.data() + 8, high);
     return d;
 }
 
