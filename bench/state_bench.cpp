@@ -311,6 +311,10 @@ int main(int argc, char **argv) {
         }
         std::printf("identical sync, %d peers %8.2f ms  = %.2fx memcpy (paired: %.2fx)  all at once (bytes moved: %llu)\n",
                     n, median(t) * 1e3, median(t) / memcpyS, median(tRatio), static_cast<unsigned long long>(moved));
+        // All at once, the n peers read n copies of the state through this machine's one memory
+        // bus: no sync can beat n x the all-cores hash time (a read at memory bandwidth).
+        std::printf("  floor all at once           %6.2f ms  = %.2fx memcpy  (%d states read at the all-cores hash rate)\n",
+                    n * median(hashN) * 1e3, n * median(hashN) / memcpyS, n);
         std::printf("  last peer, others waiting %6.2f ms  = %.2fx memcpy (paired: %.2fx)  one peer's cost with the cores to itself\n",
                     median(alone) * 1e3, median(alone) / memcpyS, median(aloneRatio));
     }
