@@ -2,6 +2,7 @@
 // values, and which combinations are accepted.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -90,6 +91,107 @@ TEST_CASE("quantize: the wire is codes plus a 16-byte header, and a non-finite h
     std::vector<float> y2(3);
     dequantize(s8, wire.data(), 3, y2.data());
     CHECK(std::memcmp(y.data(), y2.data(), sizeof(float) * 3) == 0);
+}
+
+namespace {
+
+// The documented encoding (quantize.h), written plainly with nearbyint and branches: the
+// vectorized kernels must give the same wire bytes and the same decoded bits.
+template <class T>
+std::vector<uint8_t> referenceWire(const QuantSpec &s, const T *x, size_t n) {
+    const uint32_t L = s.quantized == pcclUint8 ? 253 : 65533;
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (size_t i = 0; i < n; ++i)
+        if (std::isfinite(x[i])) lo = std::min<double>(lo, x[i]), hi = std::max<double>(hi, x[i]);
+    if (lo > hi) lo = hi = 0;
+    const bool mm = s.algorithm == pcclQuantMinMax;
+    const double p0 = mm ? lo : (L - 1) / 2;
+    double step = mm ? (hi - lo) / (L - 1) : std::max(std::fabs(lo), std::fabs(hi)) / p0;
+    if (!std::isfinite(step)) step = std::numeric_limits<double>::max() / L;
+    std::vector<uint8_t> w(quantizedBytes(s, n));
+    std::memcpy(w.data(), &p0, 8);
+    std::memcpy(w.data() + 8, &step, 8);
+    for (size_t i = 0; i < n; ++i) {
+        const double v = x[i];
+        uint32_t c;
+        if (std::isnan(v)) c = L;
+        else if (std::isinf(v)) c = v > 0 ? L + 1 : L + 2;
+        else if (step == 0) c = mm ? 0 : static_cast<uint32_t>(p0);
+        else c = static_cast<uint32_t>(std::clamp(std::nearbyint(mm ? (v - p0) / step : v / step + p0), 0.0, L - 1.0));
+        if (s.quantized == pcclUint8) w[16 + i] = static_cast<uint8_t>(c);
+        else w[16 + 2 * i] = static_cast<uint8_t>(c), w[17 + 2 * i] = static_cast<uint8_t>(c >> 8);
+    }
+    return w;
+}
+
+template <class T>
+void checkAgainstReference(const std::vector<T> &values) {
+    // One byte of misalignment as well: the kernels must not assume aligned buffers.
+    std::vector<uint8_t> raw(values.size() * sizeof(T) + 1);
+    T *x = reinterpret_cast<T *>(raw.data() + 1);
+    std::memcpy(static_cast<void *>(x), values.data(), values.size() * sizeof(T));
+    for (auto algo : {pcclQuantMinMax, pcclQuantZeroPointScale})
+        for (auto q : {pcclUint8, pcclUint16}) {
+            const QuantSpec s{algo, q, sizeof(T) == 8 ? pcclDouble : pcclFloat};
+            const auto want = referenceWire(s, values.data(), values.size());
+            std::vector<uint8_t> got(want.size() + 1);
+            quantize(s, x, values.size(), got.data() + 1);
+            INFO("algorithm " << algo << ", quantized " << q << ", " << values.size() << " values");
+            CHECK(std::memcmp(got.data() + 1, want.data(), want.size()) == 0);
+            std::vector<uint8_t> out(values.size() * sizeof(T) + 1);
+            REQUIRE(dequantize(s, got.data() + 1, values.size(), out.data() + 1));
+            double p0, step;
+            std::memcpy(&p0, want.data(), 8);
+            std::memcpy(&step, want.data() + 8, 8);
+            const uint32_t L = q == pcclUint8 ? 253 : 65533;
+            size_t mismatched = 0;
+            for (size_t i = 0; i < values.size(); ++i) {
+                const uint32_t c = q == pcclUint8 ? want[16 + i] : want[16 + 2 * i] | want[17 + 2 * i] << 8;
+                T ref = c == L ? std::numeric_limits<T>::quiet_NaN()
+                        : c == L + 1 ? std::numeric_limits<T>::infinity()
+                        : c == L + 2 ? -std::numeric_limits<T>::infinity()
+                        : static_cast<T>(algo == pcclQuantMinMax ? p0 + c * step : (c - p0) * step);
+                mismatched += std::memcmp(&ref, out.data() + 1 + i * sizeof(T), sizeof(T)) != 0;
+            }
+            CHECK(mismatched == 0);
+        }
+}
+
+template <class T>
+std::vector<T> kernelInputs(uint32_t seed, size_t n) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<double> d(0.5, 3.0);
+    std::vector<T> x(n);
+    for (auto &v : x) v = static_cast<T>(d(rng));
+    return x;
+}
+
+} // namespace
+
+TEMPLATE_TEST_CASE("quantize: the vectorized kernels give the documented codes and values bit for bit", "[quantize]",
+                   float, double) {
+    using T = TestType;
+    const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
+    // Sizes around every vector width and tail; random values.
+    for (size_t n : {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 1000, 4099}) checkAgainstReference(kernelInputs<T>(n, n));
+    // Non-finite values among finite ones, at every lane position; signed zeros; extremes.
+    auto x = kernelInputs<T>(99, 67);
+    for (size_t i = 0; i < x.size(); i += 5) x[i] = nan;
+    for (size_t i = 1; i < x.size(); i += 7) x[i] = inf;
+    for (size_t i = 2; i < x.size(); i += 11) x[i] = -inf;
+    x[3] = T(-0.0);
+    x[4] = T(0.0);
+    x[6] = std::numeric_limits<T>::lowest();
+    checkAgainstReference(x);
+    checkAgainstReference(std::vector<T>{std::numeric_limits<T>::max(), std::numeric_limits<T>::lowest(), 1});
+    checkAgainstReference(std::vector<T>{std::numeric_limits<T>::denorm_min(), -std::numeric_limits<T>::denorm_min()});
+    checkAgainstReference(std::vector<T>{nan, inf, -inf, -nan});
+    checkAgainstReference(std::vector<T>(19, T(-2.5)));
+    checkAgainstReference(std::vector<T>(23, T(-0.0)));
+    // Exact ties: min 0, max 252 (u8 MinMax step 1) and halves between: ties round to even.
+    std::vector<T> ties{0, 252};
+    for (int k = 0; k < 40; ++k) ties.push_back(T(k) + T(0.5));
+    checkAgainstReference(ties);
 }
 
 TEST_CASE("quantize: floating-point data with sum, avg, max and min only, to u8 or u16", "[quantize]") {

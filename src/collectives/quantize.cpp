@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "collectives/float16.h"
 #include "collectives/reduce_kernels.h"
@@ -32,28 +33,105 @@ void storeValue(void *p, size_t i, T v) {
 double loadF64(const uint8_t *p) { return std::bit_cast<double>(loadLE64(p)); }
 void storeF64(uint8_t *p, double v) { storeLE64(p, std::bit_cast<uint64_t>(v)); }
 
-void storeCode(const QuantSpec &s, uint8_t *codes, size_t i, uint32_t c) {
-    if (s.quantized == pcclUint8) codes[i] = static_cast<uint8_t>(c);
-    else storeLE16(codes + 2 * i, static_cast<uint16_t>(c));
+// The kernels below are written without branches so that gcc vectorizes them (quantize.cpp is
+// built with -O3 -fno-trapping-math, src/CMakeLists.txt), and each is cloned for AVX2 and the
+// baseline, picked at load time. The arithmetic is the same IEEE operations in every clone, so
+// the bytes do not depend on the CPU: rounding is (y + 2^52) - 2^52, which rounds to nearest
+// even for 0 <= y < 2^52 exactly as nearbyint does (y is clamped to [0, L - 1] first).
+#define PCCL_KERNEL __attribute__((target_clones("avx2", "default")))
+
+// An order-preserving integer key of a float (-0 sorts just below +0); its own inverse.
+template <class T>
+using Key = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+template <class T>
+inline Key<T> orderKey(Key<T> bits) {
+    constexpr Key<T> magnitude = std::numeric_limits<Key<T>>::max();
+    return bits ^ ((bits >> (8 * sizeof(T) - 1)) & magnitude);
 }
 
-uint32_t loadCode(const QuantSpec &s, const uint8_t *codes, size_t i) {
-    return s.quantized == pcclUint8 ? codes[i] : loadLE16(codes + 2 * i);
+// lo and hi of the finite values (lo > hi when there is none). Reduced on integer keys with a
+// bitwise blend: gcc vectorizes neither a float min/max reduction (without -ffinite-math-only)
+// nor a select feeding a min.
+template <class T>
+[[gnu::always_inline]] inline void finiteRange(const T *v, size_t n, double *lo, double *hi) {
+    using K = Key<T>;
+    constexpr int mantissaBits = sizeof(T) == 4 ? 23 : 52, expBits = sizeof(T) == 4 ? 8 : 11;
+    constexpr K expAll = (K{1} << expBits) - 1, kMax = std::numeric_limits<K>::max(), kMin = std::numeric_limits<K>::min();
+    K kLo = kMax, kHi = kMin;
+    for (size_t i = 0; i < n; ++i) {
+        K b;
+        std::memcpy(&b, reinterpret_cast<const uint8_t *>(v) + i * sizeof b, sizeof b);
+        const K nonFinite = -((((b >> mantissaBits) & expAll) + 1) >> expBits);  // all ones or 0
+        const K k = orderKey<T>(b);
+        kLo = std::min(kLo, (k & ~nonFinite) | (kMax & nonFinite));
+        kHi = std::max(kHi, (k & ~nonFinite) | (kMin & nonFinite));
+    }
+    if (kLo > kHi) {
+        *lo = std::numeric_limits<double>::infinity();
+        *hi = -*lo;
+        return;
+    }
+    *lo = std::bit_cast<T>(orderKey<T>(kLo));
+    *hi = std::bit_cast<T>(orderKey<T>(kHi));
 }
+
+// Codes of n values: y = (x - p0) / step (MinMax) or x / step + p0 (ZeroPointScale), clamped
+// to [0, L - 1] and rounded; NaN, +Inf, -Inf get the codes L, L + 1, L + 2.
+template <class T, class Code>
+[[gnu::always_inline]] inline void encode(const T *v, size_t n, bool minMax, double p0, double step, uint32_t L, Code *codes) {
+    const double top = L - 1, magic = 0x1p52, inf = std::numeric_limits<double>::infinity();
+    const double sub = minMax ? p0 : 0, add = minMax ? 0 : p0;
+    for (size_t i = 0; i < n; ++i) {
+        const double x = loadValue<T>(v, i);  // memcpy: the user's buffer may be unaligned
+        double y = (x - sub) / step + add;
+        y = y > 0 ? y : 0;  // NaN (x non-finite) lands here too; replaced below
+        y = y < top ? y : top;
+        uint32_t c = static_cast<uint32_t>((y + magic) - magic);
+        c = x != x ? L : c;
+        c = x == inf ? L + 1 : c;
+        c = x == -inf ? L + 2 : c;
+        storeValue<Code>(codes, i, static_cast<Code>(c));
+    }
+}
+
+template <class T, class Code>
+[[gnu::always_inline]] inline void decode(const Code *codes, size_t n, bool minMax, double p0, double step, uint32_t L, T *out) {
+    const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
+    for (size_t i = 0; i < n; ++i) {
+        const uint32_t c = loadValue<Code>(codes, i);
+        const double d = static_cast<double>(c);
+        T v = static_cast<T>(minMax ? p0 + d * step : (d - p0) * step);
+        v = c == L ? nan : v;
+        v = c == L + 1 ? inf : v;
+        v = c >= L + 2 ? -inf : v;
+        storeValue<T>(out, i, v);
+    }
+}
+
+PCCL_KERNEL void finiteRangeF32(const float *v, size_t n, double *lo, double *hi) { finiteRange(v, n, lo, hi); }
+PCCL_KERNEL void finiteRangeF64(const double *v, size_t n, double *lo, double *hi) { finiteRange(v, n, lo, hi); }
+PCCL_KERNEL void encodeF32U8(const float *v, size_t n, bool mm, double p0, double st, uint32_t L, uint8_t *c) { encode(v, n, mm, p0, st, L, c); }
+PCCL_KERNEL void encodeF32U16(const float *v, size_t n, bool mm, double p0, double st, uint32_t L, uint16_t *c) { encode(v, n, mm, p0, st, L, c); }
+PCCL_KERNEL void encodeF64U8(const double *v, size_t n, bool mm, double p0, double st, uint32_t L, uint8_t *c) { encode(v, n, mm, p0, st, L, c); }
+PCCL_KERNEL void encodeF64U16(const double *v, size_t n, bool mm, double p0, double st, uint32_t L, uint16_t *c) { encode(v, n, mm, p0, st, L, c); }
+PCCL_KERNEL void decodeU8F32(const uint8_t *c, size_t n, bool mm, double p0, double st, uint32_t L, float *o) { decode(c, n, mm, p0, st, L, o); }
+PCCL_KERNEL void decodeU16F32(const uint16_t *c, size_t n, bool mm, double p0, double st, uint32_t L, float *o) { decode(c, n, mm, p0, st, L, o); }
+PCCL_KERNEL void decodeU8F64(const uint8_t *c, size_t n, bool mm, double p0, double st, uint32_t L, double *o) { decode(c, n, mm, p0, st, L, o); }
+PCCL_KERNEL void decodeU16F64(const uint16_t *c, size_t n, bool mm, double p0, double st, uint32_t L, double *o) { decode(c, n, mm, p0, st, L, o); }
+
+// u16 codes travel little-endian: on a little-endian host the wire bytes are the codes.
+static_assert(std::endian::native == std::endian::little, "u16 codes are encoded in host order");
 
 template <class T>
-void quantizeAs(const QuantSpec &s, const void *values, size_t n, uint8_t *wire) {
-    const uint32_t L = levels(s), nan = L, posInf = L + 1, negInf = L + 2;
-    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-    for (size_t i = 0; i < n; ++i) {
-        const double x = loadValue<T>(values, i);
-        if (!std::isfinite(x)) continue;
-        lo = std::min(lo, x);
-        hi = std::max(hi, x);
-    }
+void quantizeAs(const QuantSpec &s, const T *values, size_t n, uint8_t *wire) {
+    const uint32_t L = levels(s);
+    const bool minMax = s.algorithm == pcclQuantMinMax;
+    double lo, hi;
+    if constexpr (sizeof(T) == 4) finiteRangeF32(values, n, &lo, &hi);
+    else finiteRangeF64(values, n, &lo, &hi);
     if (lo > hi) lo = hi = 0;  // no finite value
     double p0, step;
-    if (s.algorithm == pcclQuantMinMax) {
+    if (minMax) {
         p0 = lo;
         step = (hi - lo) / (L - 1);
     } else {
@@ -63,36 +141,34 @@ void quantizeAs(const QuantSpec &s, const void *values, size_t n, uint8_t *wire)
     if (!std::isfinite(step)) step = std::numeric_limits<double>::max() / L;  // a range beyond f64: clamp
     storeF64(wire, p0);
     storeF64(wire + 8, step);
+    // step == 0: every finite value is lo (MinMax) or +-0 (ZeroPointScale), so dividing by 1
+    // gives the same codes (0, or the zero point) without a 0/0.
+    const double div = step == 0 ? 1 : step;
     uint8_t *codes = wire + kQuantHeaderBytes;
-    for (size_t i = 0; i < n; ++i) {
-        const double x = loadValue<T>(values, i);
-        uint32_t c;
-        if (std::isnan(x)) c = nan;
-        else if (std::isinf(x)) c = x > 0 ? posInf : negInf;
-        else {
-            const double q = step == 0 ? (s.algorithm == pcclQuantMinMax ? 0 : p0)
-                                       : std::nearbyint(s.algorithm == pcclQuantMinMax ? (x - p0) / step : x / step + p0);
-            c = static_cast<uint32_t>(std::clamp(q, 0.0, static_cast<double>(L - 1)));
-        }
-        storeCode(s, codes, i, c);
+    if (s.quantized == pcclUint8) {
+        if constexpr (sizeof(T) == 4) encodeF32U8(values, n, minMax, p0, div, L, codes);
+        else encodeF64U8(values, n, minMax, p0, div, L, codes);
+    } else {
+        auto *c16 = reinterpret_cast<uint16_t *>(codes);
+        if constexpr (sizeof(T) == 4) encodeF32U16(values, n, minMax, p0, div, L, c16);
+        else encodeF64U16(values, n, minMax, p0, div, L, c16);
     }
 }
 
 template <class T>
-bool dequantizeAs(const QuantSpec &s, const uint8_t *wire, size_t n, void *out) {
+bool dequantizeAs(const QuantSpec &s, const uint8_t *wire, size_t n, T *out) {
     const uint32_t L = levels(s);
     const double p0 = loadF64(wire), step = loadF64(wire + 8);
     if (!std::isfinite(p0) || !std::isfinite(step)) return false;
+    const bool minMax = s.algorithm == pcclQuantMinMax;
     const uint8_t *codes = wire + kQuantHeaderBytes;
-    for (size_t i = 0; i < n; ++i) {
-        const uint32_t c = loadCode(s, codes, i);
-        double v;
-        if (c == L) v = std::numeric_limits<double>::quiet_NaN();
-        else if (c == L + 1) v = std::numeric_limits<double>::infinity();
-        else if (c >= L + 2) v = -std::numeric_limits<double>::infinity();
-        else if (s.algorithm == pcclQuantMinMax) v = p0 + c * step;
-        else v = (static_cast<double>(c) - p0) * step;
-        storeValue<T>(out, i, static_cast<T>(v));
+    if (s.quantized == pcclUint8) {
+        if constexpr (sizeof(T) == 4) decodeU8F32(codes, n, minMax, p0, step, L, out);
+        else decodeU8F64(codes, n, minMax, p0, step, L, out);
+    } else {
+        const auto *c16 = reinterpret_cast<const uint16_t *>(codes);
+        if constexpr (sizeof(T) == 4) decodeU16F32(c16, n, minMax, p0, step, L, out);
+        else decodeU16F64(c16, n, minMax, p0, step, L, out);
     }
     return true;
 }
@@ -116,12 +192,13 @@ size_t quantizedBytes(const QuantSpec &spec, size_t n) {
 }
 
 void quantize(const QuantSpec &spec, const void *values, size_t n, uint8_t *wire) {
-    if (spec.acc == pcclDouble) quantizeAs<double>(spec, values, n, wire);
-    else quantizeAs<float>(spec, values, n, wire);
+    if (spec.acc == pcclDouble) quantizeAs(spec, static_cast<const double *>(values), n, wire);
+    else quantizeAs(spec, static_cast<const float *>(values), n, wire);
 }
 
 bool dequantize(const QuantSpec &spec, const uint8_t *wire, size_t n, void *out) {
-    return spec.acc == pcclDouble ? dequantizeAs<double>(spec, wire, n, out) : dequantizeAs<float>(spec, wire, n, out);
+    return spec.acc == pcclDouble ? dequantizeAs(spec, wire, n, static_cast<double *>(out))
+                                  : dequantizeAs(spec, wire, n, static_cast<float *>(out));
 }
 
 void fromAccum(pcclDataType_t dtype, const void *acc, void *out, size_t n) {
