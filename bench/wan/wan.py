@@ -820,7 +820,8 @@ def cmd_allreduce(env, args):
                     print(f"#   ring link {k[0]}->{k[1]}: {bytes_moved / 1e6:.0f} MB, dropped: random "
                           f"{d['drop_loss']}, queue {d['drop_queue']}")
             for line in err.strip().splitlines():
-                if "PROBLEM" in line:
+                # The master's topology lines (pccl-bench embeds the master) and the bench's problems.
+                if "PROBLEM" in line or (args.verbose and ("measured:" in line or "reordered" in line)):
                     print(f"#   {line}")
         args.summary = summary
         return 0 if all(r[1] is not None and r[4] in ("ok", "ok~") for r in summary) else 1
@@ -893,8 +894,11 @@ def ring_bottleneck(net, ring_txt):
 
 def cmd_ringtest(env, args):
     """CI check of pcclOptimizeTopology over the asym profile (about 30 s): the naive ring
-    (ranks admitted one by one: 0-1-2-3, limited by ams<->pdx at 100 Mbit/s) against the ring after
-    pcclOptimizeTopology, which must differ and carry clearly more."""
+    (ranks admitted one by one: 0-1-2-3, limited by ams<->pdx) against the ring after
+    pcclOptimizeTopology, which must differ and carry clearly more. The profile runs at
+    --rate-scale (default 0.15): pccl's probe loads all 12 directed links at once, 6.6 Gbit/s
+    at full scale, which this 2-core machine cannot emulate (it carries ~1-1.5 Gbit/s in all);
+    scaled, the probe measures the links, not the machine."""
     why = preflight()
     if why:
         print(f"SKIP: {why}")
@@ -913,11 +917,11 @@ def cmd_ringtest(env, args):
         results.append(ok)
         print(f"{'PASS' if ok else 'FAIL'}: {name}: {detail}", flush=True)
 
-    with Network(env, "asym") as net:
+    with Network(env, "asym", rate_scale=args.rate_scale) as net:
         runs = {}
         for label, extra in (("naive", {"join_order": "sequential", "optimize": False}),
                              ("optimized", {"join_order": "sequential", "optimize": True})):
-            a = argparse.Namespace(profile="asym", rate_scale=1.0, peers=4, size=args.size, pool="4", dtype="float32",
+            a = argparse.Namespace(profile="asym", rate_scale=args.rate_scale, peers=4, size=args.size, pool="4", dtype="float32",
                                    iters=args.iters, warmup=1, timeout=60, ceiling_seconds=0, env=None, quant=None,
                                    verbose=False, **extra)
             rc = cmd_allreduce(env, a)
@@ -1009,7 +1013,8 @@ def main(argv=None):
     p.add_argument("--verbose", action="store_true")
     p = sub.add_parser("selftest")
     p = sub.add_parser("ringtest", help="CI: asym, naive ring vs pcclOptimizeTopology (exit 77 = skipped)")
-    p.add_argument("--size", default="16M")
+    p.add_argument("--size", default="4M")
+    p.add_argument("--rate-scale", type=float, default=0.15)
     p.add_argument("--iters", type=int, default=2)
     p.add_argument("--min-ratio", type=float, default=1.4)
     args = ap.parse_args(argv)

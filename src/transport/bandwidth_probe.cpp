@@ -17,8 +17,10 @@ const uint8_t *zeros() {
 } // namespace
 
 BandwidthProbe::BandwidthProbe(DataPlane &plane, uint64_t seq, size_t frameBytes, int depth,
-                               std::chrono::steady_clock::time_point measureFrom)
-    : plane_(plane), seq_(seq), frameBytes_(std::min(frameBytes, kMaxProbeFrame)), depth_(depth), measureFrom_(measureFrom) {}
+                               std::chrono::steady_clock::time_point measureFrom,
+                               std::chrono::steady_clock::time_point measureTo)
+    : plane_(plane), seq_(seq), frameBytes_(std::min(frameBytes, kMaxProbeFrame)), depth_(depth),
+      measureFrom_(measureFrom), measureTo_(std::max(measureTo, measureFrom)) {}
 
 void BandwidthProbe::sendTo(const Uuid &to, const protocol::NetAddr &addr, int poolSize,
                             std::chrono::milliseconds connectTimeout, std::chrono::steady_clock::time_point until) {
@@ -41,37 +43,36 @@ void BandwidthProbe::pump(const Uuid &to, std::chrono::steady_clock::time_point 
     });
 }
 
-void *BandwidthProbe::beginFrame(const SegmentHeader &h, const Uuid &from, std::string *error) {
-    if (h.phase != kProbePhase) {
-        *error = "unexpected frame in a bandwidth probe";
-        return nullptr;
-    }
+void *BandwidthProbe::beginFrame(const SegmentHeader &h, const Uuid &, std::string *error) {
+    if (h.phase != kProbePhase) *error = "unexpected frame in a bandwidth probe";
+    return nullptr;  // read and dropped; counted in onDiscarded when complete
+}
+
+void BandwidthProbe::onDiscarded(const SegmentHeader &h, const Uuid &from) {
     const auto now = std::chrono::steady_clock::now();
     std::lock_guard lock(mu_);
     Received &r = received_[from];
-    r.all.add(h.bytes, now);
-    if (now >= measureFrom_) r.late.add(h.bytes, now);
-    return nullptr;  // read and dropped
-}
-
-void BandwidthProbe::Span::add(uint64_t n, std::chrono::steady_clock::time_point now) {
-    if (frames++ == 0) {
-        first = now;
-        firstBytes = n;
+    if (r.frames++ == 0) {
+        r.first = now;
+        r.firstBytes = h.bytes;
     }
-    bytes += n;
-    last = now;
-}
-
-uint64_t BandwidthProbe::Span::rate() const {
-    const double span = std::chrono::duration<double>(last - first).count();
-    return span > 0 ? static_cast<uint64_t>(static_cast<double>(bytes - firstBytes) / span) : 0;
+    r.bytes += h.bytes;
+    r.last = now;
+    if (now >= measureFrom_ && now <= measureTo_) r.inWindow += h.bytes;
 }
 
 std::map<Uuid, uint64_t> BandwidthProbe::rates() const {
     std::lock_guard lock(mu_);
+    const double window = std::chrono::duration<double>(measureTo_ - measureFrom_).count();
     std::map<Uuid, uint64_t> out;
-    for (auto &[from, r] : received_) out[from] = r.late.frames >= 2 ? r.late.rate() : r.all.rate();
+    for (auto &[from, r] : received_) {
+        if (r.inWindow > 0 && window > 0) {
+            out[from] = static_cast<uint64_t>(static_cast<double>(r.inWindow) / window);
+        } else {
+            const double span = std::chrono::duration<double>(r.last - r.first).count();
+            out[from] = span > 0 ? static_cast<uint64_t>(static_cast<double>(r.bytes - r.firstBytes) / span) : 0;
+        }
+    }
     return out;
 }
 

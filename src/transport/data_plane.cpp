@@ -334,7 +334,7 @@ struct InConn : std::enable_shared_from_this<InConn> {
         if (!sink) return discard();
         std::string error;
         void *dest = sink->beginFrame(current, from, &error);
-        if (!dest && error.empty()) return discard();
+        if (!dest && error.empty()) return discard(std::move(sink));
         if (!dest) return closeNow("protocol error from " + from.shortStr() + ": " + error);
         readInto(static_cast<uint8_t *>(dest), 0, [sink](InConn &c, const asio::error_code &ec) {
             if (ec) {
@@ -346,11 +346,13 @@ struct InConn : std::enable_shared_from_this<InConn> {
         });
     }
 
-    void discard() {
+    // Reads the payload into this connection's scratch and drops it; tells `sink`, if any.
+    void discard(std::shared_ptr<FrameSink> sink = nullptr) {
         scratch.resize(current.bytes);
-        readInto(scratch.data(), 0, [](InConn &c, const asio::error_code &ec) {
+        readInto(scratch.data(), 0, [sink = std::move(sink)](InConn &c, const asio::error_code &ec) {
             if (ec) return c.closeNow(ec.message());
             c.scratch.clear();
+            if (sink) sink->onDiscarded(c.current, c.from);
             c.readHeader();
         });
     }

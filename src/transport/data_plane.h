@@ -43,6 +43,8 @@ public:
     virtual void *beginFrame(const SegmentHeader &h, const Uuid &from, std::string *error) = 0;
     virtual void onPayload(const SegmentHeader &h) = 0;
     virtual void onPayloadFailed(const SegmentHeader &h, const std::string &why) = 0;
+    // After the payload of a frame this sink chose to drop (nullptr, no error) was read whole.
+    virtual void onDiscarded(const SegmentHeader &, const Uuid & /*from*/) {}
 };
 
 using SendDone = std::function<void(bool ok, const std::string &why)>;
