@@ -11,6 +11,7 @@
 #include "collectives/float16.h"
 #include "collectives/reduce_kernels.h"
 #include "util/bytes.h"
+#include "util/cpu.h"
 
 namespace pccl::collectives {
 
@@ -34,11 +35,24 @@ double loadF64(const uint8_t *p) { return std::bit_cast<double>(loadLE64(p)); }
 void storeF64(uint8_t *p, double v) { storeLE64(p, std::bit_cast<uint64_t>(v)); }
 
 // The kernels below are written without branches so that gcc vectorizes them (quantize.cpp is
-// built with -O3 -fno-trapping-math, src/CMakeLists.txt), and each is cloned for AVX2 and the
-// baseline, picked at load time. The arithmetic is the same IEEE operations in every clone, so
-// the bytes do not depend on the CPU: rounding is (y + 2^52) - 2^52, which rounds to nearest
-// even for 0 <= y < 2^52 exactly as nearbyint does (y is clamped to [0, L - 1] first).
-#define PCCL_KERNEL __attribute__((target_clones("avx2", "default")))
+// built with -O3 -fno-trapping-math, src/CMakeLists.txt), and each is compiled twice, for AVX2
+// and for the baseline, picked per call by a flag read once (not target_clones: its ifunc
+// resolvers run before a sanitizer runtime is up and crash ThreadSanitizer builds). The
+// arithmetic is the same IEEE operations in both, so the bytes do not depend on the CPU:
+// rounding is (y + 2^52) - 2^52, which rounds to nearest even for 0 <= y < 2^52 exactly as
+// nearbyint does (y is clamped to [0, L - 1] first).
+#if defined(__x86_64__)
+#define PCCL_KERNEL(name, params, args, body)                      \
+    [[gnu::target("avx2")]] void name##Avx2 params { body args; } \
+    void name##Base params { body args; }                          \
+    void name params {                                             \
+        if (cpuHasAvx2()) name##Avx2 args;                           \
+        else name##Base args;                                      \
+    }
+#else
+#define PCCL_KERNEL(name, params, args, body) \
+    void name params { body args; }
+#endif
 
 // An order-preserving integer key of a float (-0 sorts just below +0); its own inverse.
 template <class T>
@@ -108,16 +122,19 @@ template <class T, class Code>
     }
 }
 
-PCCL_KERNEL void finiteRangeF32(const float *v, size_t n, double *lo, double *hi) { finiteRange(v, n, lo, hi); }
-PCCL_KERNEL void finiteRangeF64(const double *v, size_t n, double *lo, double *hi) { finiteRange(v, n, lo, hi); }
-PCCL_KERNEL void encodeF32U8(const float *v, size_t n, bool mm, double p0, double st, uint32_t L, uint8_t *c) { encode(v, n, mm, p0, st, L, c); }
-PCCL_KERNEL void encodeF32U16(const float *v, size_t n, bool mm, double p0, double st, uint32_t L, uint16_t *c) { encode(v, n, mm, p0, st, L, c); }
-PCCL_KERNEL void encodeF64U8(const double *v, size_t n, bool mm, double p0, double st, uint32_t L, uint8_t *c) { encode(v, n, mm, p0, st, L, c); }
-PCCL_KERNEL void encodeF64U16(const double *v, size_t n, bool mm, double p0, double st, uint32_t L, uint16_t *c) { encode(v, n, mm, p0, st, L, c); }
-PCCL_KERNEL void decodeU8F32(const uint8_t *c, size_t n, bool mm, double p0, double st, uint32_t L, float *o) { decode(c, n, mm, p0, st, L, o); }
-PCCL_KERNEL void decodeU16F32(const uint16_t *c, size_t n, bool mm, double p0, double st, uint32_t L, float *o) { decode(c, n, mm, p0, st, L, o); }
-PCCL_KERNEL void decodeU8F64(const uint8_t *c, size_t n, bool mm, double p0, double st, uint32_t L, double *o) { decode(c, n, mm, p0, st, L, o); }
-PCCL_KERNEL void decodeU16F64(const uint16_t *c, size_t n, bool mm, double p0, double st, uint32_t L, double *o) { decode(c, n, mm, p0, st, L, o); }
+#define PCCL_CODEC_ARGS (v, n, mm, p0, st, L, c)
+PCCL_KERNEL(finiteRangeF32, (const float *v, size_t n, double *lo, double *hi), (v, n, lo, hi), finiteRange)
+PCCL_KERNEL(finiteRangeF64, (const double *v, size_t n, double *lo, double *hi), (v, n, lo, hi), finiteRange)
+PCCL_KERNEL(encodeF32U8, (const float *v, size_t n, bool mm, double p0, double st, uint32_t L, uint8_t *c), PCCL_CODEC_ARGS, encode)
+PCCL_KERNEL(encodeF32U16, (const float *v, size_t n, bool mm, double p0, double st, uint32_t L, uint16_t *c), PCCL_CODEC_ARGS, encode)
+PCCL_KERNEL(encodeF64U8, (const double *v, size_t n, bool mm, double p0, double st, uint32_t L, uint8_t *c), PCCL_CODEC_ARGS, encode)
+PCCL_KERNEL(encodeF64U16, (const double *v, size_t n, bool mm, double p0, double st, uint32_t L, uint16_t *c), PCCL_CODEC_ARGS, encode)
+PCCL_KERNEL(decodeU8F32, (const uint8_t *v, size_t n, bool mm, double p0, double st, uint32_t L, float *c), PCCL_CODEC_ARGS, decode)
+PCCL_KERNEL(decodeU16F32, (const uint16_t *v, size_t n, bool mm, double p0, double st, uint32_t L, float *c), PCCL_CODEC_ARGS, decode)
+PCCL_KERNEL(decodeU8F64, (const uint8_t *v, size_t n, bool mm, double p0, double st, uint32_t L, double *c), PCCL_CODEC_ARGS, decode)
+PCCL_KERNEL(decodeU16F64, (const uint16_t *v, size_t n, bool mm, double p0, double st, uint32_t L, double *c), PCCL_CODEC_ARGS, decode)
+#undef PCCL_CODEC_ARGS
+#undef PCCL_KERNEL
 
 // u16 codes travel little-endian: on a little-endian host the wire bytes are the codes.
 static_assert(std::endian::native == std::endian::little, "u16 codes are encoded in host order");

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "util/bytes.h"
+#include "util/cpu.h"
 
 namespace pccl::shared_state {
 
@@ -22,8 +23,7 @@ using protocol::kStateChunkBytes;
 Digest digest(const void *data, size_t bytes) {
     uint64_t low = 0, high = 0;
 #if defined(__x86_64__)
-    static const bool avx2 = __builtin_cpu_supports("avx2");
-    if (avx2) {
+    if (cpuHasAvx2()) {
         detail::xxh3_128Avx2(data, bytes, &low, &high);
     } else {
         const XXH128_hash_t h = XXH3_128bits_dispatch(data, bytes);
