@@ -46,7 +46,7 @@ void storeF64(uint8_t *p, double v) { storeLE64(p, std::bit_cast<uint64_t>(v)); 
     [[gnu::target("avx2")]] void name##Avx2 params { body args; } \
     void name##Base params { body args; }                          \
     void name params {                                             \
-        if (cpuHasAvx2()) name##Avx2 args;                           \
+        if (cpuHasAvx2()) name##Avx2 args;                         \
         else name##Base args;                                      \
     }
 #else

@@ -4,7 +4,7 @@
 // Why not libxxhash's run-time dispatch: it picks AVX-512, whose 64-byte loads split a cache
 // line on every load when the buffer is not 64-byte aligned (a std::vector, a numpy array):
 // 256 MiB took 14.4 ms at any misalignment against 9.5 ms with AVX2 at any alignment
-// (docs/shared_state.md). The digest is the same for every vector width.
+// (bench/README.md, shared state). The digest is the same for every vector width.
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
