@@ -20,7 +20,7 @@ protocol::Digest digest(const void *data, size_t bytes);
 // The chunk digests and the entry digest of one entry.
 EntryHash hashEntry(const void *data, size_t bytes);
 // hashEntry for every (data, bytes), the chunks of all entries spread over up to `threads`
-// threads (0: the hardware's). Blocks until done.
+// threads (0: the hardware's, at most 8). Blocks until done.
 std::vector<EntryHash> hashEntries(const std::vector<std::pair<const void *, size_t>> &entries, unsigned threads = 0);
 // The entry digest of a list of chunk digests.
 protocol::Digest combineChunks(const std::vector<protocol::Digest> &chunks);
