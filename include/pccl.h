@@ -35,7 +35,10 @@
  *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment; default: an eighth of a chunk, 1-8 MiB;
  *   every peer must use the same value),
  *   PCCL_STATE_COMPRESSION_LEVEL (zstd level for shared-state transfers, default 0 = off),
- *   PCCL_TCP_CONGESTION (auto|system|NAME, see pcclCommCreateParamsEx_t). The extended creation
+ *   PCCL_TCP_CONGESTION (auto|system|NAME, see pcclCommCreateParamsEx_t), PCCL_SAME_HOST
+ *   (off|0 disables same-host copies between peers on one machine; default on where possible,
+ *   see pcclCommCreateParamsEx_t.same_host), PCCL_DISABLE_AVX2 (1: baseline hashing and
+ *   quantization kernels). The extended creation
  *   parameters (pcclCommCreateParamsEx_t) override the environment per communicator.
  *
  * This header compiles as C99 and as C++.
@@ -200,10 +203,24 @@ typedef struct pcclCommCreateParamsEx_t {
      *  At most 15 characters. Added after state_compression_level: a struct_size that ends
      *  before this field is accepted and the field taken as NULL. */
     const char *tcp_congestion;
+    /** Same-host copies between peers on one machine and in one network namespace: the
+     *  receiver copies each frame straight out of the sender's memory (process_vm_readv), one
+     *  copy in place of the TCP stack; TCP still carries headers, acknowledgements and
+     *  liveness. Used per connection only where its handshake proves it works (same network
+     *  namespace, the sender's memory readable: same user or CAP_SYS_PTRACE, and a Yama
+     *  ptrace_scope that allows it); otherwise TCP, silently. PCCL_SAME_HOST_DEFAULT (0) =
+     *  PCCL_SAME_HOST if set ("off" or "0" disables), else on; PCCL_SAME_HOST_ON (1);
+     *  PCCL_SAME_HOST_OFF (2). Other values: pcclInvalidArgument. Added after tcp_congestion,
+     *  read only when struct_size covers it. */
+    uint32_t same_host;
 } pcclCommCreateParamsEx_t;
 
+#define PCCL_SAME_HOST_DEFAULT 0u
+#define PCCL_SAME_HOST_ON 1u
+#define PCCL_SAME_HOST_OFF 2u
+
 #ifdef __cplusplus
-#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0, NULL }
+#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0, NULL, 0 }
 #else
 #define PCCL_COMM_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclCommCreateParamsEx_t) }
 #endif

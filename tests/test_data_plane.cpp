@@ -22,6 +22,7 @@
 
 #include "transport/bandwidth_probe.h"
 #include "transport/data_plane.h"
+#include "transport/same_host.h"
 #include "util/bytes.h"
 
 using namespace pccl;
@@ -56,8 +57,9 @@ bool closedWithin(int fd, int ms) {
     return false;
 }
 
+// A data-plane hello that offers no same-host copies (the identity block is left zero).
 std::vector<uint8_t> hello(const Uuid &from, const Uuid &to) {
-    std::vector<uint8_t> b(38);
+    std::vector<uint8_t> b(78, 0);
     storeLE32(b.data(), 0x4c444350);
     b[4] = static_cast<uint8_t>(protocol::kProtocolVersion & 0xff);
     b[5] = static_cast<uint8_t>(protocol::kProtocolVersion >> 8);
@@ -95,7 +97,16 @@ struct BufferSink : transport::FrameSink {
         offsets.push_back(h.offset);
         cv.notify_all();
     }
-    void onPayloadFailed(const SegmentHeader &, const std::string &) override {}
+    void onPayloadFailed(const SegmentHeader &, const std::string &why) override {
+        std::lock_guard lock(mu);
+        failures.push_back(why);
+        cv.notify_all();
+    }
+    std::vector<std::string> failures;
+    bool waitForFailure() {
+        std::unique_lock lock(mu);
+        return cv.wait_for(lock, std::chrono::seconds(5), [&] { return !failures.empty(); });
+    }
     bool waitFor(size_t n) {
         std::unique_lock lock(mu);
         return cv.wait_for(lock, std::chrono::seconds(5), [&] { return offsets.size() >= n; });
@@ -113,7 +124,7 @@ TEST_CASE("data plane: garbage, a foreign identity or a malformed header close o
     plane.registerSink(7, sink);
 
     int garbage = connectTo(plane.port());
-    sendAll(garbage, std::vector<uint8_t>(38, 0xab));
+    sendAll(garbage, std::vector<uint8_t>(78, 0xab));
     CHECK(closedWithin(garbage, 3000));
 
     int stranger = connectTo(plane.port());
@@ -300,7 +311,12 @@ TEST_CASE("data plane: cancelling an operation while its frames are partly on th
     // One connection; the receiver parks it (operation 3 is not registered yet), so the sender's
     // gathered write stalls part-way with several frames in it. Cancelling operation 3 then must
     // drop only the frames no write has started; operation 4's frames, queued behind, arrive whole.
+    // Over same-host copies a frame on the wire is a 32-byte header, so all of operation 3's
+    // fit in the socket buffer and none is left to cancel; the rest holds the same.
+    const bool sameHost = GENERATE(false, true);
+    INFO("same-host copies: " << sameHost);
     DataPlane from(1), to(1);
+    from.setSameHost(sameHost);
     const Uuid fromId = Uuid::random(), toId = Uuid::random();
     from.setSelf(fromId);
     to.setSelf(toId);
@@ -356,7 +372,8 @@ TEST_CASE("data plane: cancelling an operation while its frames are partly on th
         sent3 += ok3[i] == 1;
     }
     CHECK(sent3 >= 1);        // the frames on the wire were not dropped
-    CHECK(sent3 < kFrames);   // the rest were
+    if (!sameHost) CHECK(sent3 < kFrames);  // the rest were
+    CHECK(from.sameHostConnections(toId) == (sameHost ? 1 : 0));
     REQUIRE(sink3->waitFor(sent3));
     CHECK(sink3->offsets.size() == sent3);
     for (size_t i = 0; i < kFrames; ++i) {
@@ -461,4 +478,144 @@ TEST_CASE("bandwidth probe: frames arriving side by side on a pool are rated ove
     CHECK(static_cast<double>(rates.at(sender)) < 1.1 * want);
     plane.unregisterSink(12);
     for (int fd : pool) ::close(fd);
+}
+
+namespace {
+
+// A hello that offers same-host copies with `id` (this process's identity, or a forged one).
+std::vector<uint8_t> sameHostHello(const Uuid &from, const Uuid &to, const transport::SameHostIdentity &id) {
+    auto b = hello(from, to);
+    b[38] = 1;
+    storeLE32(b.data() + 42, id.pid);
+    storeLE64(b.data() + 46, id.netns);
+    storeLE64(b.data() + 54, id.tokenAddress);
+    std::memcpy(b.data() + 62, id.token.data(), 16);
+    return b;
+}
+
+// Reads exactly n bytes (or fewer if the connection closes or 5 s pass).
+std::vector<uint8_t> readExactly(int fd, size_t n) {
+    std::vector<uint8_t> b;
+    pollfd p{fd, POLLIN, 0};
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (b.size() < n && std::chrono::steady_clock::now() < end) {
+        if (::poll(&p, 1, 50) <= 0) continue;
+        uint8_t buf[64];
+        const ssize_t k = ::recv(fd, buf, std::min(sizeof buf, n - b.size()), 0);
+        if (k <= 0) break;
+        b.insert(b.end(), buf, buf + k);
+    }
+    return b;
+}
+
+// A same-host frame header: 24 bytes, then the payload's address (by reference) or zero.
+std::vector<uint8_t> refFrame(uint64_t seq, uint64_t offset, uint32_t bytes, uint64_t address) {
+    auto b = frame(seq, offset, {});
+    storeLE32(b.data() + 16, bytes);
+    b[21] = 1;
+    b.resize(32);
+    storeLE64(b.data() + 24, address);
+    return b;
+}
+
+} // namespace
+
+TEST_CASE("data plane: peers on one host copy large frames from the sender's memory and small ones inline; either "
+          "side can turn it off", "[transport][same_host]") {
+    const bool senderOn = GENERATE(true, false);
+    const bool receiverOn = GENERATE(true, false);
+    INFO("sender offers: " << senderOn << ", receiver accepts: " << receiverOn);
+    DataPlane from(2), to(2);
+    from.setSameHost(senderOn);
+    to.setSameHost(receiverOn);
+    const Uuid fromId = Uuid::random(), toId = Uuid::random();
+    from.setSelf(fromId);
+    to.setSelf(toId);
+    REQUIRE(from.listen(0).ok());
+    REQUIRE(to.listen(0).ok());
+    connectPool(from, to, toId, 2);
+    CHECK(from.sameHostConnections(toId) == (senderOn && receiverOn ? 2 : 0));
+
+    // Sizes around the by-reference threshold (16 KiB), and several MiB.
+    const std::vector<size_t> sizes = {1, 100, (16u << 10) - 1, 16u << 10, (1u << 20) + 3, 5u << 20, 0};
+    size_t total = 0;
+    for (size_t n : sizes) total += n;
+    std::vector<uint8_t> src(total);
+    for (size_t i = 0; i < total; ++i) src[i] = patternByte(11, i);
+    auto sink = std::make_shared<BufferSink>(total);
+    to.registerSink(11, sink);
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t completed = 0, good = 0;
+    size_t at = 0;
+    for (size_t n : sizes) {
+        SegmentHeader h;
+        h.seq = 11;
+        h.offset = at;
+        h.bytes = static_cast<uint32_t>(n);
+        from.send(toId, h, src.data() + at, [&](bool ok, const std::string &) {
+            std::lock_guard lock(mu);
+            ++completed;
+            good += ok ? 1 : 0;
+            cv.notify_all();
+        });
+        at += n;
+    }
+    {
+        std::unique_lock lock(mu);
+        REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return completed == sizes.size(); }));
+    }
+    CHECK(good == sizes.size());
+    // A send completes only once the receiver has the bytes: every frame has arrived by now.
+    REQUIRE(sink->waitFor(sizes.size()));
+    CHECK(sink->mem == src);
+}
+
+TEST_CASE("data plane: a same-host offer is taken only with the sender's token; a frame naming memory the sender "
+          "does not have fails and closes only that connection", "[transport][same_host]") {
+    DataPlane plane(1);
+    const Uuid self = Uuid::random(), other = Uuid::random();
+    plane.setSelf(self);
+    REQUIRE(plane.listen(0).ok());
+    auto sink = std::make_shared<BufferSink>(1u << 20);
+    plane.registerSink(7, sink);
+    const auto me = transport::localSameHostIdentity();
+
+    // A forged token (or another pid namespace, or no rights to read the sender): plain TCP.
+    auto forged = me;
+    forged.token[0] ^= 0xff;
+    int tcp = connectTo(plane.port());
+    sendAll(tcp, sameHostHello(other, self, forged));
+    auto ack = readExactly(tcp, 8);
+    REQUIRE(ack.size() == 8);
+    CHECK(ack[4] == 1);
+    CHECK(ack[5] == 0);
+    // ... so a by-reference flag on its frames is malformed.
+    sendAll(tcp, refFrame(7, 0, 64 << 10, reinterpret_cast<uintptr_t>(sink->mem.data())));
+    CHECK(closedWithin(tcp, 3000));
+
+    // A frame that names unmapped memory in the sender: the frame fails, the connection closes.
+    int bad = connectTo(plane.port());
+    sendAll(bad, sameHostHello(other, self, me));
+    ack = readExactly(bad, 8);
+    REQUIRE(ack.size() == 8);
+    CHECK(ack[5] == 1);
+    sendAll(bad, refFrame(7, 0, 64 << 10, 4096));
+    REQUIRE(sink->waitForFailure());
+    CHECK(sink->failures[0].find("process_vm_readv") != std::string::npos);
+    CHECK(closedWithin(bad, 3000));
+
+    // A good same-host connection still delivers, and acknowledges the frame it copied.
+    std::vector<uint8_t> src(64 << 10);
+    for (size_t i = 0; i < src.size(); ++i) src[i] = patternByte(3, i);
+    int good = connectTo(plane.port());
+    sendAll(good, sameHostHello(other, self, me));
+    REQUIRE(readExactly(good, 8).size() == 8);
+    sendAll(good, refFrame(7, 100, static_cast<uint32_t>(src.size()), reinterpret_cast<uintptr_t>(src.data())));
+    const auto total = readExactly(good, 8);
+    REQUIRE(total.size() == 8);
+    CHECK(loadLE64(total.data()) == 1);
+    REQUIRE(sink->waitFor(1));
+    CHECK(std::equal(src.begin(), src.end(), sink->mem.begin() + 100));
+    for (int fd : {tcp, bad, good}) ::close(fd);
 }

@@ -187,6 +187,11 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
         const auto covers = [&](size_t offset, size_t size) { return params->struct_size >= offset + size; };
         const char *congestion =
             covers(offsetof(pcclCommCreateParamsEx_t, tcp_congestion), sizeof(params->tcp_congestion)) ? params->tcp_congestion : nullptr;
+        const uint32_t sameHost =
+            covers(offsetof(pcclCommCreateParamsEx_t, same_host), sizeof(params->same_host)) ? params->same_host : PCCL_SAME_HOST_DEFAULT;
+        if (sameHost > PCCL_SAME_HOST_OFF)
+            return fail(nullptr, invalidArgument("same_host " + std::to_string(sameHost) +
+                                                 " is not PCCL_SAME_HOST_DEFAULT (0), PCCL_SAME_HOST_ON (1) or PCCL_SAME_HOST_OFF (2)"));
         if (congestion && (!*congestion || std::strlen(congestion) > 15))
             return fail(nullptr, invalidArgument(std::string("tcp_congestion \"") + congestion +
                                                  "\" is not a congestion control name (1..15 characters, or auto, or system)"));
@@ -212,6 +217,7 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
         if (params->io_threads) options.ioThreads = static_cast<int>(params->io_threads);
         if (params->state_compression_level) options.stateCompressionLevel = static_cast<int>(params->state_compression_level);
         if (congestion) options.tcpCongestion = congestion;
+        if (sameHost != PCCL_SAME_HOST_DEFAULT) options.sameHost = sameHost == PCCL_SAME_HOST_ON;
         return createWith(options, comm_out);
     });
 }

@@ -7,6 +7,7 @@
 #include "collectives/allreduce_ring.h"
 #include "collectives/reduce_kernels.h"
 #include "transport/bandwidth_probe.h"
+#include "transport/same_host.h"
 #include "util/log.h"
 
 namespace pccl::peer {
@@ -44,6 +45,7 @@ CommOptions CommOptions::fromEnvironment() {
         else
             PCCL_LOG(Warn, "ignoring PCCL_TCP_CONGESTION=" << cc << " (at most 15 characters)");
     }
+    o.sameHost = transport::sameHostFromEnvironment();
     if (std::getenv("PCCL_ADMISSION_TIMEOUT_MS"))
         o.admissionTimeout = std::chrono::milliseconds(envLong("PCCL_ADMISSION_TIMEOUT_MS", 0, 1, 1L << 40));
     return o;
@@ -111,6 +113,7 @@ Status Communicator::connect() {
     };
     if (data_.port() == 0) {
         data_.setCongestionControl(options_.tcpCongestion);
+        data_.setSameHost(options_.sameHost);
         if (auto st = data_.listen(0); !st.ok()) return resetPhase(st);
     }
     {

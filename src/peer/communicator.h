@@ -50,6 +50,7 @@ struct CommOptions {
     std::chrono::milliseconds opTimeout{10000};
     int stateCompressionLevel = 0;  // zstd level for shared-state chunks this peer serves; 0 = off
     std::string tcpCongestion = "auto";  // of outgoing data connections (transport::DataPlane)
+    bool sameHost = true;  // same-host copies where possible (transport/same_host.h)
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 

@@ -14,7 +14,7 @@
 namespace pccl::protocol {
 
 inline constexpr uint32_t kMagic = 0x4c434350;  // "PCCL"
-inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr uint32_t kMaxControlFrame = 16u << 20;  // bytes of one control frame
 inline constexpr uint32_t kMaxStringBytes = 64u << 10;
 inline constexpr uint32_t kMaxVectorItems = 1u << 20;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "transport/framed_connection.h"
+#include "transport/same_host.h"
 #include "util/bytes.h"
 #include "util/log.h"
 
@@ -23,8 +24,37 @@ namespace pccl::transport {
 namespace {
 
 constexpr uint32_t kDataMagic = 0x4c444350;  // "PCDL"
-constexpr size_t kHelloBytes = 4 + 2 + 16 + 16;
+// Hello: magic u32, version u16, sender id, receiver id, flags u8 (bit 0: offers same-host
+// copies), 3 zero bytes, then the sender's SameHostIdentity: pid u32, netns u64, token address
+// u64, token (16 bytes). Ack: magic u32, accepted u8, same-host copies u8, 2 zero bytes.
+constexpr size_t kHelloBytes = 4 + 2 + 16 + 16 + 4 + 4 + 8 + 8 + 16;
 constexpr size_t kAckBytes = 8;
+// On a same-host connection every frame header is followed by 8 more bytes. A frame of at least
+// kRefMinBytes is sent by reference: header byte 21 is 1 and those bytes hold the payload's
+// address in the sender (u64), the payload itself is not sent; the receiver copies it out and
+// acknowledges with the total number of by-reference frames it has consumed (u64), so the sender
+// knows when that memory is free. Smaller frames (requests, headers of tiny operations) carry
+// their payload inline, as on TCP, and complete when the kernel has taken them.
+constexpr size_t kRefBytes = 8;
+constexpr size_t kRefMinBytes = 16 << 10;
+
+void encodeIdentity(const SameHostIdentity &id, bool offer, uint8_t *out) {
+    out[0] = offer ? 1 : 0;
+    out[1] = out[2] = out[3] = 0;
+    storeLE32(out + 4, id.pid);
+    storeLE64(out + 8, id.netns);
+    storeLE64(out + 16, id.tokenAddress);
+    std::copy(id.token.begin(), id.token.end(), out + 24);
+}
+
+SameHostIdentity decodeIdentity(const uint8_t *in) {
+    SameHostIdentity id;
+    id.pid = loadLE32(in + 4);
+    id.netns = loadLE64(in + 8);
+    id.tokenAddress = loadLE64(in + 16);
+    std::copy(in + 24, in + 40, id.token.begin());
+    return id;
+}
 
 using Strand = asio::strand<asio::io_context::executor_type>;
 
@@ -95,6 +125,7 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
     std::mutex mu;  // guards everything below
     Uuid self;
     std::string congestion = "auto";
+    bool sameHost = sameHostFromEnvironment();
     std::unordered_map<Uuid, std::vector<std::shared_ptr<OutConn>>, UuidHash> pools;
     std::vector<std::weak_ptr<InConn>> incoming;
     std::unordered_map<uint64_t, std::shared_ptr<FrameSink>> sinks;
@@ -109,10 +140,11 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
 
 struct OutConn : std::enable_shared_from_this<OutConn> {
     struct Item {
-        uint8_t header[kSegmentHeaderBytes];
+        uint8_t header[kSegmentHeaderBytes + kRefBytes];  // + the address on same-host connections
         const void *data;
         size_t bytes;
         SendDone done;
+        bool byRef = false;  // sent by reference (same-host connection, large frame)
     };
     OutConn(asio::io_context &io, std::weak_ptr<DataPlane::Impl> owner, Uuid peer)
         : strand(asio::make_strand(io)), socket(strand), owner(std::move(owner)), peer(peer) {}
@@ -128,6 +160,16 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     size_t inWrite = 0;      // strand only: leading items the write in progress covers
     bool writing = false;    // strand only
     bool closed = false;     // strand only
+    // Same-host copies (set by the handshake, before the connection joins the pool): large
+    // frames carry the payload's address; such a frame waits in `unacked` until the receiver says
+    // it copied it, and only then is the sender's memory free (its `done` runs).
+    bool sameHost = false;
+    std::list<Item> unacked;  // strand only
+    uint64_t acked = 0;       // strand only: frames completed by acknowledgements so far
+    uint64_t ackTotal = 0;    // strand only: the receiver's latest total (may run ahead of
+                              // `unacked`: its acknowledgement can be read before our write's
+                              // completion handler has run)
+    uint8_t ackIn[8];
     std::atomic<size_t> queuedBytes{0};
     std::atomic<bool> dead{false};
 
@@ -149,23 +191,31 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     // async_write is: it would cost one syscall, and one wakeup, per 64 KiB). Frames are
     // completed as the bytes the kernel took cover them.
     static constexpr size_t kGatherItems = 16;
-    static size_t wireBytes(const Item &it) { return kSegmentHeaderBytes + it.bytes; }
+    size_t headerWire() const { return kSegmentHeaderBytes + (sameHost ? kRefBytes : 0); }
+    size_t payloadWire(const Item &it) const { return it.byRef ? 0 : it.bytes; }
+    size_t wireBytes(const Item &it) const { return headerWire() + payloadWire(it); }
 
     void writeNext() {
         // Closed while a write was in flight that then succeeded: the rest of its items fail here.
-        if (closed) return failQueued("data connection to " + peer.shortStr() + " is closed");
+        if (closed) {
+            failUnacked("data connection to " + peer.shortStr() + " is closed");
+            return failQueued("data connection to " + peer.shortStr() + " is closed");
+        }
+        completeAcked();
         if (queue.empty()) return;
         writing = true;
         std::vector<asio::const_buffer> iov;
         iov.reserve(2 * kGatherItems);
         size_t skip = frontSent;
+        const size_t hb = headerWire();
         inWrite = 0;
         for (auto &it : queue) {
             if (inWrite == kGatherItems) break;
             ++inWrite;
-            if (skip < kSegmentHeaderBytes) iov.emplace_back(it.header + skip, kSegmentHeaderBytes - skip);
-            const size_t payloadSkip = skip > kSegmentHeaderBytes ? skip - kSegmentHeaderBytes : 0;
-            if (payloadSkip < it.bytes) iov.emplace_back(static_cast<const uint8_t *>(it.data) + payloadSkip, it.bytes - payloadSkip);
+            if (skip < hb) iov.emplace_back(it.header + skip, hb - skip);
+            const size_t payloadSkip = skip > hb ? skip - hb : 0;
+            if (payloadSkip < payloadWire(it))
+                iov.emplace_back(static_cast<const uint8_t *>(it.data) + payloadSkip, payloadWire(it) - payloadSkip);
             skip = 0;
         }
         auto self = shared_from_this();
@@ -178,10 +228,14 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
                                         return;
                                     }
                                     self->frontSent += n;
-                                    while (!self->queue.empty() && self->frontSent >= wireBytes(self->queue.front())) {
+                                    while (!self->queue.empty() && self->frontSent >= self->wireBytes(self->queue.front())) {
+                                        self->frontSent -= self->wireBytes(self->queue.front());
+                                        if (self->queue.front().byRef) {
+                                            self->unacked.splice(self->unacked.end(), self->queue, self->queue.begin());
+                                            continue;
+                                        }
                                         auto item = std::move(self->queue.front());
                                         self->queue.pop_front();
-                                        self->frontSent -= wireBytes(item);
                                         self->queuedBytes -= item.bytes;
                                         item.done(true, {});
                                     }
@@ -205,10 +259,46 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     // at once, instead of at the next send, which would then fail an operation.
     uint8_t watchByte = 0;
     void watchForClose() {
+        if (sameHost) return readAcks();
         auto self = shared_from_this();
         socket.async_read_some(asio::buffer(&watchByte, 1), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
                                    self->closeNow(ec ? "closed by the receiver: " + ec.message() : "unexpected data from the receiver");
                                }));
+    }
+
+    // Same-host connections: the receiver's acknowledgements (a running total of frames it
+    // consumed) free the oldest unacknowledged frames, in order.
+    void readAcks() {
+        auto self = shared_from_this();
+        asio::async_read(socket, asio::buffer(ackIn), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                             if (ec) return self->closeNow("closed by the receiver: " + ec.message());
+                             const uint64_t total = loadLE64(self->ackIn);
+                             const uint64_t onWire = self->acked + self->unacked.size() + (self->writing ? self->inWrite : 0);
+                             if (total < self->ackTotal || total > onWire)
+                                 return self->closeNow("malformed acknowledgement from the receiver");
+                             self->ackTotal = total;
+                             self->completeAcked();
+                             self->readAcks();
+                         }));
+    }
+
+    void completeAcked() {
+        while (acked < ackTotal && !unacked.empty()) {
+            auto item = std::move(unacked.front());
+            unacked.pop_front();
+            ++acked;
+            queuedBytes -= item.bytes;
+            item.done(true, {});
+        }
+    }
+
+    void failUnacked(const std::string &why) {
+        while (!unacked.empty()) {
+            auto item = std::move(unacked.front());
+            unacked.pop_front();
+            queuedBytes -= item.bytes;
+            item.done(false, why);
+        }
     }
 
     void closeNow(const std::string &reason) {
@@ -221,6 +311,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
         socket.close(ec);
         // The items of the write in progress are failed by its handler.
         failQueued("data connection to " + peer.shortStr() + " closed: " + reason, writing ? inWrite : 0);
+        failUnacked("data connection to " + peer.shortStr() + " closed before the receiver copied the frame: " + reason);
         if (auto o = owner.lock()) o->removeOut(peer, this);
     }
 
@@ -260,10 +351,20 @@ struct InConn : std::enable_shared_from_this<InConn> {
     Uuid from;
     uint8_t hello[kHelloBytes];
     uint8_t ack[kAckBytes];
-    uint8_t header[kSegmentHeaderBytes];
+    uint8_t header[kSegmentHeaderBytes + kRefBytes];
     SegmentHeader current;
     std::vector<uint8_t> scratch;
     bool closed = false;
+    // Same-host copies (decided in the handshake): headers are followed by 8 bytes; the payload
+    // of a by-reference frame is copied out of process `senderPid` at the address they hold, and
+    // the `consumed` by-reference frames are acknowledged.
+    bool sameHost = false;
+    bool byRef = false;  // the current frame
+    uint32_t senderPid = 0;
+    uint64_t payloadAddress = 0;
+    uint64_t consumed = 0;
+    bool ackWriting = false;
+    uint8_t ackOut[8];
 
     void startHandshake() {
         auto self = shared_from_this();
@@ -282,14 +383,21 @@ struct InConn : std::enable_shared_from_this<InConn> {
         std::copy(hello + 6, hello + 22, sender.bytes.begin());
         std::copy(hello + 22, hello + 38, to.bytes.begin());
         bool good = magic == kDataMagic && version == protocol::kProtocolVersion;
+        bool enabled = false;
         {
             std::lock_guard lock(o->mu);  // closePeer reads `from` under this lock
             from = sender;
             good = good && to == o->self && !o->self.isNil();
+            enabled = o->sameHost;
         }
+        const SameHostIdentity remote = decodeIdentity(hello + 38);
+        sameHost = enabled && good && hello[38] == 1 && sameHostReachable(remote);
+        senderPid = remote.pid;
+        if (sameHost) PCCL_LOG(Debug, "data connection from " << from.shortStr() << " copies same-host (pid " << senderPid << ")");
         storeLE32(ack, kDataMagic);
         ack[4] = good ? 1 : 0;
-        ack[5] = ack[6] = ack[7] = 0;
+        ack[5] = sameHost ? 1 : 0;
+        ack[6] = ack[7] = 0;
         auto self = shared_from_this();
         asio::async_write(socket, asio::buffer(ack), asio::bind_executor(strand, [self, good](const asio::error_code &ec, size_t) {
                               if (ec) return self->closeNow("handshake: " + ec.message());
@@ -300,7 +408,8 @@ struct InConn : std::enable_shared_from_this<InConn> {
 
     void readHeader() {
         auto self = shared_from_this();
-        asio::async_read(socket, asio::buffer(header), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+        const size_t n = kSegmentHeaderBytes + (sameHost ? kRefBytes : 0);
+        asio::async_read(socket, asio::buffer(header, n), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
                              if (ec) return self->closeNow(ec == asio::error::eof ? "closed by remote" : ec.message());
                              self->onHeader();
                          }));
@@ -311,7 +420,9 @@ struct InConn : std::enable_shared_from_this<InConn> {
         current.offset = loadLE64(header + 8);
         current.bytes = loadLE32(header + 16);
         current.phase = header[20];
-        if (header[21] || header[22] || header[23] || current.bytes > kMaxSegmentBytes)
+        byRef = sameHost && header[21] == 1;
+        payloadAddress = byRef ? loadLE64(header + kSegmentHeaderBytes) : 0;
+        if ((header[21] && !byRef) || header[22] || header[23] || current.bytes > kMaxSegmentBytes)
             return closeNow("malformed frame header from " + from.shortStr());
         dispatch();
     }
@@ -336,6 +447,7 @@ struct InConn : std::enable_shared_from_this<InConn> {
         void *dest = sink->beginFrame(current, from, &error);
         if (!dest && error.empty()) return discard(std::move(sink));
         if (!dest) return closeNow("protocol error from " + from.shortStr() + ": " + error);
+        if (byRef) return copyIn(std::move(sink), static_cast<uint8_t *>(dest));
         readInto(static_cast<uint8_t *>(dest), 0, [sink](InConn &c, const asio::error_code &ec) {
             if (ec) {
                 sink->onPayloadFailed(c.current, "receiving from " + c.from.shortStr() + " failed: " + ec.message());
@@ -346,8 +458,43 @@ struct InConn : std::enable_shared_from_this<InConn> {
         });
     }
 
+    // Same-host: copies the payload out of the sender (on this I/O thread: it runs at memory
+    // speed) and acknowledges it. A failed copy (the sender died, or named memory it does not
+    // have) fails the frame and closes the connection, as a broken TCP stream would.
+    void copyIn(std::shared_ptr<FrameSink> sink, uint8_t *dest) {
+        const std::string err = copyFromPeer(senderPid, payloadAddress, dest, current.bytes);
+        if (!err.empty()) {
+            sink->onPayloadFailed(current, "copying from " + from.shortStr() + " failed: " + err);
+            return closeNow(err);
+        }
+        acknowledge();
+        sink->onPayload(current);
+        if (!closed) readHeader();
+    }
+
+    // Same-host: tells the sender, coalesced, how many frames it may now reuse the memory of.
+    void acknowledge() {
+        ++consumed;
+        if (!ackWriting) writeAck();
+    }
+    void writeAck() {
+        ackWriting = true;
+        storeLE64(ackOut, consumed);
+        auto self = shared_from_this();
+        asio::async_write(socket, asio::buffer(ackOut), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                              self->ackWriting = false;
+                              if (ec) return self->closeNow("acknowledging to " + self->from.shortStr() + ": " + ec.message());
+                              if (self->consumed != loadLE64(self->ackOut)) self->writeAck();
+                          }));
+    }
+
     // Reads the payload into this connection's scratch and drops it; tells `sink`, if any.
     void discard(std::shared_ptr<FrameSink> sink = nullptr) {
+        if (byRef) {
+            acknowledge();
+            if (sink) sink->onDiscarded(current, from);
+            return readHeader();
+        }
         scratch.resize(current.bytes);
         readInto(scratch.data(), 0, [sink = std::move(sink)](InConn &c, const asio::error_code &ec) {
             if (ec) return c.closeNow(ec.message());
@@ -520,6 +667,22 @@ void DataPlane::setCongestionControl(const std::string &mode) {
     impl_->congestion = mode;
 }
 
+void DataPlane::setSameHost(bool on) {
+    std::lock_guard lock(impl_->mu);
+    impl_->sameHost = on;
+}
+
+int DataPlane::sameHostConnections(const Uuid &peer) const {
+    std::vector<std::shared_ptr<OutConn>> pool;
+    {
+        std::lock_guard lock(impl_->mu);
+        if (auto it = impl_->pools.find(peer); it != impl_->pools.end()) pool = it->second;
+    }
+    int n = 0;
+    for (auto &c : pool) n += !c->dead && c->sameHost ? 1 : 0;
+    return n;
+}
+
 void DataPlane::setSelf(const Uuid &self) {
     std::lock_guard lock(impl_->mu);
     impl_->self = self;
@@ -530,9 +693,11 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
     int have = 0;
     Uuid self;
     std::string cc;
+    bool offer = false;
     {
         std::lock_guard lock(impl_->mu);
         cc = impl_->congestion;
+        offer = impl_->sameHost;
         auto it = impl_->pools.find(peer);
         if (it != impl_->pools.end()) {
             for (auto &c : it->second) have += c->dead ? 0 : 1;
@@ -576,6 +741,7 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
         (*hello)[5] = static_cast<uint8_t>(protocol::kProtocolVersion >> 8);
         std::copy(self.bytes.begin(), self.bytes.end(), hello->begin() + 6);
         std::copy(peer.bytes.begin(), peer.bytes.end(), hello->begin() + 22);
+        encodeIdentity(localSameHostIdentity(), offer, hello->data() + 38);
         auto ack = std::make_shared<std::array<uint8_t, kAckBytes>>();
         Impl *impl = impl_.get();
         auto fail = [pending, peer, addr](const std::string &what, const asio::error_code &ec) {
@@ -591,8 +757,9 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
                     if (ec2) return fail("hello", ec2);
                     asio::async_read(conn->socket, asio::buffer(*ack), asio::bind_executor(conn->strand, [=](const asio::error_code &ec3, size_t) {
                         if (ec3) return fail("handshake", ec3);
-                        if (loadLE32(ack->data()) != kDataMagic || (*ack)[4] != 1)
+                        if (loadLE32(ack->data()) != kDataMagic || (*ack)[4] != 1 || (*ack)[5] > (offer ? 1 : 0))
                             return fail("handshake", asio::error::access_denied);
+                        conn->sameHost = (*ack)[5] == 1;
                         {
                             std::lock_guard lock(impl->mu);
                             impl->pools[peer].push_back(conn);
@@ -624,6 +791,9 @@ void DataPlane::send(const Uuid &peer, const SegmentHeader &h, const void *data,
     }
     OutConn::Item item;
     encodeHeader(h, item.header);
+    item.byRef = best->sameHost && h.bytes >= kRefMinBytes;
+    item.header[21] = item.byRef ? 1 : 0;
+    storeLE64(item.header + kSegmentHeaderBytes, item.byRef ? reinterpret_cast<uintptr_t>(data) : 0);
     item.data = data;
     item.bytes = h.bytes;
     item.done = std::move(done);

@@ -64,6 +64,13 @@ public:
     // (bbr towards non-loopback peers when the kernel has it, else the system default),
     // "system", or a kernel name such as "cubic". Applies to connections opened afterwards.
     void setCongestionControl(const std::string &mode);
+    // Same-host copies (transport/same_host.h): offered on connections this peer opens and
+    // accepted on those it receives, where the handshake proves both ends share the machine
+    // and network namespace. Default: on unless PCCL_SAME_HOST=off. Applies to connections
+    // made afterwards.
+    void setSameHost(bool on);
+    // How many live outgoing connections to `peer` use same-host copies (for tests and logs).
+    int sameHostConnections(const Uuid &peer) const;
     // The identity this peer proves on outgoing connections and expects on incoming ones.
     void setSelf(const Uuid &self);
 
