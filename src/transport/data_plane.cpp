@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -17,6 +18,7 @@
 
 #include "transport/framed_connection.h"
 #include "transport/same_host.h"
+#include "transport/tsan.h"
 #include "util/bytes.h"
 #include "util/log.h"
 
@@ -214,8 +216,11 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
             ++inWrite;
             if (skip < hb) iov.emplace_back(it.header + skip, hb - skip);
             const size_t payloadSkip = skip > hb ? skip - hb : 0;
-            if (payloadSkip < payloadWire(it))
+            if (payloadSkip < payloadWire(it)) {
                 iov.emplace_back(static_cast<const uint8_t *>(it.data) + payloadSkip, payloadWire(it) - payloadSkip);
+                tsan::read(static_cast<const uint8_t *>(it.data) + payloadSkip, payloadWire(it) - payloadSkip);
+            }
+            tsan::release(it.data);
             skip = 0;
         }
         auto self = shared_from_this();
@@ -288,6 +293,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
             unacked.pop_front();
             ++acked;
             queuedBytes -= item.bytes;
+            tsan::acquire(item.data);
             item.done(true, {});
         }
     }
@@ -361,6 +367,7 @@ struct InConn : std::enable_shared_from_this<InConn> {
     bool sameHost = false;
     bool byRef = false;  // the current frame
     uint32_t senderPid = 0;
+    bool senderInProcess = false;  // peers as threads of one process (tests): tsan.h models the copy
     uint64_t payloadAddress = 0;
     uint64_t consumed = 0;
     bool ackWriting = false;
@@ -393,6 +400,7 @@ struct InConn : std::enable_shared_from_this<InConn> {
         const SameHostIdentity remote = decodeIdentity(hello + 38);
         sameHost = enabled && good && hello[38] == 1 && sameHostReachable(remote);
         senderPid = remote.pid;
+        senderInProcess = sameHost && senderPid == static_cast<uint32_t>(::getpid());
         if (sameHost) PCCL_LOG(Debug, "data connection from " << from.shortStr() << " copies same-host (pid " << senderPid << ")");
         storeLE32(ack, kDataMagic);
         ack[4] = good ? 1 : 0;
@@ -448,6 +456,7 @@ struct InConn : std::enable_shared_from_this<InConn> {
         if (!dest && error.empty()) return discard(std::move(sink));
         if (!dest) return closeNow("protocol error from " + from.shortStr() + ": " + error);
         if (byRef) return copyIn(std::move(sink), static_cast<uint8_t *>(dest));
+        tsan::acquire(dest);
         readInto(static_cast<uint8_t *>(dest), 0, [sink](InConn &c, const asio::error_code &ec) {
             if (ec) {
                 sink->onPayloadFailed(c.current, "receiving from " + c.from.shortStr() + " failed: " + ec.message());
@@ -462,10 +471,17 @@ struct InConn : std::enable_shared_from_this<InConn> {
     // speed) and acknowledges it. A failed copy (the sender died, or named memory it does not
     // have) fails the frame and closes the connection, as a broken TCP stream would.
     void copyIn(std::shared_ptr<FrameSink> sink, uint8_t *dest) {
+        const void *source = reinterpret_cast<const void *>(static_cast<uintptr_t>(payloadAddress));
+        if (senderInProcess) tsan::acquire(source);
         const std::string err = copyFromPeer(senderPid, payloadAddress, dest, current.bytes);
         if (!err.empty()) {
             sink->onPayloadFailed(current, "copying from " + from.shortStr() + " failed: " + err);
             return closeNow(err);
+        }
+        tsan::write(dest, current.bytes);
+        if (senderInProcess) {
+            tsan::read(source, current.bytes);
+            tsan::release(source);
         }
         acknowledge();
         sink->onPayload(current);
@@ -862,3 +878,12 @@ void DataPlane::closeAll(const std::string &reason) {
 }
 
 } // namespace pccl::transport
+
+#if defined(PCCL_TSAN)
+// A TSan build of pccl records each send's read itself, when the send is handed to the kernel
+// (tsan.h); the interceptor would record it again after the syscall, out of order. Options in
+// TSAN_OPTIONS still apply on top. (Control-plane sends lose the interceptor's record too.)
+extern "C" __attribute__((visibility("default"))) const char *__tsan_default_options() {
+    return "intercept_send=0";
+}
+#endif
