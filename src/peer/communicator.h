@@ -94,6 +94,8 @@ public:
     Result<bool> arePeersPending();
     Status optimizeTopology();
     Result<int> attribute(pcclAttribute_t attribute) const;
+    // Live outgoing data connections, and how many of them copy same-host (diagnostics, tests).
+    transport::DataPlane::ConnectionCounts dataConnections() const { return data_.connectionCounts(); }
 
     // Starts an all-reduce identified by args.tag; returns at once.
     Status startAllReduce(const ReduceArgs &args);

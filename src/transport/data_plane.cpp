@@ -699,6 +699,21 @@ int DataPlane::sameHostConnections(const Uuid &peer) const {
     return n;
 }
 
+DataPlane::ConnectionCounts DataPlane::connectionCounts() const {
+    std::vector<std::shared_ptr<OutConn>> pool;
+    {
+        std::lock_guard lock(impl_->mu);
+        for (auto &[peer, conns] : impl_->pools) pool.insert(pool.end(), conns.begin(), conns.end());
+    }
+    ConnectionCounts n;
+    for (auto &c : pool) {
+        if (c->dead) continue;
+        ++n.live;
+        n.sameHost += c->sameHost ? 1 : 0;
+    }
+    return n;
+}
+
 void DataPlane::setSelf(const Uuid &self) {
     std::lock_guard lock(impl_->mu);
     impl_->self = self;

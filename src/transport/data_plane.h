@@ -71,6 +71,12 @@ public:
     void setSameHost(bool on);
     // How many live outgoing connections to `peer` use same-host copies (for tests and logs).
     int sameHostConnections(const Uuid &peer) const;
+    // Live outgoing connections over every pool: how many copy same-host, and how many in all.
+    struct ConnectionCounts {
+        int sameHost = 0;
+        int live = 0;
+    };
+    ConnectionCounts connectionCounts() const;
     // The identity this peer proves on outgoing connections and expects on incoming ones.
     void setSelf(const Uuid &self);
 

@@ -182,9 +182,11 @@ inline void awaitWorld(pcclComm_t *comm, int world, double timeout_s) {
 
 // Create + connect + awaitWorld. The caller owns the returned communicator.
 // Per-communicator deadlines for connectPeer (0 = the library's default or environment).
+// Settings of pcclCommCreateParamsEx_t a test may change (0 = default): deadlines, same-host copies.
 struct Deadlines {
     uint32_t op_timeout_ms = 0;
     uint32_t heartbeat_timeout_ms = 0;
+    uint32_t same_host = PCCL_SAME_HOST_DEFAULT;
 };
 
 inline pcclComm_t *connectPeer(const ccoip_socket_address_t &master, uint32_t peer_group, int world, double timeout_s,
@@ -195,11 +197,12 @@ inline pcclComm_t *connectPeer(const ccoip_socket_address_t &master, uint32_t pe
     params.peer_group = peer_group;
     params.p2p_connection_pool_size = pool_size;
     pcclComm_t *comm = nullptr;
-    if (deadlines.op_timeout_ms || deadlines.heartbeat_timeout_ms) {
+    if (deadlines.op_timeout_ms || deadlines.heartbeat_timeout_ms || deadlines.same_host) {
         pcclCommCreateParamsEx_t ex = PCCL_COMM_CREATE_PARAMS_EX_INIT;
         ex.params = params;
         ex.op_timeout_ms = deadlines.op_timeout_ms;
         ex.heartbeat_timeout_ms = deadlines.heartbeat_timeout_ms;
+        ex.same_host = deadlines.same_host;
         PT_OK(nullptr, pcclCreateCommunicatorEx(&ex, &comm));
     } else {
         PT_OK(nullptr, pcclCreateCommunicator(&params, &comm));

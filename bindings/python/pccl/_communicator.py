@@ -120,15 +120,19 @@ class Communicator(Closeable):
     Deadlines (an extension; keyword-only, milliseconds, 0 = the ``PCCL_*`` environment variable
     or the library default): ``connect_timeout_ms`` (TCP connects), ``heartbeat_timeout_ms``
     (liveness, both ways; >= 100), ``op_timeout_ms`` (progress deadline of a running transfer;
-    >= 100), ``admission_timeout_ms`` (the wait in :meth:`connect`), ``io_threads``, and
-    ``state_compression_level`` (zstd level 1..19 for shared state this peer serves; 0 = off).
+    >= 100), ``admission_timeout_ms`` (the wait in :meth:`connect`), ``io_threads``,
+    ``state_compression_level`` (zstd level 1..19 for shared state this peer serves; 0 = off),
+    and ``same_host``: peers on one machine copy frames straight out of each other's memory
+    instead of through loopback TCP where the handshake proves they can (``None``: the
+    ``PCCL_SAME_HOST`` environment variable, else on; ``True``; ``False``: always TCP).
 
     Every blocking call releases the GIL. Failures raise :class:`PCCLError`; wrong arguments
     raise TypeError or ValueError before anything is sent."""
 
     def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0, *,
                  connect_timeout_ms: int = 0, heartbeat_timeout_ms: int = 0, op_timeout_ms: int = 0,
-                 admission_timeout_ms: int = 0, io_threads: int = 0, state_compression_level: int = 0) -> None:
+                 admission_timeout_ms: int = 0, io_threads: int = 0, state_compression_level: int = 0,
+                 same_host: Optional[bool] = None) -> None:
         self._native: Optional[Any] = None
         self._address: SocketAddress = parse_address(address)
         self._peer_group = _uint(peer_group, "peer_group", bits=32)
@@ -137,6 +141,10 @@ class Communicator(Closeable):
             (connect_timeout_ms, "connect_timeout_ms"), (heartbeat_timeout_ms, "heartbeat_timeout_ms"),
             (op_timeout_ms, "op_timeout_ms"), (admission_timeout_ms, "admission_timeout_ms"),
             (io_threads, "io_threads"), (state_compression_level, "state_compression_level"))]
+        if same_host is not None and not isinstance(same_host, bool):
+            raise TypeError(f"same_host must be None, True or False, got {type(same_host).__name__}")
+        # pcclCommCreateParamsEx_t.same_host: PCCL_SAME_HOST_DEFAULT, _ON, _OFF
+        self._ex.append(0 if same_host is None else (1 if same_host else 2))
         self._in_flight: Dict[int, AsyncReduceHandle] = {}
         self._lock = threading.Lock()
         self._native = self._new_native()

@@ -189,10 +189,10 @@ struct Use {
 // ------------------------------------------------------------------------------------------
 class Communicator : public Guarded<pcclComm_t> {
 public:
-    // ex: connect, heartbeat, op, admission timeouts in ms, io threads, shared-state zstd level
-    // (0 = default), as in pcclCommCreateParamsEx_t.
+    // ex: connect, heartbeat, op, admission timeouts in ms, io threads, shared-state zstd level,
+    // same-host switch (0 = default), as in pcclCommCreateParamsEx_t.
     Communicator(int protocol, const py::bytes &ip, int port, uint32_t peerGroup, uint32_t poolSize,
-                 std::array<uint32_t, 6> ex)
+                 std::array<uint32_t, 7> ex)
         : Guarded("the communicator") {
         pcclCommCreateParamsEx_t params = PCCL_COMM_CREATE_PARAMS_EX_INIT;
         params.params.master_address = makeAddress(protocol, ip, port);
@@ -204,6 +204,7 @@ public:
         params.admission_timeout_ms = ex[3];
         params.io_threads = ex[4];
         params.state_compression_level = ex[5];
+        params.same_host = ex[6];
         pcclComm_t *comm = nullptr;
         callNoGil([&] { return pcclCreateCommunicatorEx(&params, &comm); });
         handle_ = comm;
@@ -485,9 +486,9 @@ PYBIND11_MODULE(_pccl, m) {
     m.attr("C") = c;
 
     py::class_<Communicator>(m, "Communicator", "pcclComm_t")
-        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 6>>(), py::arg("protocol"),
+        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 7>>(), py::arg("protocol"),
              py::arg("ip"), py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"),
-             py::arg("ex") = std::array<uint32_t, 6>{})
+             py::arg("ex") = std::array<uint32_t, 7>{})
         .def("close", &Communicator::close)
         .def_property_readonly("closed", &Communicator::closed)
         .def_property_readonly("active_calls", &Communicator::users)

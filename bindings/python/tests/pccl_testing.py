@@ -72,15 +72,17 @@ class Cluster:
     """An embedded master and N peers, all connected (connect + admission) on construction."""
 
     def __init__(self, n: int, groups: Optional[Sequence[int]] = None, timeout: float = 30.0,
-                 master: Optional[pccl.MasterNode] = None, pool_size: int = 0, host: str = "127.0.0.1") -> None:
+                 master: Optional[pccl.MasterNode] = None, pool_size: int = 0, host: str = "127.0.0.1",
+                 peer_kwargs: Optional[Sequence[dict]] = None) -> None:
         self.own_master = master is None
         self.master = master or pccl.MasterNode(f"{host}:0")
         if self.own_master:
             self.master.run()
         self.address = f"{host}:{self.master.port}"
         groups = list(groups) if groups is not None else [0] * n
-        self.comms = [pccl.Communicator(self.address, peer_group=g, p2p_connection_pool_size=pool_size)
-                      for g in groups]
+        kwargs = list(peer_kwargs) if peer_kwargs is not None else [{}] * n  # extensions, per peer
+        self.comms = [pccl.Communicator(self.address, peer_group=g, p2p_connection_pool_size=pool_size, **kw)
+                      for g, kw in zip(groups, kwargs)]
         try:
             self.comms[0].connect()
 

@@ -266,3 +266,24 @@ def test_interpreter_exit_without_close():
         assert p.returncode == 0, stderr
         assert "exiting" in stdout
     assert time.monotonic() - t0 < 30
+
+
+def test_same_host_keyword_any_mix_gives_exact_results():
+    for bad in ("yes", 1, 0):
+        with pytest.raises(TypeError, match="same_host"):
+            pccl.Communicator("127.0.0.1:5", same_host=bad)
+    # One peer refuses same-host copies (its links go over TCP), one insists, one follows the
+    # environment: every peer ends with the exact sum.
+    with Cluster(3, peer_kwargs=[{"same_host": False}, {"same_host": True}, {}]) as cluster:
+        count = 1 << 20
+        want = 3 * torch.arange(count, dtype=torch.float32) + 3
+
+        def reduce(rank, comm):
+            send = torch.arange(count, dtype=torch.float32) + rank
+            recv = torch.empty_like(send)
+            info = comm.all_reduce(send, recv, op=pccl.ReduceOp.SUM, tag=1)
+            assert info.local_world_size == 3
+            assert torch.equal(recv, want)
+
+        cluster.run(reduce)
+
