@@ -22,10 +22,10 @@
 namespace pccl::transport::tsan {
 
 #if defined(PCCL_TSAN)
-inline void read(const void *p, size_t n) { if (n) __tsan_read_range(const_cast<void *>(p), n); }
-inline void write(void *p, size_t n) { if (n) __tsan_write_range(p, n); }
-inline void release(const void *p) { __tsan_release(const_cast<void *>(p)); }
-inline void acquire(const void *p) { __tsan_acquire(const_cast<void *>(p)); }
+inline void read(const void *p, size_t n) { if (p && n) __tsan_read_range(const_cast<void *>(p), n); }
+inline void write(void *p, size_t n) { if (p && n) __tsan_write_range(p, n); }
+inline void release(const void *p) { if (p) __tsan_release(const_cast<void *>(p)); }
+inline void acquire(const void *p) { if (p) __tsan_acquire(const_cast<void *>(p)); }
 #else
 inline void read(const void *, size_t) {}
 inline void write(void *, size_t) {}
