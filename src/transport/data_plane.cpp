@@ -218,7 +218,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
             const size_t payloadSkip = skip > hb ? skip - hb : 0;
             if (payloadSkip < payloadWire(it)) {
                 iov.emplace_back(static_cast<const uint8_t *>(it.data) + payloadSkip, payloadWire(it) - payloadSkip);
-                tsan::read(static_cast<const uint8_t *>(it.data) + payloadSkip, payloadWire(it) - payloadSkip);
+                tsan::read(iov.back().data(), iov.back().size());
             }
             tsan::release(it.data);
             skip = 0;
@@ -688,15 +688,25 @@ void DataPlane::setSameHost(bool on) {
     impl_->sameHost = on;
 }
 
+namespace {
+DataPlane::ConnectionCounts countConnections(const std::vector<std::shared_ptr<OutConn>> &conns) {
+    DataPlane::ConnectionCounts n;
+    for (auto &c : conns) {
+        if (c->dead) continue;
+        ++n.live;
+        n.sameHost += c->sameHost ? 1 : 0;
+    }
+    return n;
+}
+} // namespace
+
 int DataPlane::sameHostConnections(const Uuid &peer) const {
     std::vector<std::shared_ptr<OutConn>> pool;
     {
         std::lock_guard lock(impl_->mu);
         if (auto it = impl_->pools.find(peer); it != impl_->pools.end()) pool = it->second;
     }
-    int n = 0;
-    for (auto &c : pool) n += !c->dead && c->sameHost ? 1 : 0;
-    return n;
+    return countConnections(pool).sameHost;
 }
 
 DataPlane::ConnectionCounts DataPlane::connectionCounts() const {
@@ -705,13 +715,7 @@ DataPlane::ConnectionCounts DataPlane::connectionCounts() const {
         std::lock_guard lock(impl_->mu);
         for (auto &[peer, conns] : impl_->pools) pool.insert(pool.end(), conns.begin(), conns.end());
     }
-    ConnectionCounts n;
-    for (auto &c : pool) {
-        if (c->dead) continue;
-        ++n.live;
-        n.sameHost += c->sameHost ? 1 : 0;
-    }
-    return n;
+    return countConnections(pool);
 }
 
 void DataPlane::setSelf(const Uuid &self) {
