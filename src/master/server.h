@@ -15,11 +15,14 @@ namespace pccl::master {
 
 struct ServerOptions {
     protocol::NetAddr listen;  // port 0 = any free port
-    bool printStatus = false;    // one line per membership change on stdout (the daemon)
+    // One line per membership change on stdout ("pccl-master: <change> | accepted N, pending M");
+    // when false, each change is an Info log line ("master: <change>") instead. Never both.
+    bool printStatus = false;
     bool handleSignals = false;  // stop cleanly on SIGINT/SIGTERM (the daemon)
     MembershipOptions membership;  // deadlines
-    // Defaults overridden by PCCL_HEARTBEAT_TIMEOUT_MS and PCCL_VOTE_TIMEOUT_MS (invalid values
-    // are ignored with a warning).
+    // Defaults overridden by PCCL_HEARTBEAT_TIMEOUT_MS, PCCL_VOTE_TIMEOUT_MS and
+    // PCCL_MASTER_PRINT_STATUS (1: printStatus; how the Python pccl-master, an embedded master,
+    // prints the daemon's status lines). Invalid values are ignored with a warning.
     static ServerOptions fromEnvironment();
 };
 

@@ -3,6 +3,7 @@
 #include <asio.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <unistd.h>
 #include <unordered_map>
 
@@ -20,6 +21,7 @@ struct Server::Impl {
     asio::signal_set signals{io};
     int wakeFds[2] = {-1, -1};
     char wakeByte = 0;
+    bool shuttingDown = false;  // loop thread only
     Membership membership;
     asio::steady_timer ticker{io};
     const std::chrono::steady_clock::time_point epoch = std::chrono::steady_clock::now();
@@ -83,13 +85,16 @@ struct Server::Impl {
                 conn->send(std::move(*a.message));
             }
         }
+        // Each membership change is reported once: as a status line on stdout when printStatus
+        // is set (the daemon, PCCL_MASTER_PRINT_STATUS), else as an Info log line.
         for (auto &line : membership.takeEvents()) {
             if (options.printStatus) {
                 std::printf("pccl-master: %s | accepted %zu, pending %zu\n", line.c_str(), membership.acceptedCount(),
                             membership.pendingCount());
                 std::fflush(stdout);
+            } else {
+                PCCL_LOG(Info, "master: " << line);
             }
-            PCCL_LOG(Info, "master: " << line);
         }
     }
 
@@ -100,7 +105,11 @@ struct Server::Impl {
         });
     }
 
+    // Runs on the loop thread, once per stop request (signal, interrupt(), stop()); the first
+    // logs the one "shutting down" line, whichever way the master was asked to stop.
     void shutdown() {
+        if (!shuttingDown) PCCL_LOG(Info, "master: shutting down");
+        shuttingDown = true;
         asio::error_code ec;
         acceptor.close(ec);
         wakeRead.cancel(ec);
@@ -125,6 +134,10 @@ ServerOptions ServerOptions::fromEnvironment() {
     };
     read("PCCL_HEARTBEAT_TIMEOUT_MS", 100, &o.membership.heartbeatTimeoutMs);
     read("PCCL_VOTE_TIMEOUT_MS", 0, &o.membership.voteTimeoutMs);
+    if (const char *env = std::getenv("PCCL_MASTER_PRINT_STATUS"); env && *env) {
+        if (std::strcmp(env, "1") == 0) o.printStatus = true;
+        else if (std::strcmp(env, "0") != 0) PCCL_LOG(Warn, "ignoring PCCL_MASTER_PRINT_STATUS=" << env << " (0 or 1)");
+    }
     return o;
 }
 
@@ -149,7 +162,16 @@ Status Server::bind() {
     if (!ec && ep.address().is_v6()) acc.set_option(asio::ip::v6_only(false), ec);
     if (!ec) acc.bind(ep, ec);
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return {pcclInternalError, "master cannot listen on " + impl_->options.listen.str() + ": " + ec.message()};
+    if (ec) {
+        // The address the caller chose cannot be used on this host: an argument error, not ours.
+        const bool callersAddress = ec == asio::error::address_in_use || ec == asio::error::access_denied ||
+                                    ec == asio::error::address_not_available;
+        std::string why = "master cannot listen on " + impl_->options.listen.str() + ": " + ec.message();
+        if (ec == asio::error::address_in_use) why += " (another process holds this port; choose another, or port 0 for any)";
+        asio::error_code ignored;
+        acc.close(ignored); // a later bind() starts afresh
+        return {callersAddress ? pcclInvalidArgument : pcclInternalError, why};
+    }
     impl_->accept();
     impl_->watchWake();
     impl_->tick();
@@ -158,7 +180,7 @@ Status Server::bind() {
         impl_->signals.add(SIGTERM);
         impl_->signals.async_wait([impl = impl_.get()](const asio::error_code &ec, int sig) {
             if (ec) return;
-            PCCL_LOG(Info, "master: signal " << sig << ", shutting down");
+            PCCL_LOG(Debug, "master: signal " << sig);
             impl->shutdown();
         });
     }
