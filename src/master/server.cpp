@@ -1,6 +1,7 @@
 #include "master/server.h"
 
 #include <asio.hpp>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -164,10 +165,11 @@ Status Server::bind() {
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
         // The address the caller chose cannot be used on this host: an argument error, not ours.
-        const bool callersAddress = ec == asio::error::address_in_use || ec == asio::error::access_denied ||
-                                    ec == asio::error::address_not_available;
+        const bool sys = ec.category() == asio::system_category();
+        const bool inUse = sys && ec.value() == EADDRINUSE;
+        const bool callersAddress = inUse || (sys && (ec.value() == EACCES || ec.value() == EADDRNOTAVAIL));
         std::string why = "master cannot listen on " + impl_->options.listen.str() + ": " + ec.message();
-        if (ec == asio::error::address_in_use) why += " (another process holds this port; choose another, or port 0 for any)";
+        if (inUse) why += " (another process holds this port; choose another, or port 0 for any)";
         asio::error_code ignored;
         acc.close(ignored); // a later bind() starts afresh
         return {callersAddress ? pcclInvalidArgument : pcclInternalError, why};
