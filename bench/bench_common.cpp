@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
+
+#include "util/dtype.h"
 
 namespace bench {
 
@@ -18,20 +21,22 @@ namespace bench {
 
 namespace {
 
+// The library's data-type table (util/dtype.h), in the order --help lists the types.
+DType fromTable(pcclDataType_t id) {
+    const pccl::DataTypeInfo &d = *pccl::dataTypeInfo(id);
+    const Kind kind = d.isFloat() ? Kind::Float : d.isSigned() ? Kind::Signed : Kind::Unsigned;
+    return {d.name, {d.shortName, d.aliases[0], d.aliases[1]}, d.id, d.size, kind};
+}
+
 const DType kDTypes[] = {
-    {"float32", {"f32", "float", "fp32"}, pcclFloat, 4, Kind::Float},
-    {"float16", {"f16", "half", "fp16"}, pcclFloat16, 2, Kind::Float},
-    {"bfloat16", {"bf16", "bfloat", nullptr}, pcclBFloat16, 2, Kind::Float},
-    {"float64", {"f64", "double", "fp64"}, pcclDouble, 8, Kind::Float},
-    {"int8", {"i8", nullptr, nullptr}, pcclInt8, 1, Kind::Signed},
-    {"uint8", {"u8", nullptr, nullptr}, pcclUint8, 1, Kind::Unsigned},
-    {"int16", {"i16", nullptr, nullptr}, pcclInt16, 2, Kind::Signed},
-    {"uint16", {"u16", nullptr, nullptr}, pcclUint16, 2, Kind::Unsigned},
-    {"int32", {"i32", "int", nullptr}, pcclInt32, 4, Kind::Signed},
-    {"uint32", {"u32", nullptr, nullptr}, pcclUint32, 4, Kind::Unsigned},
-    {"int64", {"i64", nullptr, nullptr}, pcclInt64, 8, Kind::Signed},
-    {"uint64", {"u64", nullptr, nullptr}, pcclUint64, 8, Kind::Unsigned},
+    fromTable(pcclFloat),  fromTable(pcclFloat16), fromTable(pcclBFloat16), fromTable(pcclDouble),
+    fromTable(pcclInt8),   fromTable(pcclUint8),   fromTable(pcclInt16),    fromTable(pcclUint16),
+    fromTable(pcclInt32),  fromTable(pcclUint32),  fromTable(pcclInt64),    fromTable(pcclUint64),
 };
+static_assert(std::size(kDTypes) == pccl::kDataTypes.size());
+
+// Floats: one unit in the last place at 1.0; integers: 0 (they are compared exactly).
+double ulpOf(const DType &dt) { return dt.kind == Kind::Float ? pccl::dataTypeInfo(dt.id)->epsilon() : 0; }
 
 const RedOp kOps[] = {
     {"sum", pcclSum}, {"avg", pcclAvg}, {"prod", pcclProd}, {"max", pcclMax}, {"min", pcclMin},
@@ -46,12 +51,9 @@ std::string lower(std::string_view s) {
 }  // namespace
 
 const DType *findDType(std::string_view name) {
-    const std::string n = lower(name);
-    for (const auto &d : kDTypes) {
-        if (n == d.name) return &d;
-        for (const char *a : d.aliases)
-            if (a && n == a) return &d;
-    }
+    const pccl::DataTypeInfo *t = pccl::findDataType(name);
+    for (const auto &d : kDTypes)
+        if (t && d.id == t->id) return &d;
     return nullptr;
 }
 
@@ -406,14 +408,7 @@ CheckResult checkAgainstTable(const uint8_t *buf, size_t count, const DType &dt,
     CheckResult res;
     bool seen = false;
     const bool tolerant = dt.kind == Kind::Float && op.id == pcclAvg;
-    double ulp = 0;
-    switch (dt.id) {
-    case pcclFloat: ulp = 0x1p-23; break;
-    case pcclFloat16: ulp = 0x1p-10; break;
-    case pcclBFloat16: ulp = 0x1p-7; break;
-    case pcclDouble: ulp = 0x1p-52; break;
-    default: break;
-    }
+    const double ulp = ulpOf(dt);
     for (size_t i = 0; i < count; i += kPeriod) {
         const size_t n = std::min<size_t>(kPeriod, count - i);
         const uint8_t *blk = buf + i * dt.size;
@@ -484,10 +479,7 @@ double quantErrorBound(const DType &dt, const RedOp &op, pcclQuantizationAlgorit
     const double fin = width(world, err * d) / d;
     err += fin / (2 * (levels - 1));
     const double mag = (additive ? world * 8.0 : 8.0) / d;
-    double ulp = 0x1p-23;
-    if (dt.id == pcclFloat16) ulp = 0x1p-10;
-    if (dt.id == pcclBFloat16) ulp = 0x1p-7;
-    if (dt.id == pcclDouble) ulp = 0x1p-52;
+    const double ulp = ulpOf(dt);
     // f32 accumulation (a few roundings per hop) and the output's own rounding: one ulp of the
     // largest magnitude per hop is generous.
     return err + (world + 1) * 0x1p-23 * mag * 2 + ulp * std::exp2(std::ceil(std::log2(mag + err)));

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "util/dtype.h"
+
 namespace soak {
 
 const std::vector<OpSpec> &opPlan() {
@@ -111,16 +113,14 @@ float f16ToF32(uint16_t h) {
 
 namespace {
 
-// One codec per dtype: T (storage), kBits (bits of exact non-negative integers), fromInt (exact for our small values), avg (the library's
+// One codec per dtype (its size, kind and exact bits are in the table, util/dtype.h): T
+// (storage), fromInt (exact for our small values), avg (the library's
 // pcclAvg finish: integers truncate the exact sum, f32/f16/bf16 divide in f32 and round
 // once, f64 divides in f64), and asU64 (exact for integers; floats: integral values >= 0,
 // else ~0).
 template <class Ty, bool Signed>
 struct IntCodec {
     using T = Ty;
-    static constexpr bool kSigned = Signed;
-    static constexpr bool kInteger = true;
-    static constexpr int kBits = sizeof(T) * 8 - (Signed ? 1 : 0);
     static T fromInt(int64_t v) { return static_cast<T>(v); }
     static T avg(int64_t sum, uint32_t n) {
         if constexpr (Signed) return static_cast<T>(sum / static_cast<int64_t>(n));
@@ -134,24 +134,18 @@ uint64_t integralOrInvalid(double v) {
     return (v >= 0 && v < 1.8e19 && v == std::floor(v)) ? static_cast<uint64_t>(v) : ~0ull;
 }
 
-template <uint16_t (*Enc)(float), float (*Dec)(uint16_t), int Bits>
+template <uint16_t (*Enc)(float), float (*Dec)(uint16_t)>
 struct HalfCodec {
     using T = uint16_t;
-    static constexpr bool kSigned = true;
-    static constexpr bool kInteger = false;
-    static constexpr int kBits = Bits;
     static T fromInt(int64_t v) { return Enc(static_cast<float>(v)); }
     static T avg(int64_t sum, uint32_t n) { return Enc(static_cast<float>(sum) / static_cast<float>(n)); }
     static uint64_t asU64(T x) { return integralOrInvalid(Dec(x)); }
     static double asDouble(T x) { return Dec(x); }
 };
 
-template <class Ty, int Bits>
+template <class Ty>
 struct FloatCodec {
     using T = Ty;
-    static constexpr bool kSigned = true;
-    static constexpr bool kInteger = false;
-    static constexpr int kBits = Bits;
     static T fromInt(int64_t v) { return static_cast<T>(v); }
     static T avg(int64_t sum, uint32_t n) { return static_cast<T>(sum) / static_cast<T>(n); }
     static uint64_t asU64(T x) { return integralOrInvalid(x); }
@@ -170,10 +164,10 @@ void visit(pcclDataType_t dtype, F &&f) {
         case pcclInt32: return f(IntCodec<int32_t, true>{});
         case pcclUint64: return f(IntCodec<uint64_t, false>{});
         case pcclInt64: return f(IntCodec<int64_t, true>{});
-        case pcclFloat16: return f(HalfCodec<f32ToF16, f16ToF32, 11>{});
-        case pcclBFloat16: return f(HalfCodec<f32ToBf16, bf16ToF32, 8>{});
-        case pcclFloat: return f(FloatCodec<float, 24>{});
-        case pcclDouble: return f(FloatCodec<double, 53>{});
+        case pcclFloat16: return f(HalfCodec<f32ToF16, f16ToF32>{});
+        case pcclBFloat16: return f(HalfCodec<f32ToBf16, bf16ToF32>{});
+        case pcclFloat: return f(FloatCodec<float>{});
+        case pcclDouble: return f(FloatCodec<double>{});
     }
 }
 
@@ -200,13 +194,11 @@ struct Layout {
 
 Layout layoutOf(const OpSpec &spec) {
     Layout l;
-    visit(spec.dtype, [&](auto c) {
-        using C = decltype(c);
-        l.b = C::kBits;
-        l.is_unsigned = !C::kSigned;
-        // Integer avg truncates: the one-hot value must survive division by 64.
-        if (spec.op == pcclAvg && C::kInteger) l.onehot = int64_t{1} << (std::min(C::kBits, 31) - 1);
-    });
+    const pccl::DataTypeInfo &d = *pccl::dataTypeInfo(spec.dtype);
+    l.b = d.digits;
+    l.is_unsigned = !d.isSigned();
+    // Integer avg truncates: the one-hot value must survive division by 64.
+    if (spec.op == pcclAvg && d.isInteger()) l.onehot = int64_t{1} << (std::min(d.digits, 31) - 1);
     l.bits = spec.op == pcclSum;
     l.mask_elems = l.bits ? (kMaxSlots + l.b - 1) / l.b : kMaxSlots;
     return l;
@@ -235,28 +227,11 @@ inline int64_t dataValue(const Layout &l, uint64_t slot_key, size_t i) {
 
 }  // namespace
 
-size_t dtypeSize(pcclDataType_t dtype) {
-    size_t s = 1;
-    visit(dtype, [&](auto c) { s = sizeof(typename decltype(c)::T); });
-    return s;
-}
+size_t dtypeSize(pcclDataType_t dtype) { return pccl::dataTypeSize(dtype); }
 
 const char *dtypeName(pcclDataType_t dtype) {
-    switch (dtype) {
-        case pcclUint8: return "u8";
-        case pcclInt8: return "i8";
-        case pcclInt16: return "i16";
-        case pcclUint16: return "u16";
-        case pcclUint32: return "u32";
-        case pcclInt32: return "i32";
-        case pcclUint64: return "u64";
-        case pcclInt64: return "i64";
-        case pcclFloat16: return "f16";
-        case pcclBFloat16: return "bf16";
-        case pcclFloat: return "f32";
-        case pcclDouble: return "f64";
-    }
-    return "?";
+    const auto *d = pccl::dataTypeInfo(dtype);
+    return d ? d->shortName : "?";
 }
 
 uint64_t opKey(uint64_t seed, uint64_t lineage, uint64_t rev, uint64_t tag) {

@@ -41,6 +41,7 @@ const std::vector<OpSpec> &opPlan();
 size_t opCount(const OpSpec &spec, uint64_t rev);
 size_t maxOpCount(const OpSpec &spec);
 
+// From the library's data-type table (util/dtype.h): the size, and the short name ("f32").
 size_t dtypeSize(pcclDataType_t dtype);
 const char *dtypeName(pcclDataType_t dtype);
 const char *opName(pcclRedOp_t op);

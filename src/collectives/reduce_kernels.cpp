@@ -45,6 +45,20 @@ template <> struct Storage<pcclBFloat16> { using T = uint16_t; static constexpr 
 template <> struct Storage<pcclFloat> { using T = float; static constexpr Kind kind = Kind::Float; };
 template <> struct Storage<pcclDouble> { using T = double; static constexpr Kind kind = Kind::Float; };
 
+// The storage types agree with the data-type table (util/dtype.h).
+template <pcclDataType_t D>
+constexpr bool matchesTable() {
+    using T = typename Storage<D>::T;
+    constexpr const DataTypeInfo& d = kDataTypes[D];
+    return sizeof(T) == d.size && (Storage<D>::kind == Kind::Int) == d.isInteger() &&
+           (Storage<D>::kind != Kind::Int || std::is_signed_v<T> == d.isSigned());
+}
+static_assert(matchesTable<pcclUint8>() && matchesTable<pcclInt8>() && matchesTable<pcclInt16>() &&
+              matchesTable<pcclUint16>() && matchesTable<pcclUint32>() && matchesTable<pcclInt32>() &&
+              matchesTable<pcclUint64>() && matchesTable<pcclInt64>() && matchesTable<pcclFloat16>() &&
+              matchesTable<pcclBFloat16>() && matchesTable<pcclFloat>() && matchesTable<pcclDouble>());
+static_assert(kDataTypes.size() == 12, "a new data type needs a Storage and a case in visit()");
+
 template <class A, bool isInt>
 struct WrapType {
     using type = A;
@@ -222,45 +236,7 @@ inline bool visit(pcclDataType_t dtype, pcclRedOp_t op, Fn&& fn) {
 
 }  // namespace
 
-bool isValidDataType(int dtype) { return dtype >= pcclUint8 && dtype <= pcclDouble; }
-
 bool isValidRedOp(int op) { return op >= pcclSum && op <= pcclMin; }
-
-size_t dataTypeSize(pcclDataType_t t) {
-    switch (t) {
-        case pcclUint8:
-        case pcclInt8: return 1;
-        case pcclInt16:
-        case pcclUint16:
-        case pcclFloat16:
-        case pcclBFloat16: return 2;
-        case pcclUint32:
-        case pcclInt32:
-        case pcclFloat: return 4;
-        case pcclUint64:
-        case pcclInt64:
-        case pcclDouble: return 8;
-    }
-    return 0;
-}
-
-const char* dataTypeName(pcclDataType_t t) {
-    switch (t) {
-        case pcclUint8: return "uint8";
-        case pcclInt8: return "int8";
-        case pcclInt16: return "int16";
-        case pcclUint16: return "uint16";
-        case pcclUint32: return "uint32";
-        case pcclInt32: return "int32";
-        case pcclUint64: return "uint64";
-        case pcclInt64: return "int64";
-        case pcclFloat16: return "float16";
-        case pcclBFloat16: return "bfloat16";
-        case pcclFloat: return "float32";
-        case pcclDouble: return "float64";
-    }
-    return "invalid";
-}
 
 const char* redOpName(pcclRedOp_t op) {
     switch (op) {

@@ -18,12 +18,17 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "util/dtype.h"
+
 namespace pccl::collectives {
 
-bool isValidDataType(int dtype);            // 0..11
+// The data-type table's functions (util/dtype.h), named here too so that collectives:: callers
+// keep working: isValidDataType (0..11), dataTypeSize (bytes per element; 0 if invalid),
+// dataTypeName ("float32", "bfloat16", ...; "invalid" if invalid).
+using pccl::dataTypeName;
+using pccl::dataTypeSize;
+using pccl::isValidDataType;
 bool isValidRedOp(int op);                  // 0..4
-size_t dataTypeSize(pcclDataType_t t);      // bytes per element; 0 if invalid
-const char* dataTypeName(pcclDataType_t t);  // "float32", "bfloat16", ...; "invalid" if invalid
 const char* redOpName(pcclRedOp_t op);       // "sum", ...; "invalid" if invalid
 
 // The type in which partial results travel between peers during reduce-scatter:

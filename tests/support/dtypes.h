@@ -5,7 +5,9 @@
 #pragma once
 
 #include "support/common.h"
+#include "util/dtype.h"
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,27 +17,18 @@
 
 namespace pccl_test {
 
-inline constexpr pcclDataType_t kAllDtypes[] = {pcclUint8,  pcclInt8,   pcclInt16,    pcclUint16,
-                                                pcclUint32, pcclInt32,  pcclUint64,   pcclInt64,
-                                                pcclFloat16, pcclBFloat16, pcclFloat, pcclDouble};
+// Every data type, in enum order (util/dtype.h is the table of their names, sizes and kinds).
+inline constexpr auto kAllDtypes = [] {
+    std::array<pcclDataType_t, pccl::kDataTypes.size()> all{};
+    for (size_t i = 0; i < all.size(); ++i) all[i] = pccl::kDataTypes[i].id;
+    return all;
+}();
 inline constexpr pcclRedOp_t kAllOps[] = {pcclSum, pcclAvg, pcclProd, pcclMax, pcclMin};
 
+// "u8", "f32", ...: the table's short name; "?" if invalid.
 inline const char *dtypeName(pcclDataType_t t) {
-    switch (t) {
-        case pcclUint8: return "u8";
-        case pcclInt8: return "i8";
-        case pcclInt16: return "i16";
-        case pcclUint16: return "u16";
-        case pcclUint32: return "u32";
-        case pcclInt32: return "i32";
-        case pcclUint64: return "u64";
-        case pcclInt64: return "i64";
-        case pcclFloat16: return "f16";
-        case pcclBFloat16: return "bf16";
-        case pcclFloat: return "f32";
-        case pcclDouble: return "f64";
-    }
-    return "?";
+    const auto *d = pccl::dataTypeInfo(t);
+    return d ? d->shortName : "?";
 }
 
 inline const char *opName(pcclRedOp_t op) {
@@ -49,30 +42,9 @@ inline const char *opName(pcclRedOp_t op) {
     return "?";
 }
 
-inline size_t dtypeSize(pcclDataType_t t) {
-    switch (t) {
-        case pcclUint8:
-        case pcclInt8: return 1;
-        case pcclInt16:
-        case pcclUint16:
-        case pcclFloat16:
-        case pcclBFloat16: return 2;
-        case pcclUint32:
-        case pcclInt32:
-        case pcclFloat: return 4;
-        case pcclUint64:
-        case pcclInt64:
-        case pcclDouble: return 8;
-    }
-    return 0;
-}
-
-inline bool isFloat(pcclDataType_t t) {
-    return t == pcclFloat16 || t == pcclBFloat16 || t == pcclFloat || t == pcclDouble;
-}
-inline bool isSigned(pcclDataType_t t) {
-    return t == pcclInt8 || t == pcclInt16 || t == pcclInt32 || t == pcclInt64 || isFloat(t);
-}
+inline size_t dtypeSize(pcclDataType_t t) { return pccl::dataTypeSize(t); }
+inline bool isFloat(pcclDataType_t t) { return pccl::dataTypeInfo(t) && pccl::dataTypeInfo(t)->isFloat(); }
+inline bool isSigned(pcclDataType_t t) { return pccl::dataTypeInfo(t) && pccl::dataTypeInfo(t)->isSigned(); }
 
 // ---- f16 / bf16 conversions (round to nearest, ties to even; NaN preserved as a quiet NaN)
 
