@@ -5,7 +5,9 @@
 
 #include "collectives/reduce_kernels.h"
 #include "master/shared_state_election.h"
+#include "protocol/wire_result.h"
 #include "shared_state/hashing.h"
+#include "util/dtype.h"
 
 namespace pccl::master {
 
@@ -110,7 +112,7 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     if (m.magic != kMagic || m.version != kProtocolVersion) {
         Action a;
         a.to = p.id;
-        a.message = Reject{static_cast<uint8_t>(pcclMasterConnectionFailed),
+        a.message = Reject{toWire(pcclMasterConnectionFailed),
                            "protocol version " + std::to_string(m.version) + " not supported (master speaks " +
                                std::to_string(kProtocolVersion) + ")"};
         a.close = true;
@@ -124,7 +126,7 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     if (m.uuid.isNil() || taken) {
         Action a;
         a.to = p.id;
-        a.message = Reject{static_cast<uint8_t>(pcclMasterConnectionFailed),
+        a.message = Reject{toWire(pcclMasterConnectionFailed),
                            m.uuid.isNil() ? "a peer id is required" : "peer id " + m.uuid.str() + " is already in use"};
         a.close = true;
         a.reason = "bad peer id";
@@ -264,7 +266,7 @@ void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m
         const Peer &f = peers_.at(c.first);
         auto d = [](const CollectiveDesc &x) {
             return "count " + std::to_string(x.count) + " " +
-                   collectives::dataTypeName(static_cast<pcclDataType_t>(x.dtype)) + " " +
+                   dataTypeName(static_cast<pcclDataType_t>(x.dtype)) + " " +
                    collectives::redOpName(static_cast<pcclRedOp_t>(x.op)) + " quant " + std::to_string(x.quant_algo) +
                    "/" + std::to_string(x.quant_dtype);
         };
@@ -294,7 +296,7 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
     if (it == collectives_.end() || it->second.seq != m.seq) return;  // already aborted
     Collective &c = it->second;
     if (!m.ok) {
-        const auto result = m.result == pcclTimeout ? pcclTimeout : pcclRankConnectionLost;
+        const auto result = failureFromWire(m.result) == pcclTimeout ? pcclTimeout : pcclRankConnectionLost;
         return abortCollective(out, p.group, m.tag, result,
                                describe(p) + " reported during all-reduce tag " + std::to_string(m.tag) + ": " + m.error);
     }
@@ -315,7 +317,7 @@ void Membership::abortCollective(Actions &out, uint32_t group, uint64_t tag, pcc
     std::set<ClientId> to(c.inited.begin(), c.inited.end());
     to.insert(c.participants.begin(), c.participants.end());
     for (ClientId id : to)
-        if (peers_.count(id)) send(out, id, CollectiveAborted{tag, c.seq, static_cast<uint8_t>(result), reason, lost});
+        if (peers_.count(id)) send(out, id, CollectiveAborted{tag, c.seq, toWire(result), reason, lost});
     collectives_.erase(it);
 }
 
@@ -405,7 +407,7 @@ void Membership::onSharedStateSync(Actions &out, Peer &p, const SharedStateSync 
     if (round.seq != 0 || round.described.count(p.id)) return kick(out, p.id, "started a shared-state sync twice");
     for (auto &e : m.entries) {
         const auto dtype = static_cast<pcclDataType_t>(e.dtype);
-        const size_t esize = collectives::dataTypeSize(dtype);
+        const size_t esize = dataTypeSize(dtype);
         const bool sane = esize != 0 && e.count <= (uint64_t{1} << 56) / esize &&
                           e.chunks.size() == shared_state::chunkCount(e.count * esize) &&
                           e.digest == shared_state::combineChunks(e.chunks);
@@ -435,13 +437,13 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
     const ElectionOutcome e = electSharedState(described, last);
 
     for (auto &[id, why] : e.usageErrors)
-        send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclInvalidUsage), why, {}});
+        send(out, id, SharedStateAborted{0, toWire(pcclInvalidUsage), why, {}});
     std::vector<ClientId> participants;
     for (auto &[id, d] : described)
         if (!e.removed.count(id) && !e.usageErrors.count(id)) participants.push_back(id);
     if (!e.noStateReason.empty()) {
         for (ClientId id : participants)
-            send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclNoSharedStateAvailable), e.noStateReason, {}});
+            send(out, id, SharedStateAborted{0, toWire(pcclNoSharedStateAvailable), e.noStateReason, {}});
     } else if (!participants.empty()) {
         SyncRound round;
         round.seq = nextSeq_++;
@@ -493,7 +495,7 @@ void Membership::onSharedStateDone(Actions &out, Peer &p, const SharedStateDone 
                          describe(p) + " reported during shared-state sync revision " +
                              std::to_string(it->second.revision) + ": " + m.error,
                          {},
-                         m.result == pcclTimeout ? pcclTimeout : pcclRankConnectionLost);
+                         failureFromWire(m.result) == pcclTimeout ? pcclTimeout : pcclRankConnectionLost);
     it->second.done.insert(p.id);
     maybeCommitSync(out, p.group);
 }
@@ -536,7 +538,7 @@ void Membership::abortSync(Actions &out, uint32_t group, const std::string &reas
     syncRounds_.erase(it);
     for (ClientId id : round.participants)
         if (peers_.count(id))
-            send(out, id, SharedStateAborted{round.seq, static_cast<uint8_t>(result), reason, lost});
+            send(out, id, SharedStateAborted{round.seq, toWire(result), reason, lost});
 }
 
 std::string Membership::activityOf(const Peer &p) const {
@@ -649,7 +651,7 @@ void Membership::settleLateVotes(Actions &out) {
         if (!laggards.empty() && removeLaggards(out, v.what, "voting", voters, laggards, &reason)) continue;
         for (ClientId id : voters) {
             peers_.at(id).*v.flag = false;
-            send(out, id, VoteFailed{static_cast<uint8_t>(v.kind), static_cast<uint8_t>(pcclTimeout), reason});
+            send(out, id, VoteFailed{static_cast<uint8_t>(v.kind), toWire(pcclTimeout), reason});
         }
         v.since->reset();
     }
@@ -688,7 +690,7 @@ void Membership::settleLateVotes(Actions &out) {
         if (removeLaggards(out, "the shared-state sync of group " + std::to_string(group),
                            "waiting to start: collecting the peers' state descriptions", voters, laggards, &reason))
             continue;
-        for (ClientId id : voters) send(out, id, SharedStateAborted{0, static_cast<uint8_t>(pcclTimeout), reason, {}});
+        for (ClientId id : voters) send(out, id, SharedStateAborted{0, toWire(pcclTimeout), reason, {}});
         syncRounds_.erase(group);
     }
 }
