@@ -1,82 +1,14 @@
 #include "protocol/codec.h"
 
-#include <type_traits>
 #include <utility>
 
-#include "util/bytes.h"
+#include "protocol/field_codec.h"
 
 namespace pccl::protocol {
 namespace {
 
-template <class T>
-struct IsVector : std::false_type {};
-template <class T>
-struct IsVector<std::vector<T>> : std::true_type {};
-template <class T>
-struct IsArray : std::false_type {};
-template <class T, size_t N>
-struct IsArray<std::array<T, N>> : std::true_type {};
-
-template <class T>
-void put(Writer &w, const T &v);
-template <class T>
-void get(Reader &r, T &v);
-
-template <class T>
-void put(Writer &w, const T &v) {
-    if constexpr (std::is_same_v<T, bool>) {
-        w.uint<uint8_t>(v ? 1 : 0);
-    } else if constexpr (std::is_integral_v<T>) {
-        w.uint<T>(v);
-    } else if constexpr (std::is_same_v<T, std::string>) {
-        w.uint<uint32_t>(static_cast<uint32_t>(v.size()));
-        w.raw(v.data(), v.size());
-    } else if constexpr (std::is_same_v<T, Uuid>) {
-        w.raw(v.bytes.data(), v.bytes.size());
-    } else if constexpr (IsArray<T>::value) {
-        for (const auto &x : v) put(w, x);
-    } else if constexpr (IsVector<T>::value) {
-        w.uint<uint32_t>(static_cast<uint32_t>(v.size()));
-        for (const auto &x : v) put(w, x);
-    } else {
-        v.fields([&](const auto &...xs) { (put(w, xs), ...); });
-    }
-}
-
-template <class T>
-void get(Reader &r, T &v) {
-    if (r.failed()) return;
-    if constexpr (std::is_same_v<T, bool>) {
-        const uint8_t b = r.uint<uint8_t>();
-        if (b > 1) r.fail();
-        v = b == 1;
-    } else if constexpr (std::is_integral_v<T>) {
-        v = r.uint<T>();
-    } else if constexpr (std::is_same_v<T, std::string>) {
-        const uint32_t n = r.uint<uint32_t>();
-        if (n > kMaxStringBytes || n > r.remaining()) {
-            r.fail();
-            return;
-        }
-        v.resize(n);
-        r.raw(v.data(), n);
-    } else if constexpr (std::is_same_v<T, Uuid>) {
-        r.raw(v.bytes.data(), v.bytes.size());
-    } else if constexpr (IsArray<T>::value) {
-        for (auto &x : v) get(r, x);
-    } else if constexpr (IsVector<T>::value) {
-        const uint32_t n = r.uint<uint32_t>();
-        // Every item takes at least one byte, so this bounds the allocation by the frame size.
-        if (n > kMaxVectorItems || n > r.remaining()) {
-            r.fail();
-            return;
-        }
-        v.resize(n);
-        for (auto &x : v) get(r, x);
-    } else {
-        v.fields([&](auto &...xs) { (get(r, xs), ...); });
-    }
-}
+using fields::get;
+using fields::put;
 
 template <size_t... I>
 std::optional<ControlMessage> decodeByIndex(uint16_t type, Reader &r, std::index_sequence<I...>) {
