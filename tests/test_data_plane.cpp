@@ -59,13 +59,8 @@ bool closedWithin(int fd, int ms) {
 
 // A data-plane hello that offers no same-host copies (the identity block is left zero).
 std::vector<uint8_t> hello(const Uuid &from, const Uuid &to) {
-    std::vector<uint8_t> b(78, 0);
-    storeLE32(b.data(), 0x4c444350);
-    b[4] = static_cast<uint8_t>(protocol::kProtocolVersion & 0xff);
-    b[5] = static_cast<uint8_t>(protocol::kProtocolVersion >> 8);
-    std::memcpy(b.data() + 6, from.bytes.data(), 16);
-    std::memcpy(b.data() + 22, to.bytes.data(), 16);
-    return b;
+    const auto b = transport::encodeDataHello(transport::DataHello::make(from, to, {}, false));
+    return {b.begin(), b.end()};
 }
 
 std::vector<uint8_t> frame(uint64_t seq, uint64_t offset, const std::vector<uint8_t> &payload, uint8_t pad = 0) {
@@ -484,13 +479,8 @@ namespace {
 
 // A hello that offers same-host copies with `id` (this process's identity, or a forged one).
 std::vector<uint8_t> sameHostHello(const Uuid &from, const Uuid &to, const transport::SameHostIdentity &id) {
-    auto b = hello(from, to);
-    b[38] = 1;
-    storeLE32(b.data() + 42, id.pid);
-    storeLE64(b.data() + 46, id.netns);
-    storeLE64(b.data() + 54, id.tokenAddress);
-    std::memcpy(b.data() + 62, id.token.data(), 16);
-    return b;
+    const auto b = transport::encodeDataHello(transport::DataHello::make(from, to, id, true));
+    return {b.begin(), b.end()};
 }
 
 // Reads exactly n bytes (or fewer if the connection closes or 5 s pass).

@@ -2,8 +2,9 @@
 // remote peer, and a registry routing incoming frames to the operation they belong to.
 //
 // Frames: a 24-byte little-endian header {u64 seq, u64 offset, u32 bytes, u8 phase, 3 zero
-// bytes} then `bytes` of payload. The payload is read straight into the memory the operation's
-// FrameSink names (no staging copy here). A frame for an operation not registered yet is held
+// bytes} then `bytes` of payload (data_wire.h has the whole wire format, same-host copies
+// too). The payload is read straight into the memory the operation's FrameSink names (no
+// staging copy here). A frame for an operation not registered yet is held
 // (its connection pauses) until the operation registers; a frame for an operation already gone
 // is discarded. Any malformed input closes that one connection.
 //
@@ -17,19 +18,11 @@
 #include <string>
 
 #include "protocol/messages.h"
+#include "transport/data_wire.h"
 #include "util/status.h"
 #include "util/uuid.h"
 
 namespace pccl::transport {
-
-struct SegmentHeader {
-    uint64_t seq = 0;
-    uint64_t offset = 0;  // in elements of the operation's logical buffer
-    uint32_t bytes = 0;
-    uint8_t phase = 0;
-};
-inline constexpr size_t kSegmentHeaderBytes = 24;
-inline constexpr uint32_t kMaxSegmentBytes = 64u << 20;
 
 // Receives the frames of one operation; called on I/O threads, concurrently for different
 // connections. After beginFrame returns a destination, exactly one of onPayload or
@@ -99,7 +92,7 @@ public:
     // fail (onPayloadFailed). Returns at once; callbacks follow on the I/O threads.
     void closeAll(const std::string &reason);
 
-    struct Impl;  // internal; public so the connection types in data_plane.cpp can name it
+    struct Impl;  // internal (data_plane_impl.h); public so the connection types can name it
 
 private:
     std::shared_ptr<Impl> impl_;

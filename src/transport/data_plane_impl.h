@@ -1,0 +1,70 @@
+// The data plane's shared state, seen by DataPlane (data_plane.cpp) and its two connection
+// types (out_conn.h: connections this peer opens and sends on; in_conn.h: connections it
+// accepts and receives on). Internal to src/transport.
+//
+// Locking: Impl::mu guards the maps below; a connection's own state is touched only on its
+// strand. Never hold Impl::mu while calling into a connection or a sink (they take it too).
+#pragma once
+#include <asio.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "transport/data_plane.h"
+#include "transport/same_host.h"
+
+namespace pccl::transport {
+
+using Strand = asio::strand<asio::io_context::executor_type>;
+
+struct OutConn;
+struct InConn;
+
+// One attempt to bring a peer's pool up to size; every caller waiting for it is told once.
+struct PendingConnect {
+    std::mutex mu;
+    int left = 0;
+    bool finished = false;
+    std::vector<std::function<void(Status)>> done;
+    std::shared_ptr<asio::steady_timer> timer;
+    std::vector<std::shared_ptr<OutConn>> conns;
+    DataPlane::Impl *owner = nullptr;
+    Uuid peer;
+    // Counts one connection up (s ok) or fails the whole attempt (closing its connections);
+    // the callbacks run once, when the last connection is up or at the first failure.
+    void finish(Status s);
+};
+
+struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+    asio::ip::tcp::acceptor acceptor{io};
+    std::vector<std::thread> threads;
+    int nThreads;
+
+    std::mutex mu;  // guards everything below
+    Uuid self;
+    std::string congestion = "auto";
+    bool sameHost = sameHostFromEnvironment();
+    std::unordered_map<Uuid, std::vector<std::shared_ptr<OutConn>>, UuidHash> pools;
+    std::vector<std::weak_ptr<InConn>> incoming;
+    std::unordered_map<uint64_t, std::shared_ptr<FrameSink>> sinks;
+    uint64_t highestSeq = 0;
+    std::multimap<uint64_t, std::shared_ptr<InConn>> parked;  // by the seq they wait for
+    std::unordered_map<Uuid, std::shared_ptr<PendingConnect>, UuidHash> connecting;
+
+    explicit Impl(int n) : nThreads(n) {}
+    void acceptLoop();
+    void removeOut(const Uuid &peer, const OutConn *c);
+    // One attempt per peer at a time: starts one for `missing` connections, or adds `done` to
+    // the attempt in progress and returns nullptr. Takes `mu`.
+    std::shared_ptr<PendingConnect> beginConnect(const Uuid &peer, int missing, std::function<void(Status)> &done);
+};
+
+} // namespace pccl::transport

@@ -1,0 +1,270 @@
+#include "transport/out_conn.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#include "transport/framed_connection.h"
+#include "transport/tsan.h"
+#include "util/bytes.h"
+#include "util/log.h"
+
+namespace pccl::transport {
+namespace {
+
+bool kernelOffers(const std::string &name) {
+    static const std::string available = [] {
+        std::ifstream f("/proc/sys/net/ipv4/tcp_available_congestion_control");
+        std::string line;
+        std::getline(f, line);
+        return " " + line + " ";
+    }();
+    return available.find(" " + name + " ") != std::string::npos;
+}
+
+// Sets TCP_CONGESTION on a connected socket (after connect: a route's congctl replaces the
+// socket's choice at connect time). See DataPlane::setCongestionControl for the modes.
+void setCongestion(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, const std::string &mode) {
+    std::string name = mode;
+    if (mode == "system") return;
+    if (mode == "auto") {
+        if (to.address().is_loopback() || !kernelOffers("bbr")) return;
+        name = "bbr";
+    }
+#ifdef TCP_CONGESTION
+    if (::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_CONGESTION, name.data(), static_cast<socklen_t>(name.size())) != 0) {
+        static std::atomic<bool> warned{false};
+        if (!warned.exchange(true))
+            PCCL_LOG(Warn, "TCP congestion control \"" << name << "\" refused by the kernel (" << std::strerror(errno)
+                                                        << "); data connections use the system default");
+    }
+#else
+    (void)s;
+#endif
+}
+
+} // namespace
+
+// ---- handshake
+
+void OutConn::Handshake::fail(const std::string &what, const asio::error_code &ec) const {
+    pending->finish({pcclRankConnectionFailed, "cannot connect to peer " + pending->peer.shortStr() + " at " + addr.str() +
+                                                   ": " + what + ": " + ec.message()});
+}
+
+void OutConn::open(std::shared_ptr<Handshake> hs) {
+    auto self = shared_from_this();
+    asio::post(strand, [self, hs] {
+        self->socket.async_connect(hs->endpoint, asio::bind_executor(self->strand, [self, hs](const asio::error_code &ec) {
+                                       if (ec) return hs->fail("connect", ec);
+                                       tuneSocket(self->socket);
+                                       setCongestion(self->socket, hs->endpoint, hs->congestion);
+                                       self->sendHello(hs);
+                                   }));
+    });
+}
+
+void OutConn::sendHello(std::shared_ptr<Handshake> hs) {
+    auto self = shared_from_this();
+    asio::async_write(socket, asio::buffer(hs->hello), asio::bind_executor(strand, [self, hs](const asio::error_code &ec, size_t) {
+                          if (ec) return hs->fail("hello", ec);
+                          asio::async_read(self->socket, asio::buffer(hs->ack),
+                                           asio::bind_executor(self->strand, [self, hs](const asio::error_code &ec2, size_t) {
+                                               if (ec2) return hs->fail("handshake", ec2);
+                                               self->onAck(*hs);
+                                           }));
+                      }));
+}
+
+void OutConn::onAck(const Handshake &hs) {
+    const auto ack = decodeDataAck(hs.ack.data(), hs.ack.size());
+    if (!ack || ack->magic != kDataMagic || !ack->accepted || (ack->same_host && !hs.offer))
+        return hs.fail("handshake", asio::error::access_denied);
+    sameHost = ack->same_host;
+    {
+        // The owner outlives every handler (its I/O threads are joined before it is destroyed).
+        std::lock_guard lock(hs.pending->owner->mu);
+        hs.pending->owner->pools[peer].push_back(shared_from_this());
+    }
+    watchForClose();
+    hs.pending->finish({});
+}
+
+// ---- sending
+
+void OutConn::enqueue(Item item) {
+    queuedBytes += item.bytes;
+    auto self = shared_from_this();
+    asio::post(strand, [self, item = std::move(item)]() mutable {
+        if (self->closed) {
+            self->queuedBytes -= item.bytes;
+            item.done(false, "data connection to " + self->peer.shortStr() + " is closed");
+            return;
+        }
+        self->queue.push_back(std::move(item));
+        if (!self->writing) self->writeNext();
+    });
+}
+
+void OutConn::writeNext() {
+    // Closed while a write was in flight that then succeeded: the rest of its items fail here.
+    if (closed) {
+        failUnacked("data connection to " + peer.shortStr() + " is closed");
+        return failQueued("data connection to " + peer.shortStr() + " is closed");
+    }
+    completeAcked();
+    if (queue.empty()) return;
+    writing = true;
+    std::vector<asio::const_buffer> iov;
+    iov.reserve(2 * kGatherItems);
+    size_t skip = frontSent;
+    const size_t hb = headerWire();
+    inWrite = 0;
+    for (auto &it : queue) {
+        if (inWrite == kGatherItems) break;
+        ++inWrite;
+        if (skip < hb) iov.emplace_back(it.header + skip, hb - skip);
+        const size_t payloadSkip = skip > hb ? skip - hb : 0;
+        if (payloadSkip < payloadWire(it)) {
+            iov.emplace_back(static_cast<const uint8_t *>(it.data) + payloadSkip, payloadWire(it) - payloadSkip);
+            tsan::read(iov.back().data(), iov.back().size());
+        }
+        tsan::release(it.data);
+        skip = 0;
+    }
+    auto self = shared_from_this();
+    socket.async_write_some(iov, asio::bind_executor(strand, [self](const asio::error_code &ec, size_t n) {
+                                self->onWritten(ec, n);
+                            }));
+}
+
+void OutConn::onWritten(const asio::error_code &ec, size_t n) {
+    writing = false;  // closeNow below must fail every queued item
+    if (ec) {
+        const std::string why = "sending to " + peer.shortStr() + " failed: " + ec.message();
+        closeNow(ec.message());
+        failQueued(why);  // the items of this write, if closeNow ran before
+        return;
+    }
+    frontSent += n;
+    while (!queue.empty() && frontSent >= wireBytes(queue.front())) {
+        frontSent -= wireBytes(queue.front());
+        if (queue.front().byRef) {
+            unacked.splice(unacked.end(), queue, queue.begin());
+            continue;
+        }
+        auto item = std::move(queue.front());
+        queue.pop_front();
+        queuedBytes -= item.bytes;
+        item.done(true, {});
+    }
+    writeNext();
+}
+
+// Fails the queued items from `first` on.
+void OutConn::failQueued(const std::string &why, size_t first) {
+    while (queue.size() > first) {
+        auto item = std::move(queue.back());
+        queue.pop_back();
+        queuedBytes -= item.bytes;
+        item.done(false, why);
+    }
+    if (first == 0) frontSent = 0;
+}
+
+void OutConn::cancel(uint64_t seq) {
+    auto self = shared_from_this();
+    asio::post(strand, [self, seq] {
+        std::vector<Item> dropped;
+        auto &q = self->queue;
+        // Items the write in progress covers, or partly written, stay: the stream stays in step.
+        const size_t started = self->writing ? self->inWrite : (self->frontSent ? 1 : 0);
+        for (auto it = std::next(q.begin(), static_cast<std::ptrdiff_t>(std::min(started, q.size()))); it != q.end();) {
+            if (encodedSeq(it->header) == seq) {
+                self->queuedBytes -= it->bytes;
+                dropped.push_back(std::move(*it));
+                it = q.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        for (auto &item : dropped) item.done(false, "cancelled");
+    });
+}
+
+// ---- what the receiver sends back
+
+// The receiver never sends after the handshake: a read that completes means it closed the
+// connection (or broke the protocol). Watching for it takes the connection out of the pool
+// at once, instead of at the next send, which would then fail an operation.
+void OutConn::watchForClose() {
+    if (sameHost) return readAcks();
+    auto self = shared_from_this();
+    socket.async_read_some(asio::buffer(&watchByte, 1), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                               self->closeNow(ec ? "closed by the receiver: " + ec.message() : "unexpected data from the receiver");
+                           }));
+}
+
+// Same-host connections: the receiver's acknowledgements (a running total of frames it
+// consumed) free the oldest unacknowledged frames, in order.
+void OutConn::readAcks() {
+    auto self = shared_from_this();
+    asio::async_read(socket, asio::buffer(ackIn), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                         if (ec) return self->closeNow("closed by the receiver: " + ec.message());
+                         const uint64_t total = loadLE64(self->ackIn);
+                         const uint64_t onWire = self->acked + self->unacked.size() + (self->writing ? self->inWrite : 0);
+                         if (total < self->ackTotal || total > onWire)
+                             return self->closeNow("malformed acknowledgement from the receiver");
+                         self->ackTotal = total;
+                         self->completeAcked();
+                         self->readAcks();
+                     }));
+}
+
+void OutConn::completeAcked() {
+    while (acked < ackTotal && !unacked.empty()) {
+        auto item = std::move(unacked.front());
+        unacked.pop_front();
+        ++acked;
+        queuedBytes -= item.bytes;
+        tsan::acquire(item.data);
+        item.done(true, {});
+    }
+}
+
+void OutConn::failUnacked(const std::string &why) {
+    while (!unacked.empty()) {
+        auto item = std::move(unacked.front());
+        unacked.pop_front();
+        queuedBytes -= item.bytes;
+        item.done(false, why);
+    }
+}
+
+// ---- closing
+
+void OutConn::closeNow(const std::string &reason) {
+    if (closed) return;
+    closed = true;
+    dead = true;
+    PCCL_LOG(Debug, "data connection to " << peer.shortStr() << " closed: " << reason);
+    asio::error_code ec;
+    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    socket.close(ec);
+    // The items of the write in progress are failed by its handler.
+    failQueued("data connection to " + peer.shortStr() + " closed: " + reason, writing ? inWrite : 0);
+    failUnacked("data connection to " + peer.shortStr() + " closed before the receiver copied the frame: " + reason);
+    if (auto o = owner.lock()) o->removeOut(peer, this);
+}
+
+void OutConn::close(const std::string &reason) {
+    auto self = shared_from_this();
+    asio::post(strand, [self, reason] { self->closeNow(reason); });
+}
+
+} // namespace pccl::transport

@@ -1,0 +1,97 @@
+// One outgoing data connection: this peer opens it (handshake in open()), then queues frames on
+// it and writes them in gathered sendmsg calls. Internal to the data plane (data_plane_impl.h).
+//
+// Threads: enqueue, cancel and close may be called from any thread (they post to the strand);
+// every other method runs on the strand. `queuedBytes`, `dead` and, once the connection is in a
+// pool, `sameHost` may be read from any thread.
+#pragma once
+#include <asio.hpp>
+
+#include <atomic>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "transport/data_plane_impl.h"
+#include "transport/data_wire.h"
+
+namespace pccl::transport {
+
+struct OutConn : std::enable_shared_from_this<OutConn> {
+    struct Item {
+        uint8_t header[kMaxFrameHeaderBytes];  // frameHeaderBytes(sameHost) of them are sent
+        const void *data;
+        size_t bytes;
+        SendDone done;
+        bool byRef = false;  // sent by reference (same-host connection, large frame)
+    };
+    // What open() needs until the handshake ends.
+    struct Handshake {
+        std::shared_ptr<PendingConnect> pending;
+        protocol::NetAddr addr;  // for messages
+        asio::ip::tcp::endpoint endpoint;
+        std::string congestion;  // DataPlane::setCongestionControl's mode
+        bool offer = false;      // the hello offers same-host copies
+        std::array<uint8_t, kDataHelloBytes> hello{};
+        std::array<uint8_t, kDataAckBytes> ack{};
+        void fail(const std::string &what, const asio::error_code &ec) const;
+    };
+
+    OutConn(asio::io_context &io, std::weak_ptr<DataPlane::Impl> owner, Uuid peer)
+        : strand(asio::make_strand(io)), socket(strand), owner(std::move(owner)), peer(peer) {}
+
+    // Connects, sends the hello and checks the acknowledgement; then joins the owner's pool for
+    // `peer` and counts one up in hs->pending, or fails hs->pending. Returns at once.
+    void open(std::shared_ptr<Handshake> hs);
+    void enqueue(Item item);
+    // Fails the queued frames of operation `seq` that have not started (see DataPlane::cancelSends).
+    void cancel(uint64_t seq);
+    void close(const std::string &reason);
+
+    Strand strand;
+    asio::ip::tcp::socket socket;
+    std::weak_ptr<DataPlane::Impl> owner;
+    Uuid peer;
+    // Same-host copies (set by the handshake, before the connection joins the pool): large
+    // frames carry the payload's address; such a frame waits in `unacked` until the receiver says
+    // it copied it, and only then is the sender's memory free (its `done` runs).
+    bool sameHost = false;
+    std::atomic<size_t> queuedBytes{0};
+    std::atomic<bool> dead{false};
+
+private:
+    void sendHello(std::shared_ptr<Handshake> hs);
+    void onAck(const Handshake &hs);
+    void writeNext();
+    void onWritten(const asio::error_code &ec, size_t n);
+    void failQueued(const std::string &why, size_t first = 0);
+    void watchForClose();
+    void readAcks();
+    void completeAcked();
+    void failUnacked(const std::string &why);
+    void closeNow(const std::string &reason);
+
+    // One sendmsg covers up to kGatherItems queued frames and is not cut at 64 KiB (asio's
+    // async_write is: it would cost one syscall, and one wakeup, per 64 KiB). Frames are
+    // completed as the bytes the kernel took cover them.
+    static constexpr size_t kGatherItems = 16;
+    size_t headerWire() const { return frameHeaderBytes(sameHost); }
+    size_t payloadWire(const Item &it) const { return it.byRef ? 0 : it.bytes; }
+    size_t wireBytes(const Item &it) const { return headerWire() + payloadWire(it); }
+
+    // A list, not a deque: the write in progress points the kernel at the headers of queued
+    // items, and cancelling an item must not move the others (deque::erase in the middle does).
+    std::list<Item> queue;
+    size_t frontSent = 0;  // bytes of queue.front() (header + payload) on the wire
+    size_t inWrite = 0;    // leading items the write in progress covers
+    bool writing = false;
+    bool closed = false;
+    std::list<Item> unacked;
+    uint64_t acked = 0;     // frames completed by acknowledgements so far
+    uint64_t ackTotal = 0;  // the receiver's latest total (may run ahead of `unacked`: its
+                            // acknowledgement can be read before our write's completion handler has run)
+    uint8_t ackIn[kConsumedBytes];
+    uint8_t watchByte = 0;
+};
+
+} // namespace pccl::transport
