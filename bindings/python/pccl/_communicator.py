@@ -98,7 +98,7 @@ class AsyncReduceHandle:
                 except ValueError:
                     status = r
                 self._outcome = (r == 0, status, _reduce_info((world, tx, rx)))
-                self._error = None if r == 0 else PCCLError(r, msg)
+                self._error = None if r == 0 else PCCLError(r, "pcclAwaitAsyncReduce", msg)
                 self._comm._forget(self._tag, self)
                 self._keepalive = None
             return self._outcome
@@ -157,7 +157,7 @@ class Communicator(Closeable):
     def _require(self) -> Any:
         native = self._native
         if native is None:
-            raise PCCLError(Result.INVALID_USAGE, "the communicator is closed")
+            raise PCCLError(Result.INVALID_USAGE, message="the communicator is closed")
         return native
 
     def _forget(self, tag: int, handle: AsyncReduceHandle) -> None:
@@ -202,7 +202,7 @@ class Communicator(Closeable):
                     raise
                 if attempt == n_attempts:
                     suffix = f" (gave up after {n_attempts} attempt{'s' if n_attempts > 1 else ''})"
-                    raise PCCLError(e.result, e.message + suffix) from None
+                    raise PCCLError(e.result, e.func_name, e.message + suffix) from None
             # A failed connect may leave the C communicator unusable: start the next attempt
             # with a fresh one.
             native.close()

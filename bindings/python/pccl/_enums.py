@@ -83,6 +83,20 @@ class DeviceType(IntEnum):
     CPU = 0
     CUDA = 1
 
+    @staticmethod
+    def from_torch_device_type(device_type: Any) -> "DeviceType":
+        """The DeviceType of a torch device (PCCL 1.0): a device type string as in
+        ``tensor.device.type`` (``"cpu"``, ``"cuda"``; ``"cuda:1"`` is accepted too) or a
+        ``torch.device``. Does not import torch. Raises ValueError for other device types
+        (``"mps"``, ``"meta"`` ...) and TypeError for anything else."""
+        kind = getattr(device_type, "type", device_type)  # torch.device -> its type string
+        if not isinstance(kind, str):
+            raise TypeError(f"expected a torch device type such as 'cpu' or 'cuda', got {type(device_type).__name__}")
+        found = {"cpu": DeviceType.CPU, "cuda": DeviceType.CUDA}.get(kind.split(":", 1)[0])
+        if found is None:
+            raise ValueError(f"unsupported torch device type '{kind}' (pccl supports cpu and cuda)")
+        return found
+
 
 class DistributionHint(IntEnum):
     """``pcclDistributionHint_t``: a hint about the values' distribution (for quantization)."""

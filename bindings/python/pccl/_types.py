@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, TypeVar
 
 from ._buffers import Buffer, check_pair, describe_numpy, describe_torch, _check_device
 from ._enums import DataType, DeviceType, DistributionHint, QuantizationAlgorithm, ReduceOp
@@ -34,6 +35,29 @@ def _enum(cls, value: Any, what: str):
     except ValueError:
         raise ValueError(f"{what}: {value} is not a valid {cls.__name__} "
                          f"({', '.join(f'{m.name}={int(m)}' for m in cls)})") from None
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _keyword_aliases(**alias_of: str) -> Callable[[_F], _F]:
+    """Decorator: accept each keyword ``alias=...`` as the parameter ``alias_of[alias]`` (the
+    parameters carry PCCL 1.0's names; this library's earlier names stay accepted). The
+    signature seen by ``inspect`` is the function's own. TypeError if both names are given."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for alias, name in alias_of.items():
+                if alias in kwargs:
+                    if name in kwargs:
+                        raise TypeError(f"{fn.__qualname__}() got both '{name}' and its alias '{alias}'")
+                    kwargs[name] = kwargs.pop(alias)
+            return fn(*args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return wrap
 
 
 def _uint(value: Any, what: str, *, bits: int = 64, minimum: int = 0) -> int:
@@ -160,21 +184,29 @@ class ReduceOpDescriptor:
     @classmethod
     def _from_buffers(cls, send: Buffer, recv: Buffer, desc: ReduceDescriptor) -> "ReduceOpDescriptor":
         if not isinstance(desc, ReduceDescriptor):
-            raise TypeError(f"desc must be a ReduceDescriptor, got {type(desc).__name__}")
+            raise TypeError(f"reduce_descriptor must be a ReduceDescriptor, got {type(desc).__name__}")
         check_pair(send, recv, expected_dtype=desc.operand_descriptor.datatype, expected_count=desc.count)
         self = cls(send.ptr, recv.ptr, desc)
         self._owners = (send.owner, recv.owner)
         return self
 
     @classmethod
-    def from_torch(cls, send: Any, recv: Any, desc: ReduceDescriptor) -> "ReduceOpDescriptor":
-        """From two torch tensors (contiguous, same dtype and size, matching ``desc``)."""
-        return cls._from_buffers(describe_torch(send, "send"), describe_torch(recv, "recv", writeable=True), desc)
+    @_keyword_aliases(desc="reduce_descriptor")
+    def from_torch(cls, send: Any, recv: Any, reduce_descriptor: ReduceDescriptor) -> "ReduceOpDescriptor":
+        """From two torch tensors (contiguous, same dtype and size, matching
+        ``reduce_descriptor``; ``desc=`` is accepted as an alias). Raises TypeError/ValueError
+        for tensors that do not fit; never blocks."""
+        return cls._from_buffers(describe_torch(send, "send"), describe_torch(recv, "recv", writeable=True),
+                                 reduce_descriptor)
 
     @classmethod
-    def from_numpy(cls, send: Any, recv: Any, desc: ReduceDescriptor) -> "ReduceOpDescriptor":
-        """From two numpy arrays (C-contiguous, same dtype and size, matching ``desc``)."""
-        return cls._from_buffers(describe_numpy(send, "send"), describe_numpy(recv, "recv", writeable=True), desc)
+    @_keyword_aliases(desc="reduce_descriptor")
+    def from_numpy(cls, send: Any, recv: Any, reduce_descriptor: ReduceDescriptor) -> "ReduceOpDescriptor":
+        """From two numpy arrays (C-contiguous, same dtype and size, matching
+        ``reduce_descriptor``; ``desc=`` is accepted as an alias). Raises TypeError/ValueError
+        for arrays that do not fit; never blocks."""
+        return cls._from_buffers(describe_numpy(send, "send"), describe_numpy(recv, "recv", writeable=True),
+                                 reduce_descriptor)
 
     def _native(self) -> tuple:
         return self.reduce_descriptor._native(self.sendbuf_ptr, self.recvbuf_ptr)
@@ -218,14 +250,17 @@ class TensorInfo:
     @classmethod
     def from_torch(cls, tensor: Any, name: str, *, allow_content_inequality: bool = False) -> "TensorInfo":
         """From a contiguous torch tensor (kept alive by this TensorInfo). The sync writes into
-        it in place."""
+        it in place. Raises TypeError/ValueError for a tensor that does not fit."""
         return cls._from_buffer(describe_torch(tensor, f"shared state entry '{name}'", writeable=True), name,
                                 allow_content_inequality)
 
     @classmethod
-    def from_numpy(cls, array: Any, name: str, *, allow_content_inequality: bool = False) -> "TensorInfo":
-        """From a C-contiguous, writeable numpy array (kept alive by this TensorInfo)."""
-        return cls._from_buffer(describe_numpy(array, f"shared state entry '{name}'", writeable=True), name,
+    @_keyword_aliases(array="tensor")
+    def from_numpy(cls, tensor: Any, name: str, *, allow_content_inequality: bool = False) -> "TensorInfo":
+        """From a C-contiguous, writeable numpy array (kept alive by this TensorInfo). The
+        keyword is ``tensor`` as in PCCL 1.0; ``array=`` is accepted as an alias. Raises
+        TypeError/ValueError for an array that does not fit."""
+        return cls._from_buffer(describe_numpy(tensor, f"shared state entry '{name}'", writeable=True), name,
                                 allow_content_inequality)
 
     def _native(self) -> tuple:

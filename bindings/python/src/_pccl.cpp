@@ -5,7 +5,7 @@
 // arrays, maps dtypes and offers the PCCL 1.0 names (contiguous_address, a buffer-protocol read,
 // only speeds up its numpy checks). Every call that can wait for other
 // processes releases the GIL. A failed call raises the exception type the package installed with
-// _set_error_type (pccl.PCCLError) as ErrorType(result_code, message), where message is the
+// _set_error_type (pccl.PCCLError) as ErrorType(result_code, func_name, message), where message is the
 // library's own reason (pcclGetLastErrorMessage), captured on the calling thread right after the
 // failing call.
 //
@@ -48,10 +48,12 @@ std::string threadLastError() {
     return m ? std::string(m) : std::string();
 }
 
-// Raises ErrorType(result, message). The GIL must be held.
-[[noreturn]] void raiseResult(pcclResult_t result, const std::string &message) {
+// Raises ErrorType(result, func_name, message): func_name is the failed C call (None for a
+// check of this module's own). The GIL must be held.
+[[noreturn]] void raiseResult(pcclResult_t result, const std::string &message, const char *func = nullptr) {
     PyObject *type = g_error_type ? g_error_type : PyExc_RuntimeError;
-    py::tuple args = py::make_tuple(static_cast<int>(result), message);
+    py::object name = func ? py::object(py::str(func)) : py::object(py::none());
+    py::tuple args = py::make_tuple(static_cast<int>(result), name, message);
     PyErr_SetObject(type, args.ptr());
     throw py::error_already_set();
 }
@@ -76,17 +78,17 @@ auto withoutGil(Fn &&fn) -> decltype(fn()) {
     return std::move(*result);
 }
 
-// Runs fn (returning pcclResult_t) without the GIL; raises on failure with the message the
-// library recorded for this thread.
+// Runs fn (returning pcclResult_t from the C call named func) without the GIL; raises on
+// failure with the message the library recorded for this thread.
 template <class Fn>
-void callNoGil(Fn &&fn) {
+void callNoGil(const char *func, Fn &&fn) {
     std::string message;
     const pcclResult_t r = withoutGil([&] {
         const pcclResult_t result = fn();
         if (result != pcclSuccess) message = threadLastError();
         return result;
     });
-    if (r != pcclSuccess) raiseResult(r, message);
+    if (r != pcclSuccess) raiseResult(r, message, func);
 }
 
 ccoip_socket_address_t makeAddress(int protocol, const py::bytes &ip, int port) {
@@ -206,7 +208,7 @@ public:
         params.state_compression_level = ex[5];
         params.same_host = ex[6];
         pcclComm_t *comm = nullptr;
-        callNoGil([&] { return pcclCreateCommunicatorEx(&params, &comm); });
+        callNoGil("pcclCreateCommunicatorEx", [&] { return pcclCreateCommunicatorEx(&params, &comm); });
         handle_ = comm;
     }
 
@@ -236,35 +238,36 @@ public:
                                                   " call(s) are still running on this communicator in other threads");
             comm = std::exchange(handle_, nullptr);
         }
-        callNoGil([&] { return pcclDestroyCommunicator(comm); });
+        callNoGil("pcclDestroyCommunicator", [&] { return pcclDestroyCommunicator(comm); });
     }
 
     void connect() {
         Use u(*this);
-        callNoGil([&] { return pcclConnect(u.h); });
+        callNoGil("pcclConnect", [&] { return pcclConnect(u.h); });
     }
 
     void updateTopology() {
         Use u(*this);
-        callNoGil([&] { return pcclUpdateTopology(u.h); });
+        callNoGil("pcclUpdateTopology", [&] { return pcclUpdateTopology(u.h); });
     }
 
     bool arePeersPending() {
         Use u(*this);
         bool pending = false;
-        callNoGil([&] { return pcclArePeersPending(u.h, &pending); });
+        callNoGil("pcclArePeersPending", [&] { return pcclArePeersPending(u.h, &pending); });
         return pending;
     }
 
     void optimizeTopology() {
         Use u(*this);
-        callNoGil([&] { return pcclOptimizeTopology(u.h); });
+        callNoGil("pcclOptimizeTopology", [&] { return pcclOptimizeTopology(u.h); });
     }
 
     int getAttribute(int attribute) {
         Use u(*this);
         int value = 0;
-        callNoGil([&] { return pcclGetAttribute(u.h, static_cast<pcclAttribute_t>(attribute), &value); });
+        callNoGil("pcclGetAttribute",
+                  [&] { return pcclGetAttribute(u.h, static_cast<pcclAttribute_t>(attribute), &value); });
         return value;
     }
 
@@ -273,7 +276,7 @@ public:
         Use u(*this);
         const pcclReduceDescriptor_t d = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
         pcclReduceInfo_t info{};
-        callNoGil([&] {
+        callNoGil("pcclAllReduce", [&] {
             return pcclAllReduce(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d, u.h, &info);
         });
         return infoTuple(info);
@@ -284,7 +287,7 @@ public:
         Use u(*this);
         const pcclReduceDescriptor_t d = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
         pcclAsyncReduceOp_t handle{};
-        callNoGil([&] {
+        callNoGil("pcclAllReduceAsync", [&] {
             return pcclAllReduceAsync(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d, u.h,
                                       &handle);
         });
@@ -319,7 +322,7 @@ public:
             descs[i].descriptor = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
         }
         pcclReduceInfo_t info{};
-        callNoGil([&] {
+        callNoGil("pcclAllReduceMultipleWithRetry", [&] {
             return pcclAllReduceMultipleWithRetry(descs.data(), descs.size(), u.h, &info, maxInFlight);
         });
         return infoTuple(info);
@@ -346,7 +349,7 @@ public:
         state.count = infos.size();
         state.infos = infos.empty() ? nullptr : infos.data();
         pcclSharedStateSyncInfo_t info{};
-        callNoGil([&] {
+        callNoGil("pcclSynchronizeSharedState", [&] {
             return pcclSynchronizeSharedState(u.h, &state, static_cast<pcclSharedStateSyncStrategy_t>(strategy),
                                               &info);
         });
@@ -367,7 +370,7 @@ public:
     Master(int protocol, const py::bytes &ip, int port) : Guarded("the master") {
         const ccoip_socket_address_t address = makeAddress(protocol, ip, port);
         pcclMasterInstance_t *m = nullptr;
-        callNoGil([&] { return pcclCreateMaster(address, &m); });
+        callNoGil("pcclCreateMaster", [&] { return pcclCreateMaster(address, &m); });
         handle_ = m;
     }
 
@@ -388,25 +391,25 @@ public:
 
     void run() {
         Use u(*this);
-        callNoGil([&] { return pcclRunMaster(u.h); });
+        callNoGil("pcclRunMaster", [&] { return pcclRunMaster(u.h); });
     }
 
     int port() {
         Use u(*this);
         uint16_t port = 0;
-        callNoGil([&] { return pcclGetMasterPort(u.h, &port); });
+        callNoGil("pcclGetMasterPort", [&] { return pcclGetMasterPort(u.h, &port); });
         return port;
     }
 
     void interrupt() {
         Use u(*this);
         const pcclResult_t r = pcclInterruptMaster(u.h);
-        if (r != pcclSuccess) raiseResult(r, "pcclInterruptMaster failed");
+        if (r != pcclSuccess) raiseResult(r, "", "pcclInterruptMaster");
     }
 
     void awaitTermination() {
         Use u(*this);
-        callNoGil([&] { return pcclMasterAwaitTermination(u.h); });
+        callNoGil("pcclMasterAwaitTermination", [&] { return pcclMasterAwaitTermination(u.h); });
     }
 
     // Stops the master (if running), waits for calls in other threads (await_termination returns
@@ -423,7 +426,7 @@ public:
             return std::exchange(handle_, nullptr);
         });
         if (!m) return;
-        callNoGil([&] { return pcclDestroyMaster(m); });
+        callNoGil("pcclDestroyMaster", [&] { return pcclDestroyMaster(m); });
     }
 };
 
@@ -442,7 +445,7 @@ PYBIND11_MODULE(_pccl, m) {
             Py_XDECREF(g_error_type);
             g_error_type = type.inc_ref().ptr();
         },
-        "Install the exception type raised for failed calls: type(result_code, message).");
+        "Install the exception type raised for failed calls: type(result_code, func_name, message).");
     m.def("version", [] {
         int v = 0;
         pcclGetVersion(&v);

@@ -125,12 +125,15 @@ def test_signatures():
     assert params(pccl.TensorInfo.__init__) == [
         ("self", POS, E), ("name", POS, E), ("data_ptr", POS, E), ("numel", KW, E), ("dtype", KW, E),
         ("device_type", KW, E), ("allow_content_inequality", KW, False)]
-    for name in ("from_torch", "from_numpy"):
+    for name in ("from_torch", "from_numpy"):  # PCCL 1.0's keyword names (test_pccl1_names.py: aliases)
         assert params(getattr(pccl.TensorInfo, name)) == [
-            ("tensor" if name == "from_torch" else "array", POS, E), ("name", POS, E),
-            ("allow_content_inequality", KW, False)]
+            ("tensor", POS, E), ("name", POS, E), ("allow_content_inequality", KW, False)]
         assert params(getattr(pccl.ReduceOpDescriptor, name)) == [("send", POS, E), ("recv", POS, E),
-                                                                   ("desc", POS, E)]
+                                                                   ("reduce_descriptor", POS, E)]
+    assert params(pccl.PCCLError.__init__) == [("self", POS, E), ("result", POS, E), ("func_name", POS, None),
+                                               ("message", POS, None)]
+    assert params(pccl.PCCLError.check) == [("result", POS, E), ("func_name", POS, E)]
+    assert params(pccl.DeviceType.from_torch_device_type) == [("device_type", POS, E)]
     assert params(pccl.ReduceOpDescriptor.__init__) == [
         ("self", POS, E), ("sendbuf_ptr", POS, E), ("recvbuf_ptr", POS, E), ("reduce_descriptor", POS, E)]
     assert params(pccl.ReduceDescriptor) == [
@@ -186,16 +189,16 @@ def test_version_and_build_info():
 
 
 def test_pccl_error():
-    e = pccl.PCCLError(8, "peer 3 stopped responding")
+    e = pccl.PCCLError(8, "pcclAllReduce", "peer 3 stopped responding")
     assert isinstance(e, Exception)
     assert e.result == 8 and e.result is pccl.Result.RANK_CONNECTION_LOST
-    assert e.message == "peer 3 stopped responding"
-    assert "RANK_CONNECTION_LOST" in str(e) and "peer 3" in str(e)
+    assert e.func_name == "pcclAllReduce" and e.message == "peer 3 stopped responding"
+    assert "RANK_CONNECTION_LOST" in str(e) and "peer 3" in str(e) and "pcclAllReduce" in str(e)
     assert pccl.PCCLError(99).result == 99  # unknown codes are kept
     import pickle
 
     e2 = pickle.loads(pickle.dumps(e))
-    assert (e2.result, e2.message) == (e.result, e.message)
+    assert (e2.result, e2.func_name, e2.message) == (e.result, e.func_name, e.message)
 
 
 def test_errors_carry_the_library_message():
