@@ -36,6 +36,14 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "deselect with -m 'not examples'")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # A running master keeps the interpreter alive at exit until it is interrupted (PCCL 1.0's
+    # MasterNode lifetime): stop any that a failed test left running, or pytest would not exit.
+    from pccl._master import _close_all_masters
+
+    _close_all_masters()
+
+
 @pytest.fixture(autouse=True)
 def _hard_deadline(request: pytest.FixtureRequest):
     marker = request.node.get_closest_marker("timeout")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -129,13 +131,14 @@ def test_python_m_pccl_master():
     _run_master_command([sys.executable, "-m", "pccl.master"], _free_port())
 
 
-def test_pccl_master_console_script():
-    exe = shutil.which("pccl-master", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    script = os.path.join(os.path.dirname(sys.executable), "pccl-master")
+@pytest.mark.parametrize("name", ["pccl-master", "pccl_master"])
+def test_pccl_master_console_script(name):
+    exe = shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    script = os.path.join(os.path.dirname(sys.executable), name)
     if os.path.exists(script):
         exe = script  # the one installed with this interpreter's pccl
     if exe is None:
-        pytest.skip("pccl-master is not on PATH")
+        pytest.skip(f"{name} is not on PATH")
     _run_master_command([exe], _free_port())
 
 
@@ -152,7 +155,7 @@ def test_master_command_errors():
         assert p.returncode == 1 and "cannot listen" in err
     p = python_subprocess(["-m", "pccl.master", "--help"], stdout=subprocess.PIPE, text=True)
     out, _ = p.communicate(timeout=30)
-    assert p.returncode == 0 and "--listen-address" in out
+    assert p.returncode == 0 and "--listen HOST:PORT" in out and "--heartbeat-timeout-ms" in out
 
 
 def test_await_termination_is_interruptible_by_ctrl_c():
@@ -176,3 +179,189 @@ def test_await_termination_is_interruptible_by_ctrl_c():
         if p.poll() is None:
             p.kill()
             p.wait(5)
+
+
+# ------------------------------------------------------------------------------------------
+# PCCL 1.0's MasterNode lifetime: once run, a master serves until interrupted, whatever happens
+# to the object or the script. Real subprocesses: what counts is how the interpreter exits.
+
+def _default_sigint() -> None:
+    # A child started from a shell's background job inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give it the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _script(code: str, **kw) -> subprocess.Popen:
+    return python_subprocess(["-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_default_sigint, **kw)
+
+
+def _finish(p: subprocess.Popen, timeout: float = 15) -> tuple:
+    """Wait for p to exit on its own; returns (returncode, stdout, stderr, seconds waited)."""
+    t0 = time.monotonic()
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err, time.monotonic() - t0
+
+
+def _kill(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.kill()
+        p.wait(5)
+
+
+def _serves(port: int) -> bool:
+    """A peer can join the master on port (a run of one)."""
+    try:
+        with pccl.Communicator(f"127.0.0.1:{port}") as c:
+            c.connect(n_attempts=1)
+            return c.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) == 1
+    except pccl.PCCLError:
+        return False
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+# The PCCL 1.0 master script, with the object dropped and collected before the script's last
+# statement: neither the finaliser nor the end of the script may stop the master. A thread of
+# the test's reports when the script body has ended (the main thread is done).
+_MASTER_SCRIPT = ("import gc, threading, time, pccl\n"
+                  "def report_end():\n"
+                  "    while threading.main_thread().is_alive():\n"
+                  "        time.sleep(0.01)\n"
+                  "    print('body ended', flush=True)\n"
+                  "threading.Thread(target=report_end).start()\n"
+                  "m = pccl.MasterNode('127.0.0.1:0')\n"
+                  "m.run()\n"
+                  "port = m.port\n"
+                  "del m\n"
+                  "gc.collect()\n"
+                  "print(port, flush=True)\n")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_master_script_serves_after_its_end_until_a_signal_then_exits_0(sig):
+    p = _script(_MASTER_SCRIPT)
+    try:
+        port = int(p.stdout.readline())
+        assert p.stdout.readline() == "body ended\n"
+        assert _serves(port), p.stderr.read() if p.poll() is not None else "the master refused the peer"
+        assert _serves(port)  # and again: still there
+        assert p.poll() is None
+        p.send_signal(sig)
+        rc, out, err, waited = _finish(p)
+        assert rc == 0, err
+        assert waited < 5, f"exited {waited:.1f} s after {sig.name}"
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert not _listening(port)
+    finally:
+        _kill(p)
+
+
+def test_interrupt_ends_a_master_script():
+    code = ("import pccl, sys\n"
+            "m = pccl.MasterNode('127.0.0.1:0')\n"
+            "m.run()\n"
+            "print(m.port, flush=True)\n"
+            "sys.stdin.readline()\n"
+            "m.interrupt()\n")
+    p = _script(code, stdin=subprocess.PIPE)
+    try:
+        port = int(p.stdout.readline())
+        assert _serves(port)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        rc, out, err, waited = _finish(p)
+        assert rc == 0 and waited < 5, (rc, waited, err)
+        assert not _listening(port)
+    finally:
+        _kill(p)
+
+
+def test_a_with_block_scopes_the_master():
+    code = ("import pccl, sys\n"
+            "with pccl.MasterNode('127.0.0.1:0') as m:\n"
+            "    m.run()\n"
+            "    print(m.port, flush=True)\n"
+            "    sys.stdin.readline()\n"
+            "print('left the block', flush=True)\n"
+            "sys.stdin.readline()\n")
+    p = _script(code, stdin=subprocess.PIPE)
+    try:
+        port = int(p.stdout.readline())
+        assert _serves(port)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "left the block"
+        assert not _listening(port)  # stopped when the block was left, while the script goes on
+        p.stdin.write("\n")
+        p.stdin.flush()
+        rc, out, err, waited = _finish(p)
+        assert rc == 0 and waited < 5, (rc, waited, err)
+    finally:
+        _kill(p)
+
+
+def test_ctrl_c_while_the_script_runs_raises_keyboard_interrupt_and_stops_the_master():
+    code = ("import pccl, time\n"
+            "m = pccl.MasterNode('127.0.0.1:0')\n"
+            "m.run()\n"
+            "try:\n"
+            "    print(m.port, flush=True)\n"
+            "    while True:\n"
+            "        time.sleep(0.05)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', flush=True)\n")
+    p = _script(code)
+    try:
+        port = int(p.stdout.readline())
+        assert _serves(port)
+        p.send_signal(signal.SIGINT)
+        rc, out, err, waited = _finish(p)
+        assert rc == 0 and "interrupted" in out and waited < 5, (rc, out, err, waited)
+    finally:
+        _kill(p)
+
+
+def test_sigterm_while_the_script_runs_kills_it_as_without_a_master():
+    code = ("import pccl, time\n"
+            "m = pccl.MasterNode('127.0.0.1:0')\n"
+            "m.run()\n"
+            "print(m.port, flush=True)\n"
+            "while True:\n"
+            "    time.sleep(0.05)\n")
+    p = _script(code)
+    try:
+        int(p.stdout.readline())
+        p.send_signal(signal.SIGTERM)
+        rc, out, err, waited = _finish(p)
+        assert rc == -signal.SIGTERM and waited < 5, (rc, err, waited)
+    finally:
+        _kill(p)
+
+
+def test_a_dropped_running_master_keeps_serving_in_process():
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    m = pccl.MasterNode("127.0.0.1:0")
+    m.run()
+    port = m.port
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    m = ref()
+    assert m is not None and m.running  # held by its serving thread
+    try:
+        assert _serves(port)
+        m.interrupt()
+        m.await_termination()
+        assert not m.running and not m.closed
+        assert not _listening(port)
+    finally:
+        m.close()
+    # The signal handlers are back as they were once no master runs.
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers

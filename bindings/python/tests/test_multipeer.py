@@ -233,20 +233,28 @@ def test_close_aborts_an_unfinished_async_all_reduce():
 
 
 def test_interpreter_exit_without_close():
-    """A program that leaves communicators, a master and an unfinished async operation open
-    (and a thread blocked in an all-reduce) still exits promptly and cleanly."""
+    """A program that leaves communicators and an unfinished async operation open (and a thread
+    blocked in an all-reduce) still exits promptly and cleanly. (A master it ran would keep it
+    alive: masters serve until interrupted, as in PCCL 1.0; its masters are this process's.)"""
     import subprocess
     import sys
     import textwrap
 
     from pccl_testing import HERE
 
+    masters = [pccl.MasterNode("127.0.0.1:0") for _ in range(4)]  # one run per program
+    for m in masters:
+        m.run()
     code = textwrap.dedent(f"""
         import sys, threading, time
         sys.path.insert(0, {HERE!r})
         import numpy as np, pccl
         from pccl_testing import Cluster
-        c = Cluster(2)
+        class Master:  # the test process's
+            port = int(sys.argv[1])
+            def close(self):
+                pass
+        c = Cluster(2, master=Master())
         x = np.ones(10, np.float32)
         h = c.comms[0].all_reduce_async(x, x, op=pccl.ReduceOp.SUM, tag=1)
         y = np.ones(5, np.float32)
@@ -259,13 +267,17 @@ def test_interpreter_exit_without_close():
     # and load makes that likelier (it once ended in std::terminate from the GIL being taken back
     # in a destructor during CPython's pthread_exit).
     t0 = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd="/") for _ in range(4)]
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=60)
-        assert p.returncode == 0, stderr
-        assert "exiting" in stdout
-    assert time.monotonic() - t0 < 30
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(m.port)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd="/") for m in masters]
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=60)
+            assert p.returncode == 0, stderr
+            assert "exiting" in stdout
+        assert time.monotonic() - t0 < 30
+    finally:
+        for m in masters:
+            m.close()
 
 
 def test_same_host_keyword_any_mix_gives_exact_results():
