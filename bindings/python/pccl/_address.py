@@ -60,8 +60,10 @@ def parse_address(text: str, *, default_port: int = DEFAULT_MASTER_PORT, allow_p
         port = int(port_text)
     else:
         port = default_port
-    if port > 65535 or (port == 0 and not allow_port_zero):
-        raise ValueError(f"bad port {port} in address '{text}'" + ("" if allow_port_zero else " (must be 1..65535)"))
+    if port > 65535:
+        raise ValueError(f"bad port in address '{text}'")  # the C library's words (transport/address.cpp)
+    if port == 0 and not allow_port_zero:
+        raise ValueError(f"bad port 0 in address '{text}' (must be 1..65535)")
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

@@ -1,76 +1,191 @@
-"""Run a pccl master: ``python -m pccl.master --listen-address 0.0.0.0:48148`` (or the
-``pccl-master`` console command installed with the package).
+"""The pccl master program in Python: ``pccl-master``, ``pccl_master`` (PCCL 1.0's name) and
+``python -m pccl.master``.
 
-It serves until SIGINT or SIGTERM, then stops cleanly (exit status 0). Exit status 2 means a
-bad argument, 1 that the address could not be bound.
+One master program: the same flags, output and exit statuses as the C daemon
+(``master/main.cpp``), over an embedded master. It prints ``pccl-master listening on HOST:PORT``
+once it accepts connections, one status line per membership change (``pccl-master: <change> |
+accepted N, pending M``), and ``pccl-master stopped`` after SIGINT or SIGTERM, then exits 0.
+Exit status 2 means a bad argument, 1 that the address could not be bound. Log lines go to
+stderr (default level info).
+
+The C API has no master options, so the flags reach the embedded master's core through the
+environment variables it reads when the master is created: ``PCCL_HEARTBEAT_TIMEOUT_MS``,
+``PCCL_VOTE_TIMEOUT_MS`` and ``PCCL_MASTER_PRINT_STATUS``; and ``PCCL_LOG_LEVEL``, which the
+library reads at its first log line (so ``--log-level`` only works in a process that has not
+logged yet: ``main()`` is meant to run as a program).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
+import re
 import signal
 import sys
 import threading
-from typing import List, Optional
+from typing import Any, Dict, Iterator, List, Optional, TextIO
 
-from ._address import DEFAULT_MASTER_PORT
+from ._address import DEFAULT_MASTER_PORT, INET_IPV6, SocketAddress
 from ._errors import PCCLError
 from ._master import MasterNode
 
 __all__ = ["MasterNode", "main"]
 
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "off")
+_MAX_MS = 24 * 3600000
+
+# Word for word master/main.cpp's usage(): a test compares the --help output of both programs.
+_USAGE = (
+    "usage: pccl-master [--listen HOST:PORT] [--log-level LEVEL] [--heartbeat-timeout-ms MS]\n"
+    "                   [--vote-timeout-ms MS]\n"
+    "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
+    "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
+    "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
+    "                          (default 5000; env PCCL_HEARTBEAT_TIMEOUT_MS)\n"
+    "  --vote-timeout-ms       settle a vote or collective start still open after this long: remove\n"
+    "                          the laggards if the waiting peers outnumber them, else fail the\n"
+    "                          waiting calls with pcclTimeout (default 60000, 0 = never; env\n"
+    "                          PCCL_VOTE_TIMEOUT_MS)\n"
+    "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n"
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pccl-master",
-        description="The pccl master: admits peers, runs the votes and sequences the collectives of a run.")
-    p.add_argument("--listen-address", "--listen", dest="listen_address", default=f"0.0.0.0:{DEFAULT_MASTER_PORT}",
-                   help="address to listen on, ip:port (default %(default)s; IPv6: [::]:48148; "
-                        "port 0 = any free port)")
-    p.add_argument("--log-level", choices=_LOG_LEVELS, default=None,
-                   help="library log verbosity on stderr (default: $PCCL_LOG_LEVEL, else info)")
-    return p
+class _UsageError(Exception):
+    """A bad command line: the message is printed after ``pccl-master: ``; exit status 2."""
+
+    def __init__(self, message: str, show_usage: bool = False) -> None:
+        super().__init__(message)
+        self.show_usage = show_usage
+
+
+class _Options:
+    def __init__(self) -> None:
+        self.listen = f"0.0.0.0:{DEFAULT_MASTER_PORT}"
+        self.log_level = "info"
+        self.environment: Dict[str, str] = {}  # PCCL_* variables for the master core
+        self.help = False
+
+
+def _millis(flag: str, text: str, lowest: int) -> str:
+    """The C daemon's millis(): a decimal number of milliseconds in lowest..86400000."""
+    m = re.fullmatch(r"\s*([+-]?)([0-9]+)", text)
+    value = int(m.group(2)) if m else -1
+    if not m or (m.group(1) == "-" and value != 0) or value < lowest or value > _MAX_MS:
+        raise _UsageError(f"{flag} needs milliseconds in {lowest}..{_MAX_MS}, got '{text}'")
+    return str(value)
+
+
+def _parse(argv: List[str]) -> _Options:
+    """master/main.cpp's flag loop, message for message. Raises _UsageError."""
+    o = _Options()
+    env_level = os.environ.get("PCCL_LOG_LEVEL")
+    if env_level is not None and env_level.lower() in _LOG_LEVELS:
+        o.log_level = env_level.lower()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+
+        def value(name: str) -> str:
+            nonlocal i
+            if i + 1 >= len(argv):
+                raise _UsageError(f"{name} needs a value")
+            i += 1
+            return argv[i]
+
+        if arg in ("--listen", "--listen-address"):
+            o.listen = value("--listen")
+        elif arg == "--log-level":
+            level = value("--log-level")
+            if level.lower() not in _LOG_LEVELS:
+                raise _UsageError(f"unknown log level '{level}'")
+            o.log_level = level.lower()
+        elif arg == "--heartbeat-timeout-ms":
+            o.environment["PCCL_HEARTBEAT_TIMEOUT_MS"] = _millis(arg, value(arg), 100)
+        elif arg == "--vote-timeout-ms":
+            o.environment["PCCL_VOTE_TIMEOUT_MS"] = _millis(arg, value(arg), 0)
+        elif arg in ("--help", "-h"):
+            o.help = True
+            return o
+        else:
+            raise _UsageError(f"unknown argument '{arg}'", show_usage=True)
+        i += 1
+    return o
+
+
+def _c_address(address: SocketAddress) -> str:
+    """The address as the C library writes it (NetAddr::str): IPv6 as eight hex groups without
+    leading zeros, uncompressed (``[0:0:0:0:0:0:0:1]:48148``)."""
+    if address.protocol == INET_IPV6:
+        groups = ":".join(format(int.from_bytes(address.ip[i:i + 2], "big"), "x") for i in range(0, 16, 2))
+        return f"[{groups}]:{address.port}"
+    return str(address)
+
+
+@contextlib.contextmanager
+def _environment(values: Dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _fail(message: str, status: int, err: TextIO) -> int:
+    print(f"pccl-master: {message}", file=err, flush=True)
+    return status
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``pccl-master`` and ``python -m pccl.master``."""
-    args = _parser().parse_args(argv)
-    # The library reads PCCL_LOG_LEVEL when it first logs, which is after this point.
-    if args.log_level is not None:
-        os.environ["PCCL_LOG_LEVEL"] = args.log_level
-    else:
-        os.environ.setdefault("PCCL_LOG_LEVEL", "info")
+    """Entry point of ``pccl-master``, ``pccl_master`` and ``python -m pccl.master``: serve
+    until SIGINT/SIGTERM (blocks), then return the exit status (0; 1 if the address cannot be
+    bound; 2 for a bad argument)."""
     try:
-        master = MasterNode(args.listen_address)
-    except (TypeError, ValueError) as e:
-        print(f"pccl-master: {e}", file=sys.stderr)
+        options = _parse(sys.argv[1:] if argv is None else list(argv))
+    except _UsageError as e:
+        _fail(str(e), 2, sys.stderr)
+        if e.show_usage:
+            sys.stderr.write(_USAGE)
         return 2
-    stop = threading.Event()
+    if options.help:
+        sys.stdout.write(_USAGE)
+        sys.stdout.flush()
+        return 0
+    # Read by the library at its first log line, which comes after this point.
+    os.environ["PCCL_LOG_LEVEL"] = options.log_level
+    try:
+        # pcclCreateMaster reads the master core's variables; status lines as the daemon's.
+        with _environment(dict(options.environment, PCCL_MASTER_PRINT_STATUS="1")):
+            master = MasterNode(options.listen)
+    except (TypeError, ValueError) as e:
+        return _fail(str(e), 2, sys.stderr)
+    # Handlers of our own, installed before run(), so MasterNode leaves the signals to us.
+    def on_signal(signum: int, frame: Any) -> None:
+        with contextlib.suppress(PCCLError):  # closed already: stopped
+            master.interrupt()
 
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous: Dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
     try:
         try:
             master.run()
         except PCCLError as e:
-            print(f"pccl-master: cannot listen on {args.listen_address}: {e}", file=sys.stderr)
-            return 1
-        print(f"pccl-master listening on {master.listen_address}", flush=True)
-        while not stop.wait(0.25):
-            pass
-        master.interrupt()
+            return _fail(e.message or str(e), 1, sys.stderr)
+        print(f"pccl-master listening on {_c_address(master._listen._replace(port=master.port))}", flush=True)
         master.await_termination()
         print("pccl-master stopped", flush=True)
         return 0
     finally:
         master.close()
-        for s, h in previous.items():
-            signal.signal(s, h)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
