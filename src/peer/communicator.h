@@ -1,13 +1,19 @@
-// The peer side of a run: membership phases (connect, admission, votes) driven by the master
-// over the control connection, and the collectives this peer takes part in.
+// The peer side of a run: the driver of the peer's Session (session.h). The session decides
+// (phases, votes, admissions, aborts); the communicator carries out its actions with the
+// control connection and the data plane.
 //
-// Threads: API calls come from user threads and block on one condition variable; every control
-// message is handled on the control thread (transport::ControlClient); data moves on the data
-// plane's I/O threads. All shared state is guarded by mu_.
+// Threads: only the control thread (transport::ControlClient) runs the session. A user thread
+// posts its request there and waits for its own answer (a Complete action); data-plane I/O
+// threads post the ends of their operations there. The session is read by user threads
+// (attributes, phase) under sessionMu_, which the control thread holds while it runs an event.
+// Ring engines, the state transfer and probes are touched only on the control thread (before
+// start() and after stop(), when no control thread runs, by the calling thread).
 #pragma once
 #include <pccl.h>
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -16,7 +22,9 @@
 #include <string>
 #include <vector>
 
+#include "peer/session.h"
 #include "protocol/messages.h"
+#include "shared_state/transfer.h"
 #include "transport/control_client.h"
 #include "transport/data_plane.h"
 #include "util/status.h"
@@ -24,9 +32,6 @@
 namespace pccl::collectives {
 class RingAllReduce;
 class ScratchPool;
-}
-namespace pccl::shared_state {
-class StateTransfer;
 }
 namespace pccl::transport {
 class DataOperation;
@@ -54,32 +59,12 @@ struct CommOptions {
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 
-struct ReduceArgs {
-    const void *send = nullptr;
-    void *recv = nullptr;
-    size_t count = 0;
-    pcclDataType_t dtype = pcclFloat;
-    pcclRedOp_t op = pcclSum;
-    uint64_t tag = 0;
-    pcclQuantizationOptions_t quant{};
-};
-
 struct SyncEntry {
     std::string name;
     void *data = nullptr;
     size_t count = 0;
     pcclDataType_t dtype = pcclFloat;
     bool allowInequality = false;
-};
-
-struct SyncResult {
-    uint64_t revision = 0;
-    uint64_t txBytes = 0, rxBytes = 0;
-};
-
-struct ReduceResult {
-    uint32_t worldSize = 0;
-    uint64_t txBytes = 0, rxBytes = 0;
 };
 
 class Communicator {
@@ -111,73 +96,45 @@ public:
     size_t inFlight() const;
 
 private:
-    struct Op {
-        ReduceArgs args;
-        uint64_t seq = 0;
-        uint32_t worldSize = 0;
-        std::shared_ptr<collectives::RingAllReduce> engine;
-        bool done = false;
-        Status status;
-        ReduceResult result;
-    };
-    struct SyncOp;
-    enum class Phase { Created, Connecting, Connected, Dead };
-
-    void onMessage(protocol::ControlMessage &&m);
-    void onClosed(const std::string &reason);
-    void onTopology(const protocol::TopologyUpdate &m);
-    void onCommence(const protocol::CollectiveCommence &m);
-    void onOpFinished(const std::shared_ptr<Op> &op, Status status);
-    void finishOp(const std::shared_ptr<Op> &op, Status status);
-    // op's phase for error messages (RingAllReduce::progress, or waiting to start). Without mu_.
-    std::string progressOf(Op &op);
-    // Aborts the operation's data movement (if it started) and finishes it with `status` once no
-    // I/O touches the user's buffers.
-    void abortOp(const std::shared_ptr<Op> &op, std::shared_ptr<collectives::RingAllReduce> engine, Status status);
-    void failEverything(const Status &status);
-    // Control thread, periodically: fails running transfers that stalled past opTimeout.
+    using Step = std::function<Actions(Session &)>;
+    // Runs step on the control thread (or here, when none runs), then carries out its actions.
+    void post(Step step);
+    void run(const Step &step);
+    void execute(Actions actions);
+    void execute(Action &action);
+    // Posts a request built by make(session, id) and blocks until it is answered.
+    std::pair<Status, Reply> call(std::function<Actions(Session &, RequestId)> make);
+    void tick();
+    // Control thread, every tick: fails running transfers that stalled past opTimeout.
     void checkProgress();
-    void onVoteFailed(const protocol::VoteFailed &m);
-    // Measures this peer's links for pcclOptimizeTopology (transport::BandwidthProbe), reports.
-    void onBandwidthProbe(const protocol::BandwidthProbe &m);
-    std::shared_ptr<transport::DataOperation> runningTransferLocked() const;  // the sync's, if running; mu_ held
-    void onSyncPlan(const protocol::SharedStatePlan &m);
-    void onSyncEnd(uint64_t seq, Status status, uint64_t revision);
-    void onSourceLost(const protocol::SharedStateSourceLost &m);
-    void finishSync(const std::shared_ptr<SyncOp> &op, Status status);
-    void abortSync(const Status &status);
-    void abortTransfer(const std::shared_ptr<SyncOp> &op, std::shared_ptr<shared_state::StateTransfer> transfer,
-                       Status status);
-    // Waits until pred() holds or the communicator dies; mu_ must be held by lock.
-    template <class Pred>
-    Status waitUntil(std::unique_lock<std::mutex> &lock, Pred pred, std::optional<std::chrono::milliseconds> timeout,
-                     const char *what);
+    void startAllReduceEngine(const StartAllReduce &a);
+    void stopAllReduceEngine(const StopAllReduce &a);
+    void startTransfer(const StartTransfer &a);
+    void stopTransfer(const StopTransfer &a);
+    void startProbe(const protocol::BandwidthProbe &m);
+    std::chrono::milliseconds tickPeriod() const;
+    static uint64_t nowMs();
 
     CommOptions options_;
     transport::ControlClient control_;
     transport::DataPlane data_;
     std::shared_ptr<collectives::ScratchPool> scratch_;  // reused backups and staging of all-reduces
 
-    mutable std::mutex mu_;
-    std::condition_variable cv_;
-    Phase phase_ = Phase::Created;
-    Status deathStatus_;  // why the communicator is dead
-    Uuid self_;
-    protocol::WorldInfo world_;
-    std::vector<protocol::RingMember> ring_;
-    uint64_t epoch_ = 0;
-    // Admission/topology round: set when TopologyDone arrives for the round we wait for.
-    uint64_t topologyDoneEpoch_ = 0;
-    Status topologyStatus_;
-    uint64_t topologyRounds_ = 0;  // TopologyDone messages received
-    uint64_t pendingResults_ = 0, optimizeResults_ = 0;
-    bool lastPending_ = false;
-    Status pendingStatus_;
-    Status lastOptimize_;
-    std::map<uint64_t, std::shared_ptr<Op>> ops_;  // by tag
-    std::chrono::steady_clock::time_point lastAck_;  // control thread only
-    std::shared_ptr<SyncOp> sync_;  // the shared-state sync in progress
-    bool syncedBefore_ = false;
+    mutable std::mutex sessionMu_;
+    std::condition_variable sessionCv_;  // after every event: the destructor waits for quiet
+    Session session_;
+    bool controlRunning_ = false;  // sessionMu_
+    bool controlStopped_ = false;  // sessionMu_; set by the destructor
+
+    std::mutex answerMu_;
+    std::condition_variable answerCv_;
+    std::map<RequestId, std::pair<Status, Reply>> answers_;
+    std::atomic<RequestId> nextRequest_{1};
+
+    // Control thread only.
+    std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<collectives::RingAllReduce>> engines_;  // (tag, seq)
+    std::vector<shared_state::LocalEntry> syncEntries_;  // of the sync request in progress
+    std::shared_ptr<shared_state::StateTransfer> transfer_;
 };
 
 } // namespace pccl::peer

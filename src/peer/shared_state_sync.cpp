@@ -1,56 +1,29 @@
-// Communicator: the peer side of pcclSynchronizeSharedState (docs/shared_state.md).
-#include <algorithm>
-
+// Communicator: the driver's side of pcclSynchronizeSharedState (docs/shared_state.md) and of
+// the bandwidth probe: hashing on the calling thread, the transfer and the probe on the data
+// plane. The decisions are the Session's (session_master.cpp).
 #include "collectives/reduce_kernels.h"
 #include "peer/communicator.h"
 #include "shared_state/hashing.h"
-#include "shared_state/transfer.h"
+#include "transport/bandwidth_probe.h"
 #include "util/log.h"
 
 namespace pccl::peer {
 
 using namespace protocol;
 
-struct Communicator::SyncOp {
-    std::vector<shared_state::LocalEntry> local;
-    uint64_t seq = 0;
-    std::shared_ptr<shared_state::StateTransfer> transfer;
-    bool done = false;
-    Status status;
-    SyncResult result;
-};
-
-namespace {
-
-// What a plan must satisfy before its indices and sizes are trusted; "" when it does.
-std::string checkPlan(const SharedStatePlan &m, const std::vector<shared_state::LocalEntry> &local) {
-    for (uint32_t r : m.serve)
-        if (r >= m.peers.size()) return "serve index out of range";
-    for (auto &f : m.receive) {
-        if (f.entry >= local.size()) return "entry index out of range";
-        if (f.chunks.size() != f.digests.size() || f.sources.empty()) return "fetch without digests or sources";
-        const size_t n = shared_state::chunkCount(local[f.entry].bytes);
-        for (uint32_t c : f.chunks)
-            if (c >= n) return "chunk index out of range";
-        for (uint32_t s : f.sources)
-            if (s >= m.peers.size()) return "source index out of range";
-    }
-    return "";
-}
-
-} // namespace
-
 Result<SyncResult> Communicator::syncSharedState(const std::vector<SyncEntry> &entries, uint64_t revision,
                                                  pcclSharedStateSyncStrategy_t strategy) {
     SharedStateSync msg;
     msg.revision = revision;
     msg.strategy = static_cast<uint8_t>(strategy);
-    auto op = std::make_shared<SyncOp>();
+    std::vector<shared_state::LocalEntry> local;
+    std::vector<uint64_t> entryBytes;
     std::vector<std::pair<const void *, size_t>> spans;
     for (auto &e : entries) {
         const size_t bytes = e.count * collectives::dataTypeSize(e.dtype);
         spans.push_back({e.data, bytes});
-        op->local.push_back({e.name, e.data, bytes});
+        local.push_back({e.name, e.data, bytes});
+        entryBytes.push_back(bytes);
     }
     auto hashes = shared_state::hashEntries(spans);
     for (size_t i = 0; i < entries.size(); ++i) {
@@ -64,122 +37,81 @@ Result<SyncResult> Communicator::syncSharedState(const std::vector<SyncEntry> &e
         d.chunks = std::move(hashes[i].chunks);
         msg.entries.push_back(std::move(d));
     }
-    std::unique_lock lock(mu_);
-    if (phase_ == Phase::Dead) return deathStatus_;
-    if (phase_ != Phase::Connected) return invalidUsage("pcclSynchronizeSharedState: the communicator is not connected");
-    for (auto &[tag, o] : ops_)
-        if (!o->done)
-            return Status{pcclPendingAsyncOps,
-                          "pcclSynchronizeSharedState: all-reduce tag " + std::to_string(tag) + " is still in flight"};
-    if (sync_) return invalidUsage("pcclSynchronizeSharedState: another sync is in progress on this communicator");
-    msg.synced_before = syncedBefore_;
-    sync_ = op;
-    control_.send(std::move(msg));
-    cv_.wait(lock, [&] { return op->done; });
-    sync_.reset();
-    if (!op->status.ok()) return op->status;
-    syncedBefore_ = true;
-    return op->result;
+    auto [st, reply] = call([this, msg = std::move(msg), local = std::move(local),
+                             entryBytes = std::move(entryBytes)](Session &s, RequestId id) mutable {
+        auto out = s.syncSharedState(id, std::move(msg), std::move(entryBytes));
+        // Accepted (no answer yet): the transfer, when the plan comes, works on these entries.
+        if (out.empty() || !std::holds_alternative<Complete>(out.back())) syncEntries_ = std::move(local);
+        return out;
+    });
+    PCCL_RETURN_IF_ERROR(st);
+    return std::get<SyncResult>(reply);
 }
 
-void Communicator::onSyncPlan(const SharedStatePlan &m) {
-    std::shared_ptr<SyncOp> op;
+void Communicator::startTransfer(const StartTransfer &a) {
+    shared_state::TransferOptions o;
+    o.poolSize = options_.poolSize;
+    o.connectTimeout = options_.connectTimeout;
+    o.compressionLevel = options_.stateCompressionLevel;
+    const uint64_t seq = a.plan.seq;
+    transfer_ = std::make_shared<shared_state::StateTransfer>(data_, syncEntries_, a.plan, o, [this, seq](Status st) {
+        post([seq, st = std::move(st)](Session &s) { return s.onTransferFinished(seq, st); });
+    });
+    data_.registerSink(seq, transfer_);  // receivers get chunks, sources get requests
+    transfer_->start();
+}
+
+// On commit too the transfer is stopped this way: a source's sends must be drained before the
+// user may touch the buffers again.
+void Communicator::stopTransfer(const StopTransfer &a) {
+    auto transfer = transfer_;
+    if (!transfer) {
+        run([a](Session &s) { return s.onTransferStopped(a.seq, a.status, {}); });
+        return;
+    }
+    Status st = a.status.ok() ? a.status
+                              : Status{a.status.code(), a.status.message() + "; on this peer: " + transfer->progress()};
+    const std::string reason = st.message();
+    transfer->abort(reason, [this, transfer, st = std::move(st), seq = a.seq] {
+        OpStats stats{transfer->txBytes(), transfer->rxBytes(), 0};
+        post([this, st, stats, seq](Session &s) {
+            data_.unregisterSink(seq);
+            transfer_.reset();
+            syncEntries_.clear();
+            return s.onTransferStopped(seq, st, stats);
+        });
+    });
+}
+
+void Communicator::startProbe(const BandwidthProbe &m) {
+    const auto window = std::chrono::milliseconds(m.window_ms);
+    // Every peer streams to every other at once for the whole window (links are measured in
+    // parallel); rates come from the second half, after slow start. 32 KiB frames, 16 queued
+    // per connection of the pool: the socket buffers stay full, and a 15 Mbit/s link still
+    // completes ~60 frames in the measured second.
+    const auto start = std::chrono::steady_clock::now();
+    auto probe = std::make_shared<transport::BandwidthProbe>(data_, m.seq, size_t{32} << 10, 16 * options_.poolSize,
+                                                             start + window / 2, start + window);
+    data_.registerSink(m.seq, probe);
+    Uuid self;
     {
-        std::lock_guard lock(mu_);
-        op = sync_;
-        if (!op || op->done || op->seq != 0) {
-            control_.send(SharedStateDone{m.seq, false, "no shared-state sync is waiting on " + self_.shortStr()});
-            return;
+        std::lock_guard lock(sessionMu_);
+        self = session_.self();
+    }
+    for (const RingMember &to : m.peers)
+        if (to.uuid != self) probe->sendTo(to.uuid, to.data_addr, options_.poolSize, options_.connectTimeout, start + window);
+    // At the end of the window the frames still queued are dropped: on a slow link they would
+    // hold up the next collective on the same connections for seconds. Frames already in the
+    // sockets still arrive and count; then report.
+    control_.after(window, [this, seq = m.seq] { data_.cancelSends(seq); });
+    control_.after(window + std::chrono::milliseconds(300), [this, probe, round = m.round, seq = m.seq] {
+        BandwidthReport report{round, {}, {}};
+        for (auto &[from, rate] : probe->rates()) {
+            report.from.push_back(from);
+            report.bytes_per_s.push_back(rate);
         }
-        if (auto why = checkPlan(m, op->local); !why.empty()) {
-            control_.send(SharedStateDone{m.seq, false, "malformed plan from the master: " + why,
-                                          static_cast<uint8_t>(pcclRankConnectionLost)});
-            return;
-        }
-        op->seq = m.seq;
-        op->result.revision = m.revision;
-        shared_state::TransferOptions o;
-        o.poolSize = options_.poolSize;
-        o.connectTimeout = options_.connectTimeout;
-        o.compressionLevel = options_.stateCompressionLevel;
-        const uint64_t seq = m.seq;
-        op->transfer = std::make_shared<shared_state::StateTransfer>(
-            data_, op->local, m, o, [this, seq](Status st) {
-                if (!st.ok()) PCCL_LOG(Info, "shared-state sync failed locally: " << st.message());
-                control_.send(SharedStateDone{seq, st.ok(), st.message(), static_cast<uint8_t>(st.code())});
-            });
-    }
-    data_.registerSink(m.seq, op->transfer);  // receivers get chunks, sources get requests
-    op->transfer->start();
-}
-
-void Communicator::onSyncEnd(uint64_t seq, Status status, uint64_t revision) {
-    std::shared_ptr<SyncOp> op;
-    std::shared_ptr<shared_state::StateTransfer> transfer;
-    {
-        std::lock_guard lock(mu_);
-        op = sync_;
-        if (!op || op->done || op->seq != seq) return;
-        transfer = op->transfer;
-        if (status.ok()) op->result.revision = revision;
-    }
-    // On commit too the transfer is stopped the same way: a source's sends must be drained
-    // before the user may touch the buffers again.
-    abortTransfer(op, transfer, status);
-}
-
-void Communicator::onSourceLost(const SharedStateSourceLost &m) {
-    std::shared_ptr<shared_state::StateTransfer> transfer;
-    {
-        std::lock_guard lock(mu_);
-        if (!sync_ || sync_->done || sync_->seq != m.seq) return;
-        transfer = sync_->transfer;
-    }
-    data_.closePeer(m.peer, "peer removed from the run");
-    if (transfer) transfer->sourceLost(m.peer);
-}
-
-std::shared_ptr<transport::DataOperation> Communicator::runningTransferLocked() const {
-    if (!sync_ || sync_->done) return nullptr;
-    return sync_->transfer;
-}
-
-void Communicator::finishSync(const std::shared_ptr<SyncOp> &op, Status status) {
-    std::lock_guard lock(mu_);
-    if (op->done) return;
-    op->done = true;
-    op->status = std::move(status);
-    if (op->transfer) {
-        op->result.txBytes = op->transfer->txBytes();
-        op->result.rxBytes = op->transfer->rxBytes();
-    }
-    cv_.notify_all();
-}
-
-void Communicator::abortSync(const Status &status) {
-    std::shared_ptr<SyncOp> op;
-    std::shared_ptr<shared_state::StateTransfer> transfer;
-    {
-        std::lock_guard lock(mu_);
-        op = sync_;
-        if (!op || op->done) return;
-        transfer = op->transfer;
-    }
-    abortTransfer(op, transfer, status);
-}
-
-void Communicator::abortTransfer(const std::shared_ptr<SyncOp> &op, std::shared_ptr<shared_state::StateTransfer> transfer,
-                                 Status status) {
-    if (!status.ok())
-        status = Status{status.code(), status.message() + "; on this peer: " +
-                                           (transfer ? transfer->progress()
-                                                     : std::string("shared-state sync, waiting to start (for the plan)"))};
-    if (!transfer) return finishSync(op, std::move(status));
-    const uint64_t seq = op->seq;
-    const std::string reason = status.message();
-    transfer->abort(reason, [this, op, status = std::move(status), seq] {
         data_.unregisterSink(seq);
-        finishSync(op, status);
+        run([round, report = std::move(report)](Session &s) { return s.onProbeDone(round, report); });
     });
 }
 

@@ -1,0 +1,274 @@
+#include "peer/session.h"
+
+#include <algorithm>
+
+#include "protocol/wire_result.h"
+#include "util/log.h"
+
+namespace pccl::peer {
+
+using namespace protocol;
+
+namespace {
+
+const char *voteCall(VoteKind kind) {
+    switch (kind) {
+        case VoteKind::Topology: return "pcclUpdateTopology";
+        case VoteKind::PeersPending: return "pcclArePeersPending";
+        case VoteKind::Optimize: return "pcclOptimizeTopology";
+    }
+    return "vote";
+}
+
+size_t voteIndex(VoteKind kind) { return static_cast<size_t>(kind); }
+
+Status withLocal(const Status &st, const std::string &local) {
+    return {st.code(), st.message() + "; on this peer: " + local};
+}
+
+Status waitedForMaster(const Status &death, const std::string &what) {
+    return withLocal(death, what + " was waiting for the master");
+}
+
+std::string notStartedText(uint64_t tag) {
+    return "all-reduce tag " + std::to_string(tag) + ", waiting to start (not every peer had started it)";
+}
+
+} // namespace
+
+// ---- user requests
+
+Status Session::beginConnect() {
+    if (phase_ == Phase::Dead) return death_;
+    if (phase_ != Phase::Created) return invalidUsage("pcclConnect: the communicator is already connected");
+    phase_ = Phase::Connecting;
+    return {};
+}
+
+Actions Session::connectFailed() {
+    if (phase_ == Phase::Connecting) phase_ = Phase::Created;
+    return {};
+}
+
+Actions Session::connected(RequestId id, const Hello &hello) {
+    Actions out;
+    if (phase_ != Phase::Connecting) {  // aborted while the driver was connecting
+        out.push_back(Complete{id, phase_ == Phase::Dead ? death_ : invalidUsage("pcclConnect: not connecting"), {}});
+        return out;
+    }
+    lastAck_ = lastTick_ = now_;
+    connectWaiter_ = id;
+    if (options_.admissionTimeoutMs) admissionDeadline_ = now_ + *options_.admissionTimeoutMs;
+    out.push_back(SendToMaster{hello});
+    return out;
+}
+
+Status Session::checkUsable(const char *what) const {
+    if (phase_ == Phase::Dead) return death_;
+    if (phase_ != Phase::Connected) return invalidUsage(std::string(what) + ": the communicator is not connected");
+    return {};
+}
+
+Status Session::pendingOpsError(const char *what) const {
+    for (auto &[tag, op] : ops_)
+        if (!op.done)
+            return {pcclPendingAsyncOps, std::string(what) + ": all-reduce tag " + std::to_string(tag) + " is still in flight"};
+    return {};
+}
+
+Actions Session::vote(RequestId id, VoteKind kind) {
+    Actions out;
+    const char *what = voteCall(kind);
+    Status st = checkUsable(what);
+    // Peers pending may be asked while collectives run; a topology change may not.
+    if (st.ok() && kind != VoteKind::PeersPending) st = pendingOpsError(what);
+    if (st.ok() && voteWaiters_[voteIndex(kind)])
+        st = invalidUsage(std::string(what) + ": another thread is already in this vote on this communicator");
+    if (!st.ok()) {
+        out.push_back(Complete{id, st, {}});
+        return out;
+    }
+    voteWaiters_[voteIndex(kind)] = id;
+    switch (kind) {
+        case VoteKind::Topology: out.push_back(SendToMaster{VoteUpdateTopology{}}); break;
+        case VoteKind::PeersPending: out.push_back(SendToMaster{VotePeersPending{}}); break;
+        case VoteKind::Optimize: out.push_back(SendToMaster{VoteOptimizeTopology{}}); break;
+    }
+    return out;
+}
+
+void Session::answerVote(Actions &out, VoteKind kind, Status status, bool pending) {
+    auto &waiter = voteWaiters_[voteIndex(kind)];
+    if (!waiter) return;
+    Reply reply;
+    if (kind == VoteKind::PeersPending) reply = pending;
+    out.push_back(Complete{*waiter, std::move(status), reply});
+    waiter.reset();
+}
+
+Actions Session::startAllReduce(RequestId id, const ReduceArgs &args, uint64_t segmentBytes) {
+    Actions out;
+    Status st = checkUsable("all-reduce");
+    if (st.ok() && ops_.count(args.tag))
+        st = invalidUsage("all-reduce: tag " + std::to_string(args.tag) + " is already in flight on this communicator");
+    if (st.ok()) {
+        Op &op = ops_[args.tag];
+        op.args = args;
+        op.segmentBytes = segmentBytes;
+        CollectiveDesc d;
+        d.count = args.count;
+        d.dtype = static_cast<uint8_t>(args.dtype);
+        d.op = static_cast<uint8_t>(args.op);
+        d.quant_dtype = static_cast<uint8_t>(args.quant.quantized_datatype);
+        d.quant_algo = static_cast<uint8_t>(args.quant.algorithm);
+        out.push_back(SendToMaster{CollectiveInit{args.tag, d}});
+    }
+    out.push_back(Complete{id, st, {}});
+    return out;
+}
+
+Actions Session::awaitAllReduce(RequestId id, uint64_t tag) {
+    Actions out;
+    auto it = ops_.find(tag);
+    if (it == ops_.end() || it->second.waiter) {
+        out.push_back(Complete{id, invalidUsage("await: no all-reduce with tag " + std::to_string(tag) + " is in flight"), {}});
+        return out;
+    }
+    it->second.waiter = id;
+    if (it->second.done) finishOp(out, tag, it->second, it->second.status);
+    return out;
+}
+
+Actions Session::syncSharedState(RequestId id, SharedStateSync described, std::vector<uint64_t> entryBytes) {
+    Actions out;
+    const char *what = "pcclSynchronizeSharedState";
+    Status st = checkUsable(what);
+    if (st.ok()) st = pendingOpsError(what);
+    if (st.ok() && sync_) st = invalidUsage(std::string(what) + ": another sync is in progress on this communicator");
+    if (!st.ok()) {
+        out.push_back(Complete{id, st, {}});
+        return out;
+    }
+    sync_ = Sync{};
+    sync_->id = id;
+    sync_->entryBytes = std::move(entryBytes);
+    described.synced_before = syncedBefore_;
+    out.push_back(SendToMaster{std::move(described)});
+    return out;
+}
+
+Actions Session::abort(const Status &status) {
+    Actions out;
+    fail(out, status);
+    return out;
+}
+
+// ---- failure
+
+void Session::fail(Actions &out, const Status &status) {
+    if (phase_ != Phase::Dead) {
+        phase_ = Phase::Dead;
+        death_ = status;
+    }
+    if (connectWaiter_) {
+        out.push_back(Complete{*connectWaiter_, waitedForMaster(death_, "pcclConnect"), {}});
+        connectWaiter_.reset();
+    }
+    for (size_t k = 0; k < kVoteKinds; ++k)
+        if (voteWaiters_[k]) {
+            out.push_back(Complete{*voteWaiters_[k], waitedForMaster(death_, voteCall(static_cast<VoteKind>(k))), {}});
+            voteWaiters_[k].reset();
+        }
+    // Without a master nothing is coordinated any more: stop all data traffic so that every
+    // operation quiesces promptly.
+    out.push_back(CloseAllData{status.message()});
+    stopSync(out, status);
+    std::vector<uint64_t> live;  // finishOp may erase from ops_
+    for (auto &[tag, op] : ops_)
+        if (!op.done) live.push_back(tag);
+    for (uint64_t tag : live) stopOp(out, tag, ops_.at(tag), status);
+}
+
+void Session::stopOp(Actions &out, uint64_t tag, Op &op, const Status &status) {
+    if (op.done || op.stopping) return;
+    if (!op.started) return finishOp(out, tag, op, withLocal(status, notStartedText(tag)));
+    op.stopping = true;
+    out.push_back(StopAllReduce{tag, op.seq, status});
+}
+
+void Session::finishOp(Actions &out, uint64_t tag, Op &op, Status status) {
+    if (!op.done) {
+        op.done = true;
+        op.status = std::move(status);
+    }
+    if (!op.waiter) return;
+    out.push_back(Complete{*op.waiter, op.status, ReduceResult{op.worldSize, op.stats.txBytes, op.stats.rxBytes}});
+    ops_.erase(tag);  // op is gone from here on
+}
+
+void Session::stopSync(Actions &out, const Status &status) {
+    if (!sync_ || sync_->stopping) return;
+    if (!sync_->started) {
+        Status st = status.ok() ? status : withLocal(status, "shared-state sync, waiting to start (for the plan)");
+        out.push_back(Complete{sync_->id, st, {}});
+        sync_.reset();
+        return;
+    }
+    sync_->stopping = true;
+    out.push_back(StopTransfer{sync_->seq, status});
+}
+
+Actions Session::onControlClosed(const std::string &reason) {
+    Actions out;
+    fail(out, Status{phase_ == Phase::Connecting ? pcclMasterConnectionFailed : pcclMasterConnectionLost,
+                     "connection to the master " + options_.masterName + " lost: " + reason});
+    return out;
+}
+
+Actions Session::onTick() {
+    Actions out;
+    if (phase_ == Phase::Dead || phase_ == Phase::Created) return out;
+    // A tick this late means the process did not run in between (SIGSTOP, a suspended VM): the
+    // master's silence then proves nothing, and what it sent meanwhile (e.g. Kicked) is still
+    // unread. The deadline restarts, so that a stopped and resumed peer learns what the master
+    // decided instead of reporting a lost master.
+    if (now_ - lastTick_ > options_.tickPeriodMs + options_.heartbeatTimeoutMs / 2) lastAck_ = now_;
+    lastTick_ = now_;
+    if (phase_ == Phase::Connecting && admissionDeadline_ && now_ >= *admissionDeadline_) {
+        const Status st{pcclTimeout, "pcclConnect timed out after " + std::to_string(*options_.admissionTimeoutMs) + " ms"};
+        PCCL_LOG(Warn, "connect failed: " << st.message());
+        out.push_back(Complete{*connectWaiter_, st, {}});
+        connectWaiter_.reset();
+        fail(out, st);
+        return out;
+    }
+    const uint64_t silent = now_ - lastAck_;
+    if (silent > options_.heartbeatTimeoutMs) {
+        fail(out, Status{pcclMasterConnectionLost, "the master " + options_.masterName + " answered no heartbeat for " +
+                                                       std::to_string(silent) + " ms"});
+        return out;
+    }
+    out.push_back(SendToMaster{Heartbeat{}});
+    return out;
+}
+
+// ---- reads
+
+Result<int> Session::attribute(pcclAttribute_t attribute) const {
+    PCCL_RETURN_IF_ERROR(checkUsable("pcclGetAttribute"));
+    switch (attribute) {
+        case PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE: return static_cast<int>(world_.global_world_size);
+        case PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE: return static_cast<int>(world_.group_world_size);
+        case PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS: return static_cast<int>(world_.num_groups);
+        case PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE: return static_cast<int>(world_.largest_group);
+    }
+    return invalidArgument("pcclGetAttribute: unknown attribute " + std::to_string(static_cast<int>(attribute)));
+}
+
+size_t Session::inFlight() const {
+    return static_cast<size_t>(std::count_if(ops_.begin(), ops_.end(), [](auto &kv) { return !kv.second.done; }));
+}
+
+bool Session::allQuiet() const { return inFlight() == 0 && !(sync_ && sync_->started); }
+
+} // namespace pccl::peer

@@ -1,0 +1,143 @@
+// The peer's phase logic as a pure state machine, the mirror of master::Membership: it takes
+// events (a request from a user thread, a message from the master, a data-plane operation that
+// finished or stopped, a timer) and returns actions (send M to the master, connect a link, start
+// or stop an operation, wake a waiting call). No sockets, no threads, no clock reads: the time
+// comes in with setTime(), and Communicator (the driver) runs it on its control thread only and
+// carries out the actions. Tests drive it directly (tests/support/session_driver.h).
+//
+// Phases: Created -> (Connect) -> Connecting -> (TopologyDone ok) -> Connected; any phase ->
+// Dead on a lost or rejecting master, a kick, an admission deadline or an abort. In Dead every
+// waiting and later call fails with the reason of death.
+#pragma once
+#include <pccl.h>
+
+#include <array>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "peer/session_types.h"
+#include "protocol/messages.h"
+#include "util/status.h"
+
+namespace pccl::peer {
+
+class Session {
+public:
+    explicit Session(SessionOptions options) : options_(std::move(options)) {}
+
+    // The clock (milliseconds of a monotonic clock); set before each event.
+    void setTime(uint64_t nowMs) { now_ = nowMs; }
+
+    // ---- user requests. Each is answered by exactly one Complete{id} action, now or later.
+    // Connect is two steps: beginConnect (no I/O yet: checks the phase) and, once the driver has
+    // a data port and a control connection, connected() (sends Hello, arms the deadlines).
+    Status beginConnect();
+    Actions connectFailed();  // the driver's listen or connect failed: back to Created
+    Actions connected(RequestId id, const protocol::Hello &hello);
+    Actions vote(RequestId id, protocol::VoteKind kind);
+    Actions startAllReduce(RequestId id, const ReduceArgs &args, uint64_t segmentBytes);
+    Actions awaitAllReduce(RequestId id, uint64_t tag);
+    Actions syncSharedState(RequestId id, protocol::SharedStateSync described, std::vector<uint64_t> entryBytes);
+    // Fails everything with `status` (destroy, abort); idempotent.
+    Actions abort(const Status &status);
+
+    // ---- the master and the data plane
+    Actions onMessage(const protocol::ControlMessage &message);
+    Actions onControlClosed(const std::string &reason);
+    Actions onLinksConnected(uint64_t epoch, const Status &status);
+    Actions onAllReduceFinished(uint64_t tag, uint64_t seq, const Status &status, const OpStats &stats);
+    Actions onAllReduceStopped(uint64_t tag, uint64_t seq, const Status &status, const OpStats &stats);
+    Actions onTransferFinished(uint64_t seq, const Status &status);
+    Actions onTransferStopped(uint64_t seq, const Status &status, const OpStats &stats);
+    Actions onProbeDone(uint64_t round, protocol::BandwidthReport report);
+    // Heartbeats, the master's silence and the admission deadline. Call every tickPeriod (and
+    // whenever a deadline may have passed).
+    Actions onTick();
+
+    // ---- reads (any thread, under the driver's lock)
+    Phase phase() const { return phase_; }
+    const Status &deathStatus() const { return death_; }
+    Result<int> attribute(pcclAttribute_t attribute) const;
+    size_t inFlight() const;
+    bool allQuiet() const;  // no operation still touches user memory
+    const Uuid &self() const { return self_; }
+    void setSelf(const Uuid &self) { self_ = self; }
+
+private:
+    struct Op {
+        ReduceArgs args;
+        uint64_t segmentBytes = 0;
+        uint64_t seq = 0;  // 0 until commenced
+        uint32_t worldSize = 0;
+        bool started = false;   // a ring engine exists (StartAllReduce was issued)
+        bool stopping = false;  // StopAllReduce issued, waiting for onAllReduceStopped
+        bool done = false;
+        Status status;
+        OpStats stats;
+        std::optional<RequestId> waiter;
+    };
+    struct Sync {
+        RequestId id = 0;
+        std::vector<uint64_t> entryBytes;
+        uint64_t seq = 0;  // 0 until the plan arrived
+        uint64_t revision = 0;
+        bool started = false, stopping = false;
+    };
+
+    // One handler per message the master may send (session_master.cpp); any other message is a
+    // protocol error that ends the session.
+    void on(Actions &out, const protocol::HeartbeatAck &m);
+    void on(Actions &out, const protocol::Welcome &m);
+    void on(Actions &out, const protocol::Reject &m);
+    void on(Actions &out, const protocol::Kicked &m);
+    void on(Actions &out, const protocol::TopologyUpdate &m);
+    void on(Actions &out, const protocol::TopologyDone &m);
+    void on(Actions &out, const protocol::PeersPendingResult &m);
+    void on(Actions &out, const protocol::OptimizeTopologyResult &m);
+    void on(Actions &out, const protocol::VoteFailed &m);
+    void on(Actions &out, const protocol::WorldUpdate &m);
+    void on(Actions &out, const protocol::BandwidthProbe &m);
+    void on(Actions &out, const protocol::CollectiveCommence &m);
+    void on(Actions &out, const protocol::CollectiveCommitted &m);
+    void on(Actions &out, const protocol::CollectiveAborted &m);
+    void on(Actions &out, const protocol::SharedStatePlan &m);
+    void on(Actions &out, const protocol::SharedStateCommitted &m);
+    void on(Actions &out, const protocol::SharedStateAborted &m);
+    void on(Actions &out, const protocol::SharedStateSourceLost &m);
+    template <class M>
+    void on(Actions &out, const M &m) { unexpected(out, protocol::ControlMessage(m)); }
+    void unexpected(Actions &out, const protocol::ControlMessage &m);
+    void endSync(Actions &out, uint64_t seq, const Status &status, uint64_t revision);
+    // The vote of `kind` is answered: wake its caller (if one waits).
+    void answerVote(Actions &out, protocol::VoteKind kind, Status status, bool pending = false);
+    // Ends op with `status`: now if no engine runs, otherwise after the engine has stopped.
+    void stopOp(Actions &out, uint64_t tag, Op &op, const Status &status);
+    void finishOp(Actions &out, uint64_t tag, Op &op, Status status);
+    void stopSync(Actions &out, const Status &status);
+    void fail(Actions &out, const Status &status);
+    Status checkUsable(const char *what) const;  // Dead -> its status; not Connected -> usage
+    Status pendingOpsError(const char *what) const;
+
+    SessionOptions options_;
+    uint64_t now_ = 0;
+    Phase phase_ = Phase::Created;
+    Status death_;
+    Uuid self_;
+    protocol::WorldInfo world_;
+    std::vector<protocol::RingMember> ring_;
+    uint64_t epoch_ = 0;
+    std::optional<RequestId> connectWaiter_;
+    std::optional<uint64_t> admissionDeadline_;
+    // One waiting caller per vote kind (VoteKind indexes it).
+    std::array<std::optional<RequestId>, kVoteKinds> voteWaiters_;
+    std::map<uint64_t, Op> ops_;  // by tag
+    std::optional<Sync> sync_;
+    bool syncedBefore_ = false;
+    uint64_t lastAck_ = 0, lastTick_ = 0;
+};
+
+} // namespace pccl::peer

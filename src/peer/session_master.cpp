@@ -1,0 +1,244 @@
+// Session: what each message from the master does (session.h).
+#include <algorithm>
+
+#include "peer/session.h"
+#include "protocol/wire_result.h"
+#include "util/log.h"
+
+namespace pccl::peer {
+
+using namespace protocol;
+
+namespace {
+
+Status fromFailure(uint8_t result, const std::string &reason) { return {failureFromWire(result), reason}; }
+
+std::string memberName(const RingMember &r) { return "peer " + r.uuid.shortStr() + " (" + r.data_addr.str() + ")"; }
+
+// What a plan must satisfy before its indices and sizes are trusted; "" when it does.
+std::string checkPlan(const SharedStatePlan &m, const std::vector<uint64_t> &entryBytes) {
+    for (uint32_t r : m.serve)
+        if (r >= m.peers.size()) return "serve index out of range";
+    for (auto &f : m.receive) {
+        if (f.entry >= entryBytes.size()) return "entry index out of range";
+        if (f.chunks.size() != f.digests.size() || f.sources.empty()) return "fetch without digests or sources";
+        const uint64_t n = (entryBytes[f.entry] + kStateChunkBytes - 1) / kStateChunkBytes;
+        for (uint32_t c : f.chunks)
+            if (c >= n) return "chunk index out of range";
+        for (uint32_t s : f.sources)
+            if (s >= m.peers.size()) return "source index out of range";
+    }
+    return "";
+}
+
+} // namespace
+
+Actions Session::onMessage(const ControlMessage &message) {
+    Actions out;
+    std::visit([&](const auto &m) { on(out, m); }, message);
+    return out;
+}
+
+void Session::unexpected(Actions &out, const ControlMessage &m) {
+    const std::string why = std::string("protocol error: unexpected ") + messageName(m) + " from the master";
+    fail(out, Status{pcclMasterConnectionLost, why});
+    out.push_back(DisconnectMaster{why});
+}
+
+void Session::on(Actions &, const HeartbeatAck &) { lastAck_ = now_; }
+
+void Session::on(Actions &, const Welcome &m) {
+    PCCL_LOG(Info, "registered as peer " << m.uuid.shortStr() << " (seen as " << m.observed_addr.str()
+                                          << "), waiting for admission");
+}
+
+void Session::on(Actions &out, const Reject &m) {
+    fail(out, fromFailure(m.result, "master rejected this peer: " + m.reason));
+}
+
+void Session::on(Actions &out, const Kicked &m) { fail(out, Status{pcclKicked, "removed by the master: " + m.reason}); }
+
+void Session::on(Actions &out, const TopologyUpdate &m) {
+    ring_ = m.ring;
+    world_ = m.world;
+    epoch_ = m.epoch;
+    auto me = std::find_if(ring_.begin(), ring_.end(), [&](auto &r) { return r.uuid == self_; });
+    if (me == ring_.end()) {
+        out.push_back(SendToMaster{LinksReady{m.epoch, false, "this peer is not in its own ring"}});
+        return;
+    }
+    if (ring_.size() == 1) {
+        out.push_back(SendToMaster{LinksReady{m.epoch, true, ""}});
+        return;
+    }
+    out.push_back(ConnectLinks{m.epoch, ring_[(static_cast<size_t>(me - ring_.begin()) + 1) % ring_.size()]});
+}
+
+Actions Session::onLinksConnected(uint64_t epoch, const Status &status) {
+    Actions out;
+    if (phase_ != Phase::Dead) out.push_back(SendToMaster{LinksReady{epoch, status.ok(), status.message()}});
+    return out;
+}
+
+void Session::on(Actions &out, const TopologyDone &m) {
+    if (phase_ == Phase::Connecting) {
+        if (!m.ok) return fail(out, Status{pcclRankConnectionFailed, "could not link to the ring: " + m.error});
+        phase_ = Phase::Connected;
+        admissionDeadline_.reset();
+        if (connectWaiter_) out.push_back(Complete{*connectWaiter_, {}, {}});
+        connectWaiter_.reset();
+    }
+    answerVote(out, VoteKind::Topology,
+               m.ok ? Status{} : Status{pcclUpdateTopologyFailed, "topology update failed: " + m.error});
+}
+
+void Session::on(Actions &out, const PeersPendingResult &m) { answerVote(out, VoteKind::PeersPending, {}, m.pending); }
+
+void Session::on(Actions &out, const OptimizeTopologyResult &m) {
+    answerVote(out, VoteKind::Optimize, m.ok ? Status{} : Status{pcclTopologyOptimizationFailed, m.error});
+}
+
+void Session::on(Actions &out, const VoteFailed &m) {
+    if (m.vote >= kVoteKinds) return unexpected(out, m);
+    answerVote(out, static_cast<VoteKind>(m.vote), fromFailure(m.result, m.reason));
+}
+
+void Session::on(Actions &, const WorldUpdate &m) { world_ = m.world; }
+
+void Session::on(Actions &out, const BandwidthProbe &m) {
+    const bool member = std::any_of(m.peers.begin(), m.peers.end(), [&](auto &r) { return r.uuid == self_; });
+    if (phase_ == Phase::Dead || !member || m.peers.size() < 2 || m.window_ms == 0 || m.window_ms > 10000) {
+        out.push_back(SendToMaster{BandwidthReport{m.round, {}, {}}});
+        return;
+    }
+    out.push_back(StartProbe{m});
+}
+
+Actions Session::onProbeDone(uint64_t, BandwidthReport report) {
+    Actions out;
+    if (phase_ != Phase::Dead) out.push_back(SendToMaster{std::move(report)});
+    return out;
+}
+
+// ---- all-reduce
+
+void Session::on(Actions &out, const CollectiveCommence &m) {
+    auto it = ops_.find(m.tag);
+    if (it == ops_.end() || it->second.done || it->second.seq != 0) {
+        PCCL_LOG(Warn, "commence for tag " << m.tag << " that is not waiting; reporting failure");
+        out.push_back(SendToMaster{CollectiveDone{m.tag, m.seq, false, "tag not in flight on " + self_.shortStr()}});
+        return;
+    }
+    auto me = std::find_if(m.ring.begin(), m.ring.end(), [&](auto &r) { return r.uuid == self_; });
+    if (me == m.ring.end()) {
+        out.push_back(SendToMaster{CollectiveDone{m.tag, m.seq, false, "not part of the ring"}});
+        return;
+    }
+    Op &op = it->second;
+    const auto n = static_cast<uint32_t>(m.ring.size());
+    const auto rank = static_cast<uint32_t>(me - m.ring.begin());
+    op.seq = m.seq;
+    op.worldSize = n;
+    op.started = true;
+    PCCL_LOG(Debug, "all-reduce tag " << m.tag << " seq " << m.seq << " commences: rank " << rank << " of " << n
+                                      << ", next " << memberName(m.ring[(rank + 1) % n]));
+    out.push_back(StartAllReduce{op.args, m.seq, op.segmentBytes, rank, n, m.ring[(rank + n - 1) % n],
+                                 m.ring[(rank + 1) % n]});
+}
+
+Actions Session::onAllReduceFinished(uint64_t tag, uint64_t seq, const Status &status, const OpStats &stats) {
+    Actions out;
+    auto it = ops_.find(tag);
+    if (it == ops_.end() || it->second.seq != seq || it->second.done) return out;
+    it->second.stats = stats;
+    if (!status.ok()) PCCL_LOG(Info, "all-reduce tag " << tag << " failed locally: " << status.message());
+    CollectiveDone done{tag, seq, status.ok(), status.message(), toWire(status.code()), 0};
+    // A large enough transfer is a measurement of the link to the successor.
+    if (status.ok() && stats.txBytes >= (4u << 20)) done.send_bytes_per_s = stats.sendBytesPerS;
+    if (phase_ != Phase::Dead) out.push_back(SendToMaster{std::move(done)});
+    return out;
+}
+
+void Session::on(Actions &out, const CollectiveCommitted &m) {
+    auto it = ops_.find(m.tag);
+    if (it == ops_.end() || it->second.seq != m.seq || it->second.done || it->second.stopping) return;
+    out.push_back(ReleaseAllReduce{m.tag, m.seq});
+    finishOp(out, m.tag, it->second, {});
+}
+
+void Session::on(Actions &out, const CollectiveAborted &m) {
+    // Nothing more will come from a removed peer: close its connections so that no read or
+    // write waits on it.
+    for (auto &u : m.lost) out.push_back(ClosePeer{u, "peer removed from the run"});
+    auto it = ops_.find(m.tag);
+    if (it == ops_.end() || it->second.seq != m.seq || it->second.done) return;
+    PCCL_LOG(Info, "all-reduce tag " << m.tag << " aborted: " << m.reason);
+    stopOp(out, m.tag, it->second, fromFailure(m.result, m.reason));
+}
+
+Actions Session::onAllReduceStopped(uint64_t tag, uint64_t seq, const Status &status, const OpStats &stats) {
+    Actions out;
+    auto it = ops_.find(tag);
+    if (it == ops_.end() || it->second.seq != seq || it->second.done) return out;
+    it->second.stats = stats;
+    finishOp(out, tag, it->second, status);
+    return out;
+}
+
+// ---- shared state
+
+void Session::on(Actions &out, const SharedStatePlan &m) {
+    if (!sync_ || sync_->started || sync_->stopping) {
+        out.push_back(SendToMaster{SharedStateDone{m.seq, false, "no shared-state sync is waiting on " + self_.shortStr()}});
+        return;
+    }
+    if (auto why = checkPlan(m, sync_->entryBytes); !why.empty()) {
+        out.push_back(SendToMaster{SharedStateDone{m.seq, false, "malformed plan from the master: " + why,
+                                                   toWire(pcclRankConnectionLost)}});
+        return;
+    }
+    sync_->seq = m.seq;
+    sync_->revision = m.revision;
+    sync_->started = true;
+    out.push_back(StartTransfer{m});
+}
+
+Actions Session::onTransferFinished(uint64_t seq, const Status &status) {
+    Actions out;
+    if (!sync_ || sync_->seq != seq || !sync_->started || phase_ == Phase::Dead) return out;
+    if (!status.ok()) PCCL_LOG(Info, "shared-state sync failed locally: " << status.message());
+    out.push_back(SendToMaster{SharedStateDone{seq, status.ok(), status.message(), toWire(status.code())}});
+    return out;
+}
+
+void Session::endSync(Actions &out, uint64_t seq, const Status &status, uint64_t revision) {
+    if (!sync_ || sync_->seq != seq || sync_->stopping) return;
+    if (status.ok()) sync_->revision = revision;
+    // On commit too the transfer is stopped the same way: a source's sends must be drained
+    // before the user may touch the buffers again.
+    stopSync(out, status);
+}
+
+void Session::on(Actions &out, const SharedStateCommitted &m) { endSync(out, m.seq, {}, m.revision); }
+
+void Session::on(Actions &out, const SharedStateAborted &m) {
+    for (auto &u : m.lost) out.push_back(ClosePeer{u, "peer removed from the run"});
+    endSync(out, m.seq, fromFailure(m.result, m.reason), 0);
+}
+
+void Session::on(Actions &out, const SharedStateSourceLost &m) {
+    if (!sync_ || !sync_->started || sync_->stopping || sync_->seq != m.seq) return;
+    out.push_back(ClosePeer{m.peer, "peer removed from the run"});
+    out.push_back(SourceLost{m.seq, m.peer});
+}
+
+Actions Session::onTransferStopped(uint64_t seq, const Status &status, const OpStats &stats) {
+    Actions out;
+    if (!sync_ || !sync_->stopping || sync_->seq != seq) return out;
+    if (status.ok()) syncedBefore_ = true;
+    out.push_back(Complete{sync_->id, status, SyncResult{sync_->revision, stats.txBytes, stats.rxBytes}});
+    sync_.reset();
+    return out;
+}
+
+} // namespace pccl::peer

@@ -1,0 +1,127 @@
+// The vocabulary of the peer's Session (session.h): what a call asks for, what the session
+// answers, and the actions the driver (Communicator) carries out. Plain data only.
+#pragma once
+#include <pccl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "protocol/messages.h"
+#include "util/status.h"
+#include "util/uuid.h"
+
+namespace pccl::peer {
+
+using RequestId = uint64_t;
+
+enum class Phase { Created, Connecting, Connected, Dead };
+
+inline constexpr size_t kVoteKinds = 3;  // protocol::VoteKind: Topology, PeersPending, Optimize
+
+struct SessionOptions {
+    std::string masterName;          // "127.0.0.1:48148", for messages
+    uint64_t heartbeatTimeoutMs = 5000;
+    uint64_t tickPeriodMs = 1000;    // how often the driver calls onTick()
+    std::optional<uint64_t> admissionTimeoutMs;  // none: pcclConnect waits while the master answers
+};
+
+struct ReduceArgs {
+    const void *send = nullptr;
+    void *recv = nullptr;
+    size_t count = 0;
+    pcclDataType_t dtype = pcclFloat;
+    pcclRedOp_t op = pcclSum;
+    uint64_t tag = 0;
+    pcclQuantizationOptions_t quant{};
+};
+
+struct OpStats {
+    uint64_t txBytes = 0, rxBytes = 0;
+    uint64_t sendBytesPerS = 0;  // to the successor; 0: unknown
+};
+
+struct ReduceResult {
+    uint32_t worldSize = 0;
+    uint64_t txBytes = 0, rxBytes = 0;
+};
+
+struct SyncResult {
+    uint64_t revision = 0;
+    uint64_t txBytes = 0, rxBytes = 0;
+};
+
+// What a finished call returns besides its status.
+using Reply = std::variant<std::monostate, bool, ReduceResult, SyncResult>;
+
+// ---- actions
+struct SendToMaster {
+    protocol::ControlMessage message;
+};
+// Close the control connection (after a protocol error).
+struct DisconnectMaster {
+    std::string reason;
+};
+// Open the pool to the ring successor; answer with onLinksConnected(epoch, status).
+struct ConnectLinks {
+    uint64_t epoch = 0;
+    protocol::RingMember next;
+};
+struct ClosePeer {
+    Uuid peer;
+    std::string reason;
+};
+struct CloseAllData {
+    std::string reason;
+};
+// Start the ring engine of all-reduce `args.tag` with sequence `seq`; its local end is reported
+// with onAllReduceFinished.
+struct StartAllReduce {
+    ReduceArgs args;
+    uint64_t seq = 0;
+    uint64_t segmentBytes = 0;
+    uint32_t rank = 0, worldSize = 0;
+    protocol::RingMember prev, next;
+};
+// The master committed the operation: release its engine (no abort needed).
+struct ReleaseAllReduce {
+    uint64_t tag = 0, seq = 0;
+};
+// Abort the engine (restoring an in-place input), then report onAllReduceStopped with `status`
+// extended by what the engine was doing.
+struct StopAllReduce {
+    uint64_t tag = 0, seq = 0;
+    Status status;
+};
+// Start the shared-state transfer of the plan (the driver holds the entries' memory).
+struct StartTransfer {
+    protocol::SharedStatePlan plan;
+};
+// Stop the transfer (drain a committed one, abort a failed one), then onTransferStopped.
+struct StopTransfer {
+    uint64_t seq = 0;
+    Status status;
+};
+struct SourceLost {
+    uint64_t seq = 0;
+    Uuid peer;
+};
+// Measure the links to `peers` for window_ms, then onProbeDone.
+struct StartProbe {
+    protocol::BandwidthProbe probe;
+};
+// Wake the call `id` with its result.
+struct Complete {
+    RequestId id = 0;
+    Status status;
+    Reply reply;
+};
+
+using Action = std::variant<SendToMaster, DisconnectMaster, ConnectLinks, ClosePeer, CloseAllData, StartAllReduce,
+                            ReleaseAllReduce, StopAllReduce, StartTransfer, StopTransfer, SourceLost, StartProbe,
+                            Complete>;
+using Actions = std::vector<Action>;
+
+} // namespace pccl::peer
