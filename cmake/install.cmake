@@ -1,7 +1,7 @@
 # Installation and packaging: included (OPTIONAL) at the end of the top-level CMakeLists.txt.
 #
-# Installs libpccl.so (target pccl), libpccl.a (target pccl_static), pccl-master and pccl.h,
-# and makes the installed tree consumable two ways:
+# Installs libpccl.so (target pccl), libpccl.a (target pccl_static), pccl-master and the headers
+# (pccl.h, ccoip.h, ccoip_inet.h), and makes the installed tree consumable two ways:
 #   - CMake:      find_package(pccl CONFIG REQUIRED) -> pccl::pccl (shared), pccl::pccl_static
 #   - pkg-config: pkg-config --cflags --libs pccl          (shared)
 #                 pkg-config --static --cflags --libs pccl (static: adds the private deps)
@@ -49,7 +49,11 @@ install(TARGETS pccl pccl_static
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS pccl-master RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
-install(FILES ${PROJECT_SOURCE_DIR}/include/pccl.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT devel)
+# The public headers, side by side: pccl.h includes ccoip.h and ccoip_inet.h by "name", and PCCL 1.0
+# programs include <ccoip.h> themselves.
+install(FILES ${PROJECT_SOURCE_DIR}/include/pccl.h ${PROJECT_SOURCE_DIR}/include/ccoip.h
+              ${PROJECT_SOURCE_DIR}/include/ccoip_inet.h
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT devel)
 
 install(EXPORT pcclTargets
   NAMESPACE pccl::

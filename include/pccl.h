@@ -7,7 +7,11 @@
  *   pcclInvalidArgument instead of undefined behaviour.
  * - Every function returns a pcclResult_t. pcclSuccess (0) means success; anything else is an
  *   error whose human-readable reason is available from pcclGetLastErrorMessage(comm) for
- *   communicator calls (per communicator, per thread-independent: the last failure wins).
+ *   communicator calls (per communicator, per thread-independent: the last failure wins), and
+ *   from pcclGetLastErrorMessage(NULL) for every call on the calling thread (the only way for
+ *   calls without a communicator: the master calls, pcclParseSocketAddress).
+ * - pcclInit must precede every communicator call (they return pcclNotInitialized before it);
+ *   the embedded-master calls and pcclParseSocketAddress work without it, as in PCCL 1.0.
  * - Pointers are non-NULL unless marked PCCL_NULLABLE. A NULL where a pointer is required
  *   returns pcclInvalidArgument.
  * - "Blocks" means the call waits for other processes. A blocked call never waits on a dead
@@ -52,6 +56,11 @@
 #include <stdbool.h>
 #endif
 
+/* The address types (ccoip_socket_address_t, ...) and CCOIP_PROTOCOL_PORT_MASTER: PCCL 1.0
+ * programs include these headers themselves, in any order with this one. */
+#include "ccoip.h"
+#include "ccoip_inet.h"
+
 #if defined(_WIN32)
 #define PCCL_EXPORT __declspec(dllexport)
 #else
@@ -63,32 +72,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---------------------------------------------------------------- addresses */
-
-typedef enum ccoip_inet_protocol_t { inetIPv4 = 0, inetIPv6 = 1 } ccoip_inet_protocol_t;
-
-typedef struct ccoip_ipv4_address_t {
-    uint8_t data[4];
-} ccoip_ipv4_address_t;
-
-typedef struct ccoip_ipv6_address_t {
-    uint8_t data[16];
-} ccoip_ipv6_address_t;
-
-typedef struct ccoip_inet_address_t {
-    ccoip_inet_protocol_t protocol;
-    ccoip_ipv4_address_t ipv4;
-    ccoip_ipv6_address_t ipv6;
-} ccoip_inet_address_t;
-
-typedef struct ccoip_socket_address_t {
-    ccoip_inet_address_t inet;
-    uint16_t port;
-} ccoip_socket_address_t;
-
-/** The master's default listen port. */
-#define CCOIP_PROTOCOL_PORT_MASTER 48148
 
 /* ---------------------------------------------------------------- enums (values fixed) */
 
@@ -227,6 +210,9 @@ typedef struct pcclCommCreateParamsEx_t {
 
 typedef struct pcclComm_t pcclComm_t;
 typedef struct pcclMasterInstanceState_t pcclMasterInstance_t;
+/** Opaque; declared as in PCCL 1.0 so that programs naming it compile. No function of this
+ *  version takes or returns it. */
+typedef struct pcclRankInfo_t pcclRankInfo_t;
 
 typedef struct pcclReduceInfo_t {
     uint32_t local_world_size;
@@ -383,22 +369,29 @@ PCCL_EXPORT pcclResult_t pcclOptimizeTopology(const pcclComm_t *comm);
  *  segment as codes plus two parameters, round to nearest; NaN and infinities pass exactly;
  *  each hop adds an error of at most half a quantization step of that segment's range; the
  *  owner of each chunk keeps the dequantized value it sends, so all peers agree bit for bit.
- *  tx/rx bytes count the quantized bytes. The options must agree between peers. Result codes: pcclSuccess; pcclNotInitialized; pcclInvalidArgument (NULL buffers,
- *  count 0, unknown dtype/op, quantization of integers, of prod, or to a type other than
- *  u8/u16); pcclInvalidUsage (not connected,
- *  tag already in flight on this communicator); pcclTooFewPeers (never: a group of one
- *  reduces to a copy); pcclMismatch (peers disagree on count/dtype/op/quantization for this
- *  tag; nothing written); pcclRankConnectionLost (a peer of the group was lost or a link
- *  broke: the operation was aborted on every peer, an in-place input is restored, the next
- *  call runs without the lost peer); pcclTimeout; pcclKicked; pcclMasterConnectionLost.
- *  info may be NULL. */
+ *  tx/rx bytes count the quantized bytes. The options must agree between peers.
+ *  Arguments are checked first, then the group size: a peer group of fewer than two peers
+ *  reduces nothing (as in PCCL 1.0), so a program that lost its last partner sees
+ *  pcclTooFewPeers, not a silent copy. Result codes: pcclSuccess; pcclNotInitialized;
+ *  pcclInvalidArgument (NULL buffers, count 0, unknown dtype/op, quantization of integers, of
+ *  prod, or to a type other than u8/u16); pcclInvalidUsage (not connected, tag already in
+ *  flight on this communicator); pcclTooFewPeers (this peer's group has fewer than two peers
+ *  in its latest view of the run; nothing was written); pcclMismatch (peers disagree on
+ *  count/dtype/op/quantization for this tag; nothing written); pcclRankConnectionLost (a peer
+ *  of the group was lost or a link broke: the operation was aborted on every peer, an in-place
+ *  input is restored, the next call runs without the lost peer, or returns pcclTooFewPeers if
+ *  none is left); pcclTimeout; pcclKicked; pcclMasterConnectionLost. info may be NULL. */
 PCCL_EXPORT pcclResult_t pcclAllReduce(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
                                        const pcclComm_t *comm, PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out);
 
-/** Start an all-reduce and return at once; the operation is identified by descriptor->tag,
- *  which must not be in flight already on this communicator. Buffers must stay valid and
- *  untouched until pcclAwaitAsyncReduce returns. Returns the argument/usage errors of
- *  pcclAllReduce immediately; network errors are reported by pcclAwaitAsyncReduce. */
+/** Start an all-reduce and return at once (non-blocking); the operation is identified by
+ *  descriptor->tag, which must not be in flight already on this communicator. Buffers must stay
+ *  valid and untouched until pcclAwaitAsyncReduce returns. Returns at once pcclSuccess (started:
+ *  await it), pcclNotInitialized, pcclInvalidArgument (as pcclAllReduce, and
+ *  reduce_handle_out NULL), pcclInvalidUsage, pcclTooFewPeers (a group of fewer than two
+ *  peers: nothing started, nothing to await), or the error that made the communicator
+ *  unusable (pcclKicked, pcclMasterConnectionLost); network errors of a started operation are
+ *  reported by pcclAwaitAsyncReduce. */
 PCCL_EXPORT pcclResult_t pcclAllReduceAsync(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
                                             const pcclComm_t *comm, pcclAsyncReduceOp_t *reduce_handle_out);
 
@@ -408,11 +401,18 @@ PCCL_EXPORT pcclResult_t pcclAllReduceAsync(const void *sendbuf, void *recvbuf, 
 PCCL_EXPORT pcclResult_t pcclAwaitAsyncReduce(const pcclAsyncReduceOp_t *reduce_handle,
                                               PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out);
 
-/** Run count all-reduces with at most max_in_flight concurrently (<= 0: all at once),
- *  retrying every operation that failed with pcclRankConnectionLost until all succeed or the
- *  group has fewer than two peers (pcclTooFewPeers). Tags must be distinct. info (may be
- *  NULL) receives the summed tx/rx bytes and the final world size. Other errors are returned
- *  as is after in-flight operations finished. */
+/** Run count all-reduces with at most max_in_flight concurrently, retrying every operation
+ *  that failed with pcclRankConnectionLost until all succeed or the group has fewer than two
+ *  peers. Blocks until every operation finished. Tags must be distinct. Arguments are checked
+ *  first (nothing starts if one is bad), then the group size. info (may be NULL) receives the
+ *  summed tx/rx bytes and the final world size.
+ *  Returns pcclSuccess; pcclNotInitialized; pcclInvalidArgument (descriptors NULL, count 0,
+ *  max_in_flight <= 0, a descriptor rejected as by pcclAllReduce, duplicate tags);
+ *  pcclInvalidUsage (not connected, a tag already in flight); pcclTooFewPeers (the group has
+ *  fewer than two peers before the first operation: nothing started; or after a peer loss:
+ *  the operations that had not completed are not retried); other errors of pcclAllReduce
+ *  (pcclMismatch, pcclTimeout, pcclKicked, pcclMasterConnectionLost) as is, after in-flight
+ *  operations finished. */
 PCCL_EXPORT pcclResult_t pcclAllReduceMultipleWithRetry(const pcclReduceOpDescriptor_t *descriptors, size_t count,
                                                         const pcclComm_t *comm,
                                                         PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out,
@@ -429,29 +429,53 @@ PCCL_EXPORT pcclResult_t pcclSynchronizeSharedState(const pcclComm_t *comm, pccl
 
 /* ---------------------------------------------------------------- embedded master */
 
+/* The master calls work without pcclInit (as in PCCL 1.0). Their failure reasons are read with
+ * pcclGetLastErrorMessage(NULL) on the calling thread. */
+
 /** Create a master that will listen on listen_address (port 0 picks a free port). No
- *  network until pcclRunMaster. Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument. */
+ *  network until pcclRunMaster. Non-blocking. Returns pcclSuccess, pcclInvalidArgument
+ *  (master_out NULL, unknown address protocol). */
 PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address, pcclMasterInstance_t **master_out);
 
 /** Bind and start serving on a background thread; returns once listening (non-blocking
- *  otherwise). Returns pcclSuccess, pcclInvalidArgument, pcclInvalidUsage (already running),
- *  pcclInternalError (bind failed; see pcclGetLastErrorMessage(NULL)). */
+ *  otherwise). Returns pcclSuccess, pcclInvalidArgument (not a master; or the listen address
+ *  cannot be used: port already in use, address not on this host, privileged port; the
+ *  message names the address), pcclInvalidUsage (already started), pcclInternalError (any
+ *  other socket failure; see pcclGetLastErrorMessage(NULL)). */
 PCCL_EXPORT pcclResult_t pcclRunMaster(pcclMasterInstance_t *master);
 
 /** The port the master actually listens on (useful with port 0). Extension.
  *  Returns pcclSuccess, pcclInvalidArgument, pcclInvalidUsage (not running). */
 PCCL_EXPORT pcclResult_t pcclGetMasterPort(const pcclMasterInstance_t *master, uint16_t *port_out);
 
-/** Ask the master to stop. Async-signal-safe; returns at once.
- *  Returns pcclSuccess, pcclInvalidArgument. */
+/** Ask the master to stop. Async-signal-safe; returns at once. On a valid master it touches
+ *  no lock and no memory allocator; a NULL or foreign pointer is refused with a static reason
+ *  for pcclGetLastErrorMessage(NULL).
+ *  Returns pcclSuccess, pcclInvalidArgument (NULL or not a master). */
 PCCL_EXPORT pcclResult_t pcclInterruptMaster(pcclMasterInstance_t *master);
 
 /** Block until the master has stopped (after pcclInterruptMaster) and its thread joined.
- *  Returns pcclSuccess, pcclInvalidArgument, pcclInvalidUsage (never run). */
+ *  Returns pcclSuccess, pcclInvalidArgument (not a master), pcclInvalidUsage (never run). */
 PCCL_EXPORT pcclResult_t pcclMasterAwaitTermination(pcclMasterInstance_t *master);
 
-/** Free the master; stops it first if still running. Returns pcclSuccess, pcclInvalidArgument. */
+/** Free the master; stops it first if still running (blocks until its thread joined).
+ *  Returns pcclSuccess, pcclInvalidArgument (not a master). */
 PCCL_EXPORT pcclResult_t pcclDestroyMaster(pcclMasterInstance_t *master);
+
+/* ---------------------------------------------------------------- addresses (extension) */
+
+/** Parse "host:port" into *out, for pcclCommCreateParams_t.master_address and
+ *  pcclCreateMaster. Accepted: an IPv4 literal "1.2.3.4:48148" and a bracketed IPv6 literal
+ *  "[::1]:48148" (also "[::ffff:1.2.3.4]:5"; no zone index); the ":port" may be left out
+ *  ("1.2.3.4", "[::1]"), which means CCOIP_PROTOCOL_PORT_MASTER; the port is decimal
+ *  0..65535 (0 is allowed: "any free port" where listening). No host names, no DNS.
+ *  On success *out is overwritten: zeroed, then protocol, the member it names and port set.
+ *  Non-blocking; needs no pcclInit.
+ *  Returns pcclSuccess, pcclInvalidArgument (text or out NULL, empty text, not an IP literal,
+ *  IPv6 without brackets, a missing ']', an empty or non-decimal port, a port above 65535,
+ *  anything after the port; *out is left untouched; the reason, quoting the text, is this
+ *  thread's pcclGetLastErrorMessage(NULL)). */
+PCCL_EXPORT pcclResult_t pcclParseSocketAddress(const char *text, ccoip_socket_address_t *out);
 
 #ifdef __cplusplus
 }

@@ -46,11 +46,10 @@ TEST_CASE("membership: the first peer of a run is admitted alone", "[api][member
             PT_CHECK(!pending);
             PT_OK(comm, pcclUpdateTopology(comm)); // a vote of one
             PT_CHECK_EQ(attribute(comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE), 1);
-            // A group of one reduces to a copy (never pcclTooFewPeers), in and out of place.
-            checkedF32Sum(comm, 3.0f, 3.0f, 1, 100, 0, 1);
+            // A group of one reduces nothing (PCCL 1.0): pcclTooFewPeers, the buffer untouched.
             std::vector<int32_t> buf{5, -6, 7};
             const pcclReduceDescriptor_t d = makeDescriptor(buf.size(), pcclInt32, pcclAvg, 1);
-            PT_OK(comm, pcclAllReduce(buf.data(), buf.data(), &d, comm, nullptr));
+            PT_EXPECT_RESULT(comm, pcclTooFewPeers, pcclAllReduce(buf.data(), buf.data(), &d, comm, nullptr));
             PT_CHECK(buf == (std::vector<int32_t>{5, -6, 7}));
         }, "single peer", [&] { master.destroy(); });
     });
@@ -148,7 +147,8 @@ TEST_CASE("membership: pcclArePeersPending is false, then true while a peer wait
     });
 }
 
-TEST_CASE("membership: world-size attributes with peer groups of sizes 2 and 1; collectives stay in their group",
+TEST_CASE("membership: world-size attributes with peer groups of sizes 2 and 1; collectives stay in their group, "
+          "the group of one gets pcclTooFewPeers",
           "[api][membership]") {
     isolated(60, [&] {
         EmbeddedMaster master;
@@ -160,10 +160,15 @@ TEST_CASE("membership: world-size attributes with peer groups of sizes 2 and 1; 
             PT_CHECK_EQ(attribute(ctx.comm, PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE), group_size);
             PT_CHECK_EQ(attribute(ctx.comm, PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS), 2);
             PT_CHECK_EQ(attribute(ctx.comm, PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE), 2);
-            // Values 1, 10 (group 0) and 100 (group 1): a group-0 sum is 11, the group-1 "sum" is 100.
-            const float value = ctx.rank == 0 ? 1.0f : ctx.rank == 1 ? 10.0f : 100.0f;
-            const float expected = ctx.group == 0 ? 11.0f : 100.0f;
-            checkedF32Sum(ctx.comm, value, expected, group_size, 10007, 3, static_cast<uint32_t>(group_size));
+            // Values 1 and 10 (group 0): a group-0 sum is 11. The peer alone in group 1 reduces nothing.
+            if (ctx.group == 1) {
+                std::vector<float> buf(10007, 100.0f);
+                const pcclReduceDescriptor_t d = makeDescriptor(buf.size(), pcclFloat, pcclSum, 3);
+                PT_EXPECT_RESULT(ctx.comm, pcclTooFewPeers, pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, nullptr));
+                return;
+            }
+            const float value = ctx.rank == 0 ? 1.0f : 10.0f;
+            checkedF32Sum(ctx.comm, value, 11.0f, group_size, 10007, 3, static_cast<uint32_t>(group_size));
         });
     });
 }

@@ -9,6 +9,9 @@ namespace pccl::api {
 namespace {
 std::atomic<bool> g_initialized{false};
 thread_local std::string t_lastError;
+// Set by failStatic, cleared by fail: when set, it is this thread's last error. A trivially
+// destructible thread_local, so writing it never allocates.
+thread_local const char *t_staticError = nullptr;
 } // namespace
 
 void markInitialized() { g_initialized.store(true); }
@@ -19,12 +22,18 @@ bool validComm(const pcclComm_t *comm) { return comm && comm->magic == kCommMagi
 pcclResult_t fail(const pcclComm_t *comm, const Status &status) {
     if (status.ok()) return pcclSuccess;
     PCCL_LOG(Debug, "call failed: " << status.message());
+    t_staticError = nullptr;
     t_lastError = status.message();
     if (validComm(comm)) {
         std::lock_guard lock(comm->errorMu);
         comm->lastError = status.message();
     }
     return status.code();
+}
+
+pcclResult_t failStatic(pcclResult_t code, const char *reason) {
+    t_staticError = reason;
+    return code;
 }
 
 pcclResult_t guarded(const pcclComm_t *comm, const std::function<pcclResult_t()> &body) {
@@ -44,7 +53,7 @@ const char *lastErrorFor(const pcclComm_t *comm) {
         copy = comm->lastError;
         return copy.c_str();
     }
-    return t_lastError.c_str();
+    return t_staticError ? t_staticError : t_lastError.c_str();
 }
 
 } // namespace pccl::api

@@ -13,6 +13,9 @@ namespace pccl::api {
 bool initialized();
 // Records the failure (for pcclGetLastErrorMessage) and returns its code.
 pcclResult_t fail(const pcclComm_t *comm, const Status &status);
+// Records a static reason as this thread's last error without allocating or locking, for the
+// calls that must stay async-signal-safe (pcclInterruptMaster); returns code.
+pcclResult_t failStatic(pcclResult_t code, const char *reason);
 // Runs body behind an exception barrier: any exception becomes pcclInternalError.
 pcclResult_t guarded(const pcclComm_t *comm, const std::function<pcclResult_t()> &body);
 bool validComm(const pcclComm_t *comm);

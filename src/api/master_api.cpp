@@ -1,4 +1,6 @@
-// The embedded-master part of the C facade.
+// The embedded-master part of the C facade. None of these calls needs pcclInit (PCCL 1.0
+// programs run a master without it); failures are reported through the calling thread's
+// last error (pcclGetLastErrorMessage(NULL)).
 #include <pccl.h>
 
 #include <cstring>
@@ -19,7 +21,6 @@ extern "C" {
 
 PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address, pcclMasterInstance_t **master_out) {
     return guarded(nullptr, [&] {
-        if (!api::initialized()) return fail(nullptr, {pcclNotInitialized, "pcclInit has not been called"});
         if (!master_out) return fail(nullptr, invalidArgument("master_out is NULL"));
         const long long protocol = api::rawEnum(listen_address.inet.protocol);
         if (protocol != inetIPv4 && protocol != inetIPv6)
@@ -60,8 +61,12 @@ PCCL_EXPORT pcclResult_t pcclGetMasterPort(const pcclMasterInstance_t *master, u
 }
 
 PCCL_EXPORT pcclResult_t pcclInterruptMaster(pcclMasterInstance_t *master) {
-    // Async-signal-safe: no allocation, no locks, no logging.
-    if (!master || master->magic != api::kMasterMagic || !master->server) return pcclInvalidArgument;
+    // Async-signal-safe: no allocation, no locks, no logging (hence static reasons).
+    if (!master) return api::failStatic(pcclInvalidArgument, "pcclInterruptMaster: master is NULL");
+    if (master->magic != api::kMasterMagic || !master->server)
+        return api::failStatic(pcclInvalidArgument,
+                               "pcclInterruptMaster: not a valid master instance (already destroyed, or not "
+                               "created by pcclCreateMaster)");
     master->server->interrupt();
     return pcclSuccess;
 }

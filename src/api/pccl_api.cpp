@@ -56,7 +56,8 @@ Result<peer::ReduceArgs> reduceArgs(const void *sendbuf, void *recvbuf, const pc
     if (!d) return invalidArgument("reduce descriptor is NULL");
     if (!sendbuf) return invalidArgument("sendbuf is NULL (tag " + std::to_string(d->tag) + ")");
     if (!recvbuf) return invalidArgument("recvbuf is NULL (tag " + std::to_string(d->tag) + ")");
-    if (d->count == 0) return invalidArgument("count is 0 (tag " + std::to_string(d->tag) + ")");
+    if (d->count == 0)
+        return invalidArgument("count is 0: an all-reduce needs at least one element (tag " + std::to_string(d->tag) + ")");
     const long long dtype = api::rawEnum(d->src_descriptor.datatype), op = api::rawEnum(d->op);
     if (dtype < 0 || dtype > pcclDouble) return invalidArgument("unknown data type " + std::to_string(dtype));
     if (op < 0 || op > pcclMin) return invalidArgument("unknown reduce op " + std::to_string(op));
@@ -83,6 +84,35 @@ Result<peer::ReduceArgs> reduceArgs(const void *sendbuf, void *recvbuf, const pc
     a.tag = d->tag;
     a.quant = q;
     return a;
+}
+
+// The descriptors of pcclAllReduceMultipleWithRetry, each checked as pcclAllReduce's, tags distinct.
+Result<std::vector<peer::ReduceArgs>> reduceArgsList(const pcclReduceOpDescriptor_t *descriptors, size_t count) {
+    if (!descriptors) return invalidArgument("descriptors is NULL");
+    if (count == 0) return invalidArgument("count is 0: pcclAllReduceMultipleWithRetry needs at least one descriptor");
+    std::vector<peer::ReduceArgs> ops;
+    ops.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+        const std::string where = "descriptor " + std::to_string(i) + ": ";
+        auto a = reduceArgs(descriptors[i].sendbuf, descriptors[i].recvbuf, &descriptors[i].descriptor);
+        if (!a.ok()) return Status{a.status().code(), where + a.status().message()};
+        for (auto &o : ops)
+            if (o.tag == a->tag) return invalidArgument(where + "duplicate tag " + std::to_string(a->tag));
+        ops.push_back(*a);
+    }
+    return ops;
+}
+
+// PCCL 1.0's rule: an all-reduce needs a peer group of at least two peers (a group of one is
+// pcclTooFewPeers, not a copy). Read from the communicator's latest view of the run; a
+// communicator that is not connected passes here and is refused by startAllReduce.
+Status checkGroupSize(const pcclComm_t *comm, const std::string &what) {
+    if (!comm->rep->connected()) return {};
+    auto size = comm->rep->attribute(PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE);
+    if (!size.ok()) return size.status();
+    if (*size >= 2) return {};
+    return {pcclTooFewPeers, what + ": the peer group of this peer has " + std::to_string(*size) +
+                                 (*size == 1 ? " peer" : " peers") + " (an all-reduce needs at least two); nothing was reduced"};
 }
 
 void fillInfo(pcclReduceInfo_t *out, const peer::ReduceResult &r) {
@@ -286,6 +316,7 @@ PCCL_EXPORT pcclResult_t pcclAllReduceAsync(const void *sendbuf, void *recvbuf, 
         if (!reduce_handle_out) return fail(comm, invalidArgument("reduce_handle_out is NULL"));
         auto args = reduceArgs(sendbuf, recvbuf, descriptor);
         if (!args.ok()) return fail(comm, args.status());
+        if (auto st = checkGroupSize(comm, "all-reduce tag " + std::to_string(args->tag)); !st.ok()) return fail(comm, st);
         if (auto st = comm->rep->startAllReduce(*args); !st.ok()) return fail(comm, st);
         reduce_handle_out->comm = const_cast<pcclComm_t *>(comm);
         reduce_handle_out->tag = descriptor->tag;
@@ -318,18 +349,14 @@ PCCL_EXPORT pcclResult_t pcclAllReduceMultipleWithRetry(const pcclReduceOpDescri
                                                         int max_in_flight) {
     return guarded(comm, [&] {
         if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
-        if (!descriptors && count > 0) return fail(comm, invalidArgument("descriptors is NULL"));
-        std::vector<peer::ReduceArgs> ops;
-        ops.reserve(count);
-        for (size_t i = 0; i < count; ++i) {
-            auto a = reduceArgs(descriptors[i].sendbuf, descriptors[i].recvbuf, &descriptors[i].descriptor);
-            if (!a.ok()) return fail(comm, Status{a.status().code(), "descriptor " + std::to_string(i) + ": " + a.status().message()});
-            for (auto &o : ops)
-                if (o.tag == a->tag) return fail(comm, invalidArgument("descriptor " + std::to_string(i) + ": duplicate tag " + std::to_string(a->tag)));
-            ops.push_back(*a);
-        }
+        auto ops = reduceArgsList(descriptors, count);
+        if (!ops.ok()) return fail(comm, ops.status());
+        if (max_in_flight <= 0)
+            return fail(comm, invalidArgument("max_in_flight is " + std::to_string(max_in_flight) +
+                                              ": it must be at least 1 (the number of all-reduces run at once)"));
+        if (auto st = checkGroupSize(comm, "pcclAllReduceMultipleWithRetry"); !st.ok()) return fail(comm, st);
         peer::ReduceResult total;
-        auto st = comm->rep->allReduceMultipleWithRetry(ops, max_in_flight, &total);
+        auto st = comm->rep->allReduceMultipleWithRetry(*ops, max_in_flight, &total);
         fillInfo(reduce_info_out, total);
         return fail(comm, st);
     });
