@@ -522,7 +522,7 @@ void usage(FILE *out) {
                  "  all-reduce benchmark over N local worker processes and an embedded master\n"
                  "  --sizes LIST      1K:256M (powers of two; a:b:f for factor f) or 1K,64K,1M\n"
                  "                    (default 1K,64K,1M,16M,256M)\n"
-                 "  --peers LIST      world sizes to sweep (default 2,3,4)\n"
+                 "  --peers LIST      world sizes to sweep, 2..64 (default 2,3,4)\n"
                  "  --pool LIST       p2p connection pool sizes to sweep (default 4)\n"
                  "  --iters N         timed iterations per size (default: 20 down to 3 at large sizes)\n"
                  "  --warmup N        warm-up iterations per size (default: iters/4, 1..5)\n"
@@ -613,7 +613,8 @@ std::optional<Options> parseOptions(int argc, char **argv) {
         } else if (a == "--peers" || a == "-n") {
             if (!next(v)) return std::nullopt;
             auto s = parseIntList(v);
-            if (!s || s->empty() || std::any_of(s->begin(), s->end(), [](int x) { return x < 1 || x > 64; }))
+            // An all-reduce needs two peers (a lone peer gets pcclTooFewPeers).
+            if (!s || s->empty() || std::any_of(s->begin(), s->end(), [](int x) { return x < 2 || x > 64; }))
                 return bad(v);
             o.peers = *s;
         } else if (a == "--pool") {

@@ -156,15 +156,11 @@ int attribute(pcclComm_t *c, pcclAttribute_t a) {
 int runWorker(const std::string &role, const std::string &master, int world, size_t mib, int reps) {
     const bool joiner = role == "joiner";
     ccoip_socket_address_t addr{};
-    addr.inet.protocol = inetIPv4;
-    unsigned a[4], port = 0;
-    if ((!joiner && role != "source") ||
-        std::sscanf(master.c_str(), "%u.%u.%u.%u:%u", &a[0], &a[1], &a[2], &a[3], &port) != 5 || world < 2) {
-        std::fprintf(stderr, "worker: need --worker source|joiner --master IPv4:PORT --world N (N >= 2)\n");
+    if ((!joiner && role != "source") || pcclParseSocketAddress(master.c_str(), &addr) != pcclSuccess || world < 2) {
+        std::fprintf(stderr, "worker: need --worker source|joiner --master IP:PORT --world N (N >= 2)%s%s\n",
+                     *pcclGetLastErrorMessage(nullptr) ? ": " : "", pcclGetLastErrorMessage(nullptr));
         return 2;
     }
-    for (int i = 0; i < 4; ++i) addr.inet.ipv4.data[i] = static_cast<uint8_t>(a[i]);
-    addr.port = static_cast<uint16_t>(port);
     check(pcclInit(), "pcclInit");
     pcclCommCreateParams_t p{};
     p.master_address = addr;

@@ -13,18 +13,16 @@
 // Since the all-reduce result is byte-identical everywhere, every live peer prints the same
 // hash for the same step. examples/demo.sh runs 4 peers, kills one and starts a new one.
 //
-// Usage: pccl-train-demo MASTER_HOST:PORT [--steps N] [--params N] [--seed S] [--name NAME]
+// Usage: pccl-train-demo MASTER_IP:PORT [--steps N] [--params N] [--seed S] [--name NAME]
 //                        [--lr F] [--wait-for N] [--wait-timeout SECONDS] [--no-shared-state]
+// (MASTER_IP:PORT as pcclParseSocketAddress reads it: 10.0.0.1:48148, [::1]:48148; no port
+// means 48148.)
 // (--no-shared-state skips pcclSynchronizeSharedState: a peer that joins late then starts
 // from step 0 with its own copy of the model, so use it only for runs without joins.)
 // Exit code: 0 after the last step (or SIGINT/SIGTERM at a step boundary), 1 on a pccl
 // error it cannot recover from, 2 on bad usage.
 
 #include <pccl.h>
-
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -80,59 +78,10 @@ void say(const char *fmt, ...) {
 [[noreturn]] void usage(const char *msg) {
     std::fprintf(stderr,
                  "pccl-train-demo: %s\n"
-                 "usage: pccl-train-demo MASTER_HOST:PORT [--steps N] [--params N] [--seed S] [--name NAME]\n"
+                 "usage: pccl-train-demo MASTER_IP:PORT [--steps N] [--params N] [--seed S] [--name NAME]\n"
                  "                       [--lr F] [--wait-for N] [--wait-timeout SECONDS] [--no-shared-state]\n",
                  msg);
     std::exit(2);
-}
-
-// "1.2.3.4:5", "[::1]:5" or "hostname:5" -> a pccl socket address.
-bool parseAddress(const std::string &text, ccoip_socket_address_t *out) {
-    std::string host, port;
-    if (!text.empty() && text[0] == '[') {
-        const auto close = text.find(']');
-        if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') return false;
-        host = text.substr(1, close - 1);
-        port = text.substr(close + 2);
-    } else {
-        const auto colon = text.rfind(':');
-        if (colon == std::string::npos) return false;
-        host = text.substr(0, colon);
-        port = text.substr(colon + 1);
-    }
-    char *end = nullptr;
-    const unsigned long p = std::strtoul(port.c_str(), &end, 10);
-    if (port.empty() || *end != '\0' || p == 0 || p > 65535) return false;
-
-    std::memset(out, 0, sizeof *out);
-    out->port = static_cast<uint16_t>(p);
-    if (inet_pton(AF_INET, host.c_str(), out->inet.ipv4.data) == 1) {
-        out->inet.protocol = inetIPv4;
-        return true;
-    }
-    if (inet_pton(AF_INET6, host.c_str(), out->inet.ipv6.data) == 1) {
-        out->inet.protocol = inetIPv6;
-        return true;
-    }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo *res = nullptr;
-    if (getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0 || res == nullptr) return false;
-    bool ok = false;
-    if (res->ai_family == AF_INET) {
-        const auto *sa = reinterpret_cast<const sockaddr_in *>(res->ai_addr);
-        std::memcpy(out->inet.ipv4.data, &sa->sin_addr, 4);
-        out->inet.protocol = inetIPv4;
-        ok = true;
-    } else if (res->ai_family == AF_INET6) {
-        const auto *sa = reinterpret_cast<const sockaddr_in6 *>(res->ai_addr);
-        std::memcpy(out->inet.ipv6.data, &sa->sin6_addr, 16);
-        out->inet.protocol = inetIPv6;
-        ok = true;
-    }
-    freeaddrinfo(res);
-    return ok;
 }
 
 Options parseOptions(int argc, char **argv) {
@@ -243,7 +192,8 @@ int main(int argc, char **argv) {
     std::signal(SIGTERM, onStopSignal);
 
     pcclCommCreateParams_t params{};
-    if (!parseAddress(opt.master, &params.master_address)) usage(("bad master address " + opt.master).c_str());
+    if (pcclParseSocketAddress(opt.master.c_str(), &params.master_address) != pcclSuccess)
+        usage(pcclGetLastErrorMessage(nullptr));
     params.peer_group = 0;
     params.p2p_connection_pool_size = 0;  // library default
 

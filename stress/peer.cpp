@@ -10,14 +10,13 @@
 // own (lineage, revision, tag). Removal (kicked, master lost) ends the process (exit codes in
 // events.hpp).
 //
-// Usage: pccl-soak-peer 127.0.0.1:PORT --slot N [--seed S] [--name NAME] [--pause-ms MS]
+// Usage: pccl-soak-peer IP:PORT --slot N [--seed S] [--name NAME] [--pause-ms MS]
 //                       [--max-steps N] [--log FILE] [--inject flip|hang|leak]
 // --inject makes this peer misbehave on purpose every 25th step, to show that the
 // orchestrator's checks fire: flip a result bit (before checking and hashing), hang 3 heartbeat
 // timeouts outside any call, or leak 4 MiB.
 #include <pccl.h>
 
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <bit>
@@ -54,7 +53,7 @@ struct Options {
 
 [[noreturn]] void usage(const char *msg) {
     std::fprintf(stderr,
-                 "pccl-soak-peer: %s\nusage: pccl-soak-peer 127.0.0.1:PORT --slot N [--seed S] [--name NAME] "
+                 "pccl-soak-peer: %s\nusage: pccl-soak-peer IP:PORT --slot N [--seed S] [--name NAME] "
                  "[--pause-ms MS] [--max-steps N] [--log FILE] [--inject flip|hang|leak]\n",
                  msg);
     std::exit(kExitUsage);
@@ -82,18 +81,6 @@ Options parseOptions(int argc, char **argv) {
     if (o.master.empty()) usage("the master address is required");
     if (o.slot < 0 || o.slot >= kMaxSlots) usage("--slot must be in 0..63");
     return o;
-}
-
-// "A.B.C.D:PORT" (the soak runs on loopback).
-bool parseAddress(const std::string &text, ccoip_socket_address_t *out) {
-    const auto colon = text.rfind(':');
-    if (colon == std::string::npos) return false;
-    const int port = std::atoi(text.c_str() + colon + 1);
-    if (port <= 0 || port > 65535) return false;
-    std::memset(out, 0, sizeof *out);
-    out->inet.protocol = inetIPv4;
-    out->port = static_cast<uint16_t>(port);
-    return inet_pton(AF_INET, text.substr(0, colon).c_str(), out->inet.ipv4.data) == 1;
 }
 
 void ev(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -183,7 +170,8 @@ uint64_t freshLineage(int slot) {
 }
 
 SoakPeer::SoakPeer(const Options &o) : opt_(o), state_(o.seed, freshLineage(o.slot), o.slot) {
-    if (!parseAddress(opt_.master, &params_.master_address)) usage(("bad master address " + opt_.master).c_str());
+    if (pcclParseSocketAddress(opt_.master.c_str(), &params_.master_address) != pcclSuccess)
+        usage(pcclGetLastErrorMessage(nullptr));
     size_t max_bytes = 0;
     for (const OpSpec &spec : opPlan()) {
         Op op;
@@ -457,7 +445,10 @@ bool SoakPeer::membership() {
 
 void SoakPeer::failed(pcclResult_t r) {
     switch (classify(r)) {
-        case Class::Retry: return recover();
+        case Class::Retry:
+            // Alone in the group (pcclTooFewPeers): give a joining peer a moment before voting again.
+            if (r == pcclTooFewPeers) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            return recover();
         case Class::Removed: quit(kExitRemoved, std::string(pcclGetErrorString(r)) + ": " + lastError());
         case Class::StateLost: quit(kExitStateLost, std::string(pcclGetErrorString(r)) + ": " + lastError());
         case Class::Unexpected: quit(kExitUnexpected, std::string(pcclGetErrorString(r)) + ": " + lastError());
