@@ -18,7 +18,8 @@ SUM = pccl.ReduceOp.SUM
 
 @pytest.fixture(scope="module")
 def solo():
-    """One connected peer (a run of one: all-reduce is a copy)."""
+    """One connected peer (a run of one: all-reduce raises PCCLError TOO_FEW_PEERS, as in PCCL 1.0,
+    once the Python-side argument checks passed)."""
     m = pccl.MasterNode("127.0.0.1:0")
     m.run()
     c = pccl.Communicator(f"127.0.0.1:{m.port}")
@@ -28,11 +29,22 @@ def solo():
     m.close()
 
 
-def test_a_run_of_one_works(solo):
+def expect_too_few_peers(call):
+    """The arguments were accepted; a peer alone in its group reduces nothing (PCCL 1.0)."""
+    with pytest.raises(pccl.PCCLError) as e:
+        call()
+    assert e.value.result == pccl.Result.TOO_FEW_PEERS
+
+
+def test_a_run_of_one_raises_too_few_peers(solo):
     x = torch.arange(8, dtype=torch.float32)
     y = torch.zeros(8)
-    info = solo.all_reduce(x, y, op=SUM)
-    assert info.local_world_size == 1 and torch.equal(x, y)
+    expect_too_few_peers(lambda: solo.all_reduce(x, y, op=SUM))
+    assert torch.equal(y, torch.zeros(8))
+    od = pccl.ReduceOperandDescriptor(pccl.DataType.FLOAT)
+    d = pccl.ReduceOpDescriptor.from_torch(x, y, pccl.ReduceDescriptor(8, SUM, 2, od, None))
+    expect_too_few_peers(lambda: solo.all_reduce_multiple_with_retry([d]))
+    assert torch.equal(y, torch.zeros(8))
 
 
 def test_non_contiguous(solo):
@@ -66,8 +78,8 @@ def test_mismatched_dtype_and_size(solo):
     od = pccl.ReduceOperandDescriptor(pccl.DataType.DOUBLE)
     with pytest.raises(TypeError, match="descriptor"):
         solo.all_reduce(torch.zeros(4), torch.zeros(4), op=SUM, operand_descriptor=od)
-    # same element count, other shape: fine
-    solo.all_reduce(torch.ones(2, 3), torch.zeros(6), op=SUM)
+    # same element count, other shape: accepted (and then refused by the library: a run of one)
+    expect_too_few_peers(lambda: solo.all_reduce(torch.ones(2, 3), torch.zeros(6), op=SUM))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
