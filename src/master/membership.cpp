@@ -230,6 +230,7 @@ void Membership::maybeFinishVotes(Actions &out) {
         startProbe(out, accepted);
     }
     if (linksWaiting_.empty() && all(&Peer::votedTopology)) admitPending(out);
+    settleNoOpVotes(out);
 }
 
 void Membership::onLinksReady(Actions &out, Peer &p, const LinksReady &m) {
@@ -275,6 +276,7 @@ void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m
     }
     c.inited.insert(p.id);
     maybeCommence(out, p.group, m.tag);
+    settleNoOpVotes(out);  // this peer may now block a vote that cannot complete
 }
 
 void Membership::maybeCommence(Actions &out, uint32_t group, uint64_t tag) {
@@ -419,6 +421,7 @@ void Membership::onSharedStateSync(Actions &out, Peer &p, const SharedStateSync 
     if (round.described.empty()) round.sinceMs = now_;
     round.described[p.id] = m;
     maybeRunSync(out, p.group);
+    settleNoOpVotes(out);  // this peer may now block a vote that cannot complete
 }
 
 void Membership::maybeRunSync(Actions &out, uint32_t group) {

@@ -106,6 +106,15 @@ private:
     void kick(Actions &out, ClientId id, const std::string &reason, const std::string &toPeer = "");
 
     void maybeFinishVotes(Actions &out);
+    // A topology or peers-pending vote with nobody pending changes nothing. When every accepted
+    // peer that has not voted is blocked in a collective that waits for a voter (it started an
+    // all-reduce tag or a shared-state sync that some voter has not), its vote cannot come: the
+    // voters are answered at once (no change, nobody pending) instead of waiting for it. This is
+    // a joiner whose first call is a vote while the peers that admitted it went on to their
+    // all-reduce (issue 16; membership_votes.cpp).
+    void settleNoOpVotes(Actions &out);
+    // Whether `id` waits in a collective or sync of its group that one of `voters` has not joined.
+    bool blockedOnVoters(ClientId id, const std::vector<ClientId> &voters) const;
     void finishLinksRound(Actions &out);  // every member linked up (or left): tell the round's peers
     void admitPending(Actions &out);
     void maybeCommence(Actions &out, uint32_t group, uint64_t tag);
