@@ -33,7 +33,9 @@ then demonstrates the two membership events pccl exists for:
     so that the kill deterministically lands *inside* the collective), and the launcher
     SIGKILLs both its processes once group A is inside the same all-reduce. Group A's
     ``all_reduce`` raises ``PCCLError`` with result ``RANK_CONNECTION_LOST`` (8); A calls
-    ``update_topology()`` and retries, now alone, and training goes on.
+    ``update_topology()`` and retries; now alone in its peer groups, its all-reduce raises
+    ``TOO_FEW_PEERS`` (a group of one does not reduce, as in PCCL 1.0), it applies its own
+    pseudo-gradient, and training goes on.
   * join: after round ``--join-after`` a new group C joins (its processes were started with the
     others and wait for the launcher's signal, so that torch's import time does not delay the
     join); its pccl peers connect, are admitted when A's peers see ``are_peers_pending()`` and call
@@ -177,6 +179,12 @@ def worker(args: argparse.Namespace) -> int:
             try:
                 return comm.all_reduce(delta, delta, op=pccl.ReduceOp.SUM, tag=0)
             except pccl.PCCLError as e:
+                if e.result == pccl.Result.TOO_FEW_PEERS:
+                    # Alone in this peer group (as in PCCL 1.0, a group of one does not reduce):
+                    # the group's sum is this peer's own [w * delta, w], left untouched.
+                    say(f"round {r}: alone in peer group {rank}: the outer step uses this group's own "
+                        f"pseudo-gradient")
+                    return pccl.ReduceInfo(1, 0, 0)
                 if e.result != pccl.Result.RANK_CONNECTION_LOST or attempt == 9:
                     raise
                 say(f"round {r}: outer all-reduce failed: {e.result_name} ({int(e.result)}): {e.message}")
