@@ -102,7 +102,11 @@ typedef enum pcclResult_t {
     pcclMismatch = 16,
     /** The connection to the master was lost after connecting; the communicator is
      *  unusable afterwards. */
-    pcclMasterConnectionLost = 17
+    pcclMasterConnectionLost = 17,
+    /** pcclAbortCommunicator was called on this communicator: the call was cut short (an
+     *  in-place all-reduce input is restored). Every later call returns it too; the
+     *  communicator can only be destroyed. */
+    pcclAborted = 18
 } pcclResult_t;
 
 typedef enum pcclDataType_t {
@@ -131,7 +135,13 @@ typedef enum pcclAttribute_t {
     PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE = 1,
     PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE = 2,
     PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS = 3,
-    PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE = 4
+    PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE = 4,
+    /* --- extensions (appended) --- */
+    /** This peer's rank in its peer group for the current topology: its position in the
+     *  group's ring, 0 .. PEER_GROUP_WORLD_SIZE - 1. Stable until the ring changes (a peer
+     *  joins, leaves or pcclOptimizeTopology reorders it); "rank 0 writes the checkpoint"
+     *  and data sharding use it. */
+    PCCL_ATTRIBUTE_RANK = 5
 } pcclAttribute_t;
 
 typedef enum pcclSharedStateSyncStrategy_t {
@@ -316,6 +326,15 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
  *  leave round trip's deadline. Must not run concurrently with other calls on comm.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument (not a communicator). */
 PCCL_EXPORT pcclResult_t pcclDestroyCommunicator(PCCL_NULLABLE pcclComm_t *comm);
+
+/** Abort the communicator (an extension): every call blocked on it (pcclConnect, a vote, an
+ *  all-reduce or its await, a shared-state sync) returns pcclAborted promptly, an in-place
+ *  all-reduce input restored, and every later call returns pcclAborted; the communicator can
+ *  then only be destroyed. Safe to call from any thread, concurrently with other calls on comm
+ *  and more than once. Not async-signal-safe (it takes locks): from a signal handler, set a flag
+ *  and call it from a thread. Non-blocking. Returns pcclSuccess, pcclNotInitialized,
+ *  pcclInvalidArgument (not a communicator). */
+PCCL_EXPORT pcclResult_t pcclAbortCommunicator(pcclComm_t *comm);
 
 /** Connect to the master, register, and block until the accepted peers admit this peer
  *  (their next pcclUpdateTopology) and this peer's ring links are up. The first peer of a

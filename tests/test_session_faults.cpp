@@ -289,7 +289,7 @@ TEST_CASE("session: abort before connecting makes every call fail with its statu
 // connection stays open (no DisconnectMaster): the master may still run the admission round.
 // A dead session must not link up and report itself ready, or it joins a ring it will never
 // serve (it sends no heartbeats, votes or collectives).
-TEST_CASE("session: a dead session joins no ring", "[session][!mayfail]") {
+TEST_CASE("session: a dead session joins no ring", "[session]") {
     auto o = Driver::defaults();
     o.admissionTimeoutMs = 3000;
     Driver d(o);
@@ -300,4 +300,32 @@ TEST_CASE("session: a dead session joins no ring", "[session][!mayfail]") {
     for (auto &r : sent<LinksReady>(one)) CHECK_FALSE(r.ok);
     auto several = d.message(TopologyUpdate{2, ringWithSelfAt(2, 0), {2, 2, 1, 2}});
     CHECK(actionsOf<ConnectLinks>(several).empty());
+}
+
+// ---- stray messages from a faulty master: a commit names a round by its seq, and seq 0 means
+// "before commencing" (CollectiveAborted, SharedStateAborted); no round is ever committed as 0.
+
+// on(CollectiveCommitted) compares the op's seq (0 until commence) with the message's: a commit
+// of seq 0 releases an all-reduce that never ran, and its await reports success.
+TEST_CASE("session: a commit of seq 0 does not complete an all-reduce that never started", "[session][!mayfail]") {
+    Driver d;
+    d.admit();
+    d.startAllReduce(7);
+    auto w = d.awaitAllReduce(7);
+    auto out = d.message(CollectiveCommitted{7, 0});
+    CHECK(actionsOf<ReleaseAllReduce>(out).empty());
+    auto c = completion(out, w.id);
+    CHECK_FALSE((c && c->status.ok()));
+}
+
+// endSync compares the sync's seq (0 until the plan) with the message's: a commit of seq 0
+// completes the waiting sync ok with no SyncResult, which Communicator::syncSharedState then
+// reads with std::get<SyncResult> (std::bad_variant_access).
+TEST_CASE("session: a commit of seq 0 does not complete a sync still waiting for its plan", "[session][!mayfail]") {
+    Driver d;
+    d.admit();
+    auto s = d.sync();
+    auto out = d.message(SharedStateCommitted{0, 8});
+    auto c = completion(out, s.id);
+    CHECK_FALSE((c && c->status.ok()));
 }

@@ -220,7 +220,7 @@ TEST_CASE("session: a chunk of an empty entry is refused", "[session]") {
 
 // The master answers a failure report with SharedStateAborted of that round's seq
 // (Membership::onSharedStateDone -> abortSync); the refusing peer must end its sync with it.
-TEST_CASE("session: a sync whose plan was refused ends when the master aborts that round", "[session][!mayfail]") {
+TEST_CASE("session: a sync whose plan was refused ends when the master aborts that round", "[session]") {
     Driver d;
     d.admit();
     auto c = d.sync(described(), kEntryBytes);
@@ -258,6 +258,17 @@ TEST_CASE("session: a second plan during a transfer is refused and the transfer 
     REQUIRE(done.size() == 1);
     CHECK(done[0].ok);
     CHECK(d.unanswered() == std::vector<RequestId>{c.id});
+}
+
+TEST_CASE("session: a plan while the committed transfer drains is refused", "[session]") {
+    Driver d;
+    d.admit();
+    d.transferring(3);
+    d.message(SharedStateCommitted{3, 8});
+    auto out = d.message(SharedStatePlan{4, 8, {}, {}, {}});
+    CHECK(actionsOf<StartTransfer>(out).empty());
+    REQUIRE(sent<SharedStateDone>(out).size() == 1);
+    CHECK_FALSE(sent<SharedStateDone>(out)[0].ok);
 }
 
 // ---- the end of the transfer

@@ -163,6 +163,7 @@ PCCL_EXPORT const char *pcclGetErrorString(pcclResult_t result) {
         case pcclAuthenticationFailed: return "pcclAuthenticationFailed: credentials were rejected";
         case pcclMismatch: return "pcclMismatch: peers disagree on the operation";
         case pcclMasterConnectionLost: return "pcclMasterConnectionLost: the connection to the master was lost";
+        case pcclAborted: return "pcclAborted: the communicator was aborted (pcclAbortCommunicator)";
     }
     return "unknown pcclResult_t";
 }
@@ -263,6 +264,14 @@ PCCL_EXPORT pcclResult_t pcclDestroyCommunicator(pcclComm_t *comm) {
     });
 }
 
+PCCL_EXPORT pcclResult_t pcclAbortCommunicator(pcclComm_t *comm) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        comm->rep->abort();
+        return pcclSuccess;
+    });
+}
+
 PCCL_EXPORT pcclResult_t pcclConnect(pcclComm_t *comm) {
     return guarded(comm, [&] {
         if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
@@ -275,7 +284,7 @@ PCCL_EXPORT pcclResult_t pcclGetAttribute(const pcclComm_t *comm, pcclAttribute_
         if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
         if (!p_attribute_out) return fail(comm, invalidArgument("p_attribute_out is NULL"));
         const long long attr = api::rawEnum(attribute);
-        if (attr < PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE || attr > PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE)
+        if (attr < PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE || attr > PCCL_ATTRIBUTE_RANK)
             return fail(comm, invalidArgument("unknown attribute " + std::to_string(attr)));
         auto v = comm->rep->attribute(attribute);
         if (!v.ok()) return fail(comm, v.status());

@@ -385,7 +385,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
 
 void Membership::sendWorld(Actions &out) {
     for (auto &[id, p] : peers_)
-        if (p.state == State::Accepted) send(out, id, WorldUpdate{worldFor(p.group)});
+        if (p.state == State::Accepted) send(out, id, WorldUpdate{worldFor(p.group), ringOf(p.group)});
 }
 
 void Membership::kick(Actions &out, ClientId id, const std::string &reason, const std::string &toPeer) {

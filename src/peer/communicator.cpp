@@ -90,6 +90,10 @@ uint64_t Communicator::nowMs() {
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
 }
 
+void Communicator::abort() {
+    post([](Session &s) { return s.abort(Status{pcclAborted, "the communicator was aborted (pcclAbortCommunicator)"}); });
+}
+
 bool Communicator::connected() const {
     std::lock_guard lock(sessionMu_);
     return session_.phase() == Phase::Connected;

@@ -93,6 +93,8 @@ public:
     Result<SyncResult> syncSharedState(const std::vector<SyncEntry> &entries, uint64_t revision,
                                        pcclSharedStateSyncStrategy_t strategy);
     bool connected() const;
+    // pcclAbortCommunicator: every waiting and later call fails with pcclAborted. Any thread.
+    void abort();
     size_t inFlight() const;
 
 private:

@@ -261,6 +261,11 @@ Result<int> Session::attribute(pcclAttribute_t attribute) const {
         case PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE: return static_cast<int>(world_.group_world_size);
         case PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS: return static_cast<int>(world_.num_groups);
         case PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE: return static_cast<int>(world_.largest_group);
+        case PCCL_ATTRIBUTE_RANK: {
+            auto me = std::find_if(ring_.begin(), ring_.end(), [&](auto &r) { return r.uuid == self_; });
+            if (me == ring_.end()) return Status{pcclInternalError, "pcclGetAttribute: this peer is not in its ring"};
+            return static_cast<int>(me - ring_.begin());
+        }
     }
     return invalidArgument("pcclGetAttribute: unknown attribute " + std::to_string(static_cast<int>(attribute)));
 }

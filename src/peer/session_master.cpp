@@ -63,8 +63,10 @@ void Session::on(Actions &out, const TopologyUpdate &m) {
     world_ = m.world;
     epoch_ = m.epoch;
     auto me = std::find_if(ring_.begin(), ring_.end(), [&](auto &r) { return r.uuid == self_; });
-    if (me == ring_.end()) {
-        out.push_back(SendToMaster{LinksReady{m.epoch, false, "this peer is not in its own ring"}});
+    if (me == ring_.end() || phase_ == Phase::Dead) {
+        // A dead session (admission deadline, silent master) must not join a ring it will never serve.
+        const char *why = phase_ == Phase::Dead ? "this peer has given up" : "this peer is not in its own ring";
+        out.push_back(SendToMaster{LinksReady{m.epoch, false, why}});
         return;
     }
     if (ring_.size() == 1) {
@@ -103,7 +105,10 @@ void Session::on(Actions &out, const VoteFailed &m) {
     answerVote(out, static_cast<VoteKind>(m.vote), fromFailure(m.result, m.reason));
 }
 
-void Session::on(Actions &, const WorldUpdate &m) { world_ = m.world; }
+void Session::on(Actions &, const WorldUpdate &m) {
+    world_ = m.world;
+    ring_ = m.ring;
+}
 
 void Session::on(Actions &out, const BandwidthProbe &m) {
     const bool member = std::any_of(m.peers.begin(), m.peers.end(), [&](auto &r) { return r.uuid == self_; });
@@ -129,12 +134,13 @@ void Session::on(Actions &out, const CollectiveCommence &m) {
         out.push_back(SendToMaster{CollectiveDone{m.tag, m.seq, false, "tag not in flight on " + self_.shortStr()}});
         return;
     }
+    Op &op = it->second;
     auto me = std::find_if(m.ring.begin(), m.ring.end(), [&](auto &r) { return r.uuid == self_; });
     if (me == m.ring.end()) {
+        op.seq = m.seq;  // the master aborts this seq after the refusal: the op ends with it
         out.push_back(SendToMaster{CollectiveDone{m.tag, m.seq, false, "not part of the ring"}});
         return;
     }
-    Op &op = it->second;
     const auto n = static_cast<uint32_t>(m.ring.size());
     const auto rank = static_cast<uint32_t>(me - m.ring.begin());
     op.seq = m.seq;
@@ -193,6 +199,7 @@ void Session::on(Actions &out, const SharedStatePlan &m) {
         return;
     }
     if (auto why = checkPlan(m, sync_->entryBytes); !why.empty()) {
+        sync_->seq = m.seq;  // the master aborts this round after the refusal: the sync ends with it
         out.push_back(SendToMaster{SharedStateDone{m.seq, false, "malformed plan from the master: " + why,
                                                    toWire(pcclRankConnectionLost)}});
         return;

@@ -14,7 +14,7 @@
 namespace pccl::protocol {
 
 inline constexpr uint32_t kMagic = 0x4c434350;  // "PCCL"
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr uint32_t kMaxControlFrame = 16u << 20;  // bytes of one control frame
 inline constexpr uint32_t kMaxStringBytes = 64u << 10;
 inline constexpr uint32_t kMaxVectorItems = 1u << 20;
@@ -142,9 +142,11 @@ struct OptimizeTopologyResult {
     std::string error;
     PCCL_FIELDS(ok, error)
 };
+// The world sizes and this peer's group ring changed (a peer left): ranks follow the ring.
 struct WorldUpdate {
     WorldInfo world;
-    PCCL_FIELDS(world)
+    std::vector<RingMember> ring;
+    PCCL_FIELDS(world, ring)
 };
 // All peers of the group sent CollectiveInit for this tag with the same description: run it on
 // this ring (the participants in ring order). seq is unique per master and tags data frames.

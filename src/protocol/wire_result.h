@@ -18,7 +18,7 @@ namespace pccl::protocol {
 
 // The last result this build knows; raise it when pccl.h appends one (test_codec.cpp checks
 // that pcclGetErrorString knows every value up to here and none past it).
-inline constexpr pcclResult_t kLastWireResult = pcclMasterConnectionLost;
+inline constexpr pcclResult_t kLastWireResult = pcclAborted;
 
 constexpr bool isKnownResult(long long v) { return v >= pcclSuccess && v <= kLastWireResult; }
 

@@ -256,6 +256,12 @@ class Communicator(Closeable):
         attribute = _enum(Attribute, attribute, "attribute")
         return int(self._require().get_attribute(int(attribute)))
 
+    @property
+    def rank(self) -> int:
+        """This peer's rank in its peer group: its position in the group's ring, 0 ..
+        ``LOCAL_WORLD_SIZE - 1``, stable until the ring changes (a join, a loss, an optimize)."""
+        return self.get_attribute(Attribute.RANK)
+
     # ----------------------------------------------------------------------------- all-reduce
 
     def _reduce_args(self, send: Any, recv: Any, op: Any, tag: Any,

@@ -40,6 +40,7 @@ class Result(IntEnum):
     AUTHENTICATION_FAILED = 15
     MISMATCH = 16
     MASTER_CONNECTION_LOST = 17
+    ABORTED = 18
 
 
 class ReduceOp(IntEnum):
@@ -62,6 +63,8 @@ class Attribute(IntEnum):
     """Peers in this peer's group (``PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE``)."""
     NUM_DISTINCT_PEER_GROUPS = 3
     LARGEST_PEER_GROUP_WORLD_SIZE = 4
+    RANK = 5
+    """This peer's position in its group's ring, 0 .. LOCAL_WORLD_SIZE - 1 (an extension)."""
     PEER_GROUP_WORLD_SIZE = 2
     """Alias of ``LOCAL_WORLD_SIZE`` under the C name."""
 

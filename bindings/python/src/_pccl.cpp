@@ -473,6 +473,7 @@ PYBIND11_MODULE(_pccl, m) {
     PCCL_PUT(pcclPendingAsyncOps); PCCL_PUT(pcclUpdateTopologyFailed); PCCL_PUT(pcclTopologyOptimizationFailed);
     PCCL_PUT(pcclTimeout); PCCL_PUT(pcclKicked); PCCL_PUT(pcclAuthenticationFailed); PCCL_PUT(pcclMismatch);
     PCCL_PUT(pcclMasterConnectionLost);
+    PCCL_PUT(pcclAborted);
     PCCL_PUT(pcclUint8); PCCL_PUT(pcclInt8); PCCL_PUT(pcclInt16); PCCL_PUT(pcclUint16); PCCL_PUT(pcclUint32);
     PCCL_PUT(pcclInt32); PCCL_PUT(pcclUint64); PCCL_PUT(pcclInt64); PCCL_PUT(pcclFloat16); PCCL_PUT(pcclBFloat16);
     PCCL_PUT(pcclFloat); PCCL_PUT(pcclDouble);
@@ -480,6 +481,7 @@ PYBIND11_MODULE(_pccl, m) {
     PCCL_PUT(pcclSum); PCCL_PUT(pcclAvg); PCCL_PUT(pcclProd); PCCL_PUT(pcclMax); PCCL_PUT(pcclMin);
     PCCL_PUT(PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE); PCCL_PUT(PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE);
     PCCL_PUT(PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS); PCCL_PUT(PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE);
+    PCCL_PUT(PCCL_ATTRIBUTE_RANK);
     PCCL_PUT(PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR); PCCL_PUT(PCCL_SHARED_STATE_SYNC_STRATEGY_RECEIVE_ONLY);
     PCCL_PUT(PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY);
     PCCL_PUT(pcclDistributionNone); PCCL_PUT(pcclDistributionNormal); PCCL_PUT(pcclDistributionUniform);
