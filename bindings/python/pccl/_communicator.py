@@ -184,8 +184,11 @@ class Communicator(Closeable):
         """Connect to the master and join the run; blocks until admitted.
 
         The first peer of a run is admitted at once; a later peer waits until the accepted peers
-        call :meth:`update_topology` (typically ``if comm.are_peers_pending():
-        comm.update_topology()`` in their loop). When the master cannot be reached
+        call :meth:`update_topology`: ``if comm.are_peers_pending(): comm.update_topology()``
+        at the end of each step of their loop, after the shared-state sync and the all-reduces
+        (:class:`pccl.Loop` runs a step in that order). The wait has no limit by default
+        (``admission_timeout_ms``); Ctrl-C ends it (KeyboardInterrupt, the communicator
+        aborted, see :meth:`abort`). When the master cannot be reached
         (``Result.MASTER_CONNECTION_FAILED``) the attempt is repeated up to ``n_attempts``
         times in all, with a short sleep in between; other failures raise at once."""
         if isinstance(n_attempts, bool) or not isinstance(n_attempts, int):
@@ -208,6 +211,21 @@ class Communicator(Closeable):
             native.close()
             self._native = self._new_native()
             time.sleep(min(0.5 * attempt, 2.0))
+
+    def abort(self) -> None:
+        """Abort the communicator (``pcclAbortCommunicator``; an extension): every call blocked on
+        it, in any thread, raises PCCLError ``ABORTED`` promptly (an in-place all-reduce input is
+        restored), and so does every later call; then only :meth:`close` is left. Callable from
+        any thread, also while other threads are inside calls, and more than once; never blocks.
+        A closed communicator ignores it.
+
+        Ctrl-C does this by itself: a blocking call in the main thread (:meth:`connect`, the
+        votes, :meth:`all_reduce`, :meth:`sync_shared_state`, :meth:`AsyncReduceHandle.wait`)
+        that a signal handler interrupts with an exception (KeyboardInterrupt) aborts the
+        communicator, waits for the call to return and re-raises."""
+        native = self._native
+        if native is not None:
+            native.abort()
 
     def close(self) -> None:
         """Leave the run gracefully and free the communicator. Idempotent.

@@ -13,6 +13,14 @@
 // it. close() refuses (pcclInvalidUsage) while another thread is inside a communicator call, so a
 // handle is never destroyed under a running call (the C API forbids that); a master's close()
 // interrupts it and waits for those calls, which then return promptly.
+//
+// Ctrl-C: Python runs signal handlers only in the main thread, between bytecodes, so a C call
+// blocked there would keep KeyboardInterrupt waiting until it returns (for pcclConnect, waiting
+// for an admission that may never come: forever). A blocking communicator call made from the
+// main thread therefore runs on a relay thread while the main thread waits for it (Relay below);
+// when a Python signal handler raises during the wait, the communicator is aborted
+// (pcclAbortCommunicator: the call returns pcclAborted promptly, an in-place input restored) and
+// the exception propagates once the call has returned.
 #include <array>
 
 #include <pybind11/pybind11.h>
@@ -20,13 +28,22 @@
 
 #include <pccl.h>
 
+#include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdint>
+#include <ctime>
+#include <exception>
+#include <functional>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <semaphore.h>
+#include <unistd.h>
 
 namespace py = pybind11;
 
@@ -88,6 +105,148 @@ void callNoGil(const char *func, Fn &&fn) {
         if (result != pcclSuccess) message = threadLastError();
         return result;
     });
+    if (r != pcclSuccess) raiseResult(r, message, func);
+}
+
+// The Python thread id of the main thread (set at import from threading.main_thread()).
+unsigned long g_main_thread = 0;
+
+bool onMainThread() { return g_main_thread != 0 && PyThread_get_thread_ident() == g_main_thread; }
+
+// One thread per process that runs the main thread's blocking calls, so that the main thread stays
+// free to run Python's signal handlers meanwhile. The main thread makes one call at a time, so one
+// relay serves it; it is started at the first such call (again in a forked child) and never
+// stopped (it waits, idle, until the process exits; it never touches Python objects).
+class Relay {
+public:
+    // The process's relay (a new one after fork: the parent's thread does not exist in the child).
+    static Relay &get() {
+        static std::atomic<Relay *> instance{nullptr};
+        Relay *r = instance.load();
+        if (r == nullptr || r->pid_ != ::getpid()) {
+            r = new Relay();  // deliberately never freed: its thread outlives static destructors
+            instance.store(r);
+        }
+        return *r;
+    }
+
+    // Main thread, GIL held (released while waiting): runs job on the relay thread and returns
+    // when it finished. The wait wakes when a signal interrupts it (sem_timedwait fails with EINTR:
+    // signals are delivered to the main thread while it waits, as it blocks none) and every
+    // kRecheck, for a signal that came just before the wait began or went to another thread; then
+    // the Python handlers run (PyErr_CheckSignals). If one raises, interrupt() is called (it must
+    // make job return soon), the job is waited for, and the exception is thrown as
+    // py::error_already_set. An exception thrown by job is rethrown here.
+    void run(const std::function<void()> &job, const std::function<void()> &interrupt) {
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // a signal came before the call
+        if (busy_) {
+            // Re-entered from a signal handler that runs while the relay is busy: run it here.
+            withoutGil([&] {
+                job();
+                return 0;
+            });
+            return;
+        }
+        busy_ = true;
+        struct Idle {
+            bool &busy;
+            ~Idle() { busy = false; }
+        } idle{busy_};
+        {
+            std::lock_guard lock(mu_);
+            job_ = &job;
+            error_ = nullptr;
+        }
+        cv_.notify_one();
+        PyThreadState *state = PyEval_SaveThread();
+        bool raised = false;
+        while (!waitDone(kRecheck)) {
+            PyEval_RestoreThread(state);
+            raised = PyErr_CheckSignals() != 0;
+            state = PyEval_SaveThread();
+            if (raised) {
+                interrupt();
+                while (!waitDone(std::chrono::milliseconds(1000))) {
+                }
+                break;
+            }
+        }
+        PyEval_RestoreThread(state);
+        if (raised) throw py::error_already_set();  // the handler's exception (KeyboardInterrupt)
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    static constexpr std::chrono::milliseconds kRecheck{20};
+
+    Relay() : pid_(::getpid()) {
+        ::sem_init(&done_, 0, 0);
+        std::thread([this] { loop(); }).detach();
+    }
+
+    void loop() {
+        for (;;) {
+            const std::function<void()> *job;
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait(lock, [&] { return job_ != nullptr; });
+                job = std::exchange(job_, nullptr);
+            }
+            try {
+                (*job)();
+            } catch (...) {
+                error_ = std::current_exception();  // read by run() after done_ is posted
+            }
+            ::sem_post(&done_);
+        }
+    }
+
+    // True once the job is done; false when interrupted by a signal or after `wait` (measured on
+    // the realtime clock that sem_timedwait takes: a clock step only moves one recheck).
+    bool waitDone(std::chrono::milliseconds wait) {
+        struct timespec deadline;
+        ::clock_gettime(CLOCK_REALTIME, &deadline);
+        const long long ns = deadline.tv_nsec + static_cast<long long>(wait.count()) * 1000000LL;
+        deadline.tv_sec += static_cast<time_t>(ns / 1000000000LL);
+        deadline.tv_nsec = static_cast<long>(ns % 1000000000LL);
+        return ::sem_timedwait(&done_, &deadline) == 0;
+    }
+
+    const pid_t pid_;
+    bool busy_ = false;  // main thread only
+    std::mutex mu_;
+    std::condition_variable cv_;
+    const std::function<void()> *job_ = nullptr;
+    std::exception_ptr error_;
+    sem_t done_;
+};
+
+// Runs fn (a blocking C call on comm, returning pcclResult_t) without the GIL; on the main thread
+// through the relay, so that Ctrl-C aborts comm and raises KeyboardInterrupt. Returns the result
+// and, on failure, the library's message for it.
+template <class Fn>
+pcclResult_t blockingCall(pcclComm_t *comm, Fn &&fn, std::string &message) {
+    pcclResult_t result = pcclSuccess;
+    auto job = [&] {
+        result = fn();
+        if (result != pcclSuccess) message = threadLastError();  // per thread: read where it ran
+    };
+    if (!onMainThread()) {
+        withoutGil([&] {
+            job();
+            return 0;
+        });
+        return result;
+    }
+    Relay::get().run(job, [comm] { pcclAbortCommunicator(comm); });
+    return result;
+}
+
+// blockingCall that raises on failure, naming the C call func.
+template <class Fn>
+void callBlocking(const char *func, pcclComm_t *comm, Fn &&fn) {
+    std::string message;
+    const pcclResult_t r = blockingCall(comm, std::forward<Fn>(fn), message);
     if (r != pcclSuccess) raiseResult(r, message, func);
 }
 
@@ -243,24 +402,24 @@ public:
 
     void connect() {
         Use u(*this);
-        callNoGil("pcclConnect", [&] { return pcclConnect(u.h); });
+        callBlocking("pcclConnect", u.h, [&] { return pcclConnect(u.h); });
     }
 
     void updateTopology() {
         Use u(*this);
-        callNoGil("pcclUpdateTopology", [&] { return pcclUpdateTopology(u.h); });
+        callBlocking("pcclUpdateTopology", u.h, [&] { return pcclUpdateTopology(u.h); });
     }
 
     bool arePeersPending() {
         Use u(*this);
         bool pending = false;
-        callNoGil("pcclArePeersPending", [&] { return pcclArePeersPending(u.h, &pending); });
+        callBlocking("pcclArePeersPending", u.h, [&] { return pcclArePeersPending(u.h, &pending); });
         return pending;
     }
 
     void optimizeTopology() {
         Use u(*this);
-        callNoGil("pcclOptimizeTopology", [&] { return pcclOptimizeTopology(u.h); });
+        callBlocking("pcclOptimizeTopology", u.h, [&] { return pcclOptimizeTopology(u.h); });
     }
 
     int getAttribute(int attribute) {
@@ -276,7 +435,7 @@ public:
         Use u(*this);
         const pcclReduceDescriptor_t d = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
         pcclReduceInfo_t info{};
-        callNoGil("pcclAllReduce", [&] {
+        callBlocking("pcclAllReduce", u.h, [&] {
             return pcclAllReduce(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d, u.h, &info);
         });
         return infoTuple(info);
@@ -301,11 +460,7 @@ public:
         handle.tag = tag;
         pcclReduceInfo_t info{};
         std::string message;
-        const pcclResult_t r = withoutGil([&] {
-            const pcclResult_t result = pcclAwaitAsyncReduce(&handle, &info);
-            if (result != pcclSuccess) message = threadLastError();
-            return result;
-        });
+        const pcclResult_t r = blockingCall(u.h, [&] { return pcclAwaitAsyncReduce(&handle, &info); }, message);
         return py::make_tuple(static_cast<int>(r), message, info.local_world_size, info.tx_bytes, info.rx_bytes);
     }
 
@@ -322,7 +477,7 @@ public:
             descs[i].descriptor = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
         }
         pcclReduceInfo_t info{};
-        callNoGil("pcclAllReduceMultipleWithRetry", [&] {
+        callBlocking("pcclAllReduceMultipleWithRetry", u.h, [&] {
             return pcclAllReduceMultipleWithRetry(descs.data(), descs.size(), u.h, &info, maxInFlight);
         });
         return infoTuple(info);
@@ -349,11 +504,20 @@ public:
         state.count = infos.size();
         state.infos = infos.empty() ? nullptr : infos.data();
         pcclSharedStateSyncInfo_t info{};
-        callNoGil("pcclSynchronizeSharedState", [&] {
+        callBlocking("pcclSynchronizeSharedState", u.h, [&] {
             return pcclSynchronizeSharedState(u.h, &state, static_cast<pcclSharedStateSyncStrategy_t>(strategy),
                                               &info);
         });
         return py::make_tuple(state.revision, info.tx_bytes, info.rx_bytes);
+    }
+
+    // pcclAbortCommunicator: any thread, also while other threads are inside calls on it; every
+    // blocked and later call fails with pcclAborted. Idempotent; a closed communicator is a no-op.
+    void abort() {
+        std::lock_guard lock(mu_);  // keeps close() from destroying the handle meanwhile
+        if (!handle_) return;
+        const pcclResult_t r = pcclAbortCommunicator(handle_);  // non-blocking
+        if (r != pcclSuccess) raiseResult(r, threadLastError(), "pcclAbortCommunicator");
     }
 
     // The library's reason for the last failure on this communicator ("" if none).
@@ -436,6 +600,7 @@ PYBIND11_MODULE(_pccl, m) {
     m.doc() = "Low-level binding of the pccl C API (include/pccl.h). Use the `pccl` package instead.";
 
     if (pcclInit() != pcclSuccess) throw std::runtime_error("pcclInit failed");
+    g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
 
     m.def(
         "_set_error_type",
@@ -495,6 +660,7 @@ PYBIND11_MODULE(_pccl, m) {
              py::arg("ip"), py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"),
              py::arg("ex") = std::array<uint32_t, 7>{})
         .def("close", &Communicator::close)
+        .def("abort", &Communicator::abort)
         .def_property_readonly("closed", &Communicator::closed)
         .def_property_readonly("active_calls", &Communicator::users)
         .def("connect", &Communicator::connect)
