@@ -15,6 +15,19 @@ Minimal use::
     comm.connect()
     x = torch.ones(1024)
     comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
+
+A training loop: :class:`Loop` runs each step as sync the shared state first, then the caller's
+work and all-reduces (retried after a lost peer), then the membership vote, so that peers can
+join and leave at any step::
+
+    loop = pccl.Loop(comm, pccl.SharedState([pccl.TensorInfo.from_torch(w, "weights")]), max_steps=100)
+    for step in loop:
+        grad = compute_gradient(w)
+        loop.all_reduce(grad, op=pccl.ReduceOp.AVG)
+        w -= 0.1 * grad
+
+Ctrl-C interrupts any blocking call of the main thread (KeyboardInterrupt; the communicator is
+aborted, see :meth:`Communicator.abort`).
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from ._types import (
     TensorInfo,
 )
 from ._communicator import AsyncReduceHandle, Communicator, _close_all_communicators
+from ._loop import Loop, LoopReduceHandle
 from ._master import MasterNode, _close_all_masters
 from ._address import DEFAULT_MASTER_PORT
 from . import cuda
@@ -90,6 +104,8 @@ __all__ = [
     "SharedStateSyncInfo",
     "ReduceInfo",
     "AsyncReduceHandle",
+    "Loop",
+    "LoopReduceHandle",
     "PCCLError",
     "Result",
     "cuda",
