@@ -1,21 +1,23 @@
 """Asynchronous DiLoCo with pccl: the outer all-reduce overlaps the next round's inner steps.
 
 Every peer (a process) trains a full copy of a small MLP. The outer parameters and the outer
-(Nesterov SGD) momentum are the pccl shared state, identical on every peer. One round:
+(Nesterov SGD) momentum are the pccl shared state, identical on every peer. The rounds are a
+``pccl.Loop`` (sync first, the work, vote last). One round:
 
-    A  membership vote: are_peers_pending() -> update_topology()
-       (here no all-reduce is in flight: update_topology() refuses to run while one is)
-    B  sync_shared_state: the peers that already hold the state use SEND_ONLY (they must agree
-       bit for bit: a peer whose state differed would be removed), a peer that has never synced
-       (one that just joined) uses RECEIVE_ONLY and is brought up to date (and starts its local
-       model from the outer parameters)
-    C  all_reduce_async(pseudo-gradient of the PREVIOUS round)      <- runs in the background
-    D  inner steps (AdamW on local data)                            <- while this computes
-    E  this round's pseudo-gradient = local parameters at the start of the round minus now
+    A  sync_shared_state (the loop): the peers that already hold the state use SEND_ONLY (they
+       must agree bit for bit: a peer whose state differed would be removed), a peer that has
+       never synced (one that just joined) uses RECEIVE_ONLY (``first_strategy``) and is brought
+       up to date (and starts its local model from the outer parameters)
+    B  loop.all_reduce_async(pseudo-gradient of the PREVIOUS round)  <- runs in the background
+    C  inner steps (AdamW on local data)                             <- while this computes
+    D  this round's pseudo-gradient = local parameters at the start of the round minus now
        (the progress of this round; it is sent in the next round)
-    F  wait for C; outer Nesterov step with the previous round's average pseudo-gradient
-       (applied one round late); then the local model is re-based onto the new outer
-       parameters, keeping this round's progress: local = outer - this round's pseudo-gradient
+    E  wait for B (run again after a lost peer); outer Nesterov step with the previous round's
+       average pseudo-gradient (applied one round late); then the local model is re-based onto
+       the new outer parameters, keeping this round's progress: local = outer - this round's
+       pseudo-gradient
+    F  membership vote (the loop): are_peers_pending() -> update_topology() (nothing is in
+       flight here: update_topology() refuses to run while an all-reduce is)
 
 The all-reduce carries [w * pseudo-gradient, w] with SUM: a peer with nothing to send (the
 first round, or a peer that joined in this round) sends w = 0 and does not dilute the mean.
@@ -36,12 +38,10 @@ import hashlib
 import os
 import sys
 import time
-from typing import Callable, List, TypeVar
+from typing import List
 
 import pccl
 from launch_util import wait_for_go
-
-T = TypeVar("T")
 
 IN_DIM, HIDDEN, OUT_DIM = 32, 256, 8
 OUTER_LR, OUTER_MOMENTUM = 0.7, 0.9
@@ -118,58 +118,36 @@ def peer(args: argparse.Namespace) -> int:
         admit_until(comm, args.initial_world)
     say(f"connected, world {comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)}")
 
-    def retrying(what: str, fn: Callable[[], T]) -> T:
-        for attempt in range(10):
-            try:
-                return fn()
-            except pccl.PCCLError as e:
-                if e.result not in (pccl.Result.RANK_CONNECTION_LOST, pccl.Result.UPDATE_TOPOLOGY_FAILED) \
-                        or attempt == 9:
-                    raise
-                say(f"{what}: {e}; again")
-        raise AssertionError("unreachable")
-
-    synced_before = False
     parity_ok = True
     eval_losses: List[float] = []
     waits: List[float] = []
     t_start = time.monotonic()
-    while True:
-        # A: membership. Nothing is in flight here.
-        if synced_before and retrying("are_peers_pending", comm.are_peers_pending):
-            retrying("update_topology", comm.update_topology)
-            say(f"admitted pending peers: world {comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)}")
-
-        # B: shared state
-        if not synced_before and args.initial_world:
-            strategy = pccl.SharedStateSyncStrategy.ENFORCE_POPULAR  # the very first sync of the run
-        elif not synced_before:
-            strategy = pccl.SharedStateSyncStrategy.RECEIVE_ONLY     # a joiner catches up
-        else:
-            strategy = pccl.SharedStateSyncStrategy.SEND_ONLY        # everyone else already agrees
-            state.push_revision()
-        sync = retrying("sync_shared_state", lambda: comm.sync_shared_state(state, strategy))
-        r = state.revision
-        if not synced_before and not args.initial_world:
-            say(f"JOINED at round {r}: received {sync.rx_bytes} B of shared state with {strategy.name} "
-                f"(the others sent it with SEND_ONLY)")
-            if sync.rx_bytes == 0:
-                say("ERROR: nothing was received: there was no run to join (it had ended?)")
-                return 1
-        elif synced_before and sync.rx_bytes != 0:
+    # The very first sync of the run elects one state (ENFORCE_POPULAR); a joiner catches up
+    # (RECEIVE_ONLY); afterwards everyone already agrees (SEND_ONLY).
+    first_strategy = (pccl.SharedStateSyncStrategy.ENFORCE_POPULAR if args.initial_world
+                      else pccl.SharedStateSyncStrategy.RECEIVE_ONLY)
+    loop = pccl.Loop(comm, state, max_steps=args.rounds + 1, strategy=pccl.SharedStateSyncStrategy.SEND_ONLY,
+                     first_strategy=first_strategy, log=lambda m: say(f"round {loop.step}: {m}"))
+    for r in loop:
+        # A: the shared state was synced by the loop
+        sync = loop.sync_info
+        if r == loop.first_step:
+            if not args.initial_world:
+                say(f"JOINED at round {r}: received {sync.rx_bytes} B of shared state with {first_strategy.name} "
+                    f"(the others sent it with SEND_ONLY)")
+                if sync.rx_bytes == 0:
+                    say("ERROR: nothing was received: there was no run to join (it had ended?)")
+                    return 1
+            load(outer)  # start from the (received) outer parameters
+        elif sync.rx_bytes != 0:
             parity_ok = False
             say(f"round {r}: PARITY VIOLATION: received {sync.rx_bytes} B")
-        if not synced_before:
-            load(outer)  # start from the (received) outer parameters
-        synced_before = True
-        if r > args.rounds:
-            break
 
-        # C: the previous round's pseudo-gradient goes out in the background
+        # B: the previous round's pseudo-gradient goes out in the background
         inflight.copy_(pending)
-        handle = comm.all_reduce_async(inflight, inflight, op=pccl.ReduceOp.SUM, tag=0)
+        handle = loop.all_reduce_async(inflight, op=pccl.ReduceOp.SUM, tag=0)
 
-        # D: inner steps, overlapping the all-reduce (its I/O runs on pccl's threads)
+        # C: inner steps, overlapping the all-reduce (its I/O runs on pccl's threads)
         eval_loss = outer_eval_loss()  # of the outer parameters: the same on every peer
         eval_losses.append(eval_loss)
         start = flat_params()
@@ -180,27 +158,14 @@ def peer(args: argparse.Namespace) -> int:
             inner_opt.step()
             inner_opt.zero_grad()
 
-        # E: this round's pseudo-gradient (its progress), reduced in the next round
+        # D: this round's pseudo-gradient (its progress), reduced in the next round
         pending[:n].copy_(start - flat_params())
         pending[n] = 1.0
 
-        # F: wait for the previous round's average; apply it (one round late)
+        # E: wait for the previous round's average (the loop runs it again if a peer was lost:
+        # the in-place input was restored); apply it, one round late
         t_wait = time.monotonic()
-        ok, _, info = handle.wait()
-        err = None if ok else handle.error
-        for attempt in range(10):
-            if err is None:
-                break
-            if err.result != pccl.Result.RANK_CONNECTION_LOST or attempt == 9:
-                raise err
-            # A peer was lost: the all-reduce was aborted on every peer, the in-place input is
-            # restored. All peers saw it (one peer group): all update the topology and retry.
-            say(f"round {r}: outer all-reduce failed: {err}; update_topology and retry")
-            retrying("update_topology", comm.update_topology)
-            try:
-                info, err = comm.all_reduce(inflight, inflight, op=pccl.ReduceOp.SUM, tag=0), None
-            except pccl.PCCLError as e:
-                err = e
+        info = handle.wait()
         waited = time.monotonic() - t_wait
         waits.append(waited)
         total_w = float(inflight[n])
@@ -214,6 +179,10 @@ def peer(args: argparse.Namespace) -> int:
                    else "nothing to apply yet")
         say(f"round {r:2d} | world {info.local_world_size} | eval loss (outer params) {eval_loss:.5f} | "
             f"{applied} | waited {waited * 1e3:.1f} ms for that all-reduce after the inner steps")
+        # F: the membership vote (the loop)
+    if loop.sync_info.rx_bytes != 0:  # the loop's last sync, after the last round
+        parity_ok = False
+        say(f"round {loop.step}: PARITY VIOLATION: received {loop.sync_info.rx_bytes} B")
 
     digest = hashlib.sha256(outer.numpy().tobytes() + momentum.numpy().tobytes()).hexdigest()[:16]
     if eval_losses:

@@ -1,22 +1,24 @@
 """DDP-style data-parallel training of a small MLP over pccl.
 
-Every peer (a process) holds the whole model and trains on its own synthetic data. Each step:
+Every peer (a process) holds the whole model and trains on its own synthetic data. The steps
+are a ``pccl.Loop``, which runs each one in the order that lets peers join and leave at any step:
 
-  1. membership: every peer votes ``are_peers_pending()``; if so all admit them
-     (``update_topology()``);
+  1. the shared state (model parameters AND the optimizer state: Adam's ``exp_avg``,
+     ``exp_avg_sq`` and ``step`` tensors) is synchronised, revision = step (the loop does it);
   2. forward/backward on the local batch;
   3. the gradients (flattened into one buffer, plus the loss) are averaged over all peers with
-     ``Communicator.all_reduce(op=AVG)`` on a torch tensor, in place; a peer lost in the middle
-     of it makes the call fail with ``PCCLError(RANK_CONNECTION_LOST)`` on every survivor (with
-     the input restored), and it is simply called again on the rewired ring;
+     ``loop.all_reduce(flat, op=AVG)`` on a torch tensor, in place; a peer lost in the middle
+     of it aborts it on every survivor (with the input restored), and the loop runs it again on
+     the remaining peers;
   4. ``optimizer.step()`` (Adam);
-  5. the shared state (model parameters AND the optimizer state: Adam's ``exp_avg``,
-     ``exp_avg_sq`` and ``step`` tensors) is synchronised with ``sync_shared_state``.
+  5. membership: every peer votes ``are_peers_pending()``; if so all admit them
+     (``update_topology()``) (the loop does it).
 
 The peers start from *different* random initialisations: the first sync elects one and
 copies it to the others (``rx_bytes > 0``). Afterwards every peer applies the same averaged
-gradient to the same state, so every later sync must move nothing: ``rx_bytes == 0`` on every
-peer is the bit-parity check ("bit-parity ok").
+gradient to the same state, so every later sync (the next step's, and the loop's last one
+after the final step) must move nothing: ``rx_bytes == 0`` on every peer is the bit-parity
+check ("bit-parity ok").
 
 Run it (a master and 3 peer processes, all started by this script)::
 
@@ -36,34 +38,17 @@ import hashlib
 import os
 import sys
 import time
-from typing import Callable, List, TypeVar
+from typing import List
 
 import torch
 
 import pccl
 
-T = TypeVar("T")
 IN_DIM, HIDDEN, OUT_DIM = 32, 64, 4
 
 
 def say(msg: str) -> None:
     print(msg, flush=True)  # the launcher prefixes every line with "[peer <rank>]"
-
-
-def retry_on_peer_loss(comm: pccl.Communicator, what: str, fn: Callable[[], T]) -> T:
-    """Call fn(); when a peer was lost during it, re-form the ring and call it again."""
-    for attempt in range(10):
-        try:
-            return fn()
-        except pccl.PCCLError as e:
-            if e.result != pccl.Result.RANK_CONNECTION_LOST or attempt == 9:
-                raise
-            say(f"{what}: {e} -> update_topology, retry")
-            try:
-                comm.update_topology()
-            except pccl.PCCLError as e2:
-                say(f"update_topology: {e2}")
-    raise AssertionError("unreachable")
 
 
 def admit_until(comm: pccl.Communicator, world: int, timeout: float = 60.0) -> None:
@@ -132,16 +117,28 @@ def peer(args: argparse.Namespace) -> int:
 
     n_grad = sum(p.numel() for p in params)
     flat = torch.zeros(n_grad + 1, dtype=torch.float32)  # gradients + the loss
-    first_sync = comm.sync_shared_state(state)  # revision 0: elect one initialisation
-    say(f"initial sync: revision {state.revision}, received {first_sync.rx_bytes} B, "
-              f"sent {first_sync.tx_bytes} B")
 
     losses = []
     parity_violations = 0
+    later_syncs = 0
+
+    def check_parity(what: str) -> None:
+        """Every sync after the first must move nothing: all peers hold the same state."""
+        nonlocal parity_violations, later_syncs
+        later_syncs += 1
+        sync = loop.sync_info
+        if sync.rx_bytes != 0 or sync.tx_bytes != 0:
+            parity_violations += 1
+            say(f"{what}: PARITY VIOLATION: sync moved rx {sync.rx_bytes} B / tx {sync.tx_bytes} B")
+
     t0 = time.monotonic()
-    for step in range(args.steps):
-        if comm.are_peers_pending():
-            comm.update_topology()
+    loop = pccl.Loop(comm, state, max_steps=args.steps, log=lambda m: say(f"step {loop.step}: {m}"))
+    for step in loop:  # the shared state is synced here (revision = step) ...
+        if step == loop.first_step:  # revision 0: elect one initialisation
+            say(f"initial sync: revision {state.revision}, received {loop.sync_info.rx_bytes} B, "
+                f"sent {loop.sync_info.tx_bytes} B")
+        else:
+            check_parity(f"step {step}")
 
         x = torch.randn(args.batch, IN_DIM, generator=data_gen)
         y = teacher(x)
@@ -156,8 +153,7 @@ def peer(args: argparse.Namespace) -> int:
             flat[off:off + n].copy_(p.grad.reshape(-1))
             off += n
         flat[n_grad] = loss.detach()
-        info = retry_on_peer_loss(comm, f"step {step} all-reduce",
-                                  lambda: comm.all_reduce(flat, flat, op=pccl.ReduceOp.AVG, tag=0))
+        info = loop.all_reduce(flat, op=pccl.ReduceOp.AVG)
         off = 0
         for p in params:
             n = p.numel()
@@ -167,19 +163,15 @@ def peer(args: argparse.Namespace) -> int:
         losses.append(global_loss)
 
         opt.step()
-
-        state.push_revision()
-        sync = retry_on_peer_loss(comm, f"step {step} sync", lambda: comm.sync_shared_state(state))
-        if sync.rx_bytes != 0 or sync.tx_bytes != 0:
-            parity_violations += 1
-            say(f"step {step}: PARITY VIOLATION: sync moved rx {sync.rx_bytes} B / tx {sync.tx_bytes} B")
         say(f"step {step:3d} | world {info.local_world_size} | loss {global_loss:.5f} | "
-                  f"all-reduce tx {info.tx_bytes} B | sync rx {sync.rx_bytes} B")
+            f"all-reduce tx {info.tx_bytes} B | sync rx {loop.sync_info.rx_bytes} B")
+        # ... and the membership vote runs here, at the end of the step.
+    check_parity("final sync")  # the loop's last sync, after the last step
 
     elapsed = time.monotonic() - t0
     say(f"loss first {losses[0]:.5f} last {losses[-1]:.5f} ({args.steps} steps, {elapsed:.1f} s)")
     if parity_violations == 0:
-        say(f"bit-parity ok: {args.steps} syncs after the first moved 0 bytes")
+        say(f"bit-parity ok: {later_syncs} syncs after the first moved 0 bytes")
     say(f"final revision {state.revision} state sha256 {state_digest(shared_tensors)}")
     comm.close()
     return 0 if parity_violations == 0 and losses[-1] < losses[0] else 1

@@ -16,15 +16,16 @@ independently (no communication between groups) and meet every round for the out
     group, synchronised every round (a no-op moving 0 bytes while the peers agree; the whole
     shard for a peer that just joined).
 
-One round, in every process::
+One round, in every process (the rounds are a ``pccl.Loop``: sync first, vote last)::
 
-    A  membership vote: are_peers_pending() -> update_topology()      (global, all peers)
-    B  sync_shared_state(outer params + momentum of my shard)         (my peer group)
+    A  sync_shared_state(outer params + momentum of my shard)         (my peer group; the loop)
        -> copy the outer shard into the FSDP parameter shard
-    C  is my worker group complete? (every rank of it admitted before this round)
-    D  H inner steps (AdamW, FSDP all-gather / reduce-scatter over gloo)   if complete
-    E  all_reduce(pseudo-gradient of my shard), retried after a lost peer
-    F  outer Nesterov step on my shard
+    B  is my worker group complete? (every rank of it admitted before this round)
+    C  H inner steps (AdamW, FSDP all-gather / reduce-scatter over gloo)   if complete
+    D  loop.all_reduce(pseudo-gradient of my shard): run again after a lost peer; alone in
+       the peer group, the group's own pseudo-gradient
+    E  outer Nesterov step on my shard
+    F  membership vote: are_peers_pending() -> update_topology()      (global, all peers; the loop)
 
 The launcher (the default mode of this script) runs a pccl master and worker groups A and B,
 then demonstrates the two membership events pccl exists for:
@@ -32,10 +33,10 @@ then demonstrates the two membership events pccl exists for:
   * kill: in round ``--kill-round`` group B enters the outer all-reduce, freezes itself (SIGSTOP,
     so that the kill deterministically lands *inside* the collective), and the launcher
     SIGKILLs both its processes once group A is inside the same all-reduce. Group A's
-    ``all_reduce`` raises ``PCCLError`` with result ``RANK_CONNECTION_LOST`` (8); A calls
-    ``update_topology()`` and retries; now alone in its peer groups, its all-reduce raises
-    ``TOO_FEW_PEERS`` (a group of one does not reduce, as in PCCL 1.0), it applies its own
-    pseudo-gradient, and training goes on.
+    all-reduce fails with ``PCCLError`` result ``RANK_CONNECTION_LOST`` (8) and the loop runs
+    it again on the remaining peers; now alone in its peer groups, A gets ``TOO_FEW_PEERS`` (a
+    group of one does not reduce, as in PCCL 1.0), applies its own pseudo-gradient, and training
+    goes on.
   * join: after round ``--join-after`` a new group C joins (its processes were started with the
     others and wait for the launcher's signal, so that torch's import time does not delay the
     join); its pccl peers connect, are admitted when A's peers see ``are_peers_pending()`` and call
@@ -60,12 +61,11 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, List, Optional, TypeVar
+from typing import List, Optional
 
 import pccl
 from launch_util import wait_for_go
 
-T = TypeVar("T")
 
 FSDP_WORLD = 2              # processes per worker group
 IN_DIM, HIDDEN, OUT_DIM = 32, 128, 8
@@ -154,45 +154,6 @@ def worker(args: argparse.Namespace) -> int:
     say(f"pccl peer group {rank}: connected in {time.monotonic() - t_connect:.2f} s, "
         f"world {comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)}")
 
-    def call(what: str, fn: Callable[[], T]) -> T:
-        """A membership vote or shared-state sync; a peer lost during it: vote/sync again."""
-        for attempt in range(10):
-            try:
-                return fn()
-            except pccl.PCCLError as e:
-                if e.result not in (pccl.Result.RANK_CONNECTION_LOST, pccl.Result.UPDATE_TOPOLOGY_FAILED) \
-                        or attempt == 9:
-                    raise
-                say(f"{what}: {e}; again")
-        raise AssertionError("unreachable")
-
-    def outer_all_reduce(r: int) -> pccl.ReduceInfo:
-        """E: the pseudo-gradient all-reduce. RANK_CONNECTION_LOST aborts it on every peer of
-        the group and restores the in-place input; then update_topology() and the retry runs on
-        the remaining peers. (update_topology() is a vote of all peers of the run: it completes
-        only if every peer calls it. Here that holds because a dead worker group has a peer in
-        every peer group, so every surviving peer's all-reduce fails. A program where a loss
-        may hit only some peer groups can instead retry the all-reduce directly: the library
-        re-forms the ring of the group itself, and the next membership round updates the
-        topology.)"""
-        for attempt in range(10):
-            try:
-                return comm.all_reduce(delta, delta, op=pccl.ReduceOp.SUM, tag=0)
-            except pccl.PCCLError as e:
-                if e.result == pccl.Result.TOO_FEW_PEERS:
-                    # Alone in this peer group (as in PCCL 1.0, a group of one does not reduce):
-                    # the group's sum is this peer's own [w * delta, w], left untouched.
-                    say(f"round {r}: alone in peer group {rank}: the outer step uses this group's own "
-                        f"pseudo-gradient")
-                    return pccl.ReduceInfo(1, 0, 0)
-                if e.result != pccl.Result.RANK_CONNECTION_LOST or attempt == 9:
-                    raise
-                say(f"round {r}: outer all-reduce failed: {e.result_name} ({int(e.result)}): {e.message}")
-                call("update_topology", comm.update_topology)
-                say(f"round {r}: update_topology done, world {comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)}"
-                    f"; retrying the all-reduce")
-        raise AssertionError("unreachable")
-
     def freeze_inside_all_reduce(r: int) -> None:
         """The victim's side of the kill demonstration. Enter the outer all-reduce, and once its
         start has reached the master (but the other worker groups have not started theirs: no data
@@ -216,25 +177,19 @@ def worker(args: argparse.Namespace) -> int:
         if not ok:
             raise RuntimeError(f"the all-reduce failed: {handle.error}")
 
-    first = True
     joined_at: Optional[int] = None
     parity_ok = True
     freeze_attempts = 0
     eval_losses = []
     t0 = time.monotonic()
-    while True:
-        # A: membership (a joiner was just admitted by this vote in the others: it skips it)
-        if not first:
-            if call("are_peers_pending", comm.are_peers_pending):
-                call("update_topology", comm.update_topology)
-                say(f"admitted pending peers: world {comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)}")
-        # B: shared state. The first sync of a peer keeps revision 0: the initial peers elect
-        # one state, a joiner is behind and receives the group's state and revision.
-        if not first:
-            state.push_revision()
-        sync = call("sync_shared_state", lambda: comm.sync_shared_state(state))
-        r = state.revision
-        if first:
+    # The rounds, in the loop's order: A sync, then the work (C-F), then the membership vote.
+    loop = pccl.Loop(comm, state, max_steps=args.rounds + 1, log=lambda m: say(f"round {loop.step}: {m}"))
+    for r in loop:
+        # A: shared state, synced by the loop. The first sync of a peer keeps revision 0: the
+        # initial peers elect one state, a joiner is behind and receives the group's state and
+        # revision.
+        sync = loop.sync_info
+        if r == loop.first_step:
             joined_at = r
             store.set(f"joined/{rank}", str(r))
             if args.initial_world:
@@ -248,18 +203,15 @@ def worker(args: argparse.Namespace) -> int:
         elif sync.rx_bytes != 0:
             parity_ok = False
             say(f"round {r}: PARITY VIOLATION: the sync had to send this peer {sync.rx_bytes} B")
-        first = False
         copy_outer_into_model()
-        if r > args.rounds:
-            break
 
-        # C: my worker group takes part in this round if every rank joined before it. All ranks
+        # B: my worker group takes part in this round if every rank joined before it. All ranks
         # of the group decide alike: a rank that joined in an earlier round published that
-        # before the membership vote of this round completed.
+        # before the membership vote that ended the previous round completed.
         ready = all(store.check([f"joined/{q}"]) and int(store.get(f"joined/{q}")) < r for q in range(FSDP_WORLD))
         doomed = args.freeze_at is not None and r >= args.freeze_at and freeze_attempts < 3
 
-        # D: inner steps
+        # C: inner steps
         if ready and not doomed:
             eval_loss = group_mean(torch.nn.functional.mse_loss(model(x_eval), y_eval).item())
             eval_losses.append(eval_loss)
@@ -281,7 +233,7 @@ def worker(args: argparse.Namespace) -> int:
         elif not ready:
             say(f"round {r}: worker group not complete yet (a rank is still being admitted), sitting this round out")
 
-        # E: pseudo-gradient of my shard (weight 1 if this group trained this round)
+        # D: pseudo-gradient of my shard (weight 1 if this group trained this round)
         w = 1.0 if ready and not doomed else 0.0
         with torch.no_grad():
             delta[:n_local].copy_(outer)
@@ -296,15 +248,22 @@ def worker(args: argparse.Namespace) -> int:
             freeze_inside_all_reduce(r)
             delta.copy_(victim_recv)  # not frozen: the others were first, the all-reduce completed
         else:
+            # D: retried by the loop after a lost peer; alone in the peer group (the other worker
+            # group was killed, or a staggered joiner's partner is not in yet) delta keeps this
+            # group's own [w * delta, w] (a group of one does not reduce, as in PCCL 1.0)
             say(f"round {r}: outer all-reduce")
-            outer_all_reduce(r)
-        # F: outer Nesterov SGD on my shard: g = mean pseudo-gradient of the groups that trained
+            loop.all_reduce(delta, op=pccl.ReduceOp.SUM, tag=0)
+        # E: outer Nesterov SGD on my shard: g = mean pseudo-gradient of the groups that trained
         total_w = float(delta[n_local])
         if total_w > 0:
             with torch.no_grad():
                 g = delta[:n_local] / total_w
                 momentum.mul_(OUTER_MOMENTUM).add_(g)
                 outer.sub_(OUTER_LR * (g + OUTER_MOMENTUM * momentum))
+        # F: the membership vote runs here (the loop), admitting waiting peers
+    if loop.sync_info.rx_bytes != 0:  # the loop's last sync, after the last round
+        parity_ok = False
+        say(f"round {loop.step}: PARITY VIOLATION: the sync had to send this peer {loop.sync_info.rx_bytes} B")
 
     digest = hashlib.sha256(outer.numpy().tobytes() + momentum.numpy().tobytes()).hexdigest()[:16]
     if rank == 0 and eval_losses:
