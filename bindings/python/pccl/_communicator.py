@@ -255,6 +255,8 @@ class Communicator(Closeable):
 
     def update_topology(self) -> None:
         """Collective vote over all accepted peers: admit pending peers and rewire the ring.
+        In a training loop it comes last in a step, after the shared-state sync and the
+        all-reduces, when :meth:`are_peers_pending` said so (:class:`pccl.Loop` does this).
         Raises PCCLError (e.g. ``PENDING_ASYNC_OPS`` while all-reduces are in flight,
         ``UPDATE_TOPOLOGY_FAILED``)."""
         self._require().update_topology()
