@@ -8,9 +8,9 @@
 
 namespace pccl::collectives {
 
-RingAllReduce::RingAllReduce(transport::DataPlane &plane, RingAllReduceParams params,
+RingAllReduce::RingAllReduce(transport::FrameTransport &transport, RingAllReduceParams params,
                              std::function<void(Status)> onFinished)
-    : DataOperation(plane, params.seq, std::move(onFinished)), p_(std::move(params)) {
+    : DataOperation(transport, params.seq, std::move(onFinished)), p_(std::move(params)) {
     elemSize_ = dataTypeSize(p_.dtype);
     accType_ = accumType(p_.dtype, p_.op);
     accSize_ = dataTypeSize(accType_);

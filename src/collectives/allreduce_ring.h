@@ -1,4 +1,5 @@
-// Pipelined ring all-reduce over the data plane, for one operation.
+// Pipelined ring all-reduce over a transport::FrameTransport (the data plane; in tests, the
+// in-memory transport of tests/support/mem_transport.h), for one operation.
 //
 // The buffer is cut into N chunks (N = ring size); chunk c is owned by ring position c. Its
 // reduction starts at position c+1, flows around the ring (each peer adds its contribution to
@@ -16,7 +17,7 @@
 // copied byte for byte to the others.
 //
 // Threads: start() and abort() are called by the communicator's control thread; frame
-// callbacks run on data-plane I/O threads. The finished/quiescent callbacks run on either.
+// callbacks run on the transport's threads. The finished/quiescent callbacks run on either.
 // Abort (transport::DataOperation) restores an in-place input before it reports quiescence.
 #pragma once
 #include <pccl.h>
@@ -67,7 +68,7 @@ class RingAllReduce : public transport::DataOperation {
 public:
     // onFinished runs once: ok when every segment was received and every send flushed, or the
     // first local failure (a link broke, a peer sent garbage). Abort: see DataOperation.
-    RingAllReduce(transport::DataPlane &plane, RingAllReduceParams params, std::function<void(Status)> onFinished);
+    RingAllReduce(transport::FrameTransport &transport, RingAllReduceParams params, std::function<void(Status)> onFinished);
 
     // Sends this peer's first chunk, and any forwards deferred so far; call once the outgoing
     // pool to `next` is up.

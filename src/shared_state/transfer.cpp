@@ -14,8 +14,8 @@ using protocol::kStateChunkBytes;
 StateTransfer::StateTransfer(transport::DataPlane &plane, std::vector<LocalEntry> entries,
                              protocol::SharedStatePlan plan, TransferOptions options,
                              std::function<void(Status)> onFinished)
-    : DataOperation(plane, plan.seq, std::move(onFinished)), entries_(std::move(entries)), plan_(std::move(plan)),
-      options_(options) {
+    : DataOperation(plane, plan.seq, std::move(onFinished)), plane_(plane), entries_(std::move(entries)),
+      plan_(std::move(plan)), options_(options) {
     for (uint32_t i = 0; i < plan_.peers.size(); ++i) peerIndex_[plan_.peers[i].uuid] = i;
     sources_.resize(plan_.peers.size());
     for (uint32_t f = 0; f < plan_.receive.size(); ++f) {

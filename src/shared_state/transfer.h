@@ -27,6 +27,7 @@
 
 #include "protocol/messages.h"
 #include "transport/data_operation.h"
+#include "transport/data_plane.h"
 #include "util/status.h"
 
 namespace pccl::shared_state {
@@ -108,6 +109,7 @@ private:
     std::string peerName(uint32_t peer) const;
     size_t chunkBytes(const Chunk &c) const;
 
+    transport::DataPlane &plane_;  // connects the pools; frames go through DataOperation::transport_
     std::vector<LocalEntry> entries_;
     const protocol::SharedStatePlan plan_;
     const TransferOptions options_;

@@ -4,8 +4,8 @@
 
 namespace pccl::transport {
 
-DataOperation::DataOperation(DataPlane &plane, uint64_t seq, std::function<void(Status)> onFinished)
-    : plane_(plane), seq_(seq), lastProgress_(std::chrono::steady_clock::now().time_since_epoch().count()),
+DataOperation::DataOperation(FrameTransport &transport, uint64_t seq, std::function<void(Status)> onFinished)
+    : transport_(transport), seq_(seq), lastProgress_(std::chrono::steady_clock::now().time_since_epoch().count()),
       onFinished_(std::move(onFinished)) {}
 
 bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const void *data, std::shared_ptr<void> keepalive) {
@@ -18,7 +18,7 @@ bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const vo
     std::chrono::steady_clock::rep none = 0;
     firstSend_.compare_exchange_strong(none, std::chrono::steady_clock::now().time_since_epoch().count());
     auto self = shared_from_this();
-    plane_.send(to, h, data, [self, to, h, keepalive = std::move(keepalive)](bool ok, const std::string &why) {
+    transport_.send(to, h, data, [self, to, h, keepalive = std::move(keepalive)](bool ok, const std::string &why) {
         if (ok) {
             self->sentDone_ += h.bytes;
             self->lastSendDone_ = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -110,7 +110,7 @@ bool DataOperation::forceQuiescence(std::chrono::milliseconds limit) {
     const std::string why = "aborted operation " + std::to_string(seq_) + " could not drain its frames for " +
                             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(idle).count()) + " ms";
     PCCL_LOG(Warn, why << "; closing its connections");
-    for (auto &p : peers) plane_.closePeer(p, why);
+    for (auto &p : peers) transport_.closePeer(p, why);
     return true;
 }
 
@@ -126,7 +126,7 @@ void DataOperation::abort(const std::string &reason, std::function<void()> onQui
         dropped = std::move(onFinished_);
     }
     PCCL_LOG(Debug, "aborting data operation " << seq_ << ": " << reason);
-    plane_.cancelSends(seq_);
+    transport_.cancelSends(seq_);
     std::unique_lock lock(mu_);
     settle(lock);
 }

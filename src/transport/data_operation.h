@@ -1,6 +1,7 @@
-// Bookkeeping shared by the operations that move data through the DataPlane (one all-reduce,
-// one shared-state round): the reads and writes in flight against the user's memory, the single
-// "finished" report, and abort with quiescence.
+// Bookkeeping shared by the operations that move data through a FrameTransport (the DataPlane;
+// in tests, tests/support/mem_transport.h), one all-reduce or one shared-state round: the reads
+// and writes in flight against the user's memory, the single "finished" report, and abort with
+// quiescence.
 //
 // Contract for subclasses: count every read into user memory (++inflight_ under mu_ in
 // beginFrame, ioDone() after onPayload/onPayloadFailed) and send through sendCounted(); report
@@ -15,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "transport/data_plane.h"
+#include "transport/frame_transport.h"
 #include "util/status.h"
 
 namespace pccl::transport {
@@ -51,7 +52,7 @@ public:
 protected:
     // onFinished runs once: ok when completeLocked() holds with nothing in flight, or the first
     // local failure. Never after an abort.
-    DataOperation(DataPlane &plane, uint64_t seq, std::function<void(Status)> onFinished);
+    DataOperation(FrameTransport &transport, uint64_t seq, std::function<void(Status)> onFinished);
 
     virtual bool completeLocked() const = 0;  // mu_ held
     virtual void restoreAfterAbortLocked() {}  // mu_ held, nothing in flight
@@ -77,7 +78,7 @@ protected:
     void failLocked(std::unique_lock<std::mutex> &lock, Status status);
     void settle(std::unique_lock<std::mutex> &lock);
 
-    DataPlane &plane_;
+    FrameTransport &transport_;
     const uint64_t seq_;
     std::mutex mu_;
     int inflight_ = 0;  // reads into user memory + sends from it

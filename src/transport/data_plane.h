@@ -19,33 +19,18 @@
 
 #include "protocol/messages.h"
 #include "transport/data_wire.h"
+#include "transport/frame_transport.h"
 #include "util/status.h"
 #include "util/uuid.h"
 
 namespace pccl::transport {
 
-// Receives the frames of one operation; called on I/O threads, concurrently for different
-// connections. After beginFrame returns a destination, exactly one of onPayload or
-// onPayloadFailed follows for that frame.
-class FrameSink {
-public:
-    virtual ~FrameSink() = default;
-    // Returns where the payload goes; or nullptr with *error set (a protocol error: the
-    // connection is closed); or nullptr with *error empty (the payload is read and dropped,
-    // e.g. for an operation that was aborted).
-    virtual void *beginFrame(const SegmentHeader &h, const Uuid &from, std::string *error) = 0;
-    virtual void onPayload(const SegmentHeader &h) = 0;
-    virtual void onPayloadFailed(const SegmentHeader &h, const std::string &why) = 0;
-    // After the payload of a frame this sink chose to drop (nullptr, no error) was read whole.
-    virtual void onDiscarded(const SegmentHeader &, const Uuid & /*from*/) {}
-};
-
-using SendDone = std::function<void(bool ok, const std::string &why)>;
-
-class DataPlane {
+// The FrameTransport of a peer (frame_transport.h has the delivery contract every operation
+// relies on), plus what the communicator needs to run it: listening, connecting pools, tuning.
+class DataPlane final : public FrameTransport {
 public:
     explicit DataPlane(int ioThreads);
-    ~DataPlane();
+    ~DataPlane() override;
     DataPlane(const DataPlane &) = delete;
     DataPlane &operator=(const DataPlane &) = delete;
 
@@ -79,15 +64,15 @@ public:
                  std::function<void(Status)> done);
     // Queues a frame on the least-loaded connection to `peer`. `data` must stay valid until
     // `done` runs; `done` runs exactly once, on an I/O thread (or inline if there is no pool).
-    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done);
+    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) override;
 
-    void registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink);
-    void unregisterSink(uint64_t seq);
+    void registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink) override;
+    void unregisterSink(uint64_t seq) override;
     // Fails every queued send of operation `seq` that has not started; a frame being written
     // completes normally (the receiver drops it), so streams stay in step.
-    void cancelSends(uint64_t seq);
+    void cancelSends(uint64_t seq) override;
     // Closes every connection to and from `peer` (a peer removed from the run).
-    void closePeer(const Uuid &peer, const std::string &reason);
+    void closePeer(const Uuid &peer, const std::string &reason) override;
     // Closes every data connection, incoming and outgoing; queued sends fail, reads in progress
     // fail (onPayloadFailed). Returns at once; callbacks follow on the I/O threads.
     void closeAll(const std::string &reason);
