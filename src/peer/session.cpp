@@ -57,6 +57,7 @@ Actions Session::connected(RequestId id, const Hello &hello) {
         return out;
     }
     lastAck_ = lastTick_ = now_;
+    group_ = hello.peer_group;
     connectWaiter_ = id;
     if (options_.admissionTimeoutMs) admissionDeadline_ = now_ + *options_.admissionTimeoutMs;
     out.push_back(SendToMaster{hello});

@@ -119,6 +119,9 @@ private:
     void finishOp(Actions &out, uint64_t tag, Op &op, Status status);
     void stopSync(Actions &out, const Status &status);
     void fail(Actions &out, const Status &status);
+    // At info, this peer's own membership changes, once each: when its rank or its group's size
+    // differs from what it last logged ("joined ...", "peer X left; ...", "ring changed: ...").
+    void logPlace(const std::vector<protocol::RingMember> &before, bool joined);
     Status checkUsable(const char *what) const;  // Dead -> its status; not Connected -> usage
     Status pendingOpsError(const char *what) const;
 
@@ -130,6 +133,8 @@ private:
     protocol::WorldInfo world_;
     std::vector<protocol::RingMember> ring_;
     uint64_t epoch_ = 0;
+    uint32_t group_ = 0;  // from the Hello
+    std::optional<std::pair<size_t, size_t>> loggedPlace_;  // (rank, group size) last logged
     std::optional<RequestId> connectWaiter_;
     std::optional<uint64_t> admissionDeadline_;
     // One waiting caller per vote kind (VoteKind indexes it).

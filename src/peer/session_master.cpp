@@ -1,5 +1,6 @@
 // Session: what each message from the master does (session.h).
 #include <algorithm>
+#include <utility>
 
 #include "peer/session.h"
 #include "protocol/wire_result.h"
@@ -59,9 +60,10 @@ void Session::on(Actions &out, const Reject &m) {
 void Session::on(Actions &out, const Kicked &m) { fail(out, Status{pcclKicked, "removed by the master: " + m.reason}); }
 
 void Session::on(Actions &out, const TopologyUpdate &m) {
-    ring_ = m.ring;
+    const auto before = std::exchange(ring_, m.ring);
     world_ = m.world;
     epoch_ = m.epoch;
+    if (phase_ == Phase::Connected) logPlace(before, false);
     auto me = std::find_if(ring_.begin(), ring_.end(), [&](auto &r) { return r.uuid == self_; });
     if (me == ring_.end() || phase_ == Phase::Dead) {
         // A dead session (admission deadline, silent master) must not join a ring it will never serve.
@@ -87,6 +89,7 @@ void Session::on(Actions &out, const TopologyDone &m) {
         if (!m.ok) return fail(out, Status{pcclRankConnectionFailed, "could not link to the ring: " + m.error});
         phase_ = Phase::Connected;
         admissionDeadline_.reset();
+        logPlace(ring_, true);
         if (connectWaiter_) out.push_back(Complete{*connectWaiter_, {}, {}});
         connectWaiter_.reset();
     }
@@ -107,7 +110,28 @@ void Session::on(Actions &out, const VoteFailed &m) {
 
 void Session::on(Actions &, const WorldUpdate &m) {
     world_ = m.world;
-    ring_ = m.ring;
+    const auto before = std::exchange(ring_, m.ring);
+    if (phase_ == Phase::Connected) logPlace(before, false);
+}
+
+void Session::logPlace(const std::vector<RingMember> &before, bool joined) {
+    auto me = std::find_if(ring_.begin(), ring_.end(), [&](auto &r) { return r.uuid == self_; });
+    if (me == ring_.end()) return;
+    const std::pair<size_t, size_t> place{static_cast<size_t>(me - ring_.begin()), ring_.size()};
+    if (!joined && loggedPlace_ == place) return;
+    loggedPlace_ = place;
+    const std::string now = "rank " + std::to_string(place.first) + " of " + std::to_string(place.second);
+    std::string left;
+    for (auto &r : before)
+        if (std::none_of(ring_.begin(), ring_.end(), [&](auto &n) { return n.uuid == r.uuid; }))
+            left += (left.empty() ? "" : ", ") + memberName(r);
+    if (joined) {
+        PCCL_LOG(Info, "joined the run as " << now << " in group " << group_);
+    } else if (left.empty()) {
+        PCCL_LOG(Info, "ring changed: " << now);
+    } else {
+        PCCL_LOG(Info, left << " left; now " << now);
+    }
 }
 
 void Session::on(Actions &out, const BandwidthProbe &m) {

@@ -2,9 +2,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <unistd.h>
 
@@ -20,6 +22,16 @@ Level initialLevel() {
 std::atomic<Level> &current() {
     static std::atomic<Level> lvl{initialLevel()};
     return lvl;
+}
+
+std::mutex &writeMu() {
+    static std::mutex mu;
+    return mu;
+}
+
+Sink &sink() {  // under writeMu()
+    static Sink s;
+    return s;
 }
 
 const char *name(Level l) {
@@ -43,12 +55,30 @@ bool parseLevel(const char *text, Level *out) {
     return false;
 }
 
-void write(Level l, const std::string &line) {
-    static std::mutex mu;
+std::string formatTime(std::chrono::system_clock::time_point t) {
     using namespace std::chrono;
-    const double t = duration<double>(system_clock::now().time_since_epoch()).count();
-    std::lock_guard lock(mu);
-    std::fprintf(stderr, "[pccl %.3f %d %s] %s\n", t, static_cast<int>(getpid()), name(l), line.c_str());
+    const int64_t ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
+    const int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);  // floor, also before 1970
+    const auto milli = static_cast<int>(ms - secs * 1000);
+    const auto whole = static_cast<std::time_t>(secs);
+    std::tm tm{};
+    gmtime_r(&whole, &tm);
+    char text[48];
+    std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, milli);
+    return text;
+}
+
+void setSink(Sink s) {
+    std::lock_guard lock(writeMu());
+    sink() = std::move(s);
+}
+
+void write(Level l, const std::string &line) {
+    const std::string when = formatTime(std::chrono::system_clock::now());
+    std::lock_guard lock(writeMu());
+    if (sink()) return sink()(l, line);
+    std::fprintf(stderr, "[pccl %s %d %s] %s\n", when.c_str(), static_cast<int>(getpid()), name(l), line.c_str());
 }
 
 } // namespace pccl::log

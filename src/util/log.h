@@ -1,7 +1,10 @@
 // Logging: one line per event to stderr, level from PCCL_LOG_LEVEL (trace|debug|info|warn|error|off;
 // default warn) or setLevel(). Thread-safe. Usage: PCCL_LOG(Info, "peer " << id << " joined").
 #pragma once
+#include <chrono>
+#include <functional>
 #include <sstream>
+#include <string>
 
 namespace pccl::log {
 
@@ -11,6 +14,15 @@ Level level();
 void setLevel(Level l);
 bool parseLevel(const char *text, Level *out);
 void write(Level l, const std::string &line);
+
+// A line's time as it is printed: ISO 8601 in UTC with milliseconds, "2026-12-06T21:55:03.123Z".
+// A line reads "[pccl 2026-12-06T21:55:03.123Z 18943 INFO] text" (time, pid, level).
+std::string formatTime(std::chrono::system_clock::time_point t);
+
+// For tests: while a sink is set, the lines that pass the level go to it instead of stderr (one
+// call per line, serialised; the sink must not log). An empty sink restores stderr.
+using Sink = std::function<void(Level, const std::string &)>;
+void setSink(Sink sink);
 
 } // namespace pccl::log
 

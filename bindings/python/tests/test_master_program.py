@@ -53,7 +53,7 @@ def _kill(p: subprocess.Popen) -> None:
         p.wait(5)
 
 
-_LOG_PREFIX = re.compile(r"^\[pccl [0-9.]+ [0-9]+ (\w+)\] ")
+_LOG_PREFIX = re.compile(r"^\[pccl \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [0-9]+ (\w+)\] ")
 _ADDRESS = re.compile(r"(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]+\]):\d+")
 _PEER = re.compile(r"peer [0-9a-f]+ ")
 
