@@ -37,7 +37,7 @@
  *   default 60000, 0 = never), PCCL_ADMISSION_TIMEOUT_MS (pcclConnect's wait for admission;
  *   default none), PCCL_IO_THREADS (default 2), PCCL_POOL_SIZE (default 4),
  *   PCCL_SEGMENT_BYTES (all-reduce pipeline segment; default: an eighth of a chunk, 1-8 MiB;
- *   every peer must use the same value),
+ *   every peer must use the same value: peers that differ get pcclMismatch, naming both),
  *   PCCL_STATE_COMPRESSION_LEVEL (zstd level for shared-state transfers, default 0 = off),
  *   PCCL_TCP_CONGESTION (auto|system|NAME, see pcclCommCreateParamsEx_t), PCCL_SAME_HOST
  *   (off|0 disables same-host copies between peers on one machine; default on where possible,
@@ -97,8 +97,9 @@ typedef enum pcclResult_t {
     pcclKicked = 14,
     /** The master or a peer rejected this peer's credentials. */
     pcclAuthenticationFailed = 15,
-    /** Peers disagreed on the description of a collective (count, dtype, op) for the same
-     *  tag, or on the structure of the shared state. Nothing was written. */
+    /** Peers disagreed on the description of a collective (count, dtype, op, quantization,
+     *  PCCL_SEGMENT_BYTES) for the same tag, or on the structure of the shared state. Nothing
+     *  was written; retrying the same call fails the same way. */
     pcclMismatch = 16,
     /** The connection to the master was lost after connecting; the communicator is
      *  unusable afterwards. */
@@ -396,7 +397,7 @@ PCCL_EXPORT pcclResult_t pcclOptimizeTopology(const pcclComm_t *comm);
  *  prod, or to a type other than u8/u16); pcclInvalidUsage (not connected, tag already in
  *  flight on this communicator); pcclTooFewPeers (this peer's group has fewer than two peers
  *  in its latest view of the run; nothing was written); pcclMismatch (peers disagree on
- *  count/dtype/op/quantization for this tag; nothing written); pcclRankConnectionLost (a peer
+ *  count/dtype/op/quantization or PCCL_SEGMENT_BYTES for this tag; nothing written); pcclRankConnectionLost (a peer
  *  of the group was lost or a link broke: the operation was aborted on every peer, an in-place
  *  input is restored, the next call runs without the lost peer, or returns pcclTooFewPeers if
  *  none is left); pcclTimeout; pcclKicked; pcclMasterConnectionLost. info may be NULL. */

@@ -1,10 +1,16 @@
-// Public API: peers that disagree on an all-reduce's description get pcclMismatch and nothing is written.
+// Public API: peers that disagree on an all-reduce's description (count, dtype, op, or the
+// PCCL_SEGMENT_BYTES of their communicators) get pcclMismatch and nothing is written.
 #include "support/cluster.h"
 #include "support/dtypes.h"
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <string>
+#include <thread>
 #include <vector>
 
 using namespace pccl_test;
@@ -72,6 +78,23 @@ void runMismatch(int n, const std::vector<int> &dissenters) {
     });
 }
 
+// Runs body(rank, comm) for two communicators on two threads; the first failure is rethrown.
+void onTwoThreads(const std::vector<pcclComm_t *> &comms, const std::function<void(int, pcclComm_t *)> &body) {
+    std::vector<std::exception_ptr> errors(comms.size());
+    std::vector<std::thread> threads;
+    for (size_t r = 0; r < comms.size(); ++r)
+        threads.emplace_back([&, r] {
+            try {
+                body(static_cast<int>(r), comms[r]);
+            } catch (...) {
+                errors[r] = std::current_exception();
+            }
+        });
+    for (auto &t : threads) t.join();
+    for (auto &e : errors)
+        if (e) std::rethrow_exception(e);
+}
+
 } // namespace
 
 TEST_CASE("mismatch: two peers calling the same tag with a different count, dtype or op both get pcclMismatch",
@@ -84,5 +107,35 @@ TEST_CASE("mismatch: two peers calling the same tag with a different count, dtyp
 TEST_CASE("mismatch: one dissenting peer out of three fails the operation on every peer", "[api][allreduce][mismatch]") {
     isolated(60, [&] {
         runMismatch(3, {2});
+    });
+}
+
+TEST_CASE("mismatch: peers with different PCCL_SEGMENT_BYTES get pcclMismatch naming both sizes, on every retry",
+          "[api][allreduce][mismatch]") {
+    isolated(60, [&] {
+        EmbeddedMaster master;
+        // The environment is read when a communicator is created: peer 0 fixes 64 KiB, peer 1 is auto.
+        ::setenv("PCCL_SEGMENT_BYTES", "65536", 1);
+        CommGuard first(createComm(master.address()));
+        ::unsetenv("PCCL_SEGMENT_BYTES");
+        CommGuard second(createComm(master.address()));
+        onTwoThreads({first.comm, second.comm}, [&](int rank, pcclComm_t *comm) {
+            PT_OK(comm, pcclConnect(comm));
+            awaitWorld(comm, 2, 20);
+            std::vector<float> buf(100000, static_cast<float>(rank + 1));
+            const std::vector<float> before = buf;
+            const pcclReduceDescriptor_t d = makeDescriptor(buf.size(), pcclFloat, pcclSum, 5);
+            // A retry loop on pcclRankConnectionLost would spin forever; this code ends it.
+            for (int attempt = 0; attempt < 3; ++attempt) {
+                const pcclResult_t r = pcclAllReduce(buf.data(), buf.data(), &d, comm, nullptr);
+                PT_CHECK_MSG(r == pcclMismatch, "attempt " << attempt << ": got " << describe(r, comm));
+                const std::string why = pcclGetLastErrorMessage(comm);
+                PT_CHECK_MSG(why.find("segment 65536 bytes") != std::string::npos &&
+                                 why.find("segment auto") != std::string::npos &&
+                                 why.find("PCCL_SEGMENT_BYTES") != std::string::npos,
+                             "the message does not name both segment sizes: " << why);
+                PT_CHECK_MSG(buf == before, "the buffer was written although the peers disagreed");
+            }
+        });
     });
 }

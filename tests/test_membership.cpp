@@ -134,6 +134,33 @@ TEST_CASE("membership: mismatched descriptions abort the tag on every peer befor
     CHECK(a1[0].reason.find("count 101") != std::string::npos);
 }
 
+TEST_CASE("membership: descriptions that differ only in the segment size abort with pcclMismatch naming both sizes",
+          "[master][mismatch]") {
+    Cluster c;
+    c.firstPeer(1);
+    c.join(2);
+    c.admitRound({1});
+    CollectiveInit fixed = init(3), automatic = init(3);
+    fixed.desc.segment_bytes = 65536;
+    c.m.onMessage(1, fixed);
+    auto out = c.m.onMessage(2, automatic);
+    for (ClientId id : {1, 2}) {
+        CHECK(sent<CollectiveCommence>(out, id).empty());
+        auto aborted = sent<CollectiveAborted>(out, id);
+        REQUIRE(aborted.size() == 1);
+        CHECK(aborted[0].result == pcclMismatch);
+        CHECK(aborted[0].seq == 0);
+        CHECK(aborted[0].reason.find("segment 65536 bytes") != std::string::npos);
+        CHECK(aborted[0].reason.find("segment auto") != std::string::npos);
+        CHECK(aborted[0].reason.find("PCCL_SEGMENT_BYTES must be the same on every peer") != std::string::npos);
+    }
+    // The same size on both commences.
+    CollectiveInit again = init(4);
+    again.desc.segment_bytes = 65536;
+    c.m.onMessage(1, again);
+    CHECK(sent<CollectiveCommence>(c.m.onMessage(2, again), 2).size() == 1);
+}
+
 TEST_CASE("membership: a lost peer aborts the running collective on every survivor, world size first", "[master]") {
     Cluster c;
     c.firstPeer(1);

@@ -2,6 +2,7 @@
 // source, and a lost participant ends the round only when a receiver is left without a source.
 #include <catch2/catch.hpp>
 
+#include "master/shared_state_election.h"
 #include "shared_state/hashing.h"
 #include "support/membership_driver.h"
 
@@ -117,4 +118,23 @@ TEST_CASE("shared-state round: a description whose chunk digests do not fit the 
     auto forged = state({1, 2, 3});
     forged.entries[0].digest[0] ^= 1;
     CHECK(closed(c.m.onMessage(1, forged), 1));
+}
+
+TEST_CASE("shared-state election: a revision not advanced by one names the fix in pcclNoSharedStateAvailable's reason",
+          "[master][shared_state]") {
+    std::map<master::PeerKey, SharedStateSync> described;
+    for (master::PeerKey id : {1, 2}) {
+        described[id] = state({1, 2, 3});
+        described[id].revision = 5;
+    }
+    const auto e = master::electSharedState(described, uint64_t{5});
+    CHECK(e.revision == 6);
+    INFO(e.noStateReason);
+    CHECK(e.noStateReason.find("no peer of the group at revision 6") != std::string::npos);
+    CHECK(e.noStateReason.find("described at revision 5") != std::string::npos);
+    CHECK(e.noStateReason.find("the group's last revision was 5") != std::string::npos);
+    CHECK(e.noStateReason.find("advance the revision by exactly one each step") != std::string::npos);
+    // Advanced by one: the round goes ahead.
+    for (auto &[id, s] : described) s.revision = 6;
+    CHECK(master::electSharedState(described, uint64_t{5}).noStateReason.empty());
 }

@@ -154,7 +154,9 @@ PCCL_EXPORT const char *pcclGetErrorString(pcclResult_t result) {
         case pcclMasterConnectionFailed: return "pcclMasterConnectionFailed: could not connect to the master";
         case pcclRankConnectionFailed: return "pcclRankConnectionFailed: could not connect to a peer";
         case pcclRankConnectionLost: return "pcclRankConnectionLost: a peer was lost; the operation was aborted, retry";
-        case pcclNoSharedStateAvailable: return "pcclNoSharedStateAvailable: no peer holds the popular shared state";
+        case pcclNoSharedStateAvailable:
+            return "pcclNoSharedStateAvailable: no peer holds the shared state at the group's next revision "
+                   "(advance the revision by exactly one each step)";
         case pcclPendingAsyncOps: return "pcclPendingAsyncOps: collectives are still in flight";
         case pcclUpdateTopologyFailed: return "pcclUpdateTopologyFailed: the topology update failed";
         case pcclTopologyOptimizationFailed: return "pcclTopologyOptimizationFailed: topology optimization failed";

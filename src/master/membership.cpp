@@ -269,10 +269,13 @@ void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m
             return "count " + std::to_string(x.count) + " " +
                    dataTypeName(static_cast<pcclDataType_t>(x.dtype)) + " " +
                    collectives::redOpName(static_cast<pcclRedOp_t>(x.op)) + " quant " + std::to_string(x.quant_algo) +
-                   "/" + std::to_string(x.quant_dtype);
+                   "/" + std::to_string(x.quant_dtype) + " segment " +
+                   (x.segment_bytes ? std::to_string(x.segment_bytes) + " bytes" : std::string("auto"));
         };
         c.mismatch = "peers disagree on all-reduce tag " + std::to_string(m.tag) + ": " + describe(f) + " has " +
                      d(c.desc) + ", " + describe(p) + " has " + d(m.desc);
+        if (c.desc.segment_bytes != m.desc.segment_bytes)
+            c.mismatch += " (PCCL_SEGMENT_BYTES must be the same on every peer; unset means auto)";
     }
     c.inited.insert(p.id);
     maybeCommence(out, p.group, m.tag);

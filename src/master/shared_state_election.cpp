@@ -1,6 +1,8 @@
 #include "master/shared_state_election.h"
 
 #include <algorithm>
+#include <set>
+#include <string>
 
 namespace pccl::master {
 
@@ -21,6 +23,23 @@ std::vector<Digest> voteKey(const std::vector<EntryDesc> &entries) {
     for (auto &e : entries)
         if (!e.allow_inequality) k.push_back(e.digest);
     return k;
+}
+
+// Why no peer can provide the state, and the usual cause: a revision not advanced by one.
+std::string noStateReason(const std::map<PeerKey, const SharedStateSync *> &live, uint64_t revision,
+                          std::optional<uint64_t> lastRevision) {
+    std::set<uint64_t> described;
+    for (auto &[id, s] : live) described.insert(s->revision);
+    std::string seen;
+    for (uint64_t r : described) seen += (seen.empty() ? "" : ", ") + std::to_string(r);
+    std::string why = "no peer of the group at revision " + std::to_string(revision) +
+                      " can provide the shared state (all are behind or receive-only; this sync was described at "
+                      "revision " + seen + ")";
+    if (lastRevision)
+        why += ": the group's last revision was " + std::to_string(*lastRevision) +
+               ", so advance the revision by exactly one each step before syncing (shared_state->revision + 1; "
+               "Python: SharedState.push_revision())";
+    return why;
 }
 
 } // namespace
@@ -96,8 +115,7 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
         else it->second.push_back(id);
     }
     if (votes.empty()) {
-        out.noStateReason = "no peer of the group at revision " + std::to_string(out.revision) +
-                            " can provide the shared state (all are behind or receive-only)";
+        out.noStateReason = noStateReason(live, out.revision, lastRevision);
         return out;
     }
     std::sort(votes.begin(), votes.end(), [](auto &a, auto &b) {

@@ -122,6 +122,7 @@ Actions Session::startAllReduce(RequestId id, const ReduceArgs &args, uint64_t s
         d.op = static_cast<uint8_t>(args.op);
         d.quant_dtype = static_cast<uint8_t>(args.quant.quantized_datatype);
         d.quant_algo = static_cast<uint8_t>(args.quant.algorithm);
+        d.segment_bytes = segmentBytes;  // the configured value (0 = auto): peers must agree
         out.push_back(SendToMaster{CollectiveInit{args.tag, d}});
     }
     out.push_back(Complete{id, st, {}});

@@ -14,7 +14,7 @@
 namespace pccl::protocol {
 
 inline constexpr uint32_t kMagic = 0x4c434350;  // "PCCL"
-inline constexpr uint16_t kProtocolVersion = 4;
+inline constexpr uint16_t kProtocolVersion = 5;
 inline constexpr uint32_t kMaxControlFrame = 16u << 20;  // bytes of one control frame
 inline constexpr uint32_t kMaxStringBytes = 64u << 10;
 inline constexpr uint32_t kMaxVectorItems = 1u << 20;
@@ -59,13 +59,17 @@ struct WorldInfo {
     PCCL_FIELDS(global_world_size, group_world_size, num_groups, largest_group)
 };
 
+// What every peer of a group must agree on for one all-reduce tag (the master compares them).
+// segment_bytes is the configured pipeline segment (PCCL_SEGMENT_BYTES; 0 = auto, which is the
+// same on every peer): peers that cut the data differently cannot exchange it.
 struct CollectiveDesc {
     uint64_t count = 0;
     uint8_t dtype = 0;
     uint8_t op = 0;
     uint8_t quant_dtype = 0;
     uint8_t quant_algo = 0;
-    PCCL_FIELDS(count, dtype, op, quant_dtype, quant_algo)
+    uint64_t segment_bytes = 0;
+    PCCL_FIELDS(count, dtype, op, quant_dtype, quant_algo, segment_bytes)
     bool operator==(const CollectiveDesc &) const = default;
 };
 

@@ -348,10 +348,11 @@ class Communicator(Closeable):
 
     def all_reduce_multiple_with_retry(self, descriptors: Sequence[ReduceOpDescriptor], *,
                                        max_in_flight: int = 4) -> ReduceInfo:
-        """Run several all-reduces, at most ``max_in_flight`` at once (<= 0: all), retrying
+        """Run several all-reduces, at most ``max_in_flight`` (at least 1) at once, retrying
         those aborted by a lost peer until all succeed; blocks (without the GIL). Tags must be
-        distinct. Raises PCCLError (``TOO_FEW_PEERS`` when fewer than two peers remain).
-        The returned info has the summed bytes and the final world size."""
+        distinct. Raises PCCLError (``INVALID_ARGUMENT`` for ``max_in_flight`` of 0 or less,
+        ``TOO_FEW_PEERS`` when fewer than two peers remain). The returned info has the summed
+        bytes and the final world size."""
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
             raise TypeError(f"max_in_flight must be an int, got {type(max_in_flight).__name__}")
         descriptors = list(descriptors)

@@ -113,12 +113,26 @@ class ReduceOperandDescriptor:
 
 @dataclass
 class QuantizationOptions:
-    """``pcclQuantizationOptions_t``: compress the data on the wire to ``quantized_datatype``
-    with ``algorithm``. Pass ``None`` instead (the default of every all-reduce) for no
-    quantization; ``algorithm=QuantizationAlgorithm.NONE`` means the same.
+    """``pcclQuantizationOptions_t``: send the all-reduce's data quantized to
+    ``quantized_datatype`` (``UINT8`` or ``UINT16``) with ``algorithm``. Pass ``None`` instead
+    (the default of every all-reduce) for no quantization; ``algorithm=QuantizationAlgorithm.NONE``
+    means the same.
 
-    Note: this version of the library validates and agrees the options between peers but
-    reduces at full precision (the results are exact)."""
+    Each pipeline segment travels as two float64 parameters plus one code per value (about a
+    quarter of float32's bytes with ``UINT8``, half with ``UINT16``), rounded to nearest:
+
+    - ``MIN_MAX``: the segment's finite minimum and maximum span the codes evenly
+      (step = (max - min) / (L - 1)).
+    - ``ZERO_POINT_SCALE``: a zero point in the middle of the codes and a scale from the
+      largest finite magnitude (step = max|x| / ((L - 1) / 2)); 0 is exact.
+
+    L is 2**bits - 3: the three top codes carry NaN, +inf and -inf exactly. Each hop adds an
+    error of at most half a step of that segment's range, so the results are approximate, but
+    byte-identical on every peer: the owner of each chunk replaces its own copy with
+    dequantize(quantize(x)), the very value the others receive. Floating-point data only
+    (FLOAT, DOUBLE, FLOAT16, BFLOAT16) with SUM, AVG, MAX or MIN; integers, PROD and other
+    target types raise PCCLError ``INVALID_ARGUMENT``. Every peer must pass the same options
+    (otherwise PCCLError ``MISMATCH``); ``ReduceInfo`` counts the quantized bytes."""
 
     quantized_datatype: DataType = DataType.UINT8
     algorithm: QuantizationAlgorithm = QuantizationAlgorithm.MIN_MAX
