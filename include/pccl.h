@@ -231,6 +231,33 @@ typedef struct pcclReduceInfo_t {
     uint64_t rx_bytes;
 } pcclReduceInfo_t;
 
+/** What an all-reduce did, with its speed (an extension; filled by pcclAllReduceEx,
+ *  pcclAwaitAsyncReduceEx and pcclAllReduceMultipleWithRetryEx). The first field is the
+ *  struct's own size: initialise with PCCL_REDUCE_INFO_EX_INIT; later versions append fields
+ *  and fill only those that struct_size covers. */
+typedef struct pcclReduceInfoEx_t {
+    size_t struct_size;        /**< sizeof(pcclReduceInfoEx_t) */
+    uint32_t local_world_size; /**< as pcclReduceInfo_t */
+    uint64_t tx_bytes;         /**< as pcclReduceInfo_t: bytes this peer sent (quantized bytes if quantized) */
+    uint64_t rx_bytes;         /**< as pcclReduceInfo_t: bytes this peer received */
+    /** Seconds from the start of the operation (the all-reduce call, or pcclAllReduceAsync) to
+     *  its end (the master committed or aborted it, or it failed locally), measured on a
+     *  monotonic clock with microsecond resolution; for pcclAllReduceMultipleWithRetryEx the
+     *  wall time of the whole call, retries included. Waiting for the other peers to start the
+     *  same tag counts. */
+    double duration_s;
+    /** This peer's network throughput: (tx_bytes + rx_bytes) / duration_s, in bytes per second
+     *  (0 when duration_s is 0). Not the algorithm bandwidth: divide count * element size by
+     *  duration_s for that. */
+    double bytes_per_second;
+} pcclReduceInfoEx_t;
+
+#ifdef __cplusplus
+#define PCCL_REDUCE_INFO_EX_INIT { sizeof(pcclReduceInfoEx_t), 0, 0, 0, 0.0, 0.0 }
+#else
+#define PCCL_REDUCE_INFO_EX_INIT { .struct_size = sizeof(pcclReduceInfoEx_t) }
+#endif
+
 typedef struct pcclReduceOperandDescriptor_t {
     pcclDataType_t datatype;
     pcclDistributionHint_t distribution_hint;
@@ -437,6 +464,36 @@ PCCL_EXPORT pcclResult_t pcclAllReduceMultipleWithRetry(const pcclReduceOpDescri
                                                         const pcclComm_t *comm,
                                                         PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out,
                                                         int max_in_flight);
+
+/** pcclAllReduce reporting its duration and throughput in a pcclReduceInfoEx_t (an extension).
+ *  Blocks as pcclAllReduce. info may be NULL; if not, info->struct_size must be at least
+ *  sizeof(pcclReduceInfoEx_t) of this header (PCCL_REDUCE_INFO_EX_INIT), checked before
+ *  anything starts. info is filled on success and on a failure of the started operation (what it
+ *  moved, how long it ran). Result codes: those of pcclAllReduce: pcclSuccess;
+ *  pcclNotInitialized; pcclInvalidArgument (as pcclAllReduce, and a struct_size too small);
+ *  pcclInvalidUsage; pcclTooFewPeers; pcclMismatch; pcclRankConnectionLost; pcclTimeout;
+ *  pcclKicked; pcclMasterConnectionLost; pcclAborted. */
+PCCL_EXPORT pcclResult_t pcclAllReduceEx(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
+                                         const pcclComm_t *comm, PCCL_NULLABLE pcclReduceInfoEx_t *reduce_info_out);
+
+/** pcclAwaitAsyncReduce reporting into a pcclReduceInfoEx_t (an extension): the duration runs
+ *  from pcclAllReduceAsync to the end of the operation, not to this call. Blocks as
+ *  pcclAwaitAsyncReduce. info may be NULL; a struct_size smaller than sizeof(pcclReduceInfoEx_t)
+ *  is pcclInvalidArgument and the operation is not awaited (it stays in flight: await it again).
+ *  Result codes: those of pcclAwaitAsyncReduce (see pcclAllReduce), and pcclInvalidArgument for
+ *  a NULL handle or a struct_size too small. */
+PCCL_EXPORT pcclResult_t pcclAwaitAsyncReduceEx(const pcclAsyncReduceOp_t *reduce_handle,
+                                                PCCL_NULLABLE pcclReduceInfoEx_t *reduce_info_out);
+
+/** pcclAllReduceMultipleWithRetry reporting into a pcclReduceInfoEx_t (an extension): summed
+ *  bytes, the final world size, the wall time of the whole call (retries included) and the
+ *  throughput over it. Blocks as pcclAllReduceMultipleWithRetry. info may be NULL; a struct_size
+ *  smaller than sizeof(pcclReduceInfoEx_t) is pcclInvalidArgument, checked before anything
+ *  starts. Result codes: those of pcclAllReduceMultipleWithRetry. */
+PCCL_EXPORT pcclResult_t pcclAllReduceMultipleWithRetryEx(const pcclReduceOpDescriptor_t *descriptors, size_t count,
+                                                          const pcclComm_t *comm,
+                                                          PCCL_NULLABLE pcclReduceInfoEx_t *reduce_info_out,
+                                                          int max_in_flight);
 
 /** Collective over the peer group: elect the popular shared-state content by hash and bring
  *  every outdated peer to it, bit for bit; writes back the revision. Blocks.

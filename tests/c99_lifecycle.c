@@ -120,6 +120,23 @@ static void *peer_main(void *arg) {
         return NULL;
     }
 
+    /* The extension: an all-reduce that also reports its duration and throughput. */
+    {
+        pcclReduceInfoEx_t ex = PCCL_REDUCE_INFO_EX_INIT;
+        desc.tag = 1;
+        r = pcclAllReduceEx(p->values, p->values, &desc, p->comm, &ex);
+        if (r != pcclSuccess) {
+            peer_fail(p, "all-reduce-ex", "pcclAllReduceEx", r);
+            return NULL;
+        }
+        if (ex.local_world_size != NUM_PEERS || !(ex.duration_s > 0.0) || !(ex.bytes_per_second > 0.0)) {
+            p->failed_phase = "all-reduce-ex";
+            snprintf(p->reason, sizeof p->reason, "local_world_size %u, duration_s %g, bytes_per_second %g",
+                     (unsigned) ex.local_world_size, ex.duration_s, ex.bytes_per_second);
+            return NULL;
+        }
+    }
+
     if ((r = pcclGetAttribute(p->comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE, &p->world)) != pcclSuccess ||
         (r = pcclGetAttribute(p->comm, PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE, &p->group_world)) != pcclSuccess ||
         (r = pcclGetAttribute(p->comm, PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS, &p->groups)) != pcclSuccess ||

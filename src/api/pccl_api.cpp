@@ -122,6 +122,61 @@ void fillInfo(pcclReduceInfo_t *out, const peer::ReduceResult &r) {
     out->rx_bytes = r.rxBytes;
 }
 
+// Throughput is this peer's bytes on the wire (both ways) per second of the operation.
+void fillInfo(pcclReduceInfoEx_t *out, const peer::ReduceResult &r) {
+    if (!out) return;
+    out->local_world_size = r.worldSize;
+    out->tx_bytes = r.txBytes;
+    out->rx_bytes = r.rxBytes;
+    out->duration_s = static_cast<double>(r.durationUs) / 1e6;
+    out->bytes_per_second = r.durationUs ? static_cast<double>(r.txBytes + r.rxBytes) / out->duration_s : 0.0;
+}
+
+Status checkInfo(const pcclReduceInfo_t *) { return {}; }
+
+// Every field of this version is written, so struct_size must cover all of them.
+Status checkInfo(const pcclReduceInfoEx_t *info) {
+    if (!info || info->struct_size >= sizeof(pcclReduceInfoEx_t)) return {};
+    return invalidArgument("reduce_info_out->struct_size " + std::to_string(info->struct_size) +
+                           " is smaller than sizeof(pcclReduceInfoEx_t) (" + std::to_string(sizeof(pcclReduceInfoEx_t)) +
+                           "); initialise it with PCCL_REDUCE_INFO_EX_INIT");
+}
+
+// pcclAwaitAsyncReduce and its Ex form.
+template <class Info>
+pcclResult_t awaitReduce(const pcclAsyncReduceOp_t *handle, Info *info) {
+    const pcclComm_t *comm = handle ? handle->comm : nullptr;
+    return guarded(comm, [&] {
+        if (!handle) return fail(nullptr, invalidArgument("reduce handle is NULL"));
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        if (auto st = checkInfo(info); !st.ok()) return fail(comm, st);
+        peer::ReduceResult r;
+        auto st = comm->rep->awaitAllReduce(handle->tag, &r);
+        fillInfo(info, r);
+        return fail(comm, st);
+    });
+}
+
+// pcclAllReduceMultipleWithRetry and its Ex form.
+template <class Info>
+pcclResult_t allReduceMultiple(const pcclReduceOpDescriptor_t *descriptors, size_t count, const pcclComm_t *comm,
+                               Info *info, int max_in_flight) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        auto ops = reduceArgsList(descriptors, count);
+        if (!ops.ok()) return fail(comm, ops.status());
+        if (max_in_flight <= 0)
+            return fail(comm, invalidArgument("max_in_flight is " + std::to_string(max_in_flight) +
+                                              ": it must be at least 1 (the number of all-reduces run at once)"));
+        if (auto st = checkInfo(info); !st.ok()) return fail(comm, st);
+        if (auto st = checkGroupSize(comm, "pcclAllReduceMultipleWithRetry"); !st.ok()) return fail(comm, st);
+        peer::ReduceResult total;
+        auto st = comm->rep->allReduceMultipleWithRetry(*ops, max_in_flight, &total);
+        fillInfo(info, total);
+        return fail(comm, st);
+    });
+}
+
 } // namespace
 
 extern "C" {
@@ -336,15 +391,11 @@ PCCL_EXPORT pcclResult_t pcclAllReduceAsync(const void *sendbuf, void *recvbuf, 
 }
 
 PCCL_EXPORT pcclResult_t pcclAwaitAsyncReduce(const pcclAsyncReduceOp_t *handle, pcclReduceInfo_t *reduce_info_out) {
-    const pcclComm_t *comm = handle ? handle->comm : nullptr;
-    return guarded(comm, [&] {
-        if (!handle) return fail(nullptr, invalidArgument("reduce handle is NULL"));
-        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
-        peer::ReduceResult r;
-        auto st = comm->rep->awaitAllReduce(handle->tag, &r);
-        fillInfo(reduce_info_out, r);
-        return fail(comm, st);
-    });
+    return awaitReduce(handle, reduce_info_out);
+}
+
+PCCL_EXPORT pcclResult_t pcclAwaitAsyncReduceEx(const pcclAsyncReduceOp_t *handle, pcclReduceInfoEx_t *reduce_info_out) {
+    return awaitReduce(handle, reduce_info_out);
 }
 
 PCCL_EXPORT pcclResult_t pcclAllReduce(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
@@ -355,22 +406,29 @@ PCCL_EXPORT pcclResult_t pcclAllReduce(const void *sendbuf, void *recvbuf, const
     return pcclAwaitAsyncReduce(&handle, reduce_info_out);
 }
 
+PCCL_EXPORT pcclResult_t pcclAllReduceEx(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
+                                         const pcclComm_t *comm, pcclReduceInfoEx_t *reduce_info_out) {
+    const pcclResult_t checked = guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        return fail(comm, checkInfo(reduce_info_out));
+    });
+    if (checked != pcclSuccess) return checked;
+    pcclAsyncReduceOp_t handle;
+    const pcclResult_t started = pcclAllReduceAsync(sendbuf, recvbuf, descriptor, comm, &handle);
+    if (started != pcclSuccess) return started;
+    return pcclAwaitAsyncReduceEx(&handle, reduce_info_out);
+}
+
 PCCL_EXPORT pcclResult_t pcclAllReduceMultipleWithRetry(const pcclReduceOpDescriptor_t *descriptors, size_t count,
                                                         const pcclComm_t *comm, pcclReduceInfo_t *reduce_info_out,
                                                         int max_in_flight) {
-    return guarded(comm, [&] {
-        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
-        auto ops = reduceArgsList(descriptors, count);
-        if (!ops.ok()) return fail(comm, ops.status());
-        if (max_in_flight <= 0)
-            return fail(comm, invalidArgument("max_in_flight is " + std::to_string(max_in_flight) +
-                                              ": it must be at least 1 (the number of all-reduces run at once)"));
-        if (auto st = checkGroupSize(comm, "pcclAllReduceMultipleWithRetry"); !st.ok()) return fail(comm, st);
-        peer::ReduceResult total;
-        auto st = comm->rep->allReduceMultipleWithRetry(*ops, max_in_flight, &total);
-        fillInfo(reduce_info_out, total);
-        return fail(comm, st);
-    });
+    return allReduceMultiple(descriptors, count, comm, reduce_info_out, max_in_flight);
+}
+
+PCCL_EXPORT pcclResult_t pcclAllReduceMultipleWithRetryEx(const pcclReduceOpDescriptor_t *descriptors, size_t count,
+                                                          const pcclComm_t *comm, pcclReduceInfoEx_t *reduce_info_out,
+                                                          int max_in_flight) {
+    return allReduceMultiple(descriptors, count, comm, reduce_info_out, max_in_flight);
 }
 
 PCCL_EXPORT pcclResult_t pcclSynchronizeSharedState(const pcclComm_t *comm, pcclSharedState_t *shared_state,

@@ -1,5 +1,6 @@
 // pcclAllReduceMultipleWithRetry: a bounded window of concurrent all-reduces with retry after
 // peer loss. Every peer sees the same aborts (all-or-nothing), so all peers retry the same tags.
+#include <chrono>
 #include <deque>
 
 #include "peer/communicator.h"
@@ -8,6 +9,7 @@ namespace pccl::peer {
 
 Status Communicator::allReduceMultipleWithRetry(const std::vector<ReduceArgs> &ops, int maxInFlight,
                                                 ReduceResult *total) {
+    const auto started = std::chrono::steady_clock::now();
     const size_t window = maxInFlight <= 0 ? ops.size() : static_cast<size_t>(maxInFlight);
     std::deque<size_t> todo;
     for (size_t i = 0; i < ops.size(); ++i) todo.push_back(i);
@@ -50,6 +52,8 @@ Status Communicator::allReduceMultipleWithRetry(const std::vector<ReduceArgs> &o
         }
         if (firstError.ok()) firstError = st;
     }
+    sum.durationUs = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count());
     if (total) *total = sum;
     if (!firstError.ok()) return firstError;
     if (tooFew) return {pcclTooFewPeers, "fewer than two peers remain in the peer group; some all-reduces did not complete"};

@@ -85,9 +85,9 @@ std::chrono::milliseconds Communicator::tickPeriod() const {
     return std::min({std::chrono::milliseconds(1000), options_.heartbeatTimeout / 4, options_.opTimeout / 4});
 }
 
-uint64_t Communicator::nowMs() {
+uint64_t Communicator::nowUs() {
     return static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
 }
 
 void Communicator::abort() {
@@ -108,7 +108,7 @@ void Communicator::run(const Step &step) {
     Actions actions;
     {
         std::lock_guard lock(sessionMu_);
-        session_.setTime(nowMs());
+        session_.setTimeUs(nowUs());
         actions = step(session_);
     }
     sessionCv_.notify_all();

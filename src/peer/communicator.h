@@ -86,8 +86,9 @@ public:
     Status startAllReduce(const ReduceArgs &args);
     // Waits for the all-reduce with this tag and forgets it.
     Status awaitAllReduce(uint64_t tag, ReduceResult *result);
-    // Runs every all-reduce, at most maxInFlight at once (<= 0: all), retrying those aborted by a
-    // lost peer until all succeed or the group has fewer than two peers (pcclTooFewPeers).
+    // Runs every all-reduce, at most maxInFlight (>= 1) at once, retrying those aborted by a lost
+    // peer until all succeed or the group has fewer than two peers (pcclTooFewPeers). *total gets
+    // the summed bytes, the final world size and the call's wall time.
     Status allReduceMultipleWithRetry(const std::vector<ReduceArgs> &ops, int maxInFlight, ReduceResult *total);
     // Shared-state sync over the peer group (docs/shared_state.md). Blocks.
     Result<SyncResult> syncSharedState(const std::vector<SyncEntry> &entries, uint64_t revision,
@@ -115,7 +116,7 @@ private:
     void stopTransfer(const StopTransfer &a);
     void startProbe(const protocol::BandwidthProbe &m);
     std::chrono::milliseconds tickPeriod() const;
-    static uint64_t nowMs();
+    static uint64_t nowUs();  // the session's clock (steady), in microseconds
 
     CommOptions options_;
     transport::ControlClient control_;

@@ -116,6 +116,7 @@ Actions Session::startAllReduce(RequestId id, const ReduceArgs &args, uint64_t s
         Op &op = ops_[args.tag];
         op.args = args;
         op.segmentBytes = segmentBytes;
+        op.startUs = nowUs_;
         CollectiveDesc d;
         d.count = args.count;
         d.dtype = static_cast<uint8_t>(args.dtype);
@@ -202,9 +203,11 @@ void Session::finishOp(Actions &out, uint64_t tag, Op &op, Status status) {
     if (!op.done) {
         op.done = true;
         op.status = std::move(status);
+        op.endUs = nowUs_;
     }
     if (!op.waiter) return;
-    out.push_back(Complete{*op.waiter, op.status, ReduceResult{op.worldSize, op.stats.txBytes, op.stats.rxBytes}});
+    out.push_back(Complete{*op.waiter, op.status,
+                           ReduceResult{op.worldSize, op.stats.txBytes, op.stats.rxBytes, op.endUs - op.startUs}});
     ops_.erase(tag);  // op is gone from here on
 }
 

@@ -29,8 +29,16 @@ class Session {
 public:
     explicit Session(SessionOptions options) : options_(std::move(options)) {}
 
-    // The clock (milliseconds of a monotonic clock); set before each event.
-    void setTime(uint64_t nowMs) { now_ = nowMs; }
+    // The clock (milliseconds of a monotonic clock); set before each event. setTimeUs sets the
+    // same clock in microseconds: the durations of all-reduces are measured in it.
+    void setTime(uint64_t nowMs) {
+        now_ = nowMs;
+        nowUs_ = nowMs * 1000;
+    }
+    void setTimeUs(uint64_t nowUs) {
+        now_ = nowUs / 1000;
+        nowUs_ = nowUs;
+    }
 
     // ---- user requests. Each is answered by exactly one Complete{id} action, now or later.
     // Connect is two steps: beginConnect (no I/O yet: checks the phase) and, once the driver has
@@ -73,6 +81,7 @@ private:
         uint64_t segmentBytes = 0;
         uint64_t seq = 0;  // 0 until commenced
         uint32_t worldSize = 0;
+        uint64_t startUs = 0, endUs = 0;  // startAllReduce, and the end of the operation (done)
         bool started = false;   // a ring engine exists (StartAllReduce was issued)
         bool stopping = false;  // StopAllReduce issued, waiting for onAllReduceStopped
         bool done = false;
@@ -126,7 +135,7 @@ private:
     Status pendingOpsError(const char *what) const;
 
     SessionOptions options_;
-    uint64_t now_ = 0;
+    uint64_t now_ = 0, nowUs_ = 0;
     Phase phase_ = Phase::Created;
     Status death_;
     Uuid self_;

@@ -46,6 +46,7 @@ struct OpStats {
 struct ReduceResult {
     uint32_t worldSize = 0;
     uint64_t txBytes = 0, rxBytes = 0;
+    uint64_t durationUs = 0;  // from the start request to the end of the operation (session clock)
 };
 
 struct SyncResult {

@@ -34,23 +34,6 @@ __all__ = ["Communicator", "AsyncReduceHandle"]
 _live_communicators: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
 
 
-# The last ReduceInfo made, with the (world, tx, rx) it was made from. Back-to-back all-reduces of
-# one size in one world report the same figures, and a ReduceInfo is immutable, so the same object
-# is returned again instead of building a frozen dataclass (~0.5 us) per call. Replaced as a whole
-# (one assignment), so concurrent callers see either the old or the new pair.
-_last_info: Tuple[tuple, Optional[ReduceInfo]] = ((), None)
-
-
-def _reduce_info(figures: tuple) -> ReduceInfo:
-    global _last_info
-    key, info = _last_info
-    if key == figures and info is not None:
-        return info
-    info = ReduceInfo(*figures)
-    _last_info = (figures, info)
-    return info
-
-
 class AsyncReduceHandle:
     """An all-reduce started by :meth:`Communicator.all_reduce_async`.
 
@@ -86,18 +69,19 @@ class AsyncReduceHandle:
         with self._lock:
             if self._outcome is None:
                 native = self._comm._native
+                figures: tuple = (0, 0, 0)
                 if native is None:
-                    r, msg, world, tx, rx = int(Result.INVALID_USAGE), "the communicator was closed", 0, 0, 0
+                    r, msg = int(Result.INVALID_USAGE), "the communicator was closed"
                 else:
                     try:
-                        r, msg, world, tx, rx = native.await_async(self._tag)
+                        r, msg, *figures = native.await_async(self._tag)
                     except PCCLError as e:
-                        r, msg, world, tx, rx = int(e.result), e.message, 0, 0, 0
+                        r, msg = int(e.result), e.message
                 try:
                     status: Union[Result, int] = Result(r)
                 except ValueError:
                     status = r
-                self._outcome = (r == 0, status, _reduce_info((world, tx, rx)))
+                self._outcome = (r == 0, status, ReduceInfo(*figures))
                 self._error = None if r == 0 else PCCLError(r, "pcclAwaitAsyncReduce", msg)
                 self._comm._forget(self._tag, self)
                 self._keepalive = None
@@ -329,7 +313,7 @@ class Communicator(Closeable):
         if native is None:
             native = self._require()  # raises
         # send and recv stay referenced by this frame until the call returns.
-        return _reduce_info(native.all_reduce(*args))
+        return ReduceInfo(*native.all_reduce(*args))
 
     def all_reduce_async(self, send: Any, recv: Any, *, op: Any, tag: int = 0,
                          operand_descriptor: Optional[ReduceOperandDescriptor] = None,
@@ -352,7 +336,8 @@ class Communicator(Closeable):
         those aborted by a lost peer until all succeed; blocks (without the GIL). Tags must be
         distinct. Raises PCCLError (``INVALID_ARGUMENT`` for ``max_in_flight`` of 0 or less,
         ``TOO_FEW_PEERS`` when fewer than two peers remain). The returned info has the summed
-        bytes and the final world size."""
+        bytes, the final world size, and the wall time of the whole call (retries included) with
+        the throughput over it."""
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
             raise TypeError(f"max_in_flight must be an int, got {type(max_in_flight).__name__}")
         descriptors = list(descriptors)
@@ -367,9 +352,9 @@ class Communicator(Closeable):
             tags.add(tag)
             native_ops.append(d._native())
         max_in_flight = max(-(1 << 31), min(max_in_flight, (1 << 31) - 1))
-        world, tx, rx = self._require().all_reduce_multiple_with_retry(native_ops, max_in_flight)
+        figures = self._require().all_reduce_multiple_with_retry(native_ops, max_in_flight)
         del descriptors  # (kept alive, with their buffers, until here)
-        return ReduceInfo(world, tx, rx)
+        return ReduceInfo(*figures)
 
     # ----------------------------------------------------------------------------- shared state
 

@@ -77,14 +77,22 @@ def _uint(value: Any, what: str, *, bits: int = 64, minimum: int = 0) -> int:
 
 @dataclass(frozen=True)
 class ReduceInfo:
-    """``pcclReduceInfo_t``: what an all-reduce did."""
+    """``pcclReduceInfoEx_t``: what an all-reduce did, and how fast. PCCL 1.0's constructor
+    ``ReduceInfo(local_world_size, tx_bytes, rx_bytes)`` still works (duration and rate 0.0)."""
 
     local_world_size: int
     """Peers that took part (the size of the peer group for this operation)."""
     tx_bytes: int
-    """Bytes this peer sent."""
+    """Bytes this peer sent (the quantized bytes when quantized)."""
     rx_bytes: int
     """Bytes this peer received."""
+    duration_s: float = 0.0
+    """Seconds from the start of the operation (the ``all_reduce`` or ``all_reduce_async`` call)
+    to its end, on a monotonic clock (waiting for the other peers to start it counts); for
+    ``all_reduce_multiple_with_retry`` the whole call, retries included."""
+    bytes_per_second: float = 0.0
+    """This peer's throughput on the wire: ``(tx_bytes + rx_bytes) / duration_s`` (0.0 when the
+    duration is 0). Not the algorithm bandwidth (elements * itemsize / duration_s)."""
 
 
 @dataclass(frozen=True)

@@ -299,8 +299,9 @@ py::object contiguousAddress(py::handle obj, bool writable) {
     return py::reinterpret_steal<py::object>(PyLong_FromSize_t(address));
 }
 
-py::tuple infoTuple(const pcclReduceInfo_t &info) {
-    return py::make_tuple(info.local_world_size, info.tx_bytes, info.rx_bytes);
+// (local_world_size, tx_bytes, rx_bytes, duration_s, bytes_per_second): ReduceInfo's fields.
+py::tuple infoTuple(const pcclReduceInfoEx_t &info) {
+    return py::make_tuple(info.local_world_size, info.tx_bytes, info.rx_bytes, info.duration_s, info.bytes_per_second);
 }
 
 // A C handle plus the number of calls in progress on it.
@@ -434,9 +435,9 @@ public:
                         int qdtype, int qalgo) {
         Use u(*this);
         const pcclReduceDescriptor_t d = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
-        pcclReduceInfo_t info{};
+        pcclReduceInfoEx_t info = PCCL_REDUCE_INFO_EX_INIT;
         callBlocking("pcclAllReduce", u.h, [&] {
-            return pcclAllReduce(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d, u.h, &info);
+            return pcclAllReduceEx(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d, u.h, &info);
         });
         return infoTuple(info);
     }
@@ -452,16 +453,18 @@ public:
         });
     }
 
-    // Never raises for the operation's own failure: returns (result, message, world, tx, rx).
+    // Never raises for the operation's own failure: returns (result, message, world, tx, rx,
+    // duration_s, bytes_per_second).
     py::tuple awaitAsync(uint64_t tag) {
         Use u(*this);
         pcclAsyncReduceOp_t handle{};
         handle.comm = u.h;
         handle.tag = tag;
-        pcclReduceInfo_t info{};
+        pcclReduceInfoEx_t info = PCCL_REDUCE_INFO_EX_INIT;
         std::string message;
-        const pcclResult_t r = blockingCall(u.h, [&] { return pcclAwaitAsyncReduce(&handle, &info); }, message);
-        return py::make_tuple(static_cast<int>(r), message, info.local_world_size, info.tx_bytes, info.rx_bytes);
+        const pcclResult_t r = blockingCall(u.h, [&] { return pcclAwaitAsyncReduceEx(&handle, &info); }, message);
+        return py::make_tuple(static_cast<int>(r), message, info.local_world_size, info.tx_bytes, info.rx_bytes,
+                              info.duration_s, info.bytes_per_second);
     }
 
     // ops: sequence of (send, recv, count, dtype, op, tag, hint, qdtype, qalgo).
@@ -476,9 +479,9 @@ public:
             descs[i].recvbuf = reinterpret_cast<void *>(recv);
             descs[i].descriptor = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
         }
-        pcclReduceInfo_t info{};
+        pcclReduceInfoEx_t info = PCCL_REDUCE_INFO_EX_INIT;
         callBlocking("pcclAllReduceMultipleWithRetry", u.h, [&] {
-            return pcclAllReduceMultipleWithRetry(descs.data(), descs.size(), u.h, &info, maxInFlight);
+            return pcclAllReduceMultipleWithRetryEx(descs.data(), descs.size(), u.h, &info, maxInFlight);
         });
         return infoTuple(info);
     }

@@ -144,7 +144,8 @@ def test_signatures():
     assert params(pccl.QuantizationOptions) == [
         ("quantized_datatype", POS, pccl.DataType.UINT8), ("algorithm", POS, pccl.QuantizationAlgorithm.MIN_MAX)]
     assert params(pccl.SharedStateSyncInfo) == [("tx_bytes", POS, E), ("rx_bytes", POS, E)]
-    assert params(pccl.ReduceInfo) == [("local_world_size", POS, E), ("tx_bytes", POS, E), ("rx_bytes", POS, E)]
+    assert params(pccl.ReduceInfo) == [("local_world_size", POS, E), ("tx_bytes", POS, E), ("rx_bytes", POS, E),
+                                       ("duration_s", POS, 0.0), ("bytes_per_second", POS, 0.0)]
     assert params(pccl.AsyncReduceHandle.wait) == [("self", POS, E)]
     assert [p[0] for p in params(pccl.SharedState.__init__)] == ["self", "tensor_infos"]
     assert params(pccl.SharedState.push_revision) == [("self", POS, E)]
