@@ -464,6 +464,17 @@ TEST_CASE("session: a dead session sends no probe report", "[session]") {
     CHECK(d.probeDone(12, BandwidthReport{12, {peerUuid(1)}, {5}}).empty());
 }
 
+TEST_CASE("session: a probe reaching a dead session starts nothing and is answered with an empty report", "[session]") {
+    Driver d;
+    d.admit(ringWithSelfAt(3, 0));
+    d.controlClosed();
+    auto out = d.message(BandwidthProbe{12, 99, ringWithSelfAt(3, 0), 500});
+    CHECK(actionsOf<StartProbe>(out).empty());
+    auto reports = sent<BandwidthReport>(out);
+    REQUIRE(reports.size() == 1);
+    CHECK(reports[0].from.empty());
+}
+
 // ---- protocol errors
 
 TEST_CASE("session: a message only a peer sends, arriving from the master, ends the session as a protocol error", "[session]") {
