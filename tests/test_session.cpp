@@ -289,6 +289,20 @@ TEST_CASE("session: attributes read the world of the admission round and of each
     CHECK(d.s.attribute(PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE).value() == 8);
 }
 
+TEST_CASE("session: the rank is this peer's position in the latest ring, an internal error when it is left out", "[session]") {
+    Driver d;
+    d.admit(ringWithSelfAt(3, 2), WorldInfo{3, 3, 1, 3});
+    CHECK(d.s.attribute(PCCL_ATTRIBUTE_RANK).value() == 2);
+    WorldUpdate update;
+    update.world = {2, 2, 1, 2};
+    update.ring = ringWithSelfAt(2, 0);
+    d.message(update);
+    CHECK(d.s.attribute(PCCL_ATTRIBUTE_RANK).value() == 0);
+    update.ring = {member(1), member(2)};
+    d.message(update);
+    CHECK(d.s.attribute(PCCL_ATTRIBUTE_RANK).status().code() == pcclInternalError);
+}
+
 TEST_CASE("session: attributes before the session is connected are invalid usage", "[session]") {
     Driver d;
     CHECK(d.s.attribute(PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE).status().code() == pcclInvalidUsage);
