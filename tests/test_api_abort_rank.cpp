@@ -60,11 +60,18 @@ TEST_CASE("abort: pcclAbortCommunicator from another thread ends a blocked all-r
     isolated(90, [&] {
         EmbeddedMaster master;
         ClusterOptions opts;
-        opts.groups = {0, 0};
+        opts.groups = {0, 0, 0};
         opts.timeout_s = 60;
+        std::atomic<int> aborted{0};
         PeerThreads peers(master.address(), opts, [&](PeerCtx &ctx) {
+            if (ctx.rank == 2) {
+                // Calls nothing until the others are done: were all three blocked, the master
+                // would fail the calls at once as misordered (pcclMismatch).
+                ctx.waitFor([&] { return aborted.load() == 2; }, "the two aborts");
+                return;
+            }
             if (ctx.rank == 0) {
-                // Blocks in tag 1, which the other peer never starts.
+                // Blocks in tag 1, which the other peers never start.
                 std::vector<float> buf(4096, 3.0f);
                 const pcclReduceDescriptor_t d = makeDescriptor(buf.size(), pcclFloat, pcclSum, 1);
                 std::thread aborter([&] {
@@ -82,8 +89,9 @@ TEST_CASE("abort: pcclAbortCommunicator from another thread ends a blocked all-r
                 PT_EXPECT_RESULT(ctx.comm, pcclAborted, pcclArePeersPending(ctx.comm, &pending));
                 PT_EXPECT_RESULT(ctx.comm, pcclAborted, pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, nullptr));
                 PT_OK(ctx.comm, pcclAbortCommunicator(ctx.comm));  // idempotent
+                ++aborted;
             } else {
-                // Blocks in an optimize vote that the other peer never casts.
+                // Blocks in an optimize vote that the other peers never cast.
                 std::thread aborter([&] {
                     std::this_thread::sleep_for(std::chrono::milliseconds(300));
                     pcclAbortCommunicator(ctx.comm);
@@ -93,6 +101,7 @@ TEST_CASE("abort: pcclAbortCommunicator from another thread ends a blocked all-r
                 PT_CHECK_MSG(r == pcclAborted, "optimize: " << describe(r, ctx.comm));
                 int world = 0;
                 PT_EXPECT_RESULT(ctx.comm, pcclAborted, pcclGetAttribute(ctx.comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE, &world));
+                ++aborted;
             }
         });
         peers.join();

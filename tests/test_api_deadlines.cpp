@@ -147,11 +147,17 @@ TEST_CASE("deadlines: a master killed while peers are blocked in an all-reduce, 
         auto now = [] { return Clock::now().time_since_epoch().count(); };
         auto afterKill = [&] { return std::chrono::duration<double>(Clock::duration(now() - kill_ns.load())).count(); };
         ClusterOptions opts;
-        opts.groups = {0, 0};
+        opts.groups = {0, 0, 0};
         opts.timeout_s = 40;
         PeerThreads peers(daemon.address(), opts, [&](PeerCtx &ctx) {
+            if (ctx.rank == 2) {
+                // Calls nothing: were it blocked too, the master would fail the other two calls
+                // at once as misordered (pcclMismatch) instead of leaving them waiting.
+                ctx.waitFor([&] { return kill_ns.load() != 0; }, "the master to be killed", 30);
+                return;
+            }
             if (ctx.rank == 0) {
-                // Waits for the other peer to start tag 1, which it never does.
+                // Waits for the other peers to start tag 1, which they never do.
                 std::vector<float> buf(4096, 7.0f);
                 const pcclReduceDescriptor_t d = makeDescriptor(buf.size(), pcclFloat, pcclSum, 1);
                 ++blocked;
@@ -161,9 +167,9 @@ TEST_CASE("deadlines: a master killed while peers are blocked in an all-reduce, 
                 PT_CHECK_MSG(why.find("all-reduce tag 1, waiting to start") != std::string::npos, "no phase in: " << why);
                 for (float v : buf) PT_CHECK(v == 7.0f);
             } else {
-                // Waits for the other peer's vote, which never comes. (A peers-pending or topology
-                // vote with nobody pending would be answered at once: the other peer waits for this
-                // one in its all-reduce. An optimize vote is not a no-op, so it waits.)
+                // Waits for the other peers' votes, which never come. (A peers-pending or topology
+                // vote with nobody pending would be answered at once: peer 0 waits for this one in
+                // its all-reduce. An optimize vote is not a no-op, so it waits.)
                 ++blocked;
                 const pcclResult_t r = pcclOptimizeTopology(ctx.comm);
                 PT_CHECK_MSG(r == pcclMasterConnectionLost, "optimize: " << describe(r, ctx.comm));
@@ -184,9 +190,9 @@ TEST_CASE("deadlines: a master killed while peers are blocked in an all-reduce, 
             joined = pcclConnect(joiner);
             joinerDone = true;
         });
-        // Registrations so far: the two peers, then the joiner (which stays pending).
+        // Registrations so far: the three peers, then the joiner (which stays pending).
         int registered = 0;
-        while (registered < 3) {
+        while (registered < 4) {
             auto line = daemon.process().readLine(10);
             PT_CHECK_MSG(line.has_value(), "the daemon did not report the joiner; its stdout:\n" << daemon.process().transcript());
             if (line->find("waiting for admission") != std::string::npos) ++registered;

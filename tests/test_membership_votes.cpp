@@ -93,3 +93,50 @@ TEST_CASE("votes: no early answer while a peer is pending, while a non-voter is 
         CHECK(sent<BandwidthProbe>(out, 2).empty());
     }
 }
+
+TEST_CASE("votes: peers blocked in different calls that wait for each other all fail at once with pcclMismatch",
+          "[master][membership][vote][mismatch]") {
+    Cluster c;
+    acceptPeers(c, 2);
+    c.join(3);  // pending: the vote is not a no-op, so it cannot be answered at once
+    SECTION("a vote against the await of an all-reduce") {
+        c.m.onMessage(1, init(5));
+        CHECK(c.m.onMessage(2, VotePeersPending{}).empty());  // peer 1 may still vote: its start may be async
+        auto out = c.m.onMessage(1, CollectiveAwait{5});      // now it is blocked too
+        auto vf = sent<VoteFailed>(out, 2);
+        REQUIRE(vf.size() == 1);
+        CHECK(vf[0].vote == static_cast<uint8_t>(VoteKind::PeersPending));
+        CHECK(vf[0].result == pcclMismatch);
+        CHECK(vf[0].reason.find("misordered") != std::string::npos);
+        CHECK(vf[0].reason.find("all-reduce tag 5") != std::string::npos);
+        CHECK(vf[0].reason.find("peers-pending vote") != std::string::npos);
+        auto ab = sent<CollectiveAborted>(out, 1);
+        REQUIRE(ab.size() == 1);
+        CHECK(ab[0].tag == 5);
+        CHECK(ab[0].seq == 0);
+        CHECK(ab[0].result == pcclMismatch);
+        CHECK_FALSE(closed(out, 1));  // nobody is removed: the calls fail, the peers stay
+        CHECK_FALSE(closed(out, 2));
+    }
+    SECTION("two different votes") {
+        c.m.onMessage(1, VoteOptimizeTopology{});
+        auto out = c.m.onMessage(2, VoteUpdateTopology{});
+        REQUIRE(sent<VoteFailed>(out, 1).size() == 1);
+        REQUIRE(sent<VoteFailed>(out, 2).size() == 1);
+        CHECK(sent<VoteFailed>(out, 1)[0].vote == static_cast<uint8_t>(VoteKind::Optimize));
+    }
+    SECTION("a vote against a shared-state sync") {
+        c.m.onMessage(1, emptySync(1));
+        auto out = c.m.onMessage(2, VoteUpdateTopology{});
+        REQUIRE(sent<VoteFailed>(out, 2).size() == 1);
+        auto ab = sent<SharedStateAborted>(out, 1);
+        REQUIRE(ab.size() == 1);
+        CHECK(ab[0].result == pcclMismatch);
+    }
+    SECTION("an async start that is not awaited is not a deadlock") {
+        c.m.onMessage(1, init(5));
+        auto out = c.m.onMessage(2, VoteUpdateTopology{});
+        CHECK(sent<VoteFailed>(out, 2).empty());
+        CHECK(sent<CollectiveAborted>(out, 1).empty());
+    }
+}

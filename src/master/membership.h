@@ -88,8 +88,29 @@ private:
         std::set<ClientId> done;
         uint64_t sinceMs = 0;  // first CollectiveInit
         std::map<ClientId, uint64_t> sendRates;  // reported with CollectiveDone
+        std::set<ClientId> awaiting;  // inited peers whose user thread waits for it (CollectiveAwait)
     };
 
+    // One handler per message a peer may send. Votes, collectives, syncs and reports are taken
+    // only from an admitted peer (others are kicked); a master -> peer message is a protocol
+    // error that removes the peer.
+    template <class M>
+    void dispatch(Actions &out, Peer &p, const M &m);
+    void on(Actions &out, Peer &p, const protocol::Hello &m) { onHello(out, p, m); }
+    void on(Actions &out, Peer &p, const protocol::LinksReady &m) { onLinksReady(out, p, m); }
+    void on(Actions &out, Peer &p, const protocol::CollectiveInit &m) { onCollectiveInit(out, p, m); }
+    void on(Actions &out, Peer &p, const protocol::CollectiveDone &m) { onCollectiveDone(out, p, m); }
+    void on(Actions &out, Peer &p, const protocol::SharedStateSync &m) { onSharedStateSync(out, p, m); }
+    void on(Actions &out, Peer &p, const protocol::SharedStateDone &m) { onSharedStateDone(out, p, m); }
+    void on(Actions &out, Peer &p, const protocol::BandwidthReport &m) { onBandwidthReport(out, p, m); }
+    void on(Actions &out, Peer &p, const protocol::VoteUpdateTopology &m);
+    void on(Actions &out, Peer &p, const protocol::VotePeersPending &m);
+    void on(Actions &out, Peer &p, const protocol::VoteOptimizeTopology &m);
+    void on(Actions &out, Peer &p, const protocol::CollectiveAwait &m);
+    void on(Actions &out, Peer &p, const protocol::Leave &m);
+    template <class M>
+    void on(Actions &out, Peer &p, const M &m) { unexpected(out, p, protocol::ControlMessage(m)); }
+    void unexpected(Actions &out, Peer &p, const protocol::ControlMessage &m);
     void onHello(Actions &out, Peer &p, const protocol::Hello &m);
     void onCollectiveInit(Actions &out, Peer &p, const protocol::CollectiveInit &m);
     void onCollectiveDone(Actions &out, Peer &p, const protocol::CollectiveDone &m);
@@ -115,6 +136,13 @@ private:
     void settleNoOpVotes(Actions &out);
     // Whether `id` waits in a collective or sync of its group that one of `voters` has not joined.
     bool blockedOnVoters(ClientId id, const std::vector<ClientId> &voters) const;
+    // When every accepted peer is blocked in a call (a vote, a shared-state sync, the await of an
+    // all-reduce that has not commenced) and none of those calls can complete because a peer it
+    // needs is blocked in another, the loop is misordered: every blocked call fails at once with
+    // pcclMismatch, naming what each peer is doing (membership_votes.cpp).
+    void failMisorderedCalls(Actions &out);
+    // What `p` is blocked in, or "" when it may still call something.
+    std::string blockedIn(const Peer &p) const;
     void finishLinksRound(Actions &out);  // every member linked up (or left): tell the round's peers
     void admitPending(Actions &out);
     void maybeCommence(Actions &out, uint32_t group, uint64_t tag);

@@ -2,6 +2,8 @@
 // voters in a collective (membership.h, settleNoOpVotes).
 #include <algorithm>
 
+#include "protocol/wire_result.h"
+
 #include "master/membership.h"
 
 namespace pccl::master {
@@ -45,6 +47,67 @@ void Membership::settleNoOpVotes(Actions &out) {
         topologySince_.reset();
     if (settle(&Peer::votedPending, [&](ClientId id) { send(out, id, PeersPendingResult{false}); }))
         pendingSince_.reset();
+}
+
+std::string Membership::blockedIn(const Peer &p) const {
+    if (p.votedTopology) return "the topology update vote";
+    if (p.votedPending) return "the peers-pending vote";
+    if (p.votedOptimize) return "the optimize-topology vote";
+    if (auto sr = syncRounds_.find(p.group); sr != syncRounds_.end() && sr->second.seq == 0 &&
+                                           sr->second.described.count(p.id))
+        return "a shared-state sync (waiting to start)";
+    for (auto &[key, c] : collectives_)
+        if (key.first == p.group && c.seq == 0 && c.awaiting.count(p.id))
+            return "all-reduce tag " + std::to_string(key.second) + " (waiting to start)";
+    return "";
+}
+
+void Membership::failMisorderedCalls(Actions &out) {
+    // A links round or a link measurement still moves on its own.
+    if (!linksWaiting_.empty() || probe_) return;
+    const auto accepted = acceptedIds();
+    if (accepted.size() < 2) return;
+    std::string who;
+    for (ClientId id : accepted) {
+        const std::string in = blockedIn(peers_.at(id));
+        if (in.empty()) return;  // this peer may still make the call the others wait for
+        who += (who.empty() ? "" : "; ") + describe(peers_.at(id)) + " is in " + in;
+    }
+    // Every call that all its peers had joined has already completed: what is left waits for a
+    // peer that waits elsewhere.
+    const std::string reason = "misordered collective calls: each peer waits for another that is in a different "
+                               "call, so none can complete (" + who + "). Every peer must make the same collective "
+                               "calls in the same order each step: sync the shared state, all-reduce, then vote "
+                               "(pcclArePeersPending / pcclUpdateTopology), as in README.md's example";
+    events_.push_back(reason);
+    struct Vote {
+        bool Peer::*flag;
+        VoteKind kind;
+        std::optional<uint64_t> *since;
+    };
+    for (Vote v : {Vote{&Peer::votedTopology, VoteKind::Topology, &topologySince_},
+                   Vote{&Peer::votedPending, VoteKind::PeersPending, &pendingSince_},
+                   Vote{&Peer::votedOptimize, VoteKind::Optimize, &optimizeSince_}}) {
+        for (ClientId id : accepted)
+            if (peers_.at(id).*v.flag) {
+                peers_.at(id).*v.flag = false;
+                send(out, id, VoteFailed{static_cast<uint8_t>(v.kind), toWire(pcclMismatch), reason});
+            }
+        v.since->reset();
+    }
+    std::vector<std::pair<uint32_t, uint64_t>> waiting;
+    for (auto &[key, c] : collectives_)
+        if (c.seq == 0 && !c.awaiting.empty()) waiting.push_back(key);
+    for (auto &[group, tag] : waiting) abortCollective(out, group, tag, pcclMismatch, reason);
+    for (auto it = syncRounds_.begin(); it != syncRounds_.end();) {
+        if (it->second.seq != 0) {
+            ++it;
+            continue;
+        }
+        for (auto &[id, described] : it->second.described)
+            send(out, id, SharedStateAborted{0, toWire(pcclMismatch), reason, {}});
+        it = syncRounds_.erase(it);
+    }
 }
 
 } // namespace pccl::master

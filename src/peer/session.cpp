@@ -139,6 +139,10 @@ Actions Session::awaitAllReduce(RequestId id, uint64_t tag) {
     }
     it->second.waiter = id;
     if (it->second.done) finishOp(out, tag, it->second, it->second.status);
+    // Blocked before the op commenced: the master may have to tell a deadlock of misordered
+    // calls (this peer in an all-reduce, another in a vote) from an async start.
+    else if (!it->second.started && it->second.seq == 0 && phase_ == Phase::Connected)
+        out.push_back(SendToMaster{CollectiveAwait{tag}});
     return out;
 }
 

@@ -191,7 +191,8 @@ Actions Session::onAllReduceFinished(uint64_t tag, uint64_t seq, const Status &s
 
 void Session::on(Actions &out, const CollectiveCommitted &m) {
     auto it = ops_.find(m.tag);
-    if (it == ops_.end() || it->second.seq != m.seq || it->second.done || it->second.stopping) return;
+    if (it == ops_.end() || !it->second.started || it->second.seq != m.seq || it->second.done || it->second.stopping)
+        return;
     out.push_back(ReleaseAllReduce{m.tag, m.seq});
     finishOp(out, m.tag, it->second, {});
 }
@@ -244,6 +245,7 @@ Actions Session::onTransferFinished(uint64_t seq, const Status &status) {
 
 void Session::endSync(Actions &out, uint64_t seq, const Status &status, uint64_t revision) {
     if (!sync_ || sync_->seq != seq || sync_->stopping) return;
+    if (status.ok() && !sync_->started) return;  // only a transfer that ran can be committed
     if (status.ok()) sync_->revision = revision;
     // On commit too the transfer is stopped the same way: a source's sends must be drained
     // before the user may touch the buffers again.

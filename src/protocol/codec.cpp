@@ -68,7 +68,8 @@ const char *messageName(const ControlMessage &m) {
                                   "PeersPendingResult", "OptimizeTopologyResult", "WorldUpdate", "CollectiveCommence",
                                   "CollectiveCommitted", "CollectiveAborted", "Kicked",
                                   "Heartbeat",       "HeartbeatAck",       "SharedStateSync",    "SharedStatePlan",
-                                  "SharedStateDone", "SharedStateCommitted", "SharedStateAborted", "VoteFailed", "SharedStateSourceLost", "BandwidthProbe", "BandwidthReport"};
+                                  "SharedStateDone", "SharedStateCommitted", "SharedStateAborted", "VoteFailed", "SharedStateSourceLost", "BandwidthProbe", "BandwidthReport",
+                                  "CollectiveAwait"};
     static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<ControlMessage>);
     return names[m.index()];
 }

@@ -265,6 +265,12 @@ struct BandwidthProbe {
     uint32_t window_ms = 0;
     PCCL_FIELDS(round, seq, peers, window_ms)
 };
+// peer -> master: a user thread of this peer now waits for all-reduce `tag`, which has not
+// commenced (the master uses it to tell a deadlock of misordered calls from an async start).
+struct CollectiveAwait {
+    uint64_t tag = 0;
+    PCCL_FIELDS(tag)
+};
 // peer -> master: the receive rate this peer measured from each sender (bytes/s; 0 = nothing arrived).
 struct BandwidthReport {
     uint64_t round = 0;
@@ -287,7 +293,7 @@ using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
                  OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck, SharedStateSync, SharedStatePlan,
-                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport>;
+                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport, CollectiveAwait>;
 
 const char *messageName(const ControlMessage &m);
 

@@ -45,6 +45,7 @@ inline const char *resultName(pcclResult_t r) {
         case pcclAuthenticationFailed: return "pcclAuthenticationFailed";
         case pcclMismatch: return "pcclMismatch";
         case pcclMasterConnectionLost: return "pcclMasterConnectionLost";
+        case pcclAborted: return "pcclAborted";
     }
     return "pccl result out of range";
 }

@@ -39,6 +39,7 @@ ENUMS = {
         "LOCAL_WORLD_SIZE": "PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE",
         "NUM_DISTINCT_PEER_GROUPS": "PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS",
         "LARGEST_PEER_GROUP_WORLD_SIZE": "PCCL_ATTRIBUTE_LARGEST_PEER_GROUP_WORLD_SIZE",
+        "RANK": "PCCL_ATTRIBUTE_RANK",
     },
     pccl.SharedStateSyncStrategy: {
         "ENFORCE_POPULAR": "PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR",
@@ -64,7 +65,7 @@ ENUMS = {
         "UPDATE_TOPOLOGY_FAILED": "pcclUpdateTopologyFailed",
         "TOPOLOGY_OPTIMIZATION_FAILED": "pcclTopologyOptimizationFailed", "TIMEOUT": "pcclTimeout",
         "KICKED": "pcclKicked", "AUTHENTICATION_FAILED": "pcclAuthenticationFailed", "MISMATCH": "pcclMismatch",
-        "MASTER_CONNECTION_LOST": "pcclMasterConnectionLost",
+        "MASTER_CONNECTION_LOST": "pcclMasterConnectionLost", "ABORTED": "pcclAborted",
     },
 }
 
