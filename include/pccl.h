@@ -381,6 +381,25 @@ PCCL_EXPORT pcclResult_t pcclConnect(pcclComm_t *comm);
  *  unknown attribute), pcclInvalidUsage (not connected). */
 PCCL_EXPORT pcclResult_t pcclGetAttribute(const pcclComm_t *comm, pcclAttribute_t attribute, int *p_attribute_out);
 
+/** One member of this peer's group (an extension): its id, the data address the others reach it
+ *  at, its peer group and its rank (ring position, as PCCL_ATTRIBUTE_RANK). */
+typedef struct pcclMemberInfo_t {
+    pcclRankUuid_t uuid;
+    ccoip_socket_address_t data_address;
+    uint32_t peer_group;
+    uint32_t rank;
+} pcclMemberInfo_t;
+
+/** List the members of this peer's group in rank order, this peer included, from the
+ *  communicator's latest view of the run (an extension). Writes min(capacity, N) entries to
+ *  members (which may be NULL when capacity is 0) and N to *count_out: call with capacity 0 to
+ *  learn N. Non-blocking. Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument (NULL
+ *  comm or count_out, NULL members with capacity > 0), pcclInvalidUsage (not connected), the
+ *  reason of death of a communicator that failed (pcclMasterConnectionLost, pcclKicked,
+ *  pcclAborted, ...). */
+PCCL_EXPORT pcclResult_t pcclGetPeerGroupMembers(const pcclComm_t *comm, pcclMemberInfo_t *members, size_t capacity,
+                                                 size_t *count_out);
+
 /** Collective vote over all accepted peers: admit every pending peer and rewire the ring
  *  links. Blocks until every accepted peer voted and the new links are up.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage (not

@@ -14,7 +14,8 @@
 
 using namespace pccl_test;
 
-TEST_CASE("rank: every peer of a group has a distinct rank 0..N-1, and the ranks follow the ring after a peer leaves",
+TEST_CASE("rank: every peer of a group has a distinct rank 0..N-1 and lists the members in rank order; ranks and "
+          "members follow the ring after a peer leaves",
           "[api][membership]") {
     isolated(90, [&] {
         EmbeddedMaster master;
@@ -27,6 +28,26 @@ TEST_CASE("rank: every peer of a group has a distinct rank 0..N-1, and the ranks
         PeerThreads peers(master.address(), opts, [&](PeerCtx &ctx) {
             const int r = attribute(ctx.comm, PCCL_ATTRIBUTE_RANK);
             PT_CHECK_MSG(r >= 0 && r < 3, "rank " << r);
+            // The member list: three entries in rank order, this peer at its rank, distinct ids,
+            // loopback data addresses with a port; capacity 0 only counts.
+            size_t n = 0;
+            PT_OK(ctx.comm, pcclGetPeerGroupMembers(ctx.comm, nullptr, 0, &n));
+            PT_CHECK_EQ(n, size_t{3});
+            std::vector<pcclMemberInfo_t> members(4);
+            PT_OK(ctx.comm, pcclGetPeerGroupMembers(ctx.comm, members.data(), members.size(), &n));
+            PT_CHECK_EQ(n, size_t{3});
+            std::set<std::vector<uint8_t>> ids;
+            for (size_t i = 0; i < 3; ++i) {
+                PT_CHECK_EQ(members[i].rank, static_cast<uint32_t>(i));
+                PT_CHECK_EQ(members[i].peer_group, 0u);
+                PT_CHECK(members[i].data_address.inet.protocol == inetIPv4);
+                PT_CHECK(members[i].data_address.inet.ipv4.data[0] == 127);
+                PT_CHECK(members[i].data_address.port != 0);
+                ids.insert(std::vector<uint8_t>(members[i].uuid.data, members[i].uuid.data + 16));
+            }
+            PT_CHECK_EQ(ids.size(), size_t{3});
+            PT_EXPECT_RESULT(ctx.comm, pcclInvalidArgument, pcclGetPeerGroupMembers(ctx.comm, nullptr, 1, &n));
+            PT_EXPECT_RESULT(ctx.comm, pcclInvalidArgument, pcclGetPeerGroupMembers(ctx.comm, members.data(), 3, nullptr));
             {
                 std::lock_guard lock(mu);
                 before.insert(r);
@@ -43,6 +64,11 @@ TEST_CASE("rank: every peer of a group has a distinct rank 0..N-1, and the ranks
             ctx.waitFor([&] { return attribute(ctx.comm, PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE) == 2; },
                         "the group to shrink to two");
             const int r2 = attribute(ctx.comm, PCCL_ATTRIBUTE_RANK);
+            size_t n2 = 0;
+            std::vector<pcclMemberInfo_t> left(3);
+            PT_OK(ctx.comm, pcclGetPeerGroupMembers(ctx.comm, left.data(), left.size(), &n2));
+            PT_CHECK_EQ(n2, size_t{2});
+            PT_CHECK_EQ(left[static_cast<size_t>(r2)].rank, static_cast<uint32_t>(r2));
             {
                 std::lock_guard lock(mu);
                 after.insert(r2);

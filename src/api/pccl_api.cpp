@@ -45,6 +45,19 @@ protocol::NetAddr fromCcoip(const ccoip_socket_address_t &a) {
     return n;
 }
 
+ccoip_socket_address_t toCcoip(const protocol::NetAddr &n) {
+    ccoip_socket_address_t a{};
+    if (n.family == 6) {
+        a.inet.protocol = inetIPv6;
+        std::memcpy(a.inet.ipv6.data, n.ip.data(), 16);
+    } else {
+        a.inet.protocol = inetIPv4;
+        std::memcpy(a.inet.ipv4.data, n.ip.data(), 4);
+    }
+    a.port = n.port;
+    return a;
+}
+
 Status checkAddress(const ccoip_socket_address_t &a) {
     const long long protocol = api::rawEnum(a.inet.protocol);
     if (protocol != inetIPv4 && protocol != inetIPv6)
@@ -333,6 +346,26 @@ PCCL_EXPORT pcclResult_t pcclConnect(pcclComm_t *comm) {
     return guarded(comm, [&] {
         if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
         return fail(comm, comm->rep->connect());
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclGetPeerGroupMembers(const pcclComm_t *comm, pcclMemberInfo_t *members, size_t capacity,
+                                                 size_t *count_out) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        if (!count_out) return fail(comm, invalidArgument("count_out is NULL"));
+        if (!members && capacity > 0) return fail(comm, invalidArgument("members is NULL but capacity is not 0"));
+        uint32_t group = 0;
+        auto ring = comm->rep->members(&group);
+        if (!ring.ok()) return fail(comm, ring.status());
+        *count_out = ring->size();
+        for (size_t i = 0; i < ring->size() && i < capacity; ++i) {
+            std::memcpy(members[i].uuid.data, (*ring)[i].uuid.bytes.data(), 16);
+            members[i].data_address = toCcoip((*ring)[i].data_addr);
+            members[i].peer_group = group;
+            members[i].rank = static_cast<uint32_t>(i);
+        }
+        return pcclSuccess;
     });
 }
 

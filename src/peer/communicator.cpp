@@ -239,6 +239,12 @@ Result<int> Communicator::attribute(pcclAttribute_t attribute) const {
     return session_.attribute(attribute);
 }
 
+Result<std::vector<RingMember>> Communicator::members(uint32_t *group) const {
+    std::lock_guard lock(sessionMu_);
+    *group = session_.group();
+    return session_.members();
+}
+
 Status Communicator::startAllReduce(const ReduceArgs &args) {
     const uint64_t segment = options_.segmentBytes;
     return call([args, segment](Session &s, RequestId id) { return s.startAllReduce(id, args, segment); }).first;

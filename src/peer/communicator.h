@@ -79,6 +79,8 @@ public:
     Result<bool> arePeersPending();
     Status optimizeTopology();
     Result<int> attribute(pcclAttribute_t attribute) const;
+    // The group's ring in rank order and this peer's group (pcclGetPeerGroupMembers).
+    Result<std::vector<protocol::RingMember>> members(uint32_t *group) const;
     // Live outgoing data connections, and how many of them copy same-host (diagnostics, tests).
     transport::DataPlane::ConnectionCounts dataConnections() const { return data_.connectionCounts(); }
 

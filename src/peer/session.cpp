@@ -279,6 +279,11 @@ Result<int> Session::attribute(pcclAttribute_t attribute) const {
     return invalidArgument("pcclGetAttribute: unknown attribute " + std::to_string(static_cast<int>(attribute)));
 }
 
+Result<std::vector<RingMember>> Session::members() const {
+    PCCL_RETURN_IF_ERROR(checkUsable("pcclGetPeerGroupMembers"));
+    return ring_;
+}
+
 size_t Session::inFlight() const {
     return static_cast<size_t>(std::count_if(ops_.begin(), ops_.end(), [](auto &kv) { return !kv.second.done; }));
 }

@@ -70,6 +70,9 @@ public:
     Phase phase() const { return phase_; }
     const Status &deathStatus() const { return death_; }
     Result<int> attribute(pcclAttribute_t attribute) const;
+    // This peer's group ring in rank order (pcclGetPeerGroupMembers), and its group.
+    Result<std::vector<protocol::RingMember>> members() const;
+    uint32_t group() const { return group_; }
     size_t inFlight() const;
     bool allQuiet() const;  // no operation still touches user memory
     const Uuid &self() const { return self_; }

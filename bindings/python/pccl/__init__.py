@@ -56,7 +56,7 @@ from ._types import (
     SharedStateSyncInfo,
     TensorInfo,
 )
-from ._communicator import AsyncReduceHandle, Communicator, _close_all_communicators
+from ._communicator import AsyncReduceHandle, Communicator, MemberInfo, _close_all_communicators
 from ._loop import Loop, LoopReduceHandle
 from ._master import MasterNode, _close_all_masters
 from ._address import DEFAULT_MASTER_PORT
@@ -87,6 +87,7 @@ def _close_everything() -> None:
 
 __all__ = [
     "Communicator",
+    "MemberInfo",
     "MasterNode",
     "ReduceOp",
     "Attribute",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _pccl
 from ._closeable import Closeable
@@ -27,7 +28,16 @@ from ._types import (
     _uint,
 )
 
-__all__ = ["Communicator", "AsyncReduceHandle"]
+__all__ = ["Communicator", "AsyncReduceHandle", "MemberInfo"]
+
+
+class MemberInfo(NamedTuple):
+    """One member of a peer group (:meth:`Communicator.members`)."""
+
+    uuid: str  # 32 hex digits
+    address: str  # the data address the other peers reach it at, "ip:port"
+    peer_group: int
+    rank: int  # ring position, as Attribute.RANK
 
 # Every open communicator, closed at interpreter exit (before the masters) so that peers leave
 # the run gracefully.
@@ -259,6 +269,18 @@ class Communicator(Closeable):
         """Read a world-size :class:`Attribute` from this peer's latest view of the run."""
         attribute = _enum(Attribute, attribute, "attribute")
         return int(self._require().get_attribute(int(attribute)))
+
+    def members(self) -> "list[MemberInfo]":
+        """The members of this peer's group in rank order, this peer included (an extension):
+        ``MemberInfo(uuid, address, peer_group, rank)`` with ``uuid`` as 32 hex digits and
+        ``address`` the data address the other peers reach it at (``"ip:port"``, IPv6 in
+        brackets). Non-blocking; raises :class:`PCCLError` when not connected."""
+        out = []
+        for uuid, family, ip, port, group, rank in self._require().members():
+            host = ipaddress.ip_address(bytes(ip))
+            address = f"[{host}]:{port}" if family == 6 else f"{host}:{port}"
+            out.append(MemberInfo(bytes(uuid).hex(), address, int(group), int(rank)))
+        return out
 
     @property
     def rank(self) -> int:

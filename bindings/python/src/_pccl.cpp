@@ -431,6 +431,26 @@ public:
         return value;
     }
 
+    // pcclGetPeerGroupMembers: [(uuid bytes, protocol, ip bytes, port, peer_group, rank)] in rank order.
+    py::list members() {
+        Use u(*this);
+        size_t n = 0;
+        callNoGil("pcclGetPeerGroupMembers", [&] { return pcclGetPeerGroupMembers(u.h, nullptr, 0, &n); });
+        std::vector<pcclMemberInfo_t> v(n);
+        size_t total = 0;
+        callNoGil("pcclGetPeerGroupMembers", [&] { return pcclGetPeerGroupMembers(u.h, v.data(), v.size(), &total); });
+        py::list out;
+        for (size_t i = 0; i < std::min(n, total); ++i) {
+            const auto &m = v[i];
+            const bool v6 = m.data_address.inet.protocol == inetIPv6;
+            const char *ip = v6 ? reinterpret_cast<const char *>(m.data_address.inet.ipv6.data)
+                                : reinterpret_cast<const char *>(m.data_address.inet.ipv4.data);
+            out.append(py::make_tuple(py::bytes(reinterpret_cast<const char *>(m.uuid.data), 16), v6 ? 6 : 4,
+                                      py::bytes(ip, v6 ? 16 : 4), m.data_address.port, m.peer_group, m.rank));
+        }
+        return out;
+    }
+
     py::tuple allReduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint64_t tag, int hint,
                         int qdtype, int qalgo) {
         Use u(*this);
@@ -671,6 +691,7 @@ PYBIND11_MODULE(_pccl, m) {
         .def("are_peers_pending", &Communicator::arePeersPending)
         .def("optimize_topology", &Communicator::optimizeTopology)
         .def("get_attribute", &Communicator::getAttribute)
+        .def("members", &Communicator::members)
         .def("all_reduce", &Communicator::allReduce)
         .def("all_reduce_async", &Communicator::allReduceAsync)
         .def("await_async", &Communicator::awaitAsync)
