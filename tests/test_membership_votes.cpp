@@ -140,3 +140,20 @@ TEST_CASE("votes: peers blocked in different calls that wait for each other all 
         CHECK(sent<CollectiveAborted>(out, 1).empty());
     }
 }
+
+TEST_CASE("votes: peers awaiting different all-reduce tags are not a misordered loop (other threads may start them)",
+          "[master][membership][vote][mismatch]") {
+    Cluster c;
+    acceptPeers(c, 2);
+    c.m.onMessage(1, init(1001));
+    c.m.onMessage(2, init(1002));
+    c.m.onMessage(1, CollectiveAwait{1001});
+    auto out = c.m.onMessage(2, CollectiveAwait{1002});
+    CHECK(sent<CollectiveAborted>(out, 1).empty());
+    CHECK(sent<CollectiveAborted>(out, 2).empty());
+    // The other threads start the tags: both commence.
+    out = c.m.onMessage(2, init(1001));
+    CHECK(sent<CollectiveCommence>(out, 1).size() == 1);
+    out = c.m.onMessage(1, init(1002));
+    CHECK(sent<CollectiveCommence>(out, 2).size() == 1);
+}

@@ -1,6 +1,7 @@
 // Membership: global votes that cannot complete because a peer that has not voted waits for the
 // voters in a collective (membership.h, settleNoOpVotes).
 #include <algorithm>
+#include <set>
 
 #include "protocol/wire_result.h"
 
@@ -68,11 +69,16 @@ void Membership::failMisorderedCalls(Actions &out) {
     const auto accepted = acceptedIds();
     if (accepted.size() < 2) return;
     std::string who;
+    std::set<std::string> kinds;  // "a vote", "all-reduce", "a shared-state sync"
     for (ClientId id : accepted) {
         const std::string in = blockedIn(peers_.at(id));
         if (in.empty()) return;  // this peer may still make the call the others wait for
+        kinds.insert(in.substr(0, in.find(" (")).rfind("all-reduce", 0) == 0 ? "all-reduce" : in);
         who += (who.empty() ? "" : "; ") + describe(peers_.at(id)) + " is in " + in;
     }
+    // Only calls of different kinds: peers awaiting different all-reduce tags may have other
+    // threads that still start the tags the others wait for (distinct tags run concurrently).
+    if (kinds.size() < 2) return;
     // Every call that all its peers had joined has already completed: what is left waits for a
     // peer that waits elsewhere.
     const std::string reason = "misordered collective calls: each peer waits for another that is in a different "
