@@ -73,7 +73,7 @@ void Membership::failMisorderedCalls(Actions &out) {
     for (ClientId id : accepted) {
         const std::string in = blockedIn(peers_.at(id));
         if (in.empty()) return;  // this peer may still make the call the others wait for
-        kinds.insert(in.substr(0, in.find(" (")).rfind("all-reduce", 0) == 0 ? "all-reduce" : in);
+        kinds.insert(in.rfind("all-reduce", 0) == 0 ? "all-reduce" : in);  // tags are one kind
         who += (who.empty() ? "" : "; ") + describe(peers_.at(id)) + " is in " + in;
     }
     // Only calls of different kinds: peers awaiting different all-reduce tags may have other

@@ -4,6 +4,7 @@
 
 #include "peer/session.h"
 #include "protocol/wire_result.h"
+#include "shared_state/hashing.h"
 #include "util/log.h"
 
 namespace pccl::peer {
@@ -23,7 +24,7 @@ std::string checkPlan(const SharedStatePlan &m, const std::vector<uint64_t> &ent
     for (auto &f : m.receive) {
         if (f.entry >= entryBytes.size()) return "entry index out of range";
         if (f.chunks.size() != f.digests.size() || f.sources.empty()) return "fetch without digests or sources";
-        const uint64_t n = (entryBytes[f.entry] + kStateChunkBytes - 1) / kStateChunkBytes;
+        const size_t n = shared_state::chunkCount(entryBytes[f.entry]);
         for (uint32_t c : f.chunks)
             if (c >= n) return "chunk index out of range";
         for (uint32_t s : f.sources)
