@@ -207,7 +207,23 @@ typedef struct pcclCommCreateParamsEx_t {
      *  PCCL_SAME_HOST_OFF (2). Other values: pcclInvalidArgument. Added after tcp_congestion,
      *  read only when struct_size covers it. */
     uint32_t same_host;
+    /** The run secret (docs/security.md), a NUL-terminated string of at least 16 bytes: NULL =
+     *  PCCL_SECRET if set, else the file named by PCCL_SECRET_FILE (refused if group or others
+     *  may read it), else none: an open run, which anyone who reaches the master can join. With
+     *  a secret every connection authenticates (pcclAuthenticationFailed when the master or a
+     *  peer cannot prove the same secret) and every byte is integrity-protected. Added after
+     *  same_host, read only when struct_size covers it. */
+    const char *secret;
+    /** With a secret: PCCL_ENCRYPT_DEFAULT (0) = PCCL_ENCRYPT if set ("off" or "0": integrity
+     *  only), else encrypted; PCCL_ENCRYPT_ON (1): AES-256-GCM or ChaCha20-Poly1305 records;
+     *  PCCL_ENCRYPT_OFF (2): authenticated and integrity-protected, sent in the clear. Other
+     *  values: pcclInvalidArgument. Read only when struct_size covers it. */
+    uint32_t encrypt;
 } pcclCommCreateParamsEx_t;
+
+#define PCCL_ENCRYPT_DEFAULT 0u
+#define PCCL_ENCRYPT_ON 1u
+#define PCCL_ENCRYPT_OFF 2u
 
 #define PCCL_SAME_HOST_DEFAULT 0u
 #define PCCL_SAME_HOST_ON 1u

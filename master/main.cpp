@@ -13,7 +13,7 @@ namespace {
 void usage(FILE *out) {
     std::fprintf(out,
                  "usage: pccl-master [--listen HOST:PORT] [--log-level LEVEL] [--heartbeat-timeout-ms MS]\n"
-                 "                   [--vote-timeout-ms MS]\n"
+                 "                   [--vote-timeout-ms MS] [--secret-file PATH] [--require-secret]\n"
                  "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
                  "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
                  "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -22,6 +22,9 @@ void usage(FILE *out) {
                  "                          the laggards if the waiting peers outnumber them, else fail the\n"
                  "                          waiting calls with pcclTimeout (default 60000, 0 = never; env\n"
                  "                          PCCL_VOTE_TIMEOUT_MS)\n"
+                 "  --secret-file           the run secret, in a file only its owner may read (else env\n"
+                 "                          PCCL_SECRET or PCCL_SECRET_FILE); every peer must hold the same secret\n"
+                 "  --require-secret        refuse to start without a run secret (docs/security.md)\n"
                  "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n");
 }
 
@@ -62,6 +65,10 @@ int main(int argc, char **argv) {
             millis("--heartbeat-timeout-ms", value("--heartbeat-timeout-ms"), 100, &options.membership.heartbeatTimeoutMs);
         } else if (arg == "--vote-timeout-ms") {
             millis("--vote-timeout-ms", value("--vote-timeout-ms"), 0, &options.membership.voteTimeoutMs);
+        } else if (arg == "--secret-file") {
+            options.secretFile = value("--secret-file");
+        } else if (arg == "--require-secret") {
+            options.requireSecret = true;
         } else if (arg == "--help" || arg == "-h") {
             usage(stdout);
             return 0;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "api/api_common.h"
+#include "security/secret.h"
 #include "collectives/quantize.h"
 #include "collectives/reduce_kernels.h"
 #include "util/log.h"
@@ -243,9 +244,13 @@ PCCL_EXPORT const char *pcclGetLastErrorMessage(const pcclComm_t *communicator) 
 }
 
 // Validates the compatible creation parameters into options (defaults from the environment).
-static Status baseOptions(const pcclCommCreateParams_t &params, peer::CommOptions *options) {
+// The run secret: `secret` (NULL: PCCL_SECRET or PCCL_SECRET_FILE) and `encrypt` (0: PCCL_ENCRYPT).
+static Status baseOptions(const pcclCommCreateParams_t &params, peer::CommOptions *options, const char *secret = nullptr,
+                          uint32_t encrypt = 0) {
     PCCL_RETURN_IF_ERROR(checkAddress(params.master_address));
     *options = peer::CommOptions::fromEnvironment();
+    PCCL_RETURN_IF_ERROR(security::loadSettings(secret ? std::optional<std::string>(secret) : std::nullopt, nullptr,
+                                                encrypt, &options->security));
     options->master = fromCcoip(params.master_address);
     options->peerGroup = params.peer_group;
     if (params.p2p_connection_pool_size > 64)
@@ -293,11 +298,13 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
         if (sameHost > PCCL_SAME_HOST_OFF)
             return fail(nullptr, invalidArgument("same_host " + std::to_string(sameHost) +
                                                  " is not PCCL_SAME_HOST_DEFAULT (0), PCCL_SAME_HOST_ON (1) or PCCL_SAME_HOST_OFF (2)"));
+        const char *secret = covers(offsetof(pcclCommCreateParamsEx_t, secret), sizeof(params->secret)) ? params->secret : nullptr;
+        const uint32_t encrypt = covers(offsetof(pcclCommCreateParamsEx_t, encrypt), sizeof(params->encrypt)) ? params->encrypt : 0;
         if (congestion && (!*congestion || std::strlen(congestion) > 15))
             return fail(nullptr, invalidArgument(std::string("tcp_congestion \"") + congestion +
                                                  "\" is not a congestion control name (1..15 characters, or auto, or system)"));
         peer::CommOptions options;
-        if (auto st = baseOptions(params->params, &options); !st.ok()) return fail(nullptr, st);
+        if (auto st = baseOptions(params->params, &options, secret, encrypt); !st.ok()) return fail(nullptr, st);
         using ms = std::chrono::milliseconds;
         auto atLeast = [&](const char *name, uint32_t v, uint32_t lo) -> Status {
             if (v != 0 && v < lo) return invalidArgument(std::string(name) + " " + std::to_string(v) + " is below " + std::to_string(lo));

@@ -1,4 +1,5 @@
 #include "master/membership.h"
+#include "security/handshake.h"
 
 #include <algorithm>
 #include <utility>
@@ -137,8 +138,9 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     if (m.heartbeat_timeout_ms != 0)
         p.heartbeatTimeoutMs = std::clamp<uint64_t>(m.heartbeat_timeout_ms, 100, 3600000);
     p.state = State::Pending;
-    NetAddr observed = p.remote;
-    send(out, p.id, Welcome{p.uuid, observed});
+    Welcome welcome{p.uuid, p.remote, {}};
+    if (options_.masterKey) welcome.session_key = security::peerKey(*options_.masterKey, p.uuid, p.id);
+    send(out, p.id, welcome);
     events_.push_back(describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission");
     if (acceptedIds().empty() && linksWaiting_.empty()) admitPending(out);
 }
@@ -201,8 +203,22 @@ void Membership::startLinksRound(Actions &out) {
         p.votedTopology = false;
         linksWaiting_.insert(id);
         linksRound_.insert(id);
+        sendPeerKeys(out, p);
         send(out, id, TopologyUpdate{epoch_, ringOf(p.group), worldFor(p.group)});
     }
+}
+
+// With a run secret: the pair keys `b` lacks for the accepted peers it may now open data
+// connections to (ring links, shared-state transfers, probes), before the TopologyUpdate.
+void Membership::sendPeerKeys(Actions &out, Peer &b) {
+    if (!options_.masterKey) return;
+    PeerKeys keys;
+    for (auto &[id, a] : peers_) {
+        if (id == b.id || a.state != State::Accepted || b.keysSent.count(id)) continue;
+        b.keysSent.insert(id);
+        keys.keys.push_back({a.uuid, security::pairKey(security::peerKey(*options_.masterKey, a.uuid, a.id), b.uuid)});
+    }
+    if (!keys.keys.empty()) send(out, b.id, std::move(keys));
 }
 
 void Membership::maybeFinishVotes(Actions &out) {

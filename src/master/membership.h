@@ -43,6 +43,9 @@ struct MembershipOptions {
     // than this means the master itself did not run (SIGSTOP, a suspended VM): what the peers sent
     // meanwhile is still unread in its sockets, so that deadline restarts instead of expiring.
     uint64_t tickPeriodMs = 25;
+    // With a run secret: the master's own random key K_master, from which every admission's key
+    // and the peers' pair keys are derived (docs/security.md). None: an open run, no keys sent.
+    std::optional<std::array<uint8_t, 32>> masterKey;
 };
 
 class Membership {
@@ -77,6 +80,7 @@ private:
         bool votedOptimize = false;
         uint64_t lastSeenMs = 0;
         uint64_t heartbeatTimeoutMs = 0;
+        std::set<ClientId> keysSent;  // peers whose pair key this peer has (a run with a secret)
     };
     struct Collective {
         protocol::CollectiveDesc desc;
@@ -152,6 +156,7 @@ private:
     // Sends every accepted peer the ring of its group and waits for LinksReady (admission, or a
     // reordered ring).
     void startLinksRound(Actions &out);
+    void sendPeerKeys(Actions &out, Peer &b);
     // Topology (membership_topology.cpp): measure links on an optimize vote, solve, apply;
     // place joiners where they cost least.
     void startProbe(Actions &out, const std::vector<ClientId> &voters);

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "master/membership.h"
+#include "security/secret.h"
 #include "transport/framed_connection.h"
 #include "util/log.h"
 
@@ -44,6 +45,22 @@ struct Server::Impl {
     }
     std::unordered_map<ClientId, std::shared_ptr<transport::FramedConnection>> conns;
     ClientId nextId = 1;
+    security::Settings security;
+    uint64_t refusedLogMs = 0, refusedQuiet = 0;
+
+    // Connections that failed to authenticate, logged at most once a second (an attacker
+    // must not be able to flood the log).
+    void logRefused(const std::string &reason) {
+        const uint64_t now = nowMs();
+        if (refusedLogMs != 0 && now - refusedLogMs < 1000) {
+            ++refusedQuiet;
+            return;
+        }
+        PCCL_LOG(Warn, "master: refused a connection: " << reason
+                                                         << (refusedQuiet ? " (and " + std::to_string(refusedQuiet) + " more since the last report)" : ""));
+        refusedLogMs = now;
+        refusedQuiet = 0;
+    }
 
     void accept() {
         acceptor.async_accept([this](const asio::error_code &ec, asio::ip::tcp::socket socket) {
@@ -58,9 +75,20 @@ struct Server::Impl {
         auto conn = std::make_shared<transport::FramedConnection>(std::move(socket));
         conns[id] = conn;
         PCCL_LOG(Debug, "master: connection " << id << " from " << conn->remote().str());
-        membership.setTime(nowMs());
-        apply(membership.onConnect(id, conn->remote()));
-        conn->start(
+        // Membership hears of a connection only once it has authenticated (at once in an open run).
+        std::weak_ptr<transport::FramedConnection> weak = conn;
+        conn->accept(
+            security.runKey,
+            [this, id, weak] {
+                auto c = weak.lock();
+                if (!c) return;
+                membership.setTime(nowMs());
+                apply(membership.onConnect(id, c->remote()));
+            },
+            [this, id](const std::string &reason) {
+                conns.erase(id);
+                logRefused(reason);
+            },
             [this, id](protocol::ControlMessage &&m) {
                 membership.setTime(nowMs());
                 apply(membership.onMessage(id, m));
@@ -155,6 +183,20 @@ Server::~Server() {
 }
 
 Status Server::bind() {
+    auto &o = impl_->options;
+    PCCL_RETURN_IF_ERROR(security::loadSettings(o.secret, o.secretFile.empty() ? nullptr : o.secretFile.c_str(), 0,
+                                                &impl_->security));
+    if (!impl_->security.enabled() && o.requireSecret)
+        return {pcclInvalidArgument, "no run secret (--require-secret): set --secret-file, PCCL_SECRET or PCCL_SECRET_FILE"};
+    if (impl_->security.enabled()) {
+        security::Key masterKey{};
+        security::randomBytes(masterKey.data(), masterKey.size());
+        o.membership.masterKey = masterKey;
+        PCCL_LOG(Info, "master: run secret from " << impl_->security.source << "; peers must authenticate");
+    } else {
+        security::warnOpenRun("the master");
+    }
+    impl_->membership = Membership(o.membership);
     auto ep = transport::toEndpoint(impl_->options.listen);
     asio::error_code ec;
     auto &acc = impl_->acceptor;

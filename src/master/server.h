@@ -5,6 +5,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "master/membership.h"
@@ -20,6 +21,12 @@ struct ServerOptions {
     bool printStatus = false;
     bool handleSignals = false;  // stop cleanly on SIGINT/SIGTERM (the daemon)
     MembershipOptions membership;  // deadlines
+    // The run secret (docs/security.md): an explicit secret or secret file wins over
+    // PCCL_SECRET / PCCL_SECRET_FILE; without any the run is open (a warning says so), unless
+    // requireSecret, when bind() refuses (pcclInvalidArgument).
+    std::optional<std::string> secret;
+    std::string secretFile;
+    bool requireSecret = false;
     // Defaults overridden by PCCL_HEARTBEAT_TIMEOUT_MS, PCCL_VOTE_TIMEOUT_MS and
     // PCCL_MASTER_PRINT_STATUS (1: printStatus; how the Python pccl-master, an embedded master,
     // prints the daemon's status lines). Invalid values are ignored with a warning.

@@ -153,8 +153,13 @@ void Communicator::execute(Action &action) {
                               [this, epoch = a.epoch](Status st) {
                                   post([epoch, st](Session &s) { return s.onLinksConnected(epoch, st); });
                               });
-            else if constexpr (std::is_same_v<A, ClosePeer>) data_.closePeer(a.peer, a.reason);
-            else if constexpr (std::is_same_v<A, CloseAllData>) data_.closeAll(a.reason);
+            else if constexpr (std::is_same_v<A, ClosePeer>) {
+                data_.revoke(a.peer);
+                data_.closePeer(a.peer, a.reason);
+            } else if constexpr (std::is_same_v<A, InstallKeys>) {
+                if (a.own) data_.setOwnKey(*a.own);
+                data_.addPeerKeys(a.peers);
+            } else if constexpr (std::is_same_v<A, CloseAllData>) data_.closeAll(a.reason);
             else if constexpr (std::is_same_v<A, StartAllReduce>) startAllReduceEngine(a);
             else if constexpr (std::is_same_v<A, ReleaseAllReduce>) {
                 data_.unregisterSink(a.seq);
@@ -189,6 +194,7 @@ Status Communicator::connect() {
     if (data_.port() == 0) {
         data_.setCongestionControl(options_.tcpCongestion);
         data_.setSameHost(options_.sameHost);
+        data_.setSecurity(options_.security);
         if (auto st = data_.listen(0); !st.ok()) return failed(st);
     }
     Uuid self;
@@ -198,7 +204,7 @@ Status Communicator::connect() {
         self = session_.self();
     }
     data_.setSelf(self);
-    if (auto st = control_.connect(options_.master, options_.connectTimeout); !st.ok()) return failed(st);
+    if (auto st = control_.connect(options_.master, options_.connectTimeout, options_.security); !st.ok()) return failed(st);
     {
         std::lock_guard lock(sessionMu_);
         controlRunning_ = true;

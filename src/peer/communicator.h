@@ -24,6 +24,7 @@
 
 #include "peer/session.h"
 #include "protocol/messages.h"
+#include "security/secret.h"
 #include "shared_state/transfer.h"
 #include "transport/control_client.h"
 #include "transport/data_plane.h"
@@ -56,6 +57,7 @@ struct CommOptions {
     int stateCompressionLevel = 0;  // zstd level for shared-state chunks this peer serves; 0 = off
     std::string tcpCongestion = "auto";  // of outgoing data connections (transport::DataPlane)
     bool sameHost = true;  // same-host copies where possible (transport/same_host.h)
+    security::Settings security;  // the run secret, if any (docs/security.md); loaded by the API
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 

@@ -104,6 +104,7 @@ private:
     // protocol error that ends the session.
     void on(Actions &out, const protocol::HeartbeatAck &m);
     void on(Actions &out, const protocol::Welcome &m);
+    void on(Actions &out, const protocol::PeerKeys &m);
     void on(Actions &out, const protocol::Reject &m);
     void on(Actions &out, const protocol::Kicked &m);
     void on(Actions &out, const protocol::TopologyUpdate &m);

@@ -49,10 +49,13 @@ void Session::unexpected(Actions &out, const ControlMessage &m) {
 
 void Session::on(Actions &, const HeartbeatAck &) { lastAck_ = now_; }
 
-void Session::on(Actions &, const Welcome &m) {
+void Session::on(Actions &out, const Welcome &m) {
     PCCL_LOG(Info, "registered as peer " << m.uuid.shortStr() << " (seen as " << m.observed_addr.str()
                                           << "), waiting for admission");
+    if (m.session_key != std::array<uint8_t, 32>{}) out.push_back(InstallKeys{m.session_key, {}});
 }
+
+void Session::on(Actions &out, const PeerKeys &m) { out.push_back(InstallKeys{std::nullopt, m.keys}); }
 
 void Session::on(Actions &out, const Reject &m) {
     fail(out, fromFailure(m.result, "master rejected this peer: " + m.reason));

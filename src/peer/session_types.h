@@ -4,6 +4,7 @@
 #include <pccl.h>
 
 #include <cstdint>
+#include <array>
 #include <optional>
 #include <string>
 #include <variant>
@@ -114,6 +115,12 @@ struct StartProbe {
     protocol::BandwidthProbe probe;
 };
 // Wake the call `id` with its result.
+// A run with a secret: give the data plane this admission's own key (from Welcome) and/or the
+// pair keys for peers this one may connect to (from PeerKeys).
+struct InstallKeys {
+    std::optional<std::array<uint8_t, 32>> own;
+    std::vector<protocol::PeerKey> peers;
+};
 struct Complete {
     RequestId id = 0;
     Status status;
@@ -122,7 +129,7 @@ struct Complete {
 
 using Action = std::variant<SendToMaster, DisconnectMaster, ConnectLinks, ClosePeer, CloseAllData, StartAllReduce,
                             ReleaseAllReduce, StopAllReduce, StartTransfer, StopTransfer, SourceLost, StartProbe,
-                            Complete>;
+                            InstallKeys, Complete>;
 using Actions = std::vector<Action>;
 
 } // namespace pccl::peer

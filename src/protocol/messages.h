@@ -14,7 +14,7 @@
 namespace pccl::protocol {
 
 inline constexpr uint32_t kMagic = 0x4c434350;  // "PCCL"
-inline constexpr uint16_t kProtocolVersion = 5;
+inline constexpr uint16_t kProtocolVersion = 6;
 inline constexpr uint32_t kMaxControlFrame = 16u << 20;  // bytes of one control frame
 inline constexpr uint32_t kMaxStringBytes = 64u << 10;
 inline constexpr uint32_t kMaxVectorItems = 1u << 20;
@@ -116,7 +116,10 @@ struct Leave { PCCL_NO_FIELDS };
 struct Welcome {
     Uuid uuid;
     NetAddr observed_addr;  // the peer's address as the master sees it
-    PCCL_FIELDS(uuid, observed_addr)
+    // With a run secret: this admission's key K_A (docs/security.md), from which the peer checks
+    // the data connections opened to it; zero in an open run.
+    std::array<uint8_t, 32> session_key{};
+    PCCL_FIELDS(uuid, observed_addr, session_key)
 };
 struct Reject {
     uint8_t result = 0;  // pcclResult_t
@@ -289,11 +292,24 @@ struct VoteFailed {
     PCCL_FIELDS(vote, result, reason)
 };
 
+// With a run secret, before a TopologyUpdate that may make this peer open data connections to
+// peers it has no key for yet: for each such peer A, the key K_BA this peer (B) proves itself
+// with on connections to A (docs/security.md, "Per-admission keys").
+struct PeerKey {
+    Uuid peer;
+    std::array<uint8_t, 32> key{};
+    PCCL_FIELDS(peer, key)
+};
+struct PeerKeys {
+    std::vector<PeerKey> keys;
+    PCCL_FIELDS(keys)
+};
+
 using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
                  OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck, SharedStateSync, SharedStatePlan,
-                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport, CollectiveAwait>;
+                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport, CollectiveAwait, PeerKeys>;
 
 const char *messageName(const ControlMessage &m);
 

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "transport/framed_connection.h"
+#include "transport/secure_channel.h"
 
 namespace pccl::transport {
 
@@ -22,7 +23,34 @@ struct ControlClient::Impl {
 ControlClient::ControlClient() : impl_(std::make_unique<Impl>()) {}
 ControlClient::~ControlClient() { stop(); }
 
-Status ControlClient::connect(const protocol::NetAddr &master, std::chrono::milliseconds timeout) {
+namespace {
+// The handshake with the master, run on the caller's thread before the control thread starts.
+Status authenticate(asio::io_context &io, asio::ip::tcp::socket &socket, const protocol::NetAddr &master,
+                    const security::Settings &security, std::chrono::steady_clock::time_point deadline,
+                    ChannelPtr *channel) {
+    auto hs = std::make_shared<security::ClientHandshake>(*security.runKey, security::ConnKind::Control,
+                                                          security::preferredSuite(), security.mode, Uuid{}, Uuid{});
+    std::optional<Status> result;
+    clientHandshake(socket, io.get_executor(), nullptr, hs, "master " + master.str(), pcclMasterConnectionFailed,
+                    [&](Status st, ChannelPtr c) {
+                        result = std::move(st);
+                        *channel = std::move(c);
+                    });
+    const auto until = std::min(deadline, std::chrono::steady_clock::now() + kHandshakeDeadline);
+    while (!result && std::chrono::steady_clock::now() < until) io.run_one_until(until);
+    if (!result) {
+        asio::error_code ignored;
+        socket.close(ignored);
+        io.run_for(std::chrono::milliseconds(100));  // lets the handshake's handlers finish
+        result = Status{pcclMasterConnectionFailed, "authenticating to master " + master.str() + ": no answer in time"};
+    }
+    io.restart();
+    return *result;
+}
+} // namespace
+
+Status ControlClient::connect(const protocol::NetAddr &master, std::chrono::milliseconds timeout,
+                              const security::Settings &security) {
     asio::ip::tcp::socket socket(impl_->io);
     asio::error_code result = asio::error::would_block;
     socket.async_connect(toEndpoint(master), [&](const asio::error_code &ec) { result = ec; });
@@ -41,7 +69,14 @@ Status ControlClient::connect(const protocol::NetAddr &master, std::chrono::mill
     asio::error_code ec;
     impl_->local = toNetAddr(socket.local_endpoint(ec));
     impl_->io.restart();
-    impl_->conn = std::make_shared<FramedConnection>(std::move(socket));
+    ChannelPtr channel;
+    if (security.enabled()) {
+        auto st = authenticate(impl_->io, socket, master, security, deadline, &channel);
+        if (!st.ok()) return st;
+    } else {
+        security::warnOpenRun("this peer");
+    }
+    impl_->conn = std::make_shared<FramedConnection>(std::move(socket), std::move(channel));
     return {};
 }
 

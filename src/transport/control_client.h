@@ -10,6 +10,7 @@
 #include <string>
 
 #include "protocol/messages.h"
+#include "security/secret.h"
 #include "util/status.h"
 
 namespace pccl::transport {
@@ -24,7 +25,9 @@ public:
     ControlClient(const ControlClient &) = delete;
     ControlClient &operator=(const ControlClient &) = delete;
 
-    Status connect(const protocol::NetAddr &master, std::chrono::milliseconds timeout);
+    // TCP connect, then, with a run secret, the handshake (pcclAuthenticationFailed when the
+    // master cannot prove the secret or has none); both within `timeout`.
+    Status connect(const protocol::NetAddr &master, std::chrono::milliseconds timeout, const security::Settings &security);
     void start(MessageHandler onMessage, CloseHandler onClose);
     void send(protocol::ControlMessage m);
     void post(std::function<void()> fn);

@@ -185,7 +185,9 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
     int have = 0;
     Uuid self;
     std::string cc;
-    bool offer = false;
+    bool offer = false, secure = false;
+    security::Mode mode = security::Mode::Encrypt;
+    std::optional<security::Key> key;
     {
         std::lock_guard lock(impl_->mu);
         cc = impl_->congestion;
@@ -195,6 +197,17 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
             for (auto &c : it->second) have += c->dead ? 0 : 1;
         }
         self = impl_->self;
+        secure = impl_->secure;
+        mode = impl_->mode;
+        if (secure) {
+            if (auto k = impl_->peerKeys.find(peer); k != impl_->peerKeys.end()) key = k->second;
+        }
+    }
+    if (secure && !key) {
+        const Status st{pcclRankConnectionFailed, "no key to connect to peer " + peer.shortStr() +
+                                                      " (the master has not named it a member, or it was removed)"};
+        asio::post(impl_->io, [done, st] { done(st); });
+        return;
     }
     const int missing = n - have;
     if (missing <= 0) {
@@ -218,7 +231,10 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
         hs->endpoint = endpoint;
         hs->congestion = cc;
         hs->offer = offer;
-        hs->hello = encodeDataHello(hello);
+        const auto plain = encodeDataHello(hello);
+        std::copy(plain.begin(), plain.end(), hs->hello.begin());
+        hs->key = key;
+        hs->mode = mode;
         conn->open(std::move(hs));
     }
 }
@@ -274,6 +290,39 @@ void DataPlane::cancelSends(uint64_t seq) {
             for (auto &c : pool) outs.push_back(c);
     }
     for (auto &c : outs) c->cancel(seq);
+}
+
+void DataPlane::setSecurity(const security::Settings &settings) {
+    std::lock_guard lock(impl_->mu);
+    impl_->secure = settings.enabled();
+    impl_->mode = settings.mode;
+}
+
+void DataPlane::setOwnKey(const security::Key &key) {
+    std::lock_guard lock(impl_->mu);
+    impl_->ownKey = key;
+}
+
+void DataPlane::addPeerKeys(const std::vector<protocol::PeerKey> &keys) {
+    std::lock_guard lock(impl_->mu);
+    for (auto &k : keys)
+        if (!impl_->revoked.count(k.peer)) impl_->peerKeys[k.peer] = k.key;
+}
+
+void DataPlane::revoke(const Uuid &peer) {
+    std::lock_guard lock(impl_->mu);
+    impl_->peerKeys.erase(peer);
+    impl_->revoked.insert(peer);
+}
+
+std::optional<security::Key> DataPlane::Impl::incomingKey(const security::ClientHello &h, std::string *why) {
+    std::lock_guard lock(mu);
+    if (h.kind != static_cast<uint8_t>(security::ConnKind::Data)) *why = "a control handshake sent to a data port";
+    else if (h.receiver != self || self.isNil()) *why = "the connection is meant for peer " + h.receiver.shortStr();
+    else if (revoked.count(h.sender)) *why = "peer " + h.sender.shortStr() + " was removed from the run";
+    else if (!ownKey) *why = "this peer is not admitted yet";
+    else return security::pairKey(*ownKey, h.sender);
+    return std::nullopt;
 }
 
 void DataPlane::closePeer(const Uuid &peer, const std::string &reason) {

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "protocol/messages.h"
+#include "security/secret.h"
 #include "transport/data_wire.h"
 #include "transport/frame_transport.h"
 #include "util/status.h"
@@ -57,6 +58,15 @@ public:
     ConnectionCounts connectionCounts() const;
     // The identity this peer proves on outgoing connections and expects on incoming ones.
     void setSelf(const Uuid &self);
+    // A run with a secret (docs/security.md): every data connection, both ways, runs the
+    // handshake and carries AEAD records. Incoming connections are checked with this peer's own
+    // admission key (setOwnKey), outgoing ones prove the pair key the master gave for the
+    // target (addPeerKeys). A peer revoked (removed from the run) can open no connection here
+    // and gets none from here. Set before listen().
+    void setSecurity(const security::Settings &settings);
+    void setOwnKey(const security::Key &key);
+    void addPeerKeys(const std::vector<protocol::PeerKey> &keys);
+    void revoke(const Uuid &peer);
 
     // Makes sure `n` outgoing connections to `peer` are up. `done` runs once, on an I/O thread,
     // when they are (or with the first failure, or after `timeout`).

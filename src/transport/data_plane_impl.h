@@ -16,6 +16,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include <unordered_set>
+
+#include "security/handshake.h"
 #include "transport/data_plane.h"
 #include "transport/same_host.h"
 
@@ -58,6 +61,14 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
     uint64_t highestSeq = 0;
     std::multimap<uint64_t, std::shared_ptr<InConn>> parked;  // by the seq they wait for
     std::unordered_map<Uuid, std::shared_ptr<PendingConnect>, UuidHash> connecting;
+    // A run with a secret (DataPlane::setSecurity).
+    bool secure = false;
+    security::Mode mode = security::Mode::Encrypt;
+    std::optional<security::Key> ownKey;
+    std::unordered_map<Uuid, security::Key, UuidHash> peerKeys;
+    std::unordered_set<Uuid, UuidHash> revoked;
+    // The key an incoming handshake must prove, or nullopt with the reason. Takes `mu`.
+    std::optional<security::Key> incomingKey(const security::ClientHello &h, std::string *why);
 
     explicit Impl(int n) : nThreads(n) {}
     void acceptLoop();

@@ -39,7 +39,8 @@ void tuneSocket(asio::ip::tcp::socket &s) {
     s.set_option(asio::socket_base::keep_alive(true), ec);
 }
 
-FramedConnection::FramedConnection(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {
+FramedConnection::FramedConnection(asio::ip::tcp::socket socket, ChannelPtr channel)
+    : socket_(std::move(socket)), channel_(std::move(channel)) {
     asio::error_code ec;
     auto ep = socket_.remote_endpoint(ec);
     if (!ec) remote_ = toNetAddr(ep);
@@ -49,42 +50,129 @@ FramedConnection::FramedConnection(asio::ip::tcp::socket socket) : socket_(std::
 void FramedConnection::start(MessageHandler onMessage, CloseHandler onClose) {
     onMessage_ = std::move(onMessage);
     onClose_ = std::move(onClose);
-    readHeader();
+    readLength();
 }
 
-void FramedConnection::readHeader() {
+void FramedConnection::accept(std::optional<security::Key> runKey, std::function<void()> onReady,
+                              std::function<void(const std::string &)> onRefused, MessageHandler onMessage,
+                              CloseHandler onClose) {
+    onMessage_ = std::move(onMessage);
+    onClose_ = std::move(onClose);
+    onRefused_ = std::move(onRefused);
     auto self = shared_from_this();
-    asio::async_read(socket_, asio::buffer(header_), [self](const asio::error_code &ec, size_t) {
+    if (!runKey) {
+        // An open run: the connection is as good as it gets now; the first frame is bounded.
+        maxFrame_ = kMaxFirstFrame;
+        onReady();
+        return readLength();
+    }
+    ready_ = false;
+    deadline_ = std::make_shared<asio::steady_timer>(socket_.get_executor(), kHandshakeDeadline);
+    deadline_->async_wait([self](const asio::error_code &ec) {
+        if (!ec && !self->ready_) self->closeNow("no authentication within " + std::to_string(kHandshakeDeadline.count()) + " ms");
+    });
+    asio::async_read(socket_, asio::buffer(length_), [self, key = *runKey, onReady = std::move(onReady)](const asio::error_code &ec, size_t) {
+        if (ec) return self->closeNow("closed before authenticating: " + ec.message());
+        if (loadLE32(self->length_) != security::kAuthMagic) {
+            // A peer without the secret (a PCCL 1.0 program without PCCL_SECRET): tell it why.
+            self->queueFrame(protocol::Reject{pcclAuthenticationFailed,
+                                              "this master requires the run secret (set PCCL_SECRET or PCCL_SECRET_FILE)"});
+            self->closeAfterWrite_ = true;
+            self->closeReason_ = "unauthenticated connection (no run secret) from " + self->remote_.str();
+            if (!self->writing_) self->writeNext();
+            return;
+        }
+        auto keyFor = [key](const security::ClientHello &h, std::string *why) -> std::optional<security::Key> {
+            if (h.kind == static_cast<uint8_t>(security::ConnKind::Control)) return key;
+            *why = "a data-connection handshake sent to the master";
+            return std::nullopt;
+        };
+        serverHandshake(self->socket_, self->socket_.get_executor(), self, self->length_, keyFor,
+                        [self, onReady](Status st, ChannelPtr channel, const security::ClientHello &) {
+                            if (!st.ok()) return self->closeNow(st.message() + " (from " + self->remote_.str() + ")");
+                            self->channel_ = std::move(channel);
+                            self->ready_ = true;
+                            self->deadline_->cancel();
+                            onReady();
+                            if (!self->closed_) self->readLength();
+                        });
+    });
+}
+
+void FramedConnection::readLength() {
+    auto self = shared_from_this();
+    asio::async_read(socket_, asio::buffer(length_), [self](const asio::error_code &ec, size_t) {
         if (ec) return self->closeNow(ec == asio::error::eof ? "connection closed by remote" : ec.message());
-        const uint32_t size = loadLE32(self->header_);
-        const uint16_t type = static_cast<uint16_t>(self->header_[4] | (self->header_[5] << 8));
-        if (size > protocol::kMaxControlFrame)
-            return self->closeNow("frame of " + std::to_string(size) + " bytes exceeds the limit");
-        self->readPayload(size, type);
+        self->onLength();
     });
 }
 
-void FramedConnection::readPayload(uint32_t size, uint16_t type) {
-    payload_.resize(size);
+void FramedConnection::onLength() {
+    const uint32_t size = loadLE32(length_);
+    if (maxFrame_ == kMaxFirstFrame && size == security::kAuthMagic) {
+        // A peer with a secret reached an open master: it must not fall back to plaintext.
+        static const auto refusal = security::ServerHandshake::refusal(security::ServerStatus::NoSecret);
+        outbox_.emplace_back(refusal.begin(), refusal.end());
+        closeAfterWrite_ = true;
+        closeReason_ = "a peer with a run secret connected; this master has none";
+        if (!writing_) writeNext();
+        return;
+    }
+    if (size > maxFrame_)
+        return closeNow("frame of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(maxFrame_));
+    maxFrame_ = protocol::kMaxControlFrame;
+    bodySize_ = 2 + size + (channel_ ? security::kTagBytes : 0);
+    body_.clear();
+    readBody(0);
+}
+
+// Reads the frame's body in steps of at most 64 KiB, growing the buffer only as bytes arrive.
+void FramedConnection::readBody(size_t got) {
+    if (got == bodySize_) return onBody();
+    const size_t step = std::min<size_t>(bodySize_ - got, 64 << 10);
+    body_.resize(got + step);
     auto self = shared_from_this();
-    asio::async_read(socket_, asio::buffer(payload_), [self, type](const asio::error_code &ec, size_t) {
-        if (ec) return self->closeNow(ec.message());
-        std::string error;
-        auto msg = protocol::decodeMessage(type, self->payload_.data(), self->payload_.size(), &error);
-        if (!msg) return self->closeNow("protocol error from " + self->remote_.str() + ": " + error);
-        if (self->closed_) return;
-        self->onMessage_(std::move(*msg));
-        if (!self->closed_) self->readHeader();
+    asio::async_read(socket_, asio::buffer(body_.data() + got, step), [self, got](const asio::error_code &ec, size_t n) {
+        if (ec) return self->closeNow(ec == asio::error::eof ? "connection closed by remote inside a frame" : ec.message());
+        self->readBody(got + n);
     });
+}
+
+void FramedConnection::onBody() {
+    size_t plain = bodySize_;
+    if (channel_) {
+        plain -= security::kTagBytes;
+        if (!channel_->openInPlace(security::Bytes(length_, 4), body_.data(), plain))
+            return closeNow("a control frame from " + remote_.str() + " failed authentication (tampered, replayed or forged)");
+    }
+    const uint16_t type = loadLE16(body_.data());
+    std::string error;
+    auto msg = protocol::decodeMessage(type, body_.data() + 2, plain - 2, &error);
+    if (!msg) return closeNow("protocol error from " + remote_.str() + ": " + error);
+    if (closed_) return;
+    body_ = {};
+    onMessage_(std::move(*msg));
+    if (!closed_) readLength();
+}
+
+// Encodes m at the end of the outbox (sealed when the connection has a record layer). Io
+// thread only: frames are sealed in the order they are written.
+void FramedConnection::queueFrame(const protocol::ControlMessage &m) {
+    std::vector<uint8_t> frame;
+    protocol::encodeFrame(m, frame);
+    if (channel_) {
+        const size_t n = frame.size() - 4;
+        frame.resize(frame.size() + security::kTagBytes);
+        channel_->sealInPlace(security::Bytes(frame.data(), 4), frame.data() + 4, n);
+    }
+    outbox_.push_back(std::move(frame));
 }
 
 void FramedConnection::send(protocol::ControlMessage m) {
     auto self = shared_from_this();
     asio::post(socket_.get_executor(), [self, m = std::move(m)] {
-        if (self->closed_ || self->closeAfterWrite_) return;
-        std::vector<uint8_t> frame;
-        protocol::encodeFrame(m, frame);
-        self->outbox_.push_back(std::move(frame));
+        if (self->closed_ || self->closeAfterWrite_ || !self->ready_) return;
+        self->queueFrame(m);
         if (!self->writing_) self->writeNext();
     });
 }
@@ -93,9 +181,7 @@ void FramedConnection::sendAndClose(protocol::ControlMessage m, const std::strin
     auto self = shared_from_this();
     asio::post(socket_.get_executor(), [self, m = std::move(m), reason] {
         if (self->closed_ || self->closeAfterWrite_) return;
-        std::vector<uint8_t> frame;
-        protocol::encodeFrame(m, frame);
-        self->outbox_.push_back(std::move(frame));
+        if (self->ready_) self->queueFrame(m);
         self->closeAfterWrite_ = true;
         self->closeReason_ = reason;
         if (!self->writing_) self->writeNext();
@@ -131,6 +217,13 @@ void FramedConnection::closeNow(const std::string &reason) {
     socket_.close(ec);
     // The frame being written stays alive until its handler runs.
     while (outbox_.size() > (writing_ ? 1u : 0u)) outbox_.pop_back();
+    if (deadline_) deadline_->cancel();
+    if (!ready_ && onRefused_) {
+        auto cb = std::move(onRefused_);
+        onClose_ = nullptr;
+        onMessage_ = nullptr;
+        return cb(reason);
+    }
     if (onClose_) {
         auto cb = std::move(onClose_);
         onMessage_ = nullptr;

@@ -1,7 +1,11 @@
-// A control connection carrying length-prefixed protocol frames over TCP (see protocol/codec.h).
-// Owned by one single-threaded io_context: start() runs on that thread; send() and close() may be
-// called from any thread (they post to it). Handlers run on the io thread. A malformed or
-// oversized frame closes this connection with a reason; it never throws out of the io loop.
+// A control connection carrying length-prefixed protocol frames over TCP (see protocol/codec.h),
+// through the record layer of a run secret when one is set (docs/security.md): each frame's
+// `u32 length` stays in the clear as associated data, its type and payload are one AEAD record.
+// Owned by one single-threaded io_context: start() and accept() run on that thread; send() and
+// close() may be called from any thread (they post to it). Handlers run on the io thread. A
+// malformed, oversized or unauthentic frame closes this connection with a reason; it never
+// throws out of the io loop. No buffer is sized by a length field: a frame's buffer grows with
+// the bytes that actually arrive.
 #pragma once
 #include <asio.hpp>
 
@@ -12,8 +16,13 @@
 #include <vector>
 
 #include "protocol/codec.h"
+#include "transport/secure_channel.h"
 
 namespace pccl::transport {
+
+// The largest first frame an accepting side reads before it knows who is talking (a Hello is
+// under 100 bytes).
+inline constexpr uint32_t kMaxFirstFrame = 4096;
 
 protocol::NetAddr toNetAddr(const asio::ip::tcp::endpoint &ep);
 asio::ip::tcp::endpoint toEndpoint(const protocol::NetAddr &a);
@@ -24,8 +33,19 @@ public:
     using MessageHandler = std::function<void(protocol::ControlMessage &&)>;
     using CloseHandler = std::function<void(const std::string &reason)>;
 
-    explicit FramedConnection(asio::ip::tcp::socket socket);
+    // `channel`: the record layer the opener established (ControlClient), or none.
+    explicit FramedConnection(asio::ip::tcp::socket socket, ChannelPtr channel = nullptr);
+    // The opener's side: reads frames.
     void start(MessageHandler onMessage, CloseHandler onClose);
+    // The accepting side (the master). With `runKey`: the handshake first, within
+    // kHandshakeDeadline; a plaintext frame instead gets one plaintext Reject
+    // (pcclAuthenticationFailed) and the connection closes. Without: a client that offers a
+    // handshake is told this side has no secret; the first frame may hold at most
+    // kMaxFirstFrame bytes (a Hello). onReady runs once the connection is authenticated (at
+    // once in an open run), before any message; a connection closed before that reports its
+    // reason to onRefused, never to onClose.
+    void accept(std::optional<security::Key> runKey, std::function<void()> onReady,
+                std::function<void(const std::string &)> onRefused, MessageHandler onMessage, CloseHandler onClose);
     void send(protocol::ControlMessage m);
     void close(const std::string &reason);
     // Closes at once; io thread only (used when the loop is about to stop).
@@ -35,16 +55,25 @@ public:
     const protocol::NetAddr &remote() const { return remote_; }
 
 private:
-    void readHeader();
-    void readPayload(uint32_t size, uint16_t type);
+    void readLength();
+    void onLength();
+    void readBody(size_t got);
+    void onBody();
+    void queueFrame(const protocol::ControlMessage &m);
     void writeNext();
 
     asio::ip::tcp::socket socket_;
     protocol::NetAddr remote_;
     MessageHandler onMessage_;
     CloseHandler onClose_;
-    uint8_t header_[protocol::kFrameHeaderBytes];
-    std::vector<uint8_t> payload_;
+    ChannelPtr channel_;
+    bool ready_ = true;  // false until accept() has authenticated the connection
+    std::function<void(const std::string &)> onRefused_;
+    std::shared_ptr<asio::steady_timer> deadline_;
+    uint32_t maxFrame_ = protocol::kMaxControlFrame;
+    uint8_t length_[4];
+    std::vector<uint8_t> body_;  // type, payload and, with a channel, the tag
+    size_t bodySize_ = 0;
     std::deque<std::vector<uint8_t>> outbox_;
     bool writing_ = false;
     bool closed_ = false;

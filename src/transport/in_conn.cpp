@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "transport/tsan.h"
 #include "util/bytes.h"
@@ -15,8 +16,62 @@ namespace pccl::transport {
 
 void InConn::startHandshake() {
     auto self = shared_from_this();
-    asio::async_read(socket, asio::buffer(hello), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+    deadline = std::make_shared<asio::steady_timer>(strand, kHandshakeDeadline);
+    deadline->async_wait(asio::bind_executor(strand, [self](const asio::error_code &ec) {
+        if (!ec) self->closeNow("no data-connection hello within " + std::to_string(kHandshakeDeadline.count()) + " ms");
+    }));
+    asio::async_read(socket, asio::buffer(first), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
                          if (ec) return self->closeNow("handshake: " + ec.message());
+                         self->onFirst();
+                     }));
+}
+
+// The first 4 bytes say what the opener speaks: the authentication handshake, or a plain hello.
+void InConn::onFirst() {
+    auto o = owner.lock();
+    if (!o) return closeNow("data plane gone");
+    bool secure;
+    {
+        std::lock_guard lock(o->mu);
+        secure = o->secure;
+    }
+    const bool offersAuth = loadLE32(first) == security::kAuthMagic;
+    auto self = shared_from_this();
+    if (secure && !offersAuth) return closeNow("unauthenticated data connection (the opener has no run secret)");
+    if (!secure && offersAuth) {
+        refusal = security::ServerHandshake::refusal(security::ServerStatus::NoSecret);
+        return asio::async_write(socket, asio::buffer(refusal), asio::bind_executor(strand, [self](const asio::error_code &, size_t) {
+                                     self->closeNow("an opener with a run secret; this peer has none");
+                                 }));
+    }
+    if (!secure) {
+        std::memcpy(hello, first, 4);
+        return readHello(4);
+    }
+    std::weak_ptr<DataPlane::Impl> weak = owner;
+    auto keyFor = [weak](const security::ClientHello &h, std::string *why) -> std::optional<security::Key> {
+        auto o = weak.lock();
+        if (!o) {
+            *why = "data plane gone";
+            return std::nullopt;
+        }
+        return o->incomingKey(h, why);
+    };
+    serverHandshake(socket, strand, self, first, keyFor, [self](Status st, ChannelPtr c, const security::ClientHello &h) {
+        if (!st.ok()) return self->closeNow("refused data connection from peer " + h.sender.shortStr() + ": " + st.message());
+        self->channel = std::move(c);
+        self->authenticated = h.sender;
+        self->readHello(0);
+    });
+}
+
+void InConn::readHello(size_t got) {
+    auto self = shared_from_this();
+    asio::async_read(socket, asio::buffer(hello + got, kDataHelloBytes + tagBytes() - got),
+                     asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+                         if (ec) return self->closeNow("handshake: " + ec.message());
+                         if (self->channel && !self->channel->openInPlace({}, self->hello, kDataHelloBytes))
+                             return self->closeNow("the data-connection hello failed authentication");
                          self->onHello();
                      }));
 }
@@ -25,8 +80,9 @@ void InConn::onHello() {
     auto o = owner.lock();
     if (!o) return closeNow("data plane gone");
     // Every byte string of this size decodes (the hello has no field that can be malformed).
-    const DataHello h = decodeDataHello(hello, sizeof hello).value_or(DataHello{});
+    const DataHello h = decodeDataHello(hello, kDataHelloBytes).value_or(DataHello{});
     bool good = h.magic == kDataMagic && h.version == protocol::kProtocolVersion;
+    if (channel) good = good && h.sender == authenticated;  // the uuid the handshake proved
     bool enabled = false;
     {
         std::lock_guard lock(o->mu);  // closePeer reads `from` under this lock
@@ -42,7 +98,11 @@ void InConn::onHello() {
     DataAck a;
     a.accepted = good;
     a.same_host = sameHost;
-    ack = encodeDataAck(a);
+    const auto plain = encodeDataAck(a);
+    ack.assign(plain.begin(), plain.end());
+    ack.resize(kDataAckBytes + tagBytes());
+    if (channel) channel->sealInPlace({}, ack.data(), kDataAckBytes);
+    deadline->cancel();
     auto self = shared_from_this();
     asio::async_write(socket, asio::buffer(ack), asio::bind_executor(strand, [self, good](const asio::error_code &ec, size_t) {
                           if (ec) return self->closeNow("handshake: " + ec.message());
@@ -55,7 +115,7 @@ void InConn::onHello() {
 
 void InConn::readHeader() {
     auto self = shared_from_this();
-    asio::async_read(socket, asio::buffer(header, frameHeaderBytes(sameHost)),
+    asio::async_read(socket, asio::buffer(header, frameHeaderBytes(sameHost) + tagBytes()),
                      asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
                          if (ec) return self->closeNow(ec == asio::error::eof ? "closed by remote" : ec.message());
                          self->onHeader();
@@ -63,6 +123,8 @@ void InConn::readHeader() {
 }
 
 void InConn::onHeader() {
+    if (channel && !channel->openInPlace({}, header, frameHeaderBytes(sameHost)))
+        return closeNow("a frame header from " + from.shortStr() + " failed authentication (tampered or forged)");
     const auto f = decodeFrameHeader(header, sameHost);
     if (!f) return closeNow("malformed frame header from " + from.shortStr());
     current = f->segment;
@@ -93,10 +155,10 @@ void InConn::dispatch() {
     if (!dest) return closeNow("protocol error from " + from.shortStr() + ": " + error);
     if (byRef) return copyIn(std::move(sink), static_cast<uint8_t *>(dest));
     tsan::acquire(dest);
-    readInto(static_cast<uint8_t *>(dest), 0, [sink](InConn &c, const asio::error_code &ec) {
-        if (ec) {
-            sink->onPayloadFailed(c.current, "receiving from " + c.from.shortStr() + " failed: " + ec.message());
-            return c.closeNow(ec.message());
+    readInto(static_cast<uint8_t *>(dest), 0, [sink](InConn &c, const std::string &error) {
+        if (!error.empty()) {
+            sink->onPayloadFailed(c.current, "receiving from " + c.from.shortStr() + " failed: " + error);
+            return c.closeNow(error);
         }
         sink->onPayload(c.current);
         if (!c.closed) c.readHeader();
@@ -139,12 +201,15 @@ void InConn::acknowledge() {
 
 void InConn::writeAck() {
     ackWriting = true;
+    ackSent = consumed;
     storeLE64(ackOut, consumed);
+    if (channel) channel->sealInPlace({}, ackOut, kConsumedBytes);
     auto self = shared_from_this();
-    asio::async_write(socket, asio::buffer(ackOut), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+    asio::async_write(socket, asio::buffer(ackOut, kConsumedBytes + tagBytes()),
+                      asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
                           self->ackWriting = false;
                           if (ec) return self->closeNow("acknowledging to " + self->from.shortStr() + ": " + ec.message());
-                          if (self->consumed != loadLE64(self->ackOut)) self->writeAck();
+                          if (self->consumed != self->ackSent) self->writeAck();
                       }));
 }
 
@@ -155,10 +220,9 @@ void InConn::discard(std::shared_ptr<FrameSink> sink) {
         if (sink) sink->onDiscarded(current, from);
         return readHeader();
     }
-    scratch.resize(current.bytes);
-    readInto(scratch.data(), 0, [sink = std::move(sink)](InConn &c, const asio::error_code &ec) {
-        if (ec) return c.closeNow(ec.message());
-        c.scratch.clear();
+    readInto(nullptr, 0, [sink = std::move(sink)](InConn &c, const std::string &error) {
+        if (!error.empty()) return c.closeNow(error);
+        c.scratch = {};
         if (sink) sink->onDiscarded(c.current, c.from);
         c.readHeader();
     });
@@ -181,17 +245,42 @@ void InConn::setLowat(size_t v) {
 // the next header is read. asio's async_read is not used: it caps each recv at 64 KiB.
 void InConn::readInto(uint8_t *dest, size_t got, ReadDone done) {
     const size_t rem = current.bytes - got;
+    if (got == 0 && channel) channel->recv->begin();
     if (rem == 0) {
         setLowat(1);
+        if (channel) return readTag(std::move(done));
         return done(*this, {});
     }
-    if (current.bytes >= kLowatMinFrame) setLowat(rem);
+    // A payload nobody wants is read into a small window, whatever its announced size.
+    uint8_t *to = dest ? dest + got : nullptr;
+    size_t want = rem;
+    if (!dest) {
+        want = std::min(rem, kDiscardChunk);
+        scratch.resize(want);
+        to = scratch.data();
+    } else if (current.bytes >= kLowatMinFrame) {
+        setLowat(rem);
+    }
     auto self = shared_from_this();
-    socket.async_read_some(asio::buffer(dest + got, rem),
-                           asio::bind_executor(strand, [self, dest, got, done = std::move(done)](const asio::error_code &ec, size_t n) mutable {
-                               if (ec) return done(*self, ec);
+    socket.async_read_some(asio::buffer(to, want),
+                           asio::bind_executor(strand, [self, dest, to, got, done = std::move(done)](const asio::error_code &ec, size_t n) mutable {
+                               if (ec) return done(*self, ec.message());
+                               // Decrypted in place as it arrives, while the bytes are in cache.
+                               if (self->channel) self->channel->recv->update(to, to, n);
                                self->readInto(dest, got + n, std::move(done));
                            }));
+}
+
+// The tag of the payload just read: the payload counts only if it verifies.
+void InConn::readTag(ReadDone done) {
+    auto self = shared_from_this();
+    asio::async_read(socket, asio::buffer(tag), asio::bind_executor(strand, [self, done = std::move(done)](const asio::error_code &ec, size_t) {
+                         if (ec) return done(*self, ec.message());
+                         if (!self->channel->recv->finishOpen(self->tag))
+                             return done(*self, "a frame from " + self->from.shortStr() +
+                                                    " failed authentication (tampered, replayed or forged)");
+                         done(*self, {});
+                     }));
 }
 
 // ---- closing
@@ -199,6 +288,7 @@ void InConn::readInto(uint8_t *dest, size_t got, ReadDone done) {
 void InConn::closeNow(const std::string &reason) {
     if (closed) return;
     closed = true;
+    if (deadline) deadline->cancel();
     PCCL_LOG(Debug, "data connection from " << from.shortStr() << " closed: " << reason);
     asio::error_code ec;
     socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);

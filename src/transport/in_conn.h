@@ -15,6 +15,7 @@
 
 #include "transport/data_plane_impl.h"
 #include "transport/data_wire.h"
+#include "transport/secure_channel.h"
 
 namespace pccl::transport {
 
@@ -22,7 +23,8 @@ struct InConn : std::enable_shared_from_this<InConn> {
     InConn(asio::ip::tcp::socket s, std::weak_ptr<DataPlane::Impl> owner, Strand strand)
         : strand(strand), socket(std::move(s)), owner(std::move(owner)) {}
 
-    // Reads the hello, answers it, and starts reading frames if it was accepted.
+    // Authenticates the opener (a run with a secret), reads the hello, answers it, and starts
+    // reading frames if it was accepted; all within kHandshakeDeadline.
     void startHandshake();
     // Dispatches the parked current frame again (its operation has registered).
     void resume();
@@ -34,7 +36,10 @@ struct InConn : std::enable_shared_from_this<InConn> {
     Uuid from;
 
 private:
-    using ReadDone = std::function<void(InConn &, const asio::error_code &)>;
+    // error: empty when the payload arrived whole (and, with a channel, authentic).
+    using ReadDone = std::function<void(InConn &, const std::string &error)>;
+    void onFirst();
+    void readHello(size_t got);
     void onHello();
     void readHeader();
     void onHeader();
@@ -45,11 +50,20 @@ private:
     void discard(std::shared_ptr<FrameSink> sink = nullptr);
     void setLowat(size_t v);
     void readInto(uint8_t *dest, size_t got, ReadDone done);
+    void readTag(ReadDone done);
     void closeNow(const std::string &reason);
+    size_t tagBytes() const { return channel ? security::kTagBytes : 0; }
 
-    uint8_t hello[kDataHelloBytes];
-    std::array<uint8_t, kDataAckBytes> ack{};
-    uint8_t header[kMaxFrameHeaderBytes];
+    // A run with a secret: the record layer, and the sender the handshake proved.
+    ChannelPtr channel;
+    Uuid authenticated;
+    std::shared_ptr<asio::steady_timer> deadline;
+    uint8_t first[4];
+    uint8_t hello[kDataHelloBytes + security::kTagBytes];
+    std::array<uint8_t, security::kServerHelloBytes> refusal{};
+    std::vector<uint8_t> ack;
+    uint8_t header[kMaxFrameHeaderBytes + security::kTagBytes];
+    uint8_t tag[security::kTagBytes];
     SegmentHeader current;
     std::vector<uint8_t> scratch;
     bool closed = false;
@@ -62,8 +76,10 @@ private:
     bool senderInProcess = false;  // peers as threads of one process (tests): tsan.h models the copy
     uint64_t payloadAddress = 0;
     uint64_t consumed = 0;
+    uint64_t ackSent = 0;  // the total in the acknowledgement being written
     bool ackWriting = false;
-    uint8_t ackOut[kConsumedBytes];
+    uint8_t ackOut[kConsumedBytes + security::kTagBytes];
+    static constexpr size_t kDiscardChunk = 64 << 10;  // a discarded payload is read in steps of this
 
     // A large payload is read in few calls: SO_RCVLOWAT is raised to what is still missing
     // (readInto), up to kLowatMax, for frames of at least kLowatMinFrame.

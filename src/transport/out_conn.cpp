@@ -64,16 +64,37 @@ void OutConn::open(std::shared_ptr<Handshake> hs) {
                                        if (ec) return hs->fail("connect", ec);
                                        tuneSocket(self->socket);
                                        setCongestion(self->socket, hs->endpoint, hs->congestion);
+                                       if (hs->key) return self->authenticate(hs);
                                        self->sendHello(hs);
                                    }));
     });
 }
 
+// A run with a secret: prove the pair key, then every byte goes through the record layer.
+void OutConn::authenticate(std::shared_ptr<Handshake> hs) {
+    auto self = shared_from_this();
+    Uuid me;
+    if (auto o = owner.lock()) {
+        std::lock_guard lock(o->mu);
+        me = o->self;
+    }
+    auto client = std::make_shared<security::ClientHandshake>(*hs->key, security::ConnKind::Data, security::preferredSuite(),
+                                                              hs->mode, me, peer);
+    clientHandshake(socket, strand, self, client, "peer " + peer.shortStr() + " at " + hs->addr.str(),
+                    pcclRankConnectionFailed, [self, hs](Status st, ChannelPtr c) {
+                        if (!st.ok()) return hs->pending->finish(st);
+                        self->channel = std::move(c);
+                        self->sendHello(hs);
+                    });
+}
+
 void OutConn::sendHello(std::shared_ptr<Handshake> hs) {
     auto self = shared_from_this();
-    asio::async_write(socket, asio::buffer(hs->hello), asio::bind_executor(strand, [self, hs](const asio::error_code &ec, size_t) {
+    if (channel) channel->sealInPlace({}, hs->hello.data(), kDataHelloBytes);
+    const size_t helloWire = kDataHelloBytes + tagBytes(), ackWire = kDataAckBytes + tagBytes();
+    asio::async_write(socket, asio::buffer(hs->hello.data(), helloWire), asio::bind_executor(strand, [self, hs, ackWire](const asio::error_code &ec, size_t) {
                           if (ec) return hs->fail("hello", ec);
-                          asio::async_read(self->socket, asio::buffer(hs->ack),
+                          asio::async_read(self->socket, asio::buffer(hs->ack.data(), ackWire),
                                            asio::bind_executor(self->strand, [self, hs](const asio::error_code &ec2, size_t) {
                                                if (ec2) return hs->fail("handshake", ec2);
                                                self->onAck(*hs);
@@ -81,8 +102,10 @@ void OutConn::sendHello(std::shared_ptr<Handshake> hs) {
                       }));
 }
 
-void OutConn::onAck(const Handshake &hs) {
-    const auto ack = decodeDataAck(hs.ack.data(), hs.ack.size());
+void OutConn::onAck(Handshake &hs) {
+    if (channel && !channel->openInPlace({}, hs.ack.data(), kDataAckBytes))
+        return hs.fail("the acknowledgement failed authentication", asio::error::access_denied);
+    const auto ack = decodeDataAck(hs.ack.data(), kDataAckBytes);
     if (!ack || ack->magic != kDataMagic || !ack->accepted || (ack->same_host && !hs.offer))
         return hs.fail("handshake", asio::error::access_denied);
     sameHost = ack->same_host;
@@ -124,15 +147,27 @@ void OutConn::writeNext() {
     iov.reserve(2 * kGatherItems);
     size_t skip = frontSent;
     const size_t hb = headerWire();
+    size_t sealedAhead = 0;
     inWrite = 0;
     for (auto &it : queue) {
         if (inWrite == kGatherItems) break;
+        if (channel && !it.sealed) {
+            // Sealing copies (encrypt mode): bound the copies one write makes.
+            if (inWrite > 0 && sealedAhead >= kSealAhead) break;
+            seal(it);
+            sealedAhead += it.cipher.size();
+        }
         ++inWrite;
         if (skip < hb) iov.emplace_back(it.header + skip, hb - skip);
-        const size_t payloadSkip = skip > hb ? skip - hb : 0;
-        if (payloadSkip < payloadWire(it)) {
-            iov.emplace_back(static_cast<const uint8_t *>(it.data) + payloadSkip, payloadWire(it) - payloadSkip);
-            tsan::read(iov.back().data(), iov.back().size());
+        size_t pieceSkip = skip > hb ? skip - hb : 0;
+        asio::const_buffer pieces[2];
+        payloadPieces(it, pieces);
+        for (auto &p : pieces) {
+            if (pieceSkip < p.size()) {
+                iov.emplace_back(static_cast<const uint8_t *>(p.data()) + pieceSkip, p.size() - pieceSkip);
+                tsan::read(iov.back().data(), iov.back().size());
+            }
+            pieceSkip -= std::min(pieceSkip, p.size());
         }
         tsan::release(it.data);
         skip = 0;
@@ -141,6 +176,37 @@ void OutConn::writeNext() {
     socket.async_write_some(iov, asio::bind_executor(strand, [self](const asio::error_code &ec, size_t n) {
                                 self->onWritten(ec, n);
                             }));
+}
+
+// Seals a frame for the record layer: its header in place (the tag after it) and its payload
+// into `cipher` (encrypt mode) or just its tag (integrity mode: the payload goes from `data`).
+void OutConn::seal(Item &it) {
+    it.sealed = true;
+    channel->sealInPlace({}, it.header, frameHeaderBytes(sameHost));
+    if (it.byRef) return;
+    const auto *data = static_cast<const uint8_t *>(it.data);
+    tsan::acquire(it.data);
+    if (channel->mode == security::Mode::Encrypt) {
+        it.cipher.resize(it.bytes + security::kTagBytes);
+        channel->send->seal({}, data, it.cipher.data(), it.bytes, it.cipher.data() + it.bytes);
+    } else {
+        // Authenticated, not copied: with in == out the cipher only reads the bytes.
+        auto *in = const_cast<uint8_t *>(data);
+        channel->send->seal({}, in, in, it.bytes, it.tag);
+    }
+}
+
+void OutConn::payloadPieces(const Item &it, asio::const_buffer out[2]) const {
+    out[0] = out[1] = asio::const_buffer();
+    if (it.byRef) return;
+    if (!channel) {
+        out[0] = asio::const_buffer(it.data, it.bytes);
+    } else if (!it.cipher.empty()) {
+        out[0] = asio::buffer(it.cipher);
+    } else {
+        out[0] = asio::const_buffer(it.data, it.bytes);
+        out[1] = asio::const_buffer(it.tag, security::kTagBytes);
+    }
 }
 
 void OutConn::onWritten(const asio::error_code &ec, size_t n) {
@@ -185,7 +251,7 @@ void OutConn::cancel(uint64_t seq) {
         // Items the write in progress covers, or partly written, stay: the stream stays in step.
         const size_t started = self->writing ? self->inWrite : (self->frontSent ? 1 : 0);
         for (auto it = std::next(q.begin(), static_cast<std::ptrdiff_t>(std::min(started, q.size()))); it != q.end();) {
-            if (encodedSeq(it->header) == seq) {
+            if (!it->sealed && encodedSeq(it->header) == seq) {
                 self->queuedBytes -= it->bytes;
                 dropped.push_back(std::move(*it));
                 it = q.erase(it);
@@ -214,8 +280,10 @@ void OutConn::watchForClose() {
 // consumed) free the oldest unacknowledged frames, in order.
 void OutConn::readAcks() {
     auto self = shared_from_this();
-    asio::async_read(socket, asio::buffer(ackIn), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
+    asio::async_read(socket, asio::buffer(ackIn, kConsumedBytes + tagBytes()), asio::bind_executor(strand, [self](const asio::error_code &ec, size_t) {
                          if (ec) return self->closeNow("closed by the receiver: " + ec.message());
+                         if (self->channel && !self->channel->openInPlace({}, self->ackIn, kConsumedBytes))
+                             return self->closeNow("an acknowledgement from the receiver failed authentication");
                          const uint64_t total = loadLE64(self->ackIn);
                          const uint64_t onWire = self->acked + self->unacked.size() + (self->writing ? self->inWrite : 0);
                          if (total < self->ackTotal || total > onWire)

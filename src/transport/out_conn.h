@@ -14,16 +14,24 @@
 
 #include "transport/data_plane_impl.h"
 #include "transport/data_wire.h"
+#include "transport/secure_channel.h"
 
 namespace pccl::transport {
 
 struct OutConn : std::enable_shared_from_this<OutConn> {
     struct Item {
-        uint8_t header[kMaxFrameHeaderBytes];  // frameHeaderBytes(sameHost) of them are sent
+        // frameHeaderBytes(sameHost) of them are sent, followed by the header's tag when sealed
+        uint8_t header[kMaxFrameHeaderBytes + security::kTagBytes];
         const void *data;
         size_t bytes;
         SendDone done;
         bool byRef = false;  // sent by reference (same-host connection, large frame)
+        // A connection with a record layer: sealed once, just before its first byte is written
+        // (the nonce order is the wire order). The encrypted payload and its tag, or (integrity
+        // mode) the payload is sent from `data` and `tag` follows it.
+        bool sealed = false;
+        std::vector<uint8_t> cipher;
+        uint8_t tag[security::kTagBytes];
     };
     // What open() needs until the handshake ends.
     struct Handshake {
@@ -32,8 +40,10 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
         asio::ip::tcp::endpoint endpoint;
         std::string congestion;  // DataPlane::setCongestionControl's mode
         bool offer = false;      // the hello offers same-host copies
-        std::array<uint8_t, kDataHelloBytes> hello{};
-        std::array<uint8_t, kDataAckBytes> ack{};
+        std::array<uint8_t, kDataHelloBytes + security::kTagBytes> hello{};
+        std::array<uint8_t, kDataAckBytes + security::kTagBytes> ack{};
+        std::optional<security::Key> key;  // a run with a secret: the pair key for `peer`
+        security::Mode mode = security::Mode::Encrypt;
         void fail(const std::string &what, const asio::error_code &ec) const;
     };
 
@@ -60,8 +70,9 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     std::atomic<bool> dead{false};
 
 private:
+    void authenticate(std::shared_ptr<Handshake> hs);
     void sendHello(std::shared_ptr<Handshake> hs);
-    void onAck(const Handshake &hs);
+    void onAck(Handshake &hs);
     void writeNext();
     void onWritten(const asio::error_code &ec, size_t n);
     void failQueued(const std::string &why, size_t first = 0);
@@ -75,9 +86,15 @@ private:
     // async_write is: it would cost one syscall, and one wakeup, per 64 KiB). Frames are
     // completed as the bytes the kernel took cover them.
     static constexpr size_t kGatherItems = 16;
-    size_t headerWire() const { return frameHeaderBytes(sameHost); }
-    size_t payloadWire(const Item &it) const { return it.byRef ? 0 : it.bytes; }
+    // Encrypted copies made per write, beyond the first item's: bounds the memory of a write.
+    static constexpr size_t kSealAhead = 8 << 20;
+    size_t tagBytes() const { return channel ? security::kTagBytes : 0; }
+    size_t headerWire() const { return frameHeaderBytes(sameHost) + tagBytes(); }
+    size_t payloadWire(const Item &it) const { return it.byRef ? 0 : it.bytes + tagBytes(); }
     size_t wireBytes(const Item &it) const { return headerWire() + payloadWire(it); }
+    void seal(Item &it);
+    // The payload's wire bytes: up to two pieces (integrity mode: the data, then the tag).
+    void payloadPieces(const Item &it, asio::const_buffer out[2]) const;
 
     // A list, not a deque: the write in progress points the kernel at the headers of queued
     // items, and cancelling an item must not move the others (deque::erase in the middle does).
@@ -90,7 +107,8 @@ private:
     uint64_t acked = 0;     // frames completed by acknowledgements so far
     uint64_t ackTotal = 0;  // the receiver's latest total (may run ahead of `unacked`: its
                             // acknowledgement can be read before our write's completion handler has run)
-    uint8_t ackIn[kConsumedBytes];
+    uint8_t ackIn[kConsumedBytes + security::kTagBytes];
+    ChannelPtr channel;  // a run with a secret: the record layer (set by the handshake)
     uint8_t watchByte = 0;
 };
 
