@@ -549,6 +549,33 @@ PCCL_EXPORT pcclResult_t pcclSynchronizeSharedState(const pcclComm_t *comm, pccl
  *  (master_out NULL, unknown address protocol). */
 PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address, pcclMasterInstance_t **master_out);
 
+/** Extended master parameters (an extension; docs/security.md). Initialise with
+ *  PCCL_MASTER_CREATE_PARAMS_EX_INIT; later versions append fields, read only when struct_size
+ *  covers them. */
+typedef struct pcclMasterCreateParamsEx_t {
+    size_t struct_size;      /**< sizeof(pcclMasterCreateParamsEx_t) */
+    /** The run secret, NUL-terminated, at least 16 bytes; NULL = secret_file, else PCCL_SECRET,
+     *  else PCCL_SECRET_FILE, else none (an open run, logged at warn). */
+    const char *secret;
+    /** A file holding the secret (refused if group or others may read it); NULL = none. */
+    const char *secret_file;
+    /** Nonzero: pcclRunMaster fails (pcclInvalidArgument) when no secret was found. */
+    uint32_t require_secret;
+} pcclMasterCreateParamsEx_t;
+
+#ifdef __cplusplus
+#define PCCL_MASTER_CREATE_PARAMS_EX_INIT { sizeof(pcclMasterCreateParamsEx_t), NULL, NULL, 0 }
+#else
+#define PCCL_MASTER_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclMasterCreateParamsEx_t) }
+#endif
+
+/** pcclCreateMaster with extended parameters (params NULL = pcclCreateMaster). A bad secret
+ *  (too short, an unreadable or group-readable file) is reported by pcclRunMaster
+ *  (pcclInvalidArgument with the reason), which reads the files and the environment. */
+PCCL_EXPORT pcclResult_t pcclCreateMasterEx(ccoip_socket_address_t listen_address,
+                                           PCCL_NULLABLE const pcclMasterCreateParamsEx_t *params,
+                                           pcclMasterInstance_t **master_out);
+
 /** Bind and start serving on a background thread; returns once listening (non-blocking
  *  otherwise). Returns pcclSuccess, pcclInvalidArgument (not a master; or the listen address
  *  cannot be used: port already in use, address not on this host, privileged port; the

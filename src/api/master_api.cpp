@@ -3,6 +3,8 @@
 // last error (pcclGetLastErrorMessage(NULL)).
 #include <pccl.h>
 
+#include <cstddef>
+
 #include <cstring>
 
 #include "api/api_common.h"
@@ -20,6 +22,11 @@ bool validMaster(const pcclMasterInstance_t *m) { return m && m->magic == api::k
 extern "C" {
 
 PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address, pcclMasterInstance_t **master_out) {
+    return pcclCreateMasterEx(listen_address, nullptr, master_out);
+}
+
+PCCL_EXPORT pcclResult_t pcclCreateMasterEx(ccoip_socket_address_t listen_address, const pcclMasterCreateParamsEx_t *params,
+                                           pcclMasterInstance_t **master_out) {
     return guarded(nullptr, [&] {
         if (!master_out) return fail(nullptr, invalidArgument("master_out is NULL"));
         const long long protocol = api::rawEnum(listen_address.inet.protocol);
@@ -34,6 +41,16 @@ PCCL_EXPORT pcclResult_t pcclCreateMaster(ccoip_socket_address_t listen_address,
             std::memcpy(options.listen.ip.data(), listen_address.inet.ipv4.data, 4);
         }
         options.listen.port = listen_address.port;
+        if (params) {
+            constexpr size_t kFirstSize = offsetof(pcclMasterCreateParamsEx_t, require_secret) + sizeof(uint32_t);
+            if (params->struct_size < kFirstSize)
+                return fail(nullptr, invalidArgument("struct_size " + std::to_string(params->struct_size) +
+                                                     " is smaller than pcclMasterCreateParamsEx_t (" + std::to_string(kFirstSize) +
+                                                     " bytes); initialise with PCCL_MASTER_CREATE_PARAMS_EX_INIT"));
+            if (params->secret) options.secret = std::string(params->secret);
+            if (params->secret_file) options.secretFile = params->secret_file;
+            options.requireSecret = params->require_secret != 0;
+        }
         auto *m = new pcclMasterInstance_t;
         m->server = std::make_unique<master::Server>(options);
         *master_out = m;
