@@ -30,13 +30,22 @@ void InConn::startHandshake() {
 void InConn::onFirst() {
     auto o = owner.lock();
     if (!o) return closeNow("data plane gone");
-    bool secure;
+    bool secure, admitted;
     {
         std::lock_guard lock(o->mu);
         secure = o->secure;
+        admitted = o->ownKey.has_value();
     }
     const bool offersAuth = loadLE32(first) == security::kAuthMagic;
     auto self = shared_from_this();
+    if (secure && offersAuth && !admitted) {
+        // A ring neighbour may connect before this peer's control thread has read the Welcome
+        // that carries its key (the master sends both at once): wait for it, within the deadline.
+        auto retry = std::make_shared<asio::steady_timer>(strand, std::chrono::milliseconds(10));
+        return retry->async_wait(asio::bind_executor(strand, [self, retry](const asio::error_code &ec) {
+            if (!ec && !self->closed) self->onFirst();
+        }));
+    }
     if (secure && !offersAuth) return closeNow("unauthenticated data connection (the opener has no run secret)");
     if (!secure && offersAuth) {
         refusal = security::ServerHandshake::refusal(security::ServerStatus::NoSecret);
