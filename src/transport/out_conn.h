@@ -93,6 +93,7 @@ private:
     size_t payloadWire(const Item &it) const { return it.byRef ? 0 : it.bytes + tagBytes(); }
     size_t wireBytes(const Item &it) const { return headerWire() + payloadWire(it); }
     void seal(Item &it);
+    void recycle(Item &it);  // keeps a sent frame's cipher buffer for a later one
     // The payload's wire bytes: up to two pieces (integrity mode: the data, then the tag).
     void payloadPieces(const Item &it, asio::const_buffer out[2]) const;
 
@@ -109,6 +110,8 @@ private:
                             // acknowledgement can be read before our write's completion handler has run)
     uint8_t ackIn[kConsumedBytes + security::kTagBytes];
     ChannelPtr channel;  // a run with a secret: the record layer (set by the handshake)
+    static constexpr size_t kSpareBuffers = 4;
+    std::vector<std::vector<uint8_t>> spare;
     uint8_t watchByte = 0;
 };
 
