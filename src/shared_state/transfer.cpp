@@ -232,15 +232,14 @@ void StateTransfer::serve(const Uuid &to, uint64_t key) {
 
 void *StateTransfer::beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) {
     if (h.phase == kRequest) {
-        const uint32_t entry = static_cast<uint32_t>(h.offset >> kOffsetBits);
-        const uint64_t index = h.offset & ((uint64_t{1} << kOffsetBits) - 1);
+        const ChunkRef ref = splitChunkKey(h.offset);
         bool now = false;
         {
             std::lock_guard lock(mu_);
             auto it = served_.find(from);
-            if (h.bytes != 0 || it == served_.end() || entry >= entries_.size() ||
-                index >= chunkCount(entries_[entry].bytes)) {
-                *error = "unexpected shared-state request for entry " + std::to_string(entry) + " chunk " + std::to_string(index);
+            if (it == served_.end() || !parseRequest(h, entries_)) {
+                *error = "unexpected shared-state request for entry " + std::to_string(ref.entry) + " chunk " +
+                         std::to_string(ref.index);
                 return nullptr;
             }
             if (aborted_) return nullptr;
@@ -266,7 +265,7 @@ void *StateTransfer::beginFrame(const transport::SegmentHeader &h, const Uuid &f
     if (aborted_ || c.state != ChunkState::Requested || p == peerIndex_.end() || c.source != static_cast<int>(p->second))
         return nullptr;
     const size_t expect = chunkBytes(c);
-    if (h.phase == kChunkRaw ? h.bytes != expect : h.bytes > slots_[c.slot].wire.size()) {
+    if (!chunkSizeOk(h.phase, h.bytes, expect, slots_[c.slot].wire.size())) {
         *error = "shared-state chunk " + std::to_string(c.index) + " of entry '" + entries_[c.entry].name +
                  "' has the wrong size";
         return nullptr;
@@ -288,13 +287,9 @@ void StateTransfer::onPayload(const transport::SegmentHeader &h) {
         bytes = chunkBytes(*c);
     }
     // This chunk's slot belongs to this read alone until it is released below.
-    const uint8_t *plain = slot->wire.data();
-    Status st;
-    if (h.phase == kChunkZstd) {
-        slot->plain.resize(kStateChunkBytes);
-        st = decompressExactly(slot->wire.data(), h.bytes, slot->plain.data(), bytes);
-        plain = slot->plain.data();
-    }
+    const uint8_t *plain = nullptr;
+    if (h.phase == kChunkZstd) slot->plain.resize(kStateChunkBytes);
+    Status st = decodeChunk(h.phase, slot->wire.data(), h.bytes, bytes, slot->plain.data(), &plain);
     if (st.ok() && digest(plain, bytes) != c->digest) st = Status{pcclRankConnectionLost, "digest mismatch"};
     if (st.ok()) std::memcpy(static_cast<uint8_t *>(entries_[c->entry].data) + size_t{c->index} * kStateChunkBytes, plain, bytes);
     {

@@ -26,17 +26,12 @@
 #include <vector>
 
 #include "protocol/messages.h"
+#include "shared_state/transfer_wire.h"
 #include "transport/data_operation.h"
 #include "transport/data_plane.h"
 #include "util/status.h"
 
 namespace pccl::shared_state {
-
-struct LocalEntry {
-    std::string name;
-    void *data = nullptr;
-    size_t bytes = 0;
-};
 
 struct TransferOptions {
     int poolSize = 4;
@@ -58,10 +53,6 @@ public:
     void *beginFrame(const transport::SegmentHeader &h, const Uuid &from, std::string *error) override;
     void onPayload(const transport::SegmentHeader &h) override;
     void onPayloadFailed(const transport::SegmentHeader &h, const std::string &why) override;
-
-    static constexpr uint8_t kChunkRaw = 2, kRequest = 3, kChunkZstd = 4;
-    static constexpr int kOffsetBits = 40;  // frame offset = entry << 40 | chunk
-    static uint64_t chunkKey(uint32_t entry, uint32_t chunk) { return (uint64_t{entry} << kOffsetBits) | chunk; }
 
 private:
     enum class ChunkState : uint8_t { Pending, Requested, Reading, Done };
