@@ -77,6 +77,22 @@ TEST_CASE("quantize: NaN and infinities pass exactly; a constant segment and zer
     CHECK(y[0] == -1.0f);
 }
 
+TEST_CASE("quantize: values near the largest double stay finite (found by fuzz_quantize)", "[quantize]") {
+    const double big = std::numeric_limits<double>::max();
+    for (auto q : {pcclUint8, pcclUint16}) {
+        INFO("quantized " << q);
+        // MinMax over almost the whole double range: (L - 1) * step rounded past the largest double.
+        auto y = roundTrip<double>({pcclQuantMinMax, q, pcclDouble}, {5.42898065481e-312, -2.7e-11, -big});
+        for (double v : y) CHECK(std::isfinite(v));
+        CHECK(y[2] == -big);
+        // ZeroPointScale of the largest double: the zero point times the step rounded past it.
+        y = roundTrip<double>({pcclQuantZeroPointScale, q, pcclDouble}, {big, 0.0, -big});
+        for (double v : y) CHECK(std::isfinite(v));
+        CHECK(y[0] == Approx(big));
+        CHECK(y[2] == Approx(-big));
+    }
+}
+
 TEST_CASE("quantize: the wire is codes plus a 16-byte header, and a non-finite header is rejected", "[quantize]") {
     const QuantSpec s8{pcclQuantMinMax, pcclUint8, pcclFloat}, s16{pcclQuantMinMax, pcclUint16, pcclFloat};
     CHECK(quantizedBytes(s8, 1000) == 16 + 1000);
@@ -108,6 +124,7 @@ std::vector<uint8_t> referenceWire(const QuantSpec &s, const T *x, size_t n) {
     const double p0 = mm ? lo : (L - 1) / 2;
     double step = mm ? (hi - lo) / (L - 1) : std::max(std::fabs(lo), std::fabs(hi)) / p0;
     if (!std::isfinite(step)) step = std::numeric_limits<double>::max() / L;
+    while (!std::isfinite(mm ? p0 + (L - 1) * step : (L - 1 - p0) * step)) step = std::nextafter(step, 0.0);
     std::vector<uint8_t> w(quantizedBytes(s, n));
     std::memcpy(w.data(), &p0, 8);
     std::memcpy(w.data() + 8, &step, 8);

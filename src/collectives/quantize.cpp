@@ -156,6 +156,9 @@ void quantizeAs(const QuantSpec &s, const T *values, size_t n, uint8_t *wire) {
         step = std::max(std::fabs(lo), std::fabs(hi)) / p0;
     }
     if (!std::isfinite(step)) step = std::numeric_limits<double>::max() / L;  // a range beyond f64: clamp
+    // The top code must decode to a finite value: for a range near the largest double, the
+    // rounded step times L - 1 can exceed it, and a finite value would come back as +-Inf.
+    while (!std::isfinite(minMax ? p0 + (L - 1) * step : (L - 1 - p0) * step)) step = std::nextafter(step, 0.0);
     storeF64(wire, p0);
     storeF64(wire + 8, step);
     // step == 0: every finite value is lo (MinMax) or +-0 (ZeroPointScale), so dividing by 1
