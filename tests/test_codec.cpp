@@ -314,6 +314,94 @@ TEST_CASE("codec: strings and vectors longer than the limits are refused; announ
     }
 }
 
+namespace {
+
+// The largest single allocation made while decoding `type` from `bytes`, and whether it decoded.
+std::pair<size_t, bool> decodeTracked(uint16_t type, const std::vector<uint8_t> &bytes) {
+    std::string error;
+    gLargestAllocation = 0;
+    gTrackAllocations = true;
+    const bool decoded = decodeCopy(type, bytes, bytes.size(), &error).has_value();
+    gTrackAllocations = false;
+    return {gLargestAllocation, decoded};
+}
+
+// The indices of T's top-level fields that carry a u32 length first (strings and vectors).
+template <class T>
+std::vector<size_t> lengthFields() {
+    std::vector<size_t> out;
+    size_t i = 0;
+    auto visit = [&](const auto &x) {
+        using F = std::decay_t<decltype(x)>;
+        if (fields::IsVector<F>::value || std::is_same_v<F, std::string>) out.push_back(i);
+        ++i;
+    };
+    T{}.fields([&](const auto &...xs) { (visit(xs), ...); });
+    return out;
+}
+
+} // namespace
+
+TEMPLATE_LIST_TEST_CASE("codec: in every message, a string or vector announcing more than its limit or than the "
+                        "payload holds is refused without allocating for it", "[codec]", ControlMessage) {
+    const TestType v = filled<TestType>();
+    const ControlMessage m{v};
+    const uint16_t type = typeOf(m);
+    INFO("message " << messageName(m));
+    const auto payload = encodeMessage(m);
+    const auto enc = fieldEncodings(v);
+    const auto lengths = lengthFields<TestType>();
+    if (lengths.empty()) SUCCEED("no length-prefixed field: only the exact size decodes (the round-trip case)");
+    for (size_t f : lengths) {
+        size_t offset = 0;
+        for (size_t i = 0; i < f; ++i) offset += enc[i].size();
+        for (uint32_t n : {kMaxStringBytes + 1, kMaxVectorItems + 1, static_cast<uint32_t>(payload.size()), 0xffffffffu}) {
+            INFO("field " << f << " announcing " << n);
+            auto b = payload;
+            storeLE32(b.data() + offset, n);
+            const auto [largest, decoded] = decodeTracked(type, b);
+            CHECK_FALSE(decoded);
+            CHECK(largest <= 2 * b.size() + 256);
+        }
+    }
+}
+
+TEST_CASE("codec: every type id past the message table is refused, whatever the payload", "[codec]") {
+    const std::vector<uint8_t> payloads[] = {{}, encodeMessage(filled<Hello>()), encodeMessage(filled<Kicked>())};
+    size_t accepted = 0, unexplained = 0;
+    for (uint32_t type = std::variant_size_v<ControlMessage>; type <= 0xffff; ++type)
+        for (const auto &p : payloads) {
+            std::string error;
+            accepted += decodeMessage(static_cast<uint16_t>(type), p.data(), p.size(), &error).has_value();
+            unexplained += error.find("unknown message type") == std::string::npos;
+        }
+    CHECK(accepted == 0);
+    CHECK(unexplained == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("codec: only a Hello is read by its magic and version: any other message that begins like a "
+                        "Hello of another version decodes as itself or not at all", "[codec]", ControlMessage) {
+    const uint16_t type = typeOf(ControlMessage{TestType{}});
+    for (uint16_t version : {uint16_t{0}, uint16_t(kProtocolVersion - 1), uint16_t(kProtocolVersion + 1), uint16_t{0xffff}}) {
+        Hello h = filled<Hello>();
+        h.magic = kMagic;
+        h.version = version;
+        const auto b = encodeMessage(h);
+        for (size_t n : {size_t{6}, b.size() - 1, b.size()}) {
+            INFO("version " << version << ", " << n << " bytes, as type " << type);
+            std::string error;
+            const auto got = decodeCopy(type, b, n, &error);
+            if (type == 0) {
+                REQUIRE(got.has_value());
+                CHECK(std::get<Hello>(*got).version == version);
+            } else {
+                CHECK((!got || got->index() == type));
+                if (!got) CHECK_FALSE(error.empty());
+            }
+        }
+    }
+}
+
 TEST_CASE("wire results: every known result crosses unchanged; unknown values and a failure reported as success "
           "arrive as pcclInternalError", "[codec]") {
     for (int v = 0; v <= kLastWireResult; ++v) {
@@ -433,4 +521,27 @@ TEST_CASE("data wire: frame headers round-trip on TCP and same-host connections;
     CHECK_FALSE(transport::decodeFrameHeader(b, false).has_value());
     b[21] = 2;
     CHECK_FALSE(transport::decodeFrameHeader(b, true).has_value());
+}
+
+TEST_CASE("data wire: a hello of another version or magic still decodes, with its fields as sent (the receiver "
+          "refuses it by them); every 78-byte string is a hello", "[codec][data_plane]") {
+    for (uint16_t version : {uint16_t{0}, uint16_t(kProtocolVersion - 1), uint16_t(kProtocolVersion + 1), uint16_t{0xffff}}) {
+        auto h = transport::DataHello::make(Uuid::random(), Uuid::random(), {}, false);
+        h.version = version;
+        h.magic = version == 0 ? transport::kDataMagic ^ 1 : transport::kDataMagic;
+        const auto b = transport::encodeDataHello(h);
+        const auto back = transport::decodeDataHello(b.data(), b.size());
+        REQUIRE(back.has_value());
+        CHECK(back->version == version);
+        CHECK(back->magic == h.magic);
+        CHECK(back->sender == h.sender);
+    }
+    std::mt19937_64 rng(78);
+    for (int i = 0; i < 200; ++i) {
+        std::array<uint8_t, transport::kDataHelloBytes> b;
+        for (auto &x : b) x = static_cast<uint8_t>(rng());
+        const auto h = transport::decodeDataHello(b.data(), b.size());
+        REQUIRE(h.has_value());
+        CHECK(transport::encodeDataHello(*h) == b);
+    }
 }
