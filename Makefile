@@ -9,6 +9,15 @@
 #                 SOAK_ARGS="--duration 1800 --peers 8 --seed 7" to change; stress/README.md)
 #   make asan     build-asan/ with -fsanitize=address,undefined, then ctest there
 #   make tsan     build-tsan/ with -fsanitize=thread, then ctest there
+#   make fuzz     the libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): installs clang-14 and
+#                 libfuzzer-14-dev if missing, builds them with ASan and UBSan into build-fuzz/, runs
+#                 each for FUZZ_SECONDS (60) on a scratch copy of the seed corpus tests/fuzz/corpus
+#                 (new inputs never land in the repository); fails on any crash, leak, timeout,
+#                 out-of-memory or broken invariant, leaving the input in build-fuzz/artifacts/.
+#                 FUZZ_RUNS=N stops each after N executions instead (with FUZZ_SECONDS=0: no time
+#                 limit); FUZZ_RSS_MB (2048) is the memory limit; FUZZ_ARGS passes more flags.
+#   make fuzz-short  `make fuzz` for 30 s per harness; `make test` runs it after ctest
+#                 (about 2 min with the build; FUZZ_SHORT=0 skips it)
 #   make install  cmake --install build (PREFIX=/usr/local by default; DESTDIR honoured)
 #   make clean    remove the build directories
 #
@@ -34,6 +43,8 @@ BUILD_DIR  ?= build
 # Debian packages the build, tests and tools need.
 APT_PACKAGES := build-essential cmake ninja-build pkg-config libasio-dev libzstd-dev \
                 libxxhash-dev catch2 libssl-dev iproute2
+# Debian packages of `make fuzz` only (clang's libFuzzer with its sanitizers).
+FUZZ_APT_PACKAGES := clang-14 libfuzzer-14-dev
 # Python packages as "import-name:pip-requirement". torch is checked by import only, so an
 # already installed torch of another version is left alone.
 PIP_PACKAGES := numpy:numpy pytest:pytest pybind11:pybind11 scikit_build_core:scikit-build-core
@@ -45,13 +56,14 @@ SUDO := $(shell if [ "$$(id -u)" = 0 ]; then :; elif command -v sudo >/dev/null 
 # The Python test suite (added by a later issue). `make test` runs it only if it exists.
 PY_TEST_DIR := bindings/python/tests
 
-.PHONY: deps deps-apt deps-python configure build test demo bench soak asan tsan install clean
+.PHONY: deps deps-apt deps-python configure build test demo bench soak asan tsan install clean \
+        deps-fuzz fuzz-build fuzz fuzz-short
 
 deps: deps-apt deps-python
 
-deps-apt:
+deps-apt deps-fuzz:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do \
+	for p in $(if $(filter deps-fuzz,$@),$(FUZZ_APT_PACKAGES),$(APT_PACKAGES)); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -85,6 +97,7 @@ build: configure
 
 test: deps build
 	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure
+	@if [ "$(FUZZ_SHORT)" != 0 ]; then $(MAKE) --no-print-directory fuzz-short; fi
 	@# ---- Python: build and install the package from this tree, then run its tests. ----
 	@if [ -d $(PY_TEST_DIR) ]; then \
 	  echo "$(PYTHON) -m pip install --no-build-isolation ./bindings/python"; \
@@ -128,8 +141,39 @@ tsan: deps
 	TSAN_OPTIONS=$${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:intercept_send=0} \
 	  $$norand $(CTEST) --test-dir build-tsan --output-on-failure
 
+# The fuzz harnesses: their own tree, built with clang-14, only the decoders and the harnesses.
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS    ?= -1
+FUZZ_RSS_MB  ?= 2048
+FUZZ_ARGS    ?=
+FUZZ_SHORT   ?= 1
+FUZZERS      := fuzz_control fuzz_data_wire fuzz_transfer fuzz_quantize
+
+fuzz-build: deps-apt deps-fuzz
+	$(CMAKE) -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_C_COMPILER=clang-14 \
+	  -DCMAKE_CXX_COMPILER=clang++-14 -DPCCL_BUILD_FUZZ=ON -DPCCL_BUILD_TESTS=OFF -DPCCL_BUILD_BENCH=OFF \
+	  -DPCCL_BUILD_EXAMPLES=OFF -DPCCL_BUILD_STRESS=OFF $(CMAKE_ARGS)
+	$(CMAKE) --build build-fuzz -j$(JOBS) --target fuzzers
+
+# Each harness on a scratch copy of its corpus; libFuzzer exits non-zero on a crash, a leak
+# (ASan's leak check runs after the last input), a timeout or the memory limit.
+fuzz: fuzz-build
+	@scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; mkdir -p build-fuzz/artifacts; \
+	for f in $(FUZZERS); do \
+	  mkdir -p "$$scratch/$$f"; cp tests/fuzz/corpus/$$f/* "$$scratch/$$f/"; \
+	  echo "fuzz: $$f ($(FUZZ_SECONDS) s, runs $(FUZZ_RUNS), $$(ls tests/fuzz/corpus/$$f | wc -l) seeds)"; \
+	  build-fuzz/tests/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -runs=$(FUZZ_RUNS) -rss_limit_mb=$(FUZZ_RSS_MB) \
+	    -timeout=20 -print_final_stats=1 -artifact_prefix=build-fuzz/artifacts/$$f- $(FUZZ_ARGS) \
+	    "$$scratch/$$f" > "build-fuzz/$$f.log" 2>&1; rc=$$?; \
+	  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "build-fuzz/$$f.log"; \
+	  if [ $$rc != 0 ]; then tail -n 40 "build-fuzz/$$f.log"; echo "fuzz: $$f failed (rc $$rc), log build-fuzz/$$f.log" >&2; exit 1; fi; \
+	done; echo "fuzz: every harness passed"
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30 FUZZ_RUNS=-1
+
 install: build
 	$(CMAKE) --install $(BUILD_DIR) --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
