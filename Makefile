@@ -147,7 +147,7 @@ FUZZ_RUNS    ?= -1
 FUZZ_RSS_MB  ?= 2048
 FUZZ_ARGS    ?=
 FUZZ_SHORT   ?= 1
-FUZZERS      := fuzz_control fuzz_data_wire fuzz_transfer fuzz_quantize
+FUZZERS      := fuzz_control fuzz_data_wire fuzz_transfer fuzz_quantize fuzz_handshake
 
 fuzz-build: deps-apt deps-fuzz
 	$(CMAKE) -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_C_COMPILER=clang-14 \

@@ -1,8 +1,9 @@
 // Writes the seed corpus of the fuzz harnesses (docs/fuzzing.md): every control message with the
 // values a real run sends, the data plane's handshakes and frame headers of every kind of
-// operation, shared-state requests and chunks (raw and zstd), and quantized segments, each in
-// its harness's input format, one file per input under <dir>/<harness>/. Every file is decoded
-// again before it is written, so a corpus this program writes is valid traffic.
+// operation, shared-state requests and chunks (raw and zstd), quantized segments, and the
+// authentication handshake's messages and records, each in its harness's input format, one file
+// per input under <dir>/<harness>/. Every file is decoded again before it is written, so a corpus
+// this program writes is valid traffic.
 //
 //   pccl_fuzz_corpus DIR      (the repository's corpus: pccl_fuzz_corpus tests/fuzz/corpus)
 #include <algorithm>
@@ -17,6 +18,7 @@
 
 #include "collectives/quantize.h"
 #include "protocol/codec.h"
+#include "security/handshake.h"
 #include "shared_state/chunk_codec.h"
 #include "shared_state/hashing.h"
 #include "transfer_entries.h"
@@ -260,6 +262,58 @@ void quantized() {
     }
 }
 
+// ---- authentication: selector byte, then the handshake message(s) or a record
+void handshake() {
+    using namespace security;
+    Key key{};
+    for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(0xa5 ^ i);
+    auto add = [](const std::string &name, uint8_t sel, std::vector<uint8_t> bytes) {
+        bytes.insert(bytes.begin(), sel);
+        write("fuzz_handshake", name, bytes);
+    };
+    for (auto kind : {ConnKind::Control, ConnKind::Data})
+        for (auto suite : {Suite::Aes256Gcm, Suite::ChaCha20Poly1305})
+            for (auto mode : {Mode::Encrypt, Mode::Integrity}) {
+                const bool data = kind == ConnKind::Data;
+                ClientHandshake c(key, kind, suite, mode, data ? uuid(1) : Uuid{}, data ? uuid(2) : Uuid{});
+                std::string error;
+                const auto hello = decodeClientHello(c.hello().data(), c.hello().size(), &error);
+                require(hello.has_value(), "client hello: " + error);
+                ServerHandshake srv(key, *hello);
+                const auto finish = c.onServerHello(srv.reply().data(), srv.reply().size(), &error);
+                require(finish && srv.onFinish(finish->data(), finish->size(), &error), "handshake: " + error);
+                const std::string name = std::string(data ? "data-" : "control-") + suiteName(suite) + "-" + modeName(mode);
+                add("client-hello-" + name, 0, {c.hello().begin(), c.hello().end()});
+                if (kind == ConnKind::Control && mode == Mode::Encrypt) {
+                    add("server-hello-" + name, 1, {srv.reply().begin(), srv.reply().end()});
+                    add("answer-" + name, 2, {srv.reply().begin(), srv.reply().end()});
+                }
+                std::vector<uint8_t> both(c.hello().begin(), c.hello().end());
+                both.insert(both.end(), finish->begin(), finish->end());
+                add("finish-" + name, 3, both);
+            }
+    for (auto status : {ServerStatus::NoSecret, ServerStatus::Refused}) {
+        const auto r = ServerHandshake::refusal(status);
+        add("refusal-" + std::to_string(static_cast<int>(status)), 1, {r.begin(), r.end()});
+        add("answer-refusal-" + std::to_string(static_cast<int>(status)), 2, {r.begin(), r.end()});
+    }
+    // Records: a control frame sealed with its header as AAD, in each suite and mode.
+    std::vector<uint8_t> frame;
+    encodeFrame(Kicked{"heartbeat timeout after 10000 ms"}, frame);
+    for (uint8_t sm = 0; sm < 4; ++sm) {
+        const Suite suite = sm & 1 ? Suite::ChaCha20Poly1305 : Suite::Aes256Gcm;
+        const Mode mode = sm & 2 ? Mode::Integrity : Mode::Encrypt;
+        std::vector<uint8_t> in{sm, static_cast<uint8_t>(kFrameHeaderBytes)};
+        in.insert(in.end(), frame.begin(), frame.begin() + kFrameHeaderBytes);
+        std::vector<uint8_t> body(frame.begin() + kFrameHeaderBytes, frame.end()), sealed(body.size());
+        uint8_t tag[kTagBytes];
+        RecordCipher(suite, mode, key, true).seal({frame.data(), kFrameHeaderBytes}, body.data(), sealed.data(), body.size(), tag);
+        in.insert(in.end(), sealed.begin(), sealed.end());
+        in.insert(in.end(), tag, tag + kTagBytes);
+        add(std::string("record-") + suiteName(suite) + "-" + modeName(mode), 4, in);
+    }
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -272,6 +326,7 @@ int main(int argc, char **argv) {
     dataWire();
     transfer();
     quantized();
+    handshake();
     std::printf("pccl_fuzz_corpus: %d files under %s\n", gFiles, gRoot.c_str());
     return gOk ? 0 : 1;
 }
