@@ -16,8 +16,8 @@
 #                 out-of-memory or broken invariant, leaving the input in build-fuzz/artifacts/.
 #                 FUZZ_RUNS=N stops each after N executions instead (with FUZZ_SECONDS=0: no time
 #                 limit); FUZZ_RSS_MB (2048) is the memory limit; FUZZ_ARGS passes more flags.
-#   make fuzz-short  `make fuzz` for 30 s per harness; `make test` runs it after ctest
-#                 (about 2 min with the build; FUZZ_SHORT=0 skips it)
+#   make fuzz-short  `make fuzz` for 30 s per harness; `make test` runs it after ctest (5
+#                 harnesses: 2.5 min, plus 1-2 min to build them on 2 cores; FUZZ_SHORT=0 skips it)
 #   make install  cmake --install build (PREFIX=/usr/local by default; DESTDIR honoured)
 #   make clean    remove the build directories
 #
