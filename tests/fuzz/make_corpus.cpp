@@ -113,8 +113,10 @@ void controlMessages() {
     control("quantized", CollectiveInit{42, quant});
     control("ok", CollectiveDone{1, 17, true, "", 0, 1250000000});
     control("lost", CollectiveDone{1, 17, false, "peer 3b1f... closed the connection", pcclRankConnectionLost, 0});
-    control("welcome", Welcome{uuid(1), addr(2, 40312)});
-    control("welcome-v6", Welcome{uuid(1), addr6(40312)});
+    std::array<uint8_t, 32> key{};
+    for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(0x3c ^ (i * 29));
+    control("welcome", Welcome{uuid(1), addr(2, 40312), {}});
+    control("welcome-v6-secret", Welcome{uuid(1), addr6(40312), key});
     control("version", Reject{pcclInvalidUsage, "protocol version 4 is not 5"});
     control("ring", TopologyUpdate{8, ring(3), world});
     control("ok", TopologyDone{8, true, ""});
@@ -142,6 +144,7 @@ void controlMessages() {
     control("round", BandwidthProbe{4, 99, ring(3), 2000});
     control("rates", BandwidthReport{4, {uuid(2), uuid(3)}, {117000000, 0}});
     control("await", CollectiveAwait{42});
+    control("two", PeerKeys{{PeerKey{uuid(2), key}, PeerKey{uuid(3), key}}});
 }
 
 // ---- data plane: selector byte, then the bytes
