@@ -85,7 +85,7 @@ struct RecordCipher::Ctx {
 };
 
 RecordCipher::RecordCipher(Suite suite, Mode mode, const Key &key, bool sealing)
-    : ctx_(std::make_unique<Ctx>()), suite_(suite), mode_(mode), sealing_(sealing) {
+    : ctx_(std::make_unique<Ctx>()), suite_(suite), mode_(mode) {
     const EVP_CIPHER *cipher = suite == Suite::Aes256Gcm ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
     if (!ctx_->c || EVP_CipherInit_ex(ctx_->c, cipher, nullptr, key.data(), nullptr, sealing ? 1 : 0) != 1)
         throw std::runtime_error("cannot initialise the record cipher");

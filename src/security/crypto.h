@@ -60,7 +60,6 @@ private:
     std::unique_ptr<Ctx> ctx_;
     Suite suite_;
     Mode mode_;
-    bool sealing_;
     uint64_t counter_ = 0;
 };
 
