@@ -230,7 +230,7 @@ typedef struct pcclCommCreateParamsEx_t {
 #define PCCL_SAME_HOST_OFF 2u
 
 #ifdef __cplusplus
-#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0, NULL, 0 }
+#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0 }
 #else
 #define PCCL_COMM_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclCommCreateParamsEx_t) }
 #endif
