@@ -14,6 +14,8 @@ void usage(FILE *out) {
     std::fprintf(out,
                  "usage: pccl-master [--listen HOST:PORT] [--log-level LEVEL] [--heartbeat-timeout-ms MS]\n"
                  "                   [--vote-timeout-ms MS] [--secret-file PATH] [--require-secret]\n"
+                 "                   [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
+                 "                   [--max-connections N] [--max-connections-per-address N]\n"
                  "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
                  "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
                  "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -25,6 +27,16 @@ void usage(FILE *out) {
                  "  --secret-file           the run secret, in a file only its owner may read (else env\n"
                  "                          PCCL_SECRET or PCCL_SECRET_FILE); every peer must hold the same secret\n"
                  "  --require-secret        refuse to start without a run secret (docs/security.md)\n"
+                 "  --handshake-timeout-ms  close a connection whose Hello was not accepted this long after it\n"
+                 "                          connected (default 5000; env PCCL_HANDSHAKE_TIMEOUT_MS)\n"
+                 "  --max-heartbeat-timeout-ms\n"
+                 "                          cap on the heartbeat deadline a peer may ask for (default 60000;\n"
+                 "                          env PCCL_MAX_HEARTBEAT_TIMEOUT_MS)\n"
+                 "  --max-connections       open connections kept in total; more are closed at once\n"
+                 "                          (default 4096; env PCCL_MAX_CONNECTIONS)\n"
+                 "  --max-connections-per-address\n"
+                 "                          open connections kept from one source IP address (default 64;\n"
+                 "                          env PCCL_MAX_CONNECTIONS_PER_ADDRESS)\n"
                  "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n");
 }
 
@@ -39,6 +51,16 @@ int main(int argc, char **argv) {
         if (!*text || *end || v < lo || v > 24ull * 3600000) {
             std::fprintf(stderr, "pccl-master: %s needs milliseconds in %llu..86400000, got '%s'\n", flag,
                          static_cast<unsigned long long>(lo), text);
+            std::exit(2);
+        }
+        *out = v;
+    };
+    auto count = [](const char *flag, const char *text, size_t *out) {
+        char *end = nullptr;
+        const unsigned long long v = std::strtoull(text, &end, 10);
+        if (!*text || *end || v < 1 || v > pccl::master::kMaxConnectionsLimit) {
+            std::fprintf(stderr, "pccl-master: %s needs a count in 1..%llu, got '%s'\n", flag,
+                         static_cast<unsigned long long>(pccl::master::kMaxConnectionsLimit), text);
             std::exit(2);
         }
         *out = v;
@@ -69,6 +91,16 @@ int main(int argc, char **argv) {
             options.secretFile = value("--secret-file");
         } else if (arg == "--require-secret") {
             options.requireSecret = true;
+        } else if (arg == "--handshake-timeout-ms") {
+            millis("--handshake-timeout-ms", value("--handshake-timeout-ms"), 100, &options.membership.handshakeTimeoutMs);
+        } else if (arg == "--max-heartbeat-timeout-ms") {
+            millis("--max-heartbeat-timeout-ms", value("--max-heartbeat-timeout-ms"), 100,
+                   &options.membership.maxHeartbeatTimeoutMs);
+        } else if (arg == "--max-connections") {
+            count("--max-connections", value("--max-connections"), &options.maxConnections);
+        } else if (arg == "--max-connections-per-address") {
+            count("--max-connections-per-address", value("--max-connections-per-address"),
+                  &options.maxConnectionsPerAddress);
         } else if (arg == "--help" || arg == "-h") {
             usage(stdout);
             return 0;

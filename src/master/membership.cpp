@@ -41,13 +41,15 @@ Actions Membership::onMessage(ClientId client, const ControlMessage &message) {
     auto it = peers_.find(client);
     if (it == peers_.end()) return out;
     Peer &p = it->second;
+    // Before its Hello is accepted a connection may send nothing else, not even a heartbeat:
+    // it cannot stay past the handshake deadline.
+    if (p.state == State::Connected && !std::holds_alternative<Hello>(message)) {
+        kick(out, client, std::string("expected Hello, got ") + messageName(message));
+        return out;
+    }
     p.lastSeenMs = now_;
     if (std::holds_alternative<Heartbeat>(message)) {
         send(out, client, HeartbeatAck{});
-        return out;
-    }
-    if (p.state == State::Connected && !std::holds_alternative<Hello>(message)) {
-        kick(out, client, std::string("expected Hello, got ") + messageName(message));
         return out;
     }
     std::visit([&](const auto &m) { dispatch(out, p, m); }, message);
@@ -135,13 +137,21 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     p.uuid = m.uuid;
     p.group = m.peer_group;
     p.dataPort = m.data_port;
-    if (m.heartbeat_timeout_ms != 0)
-        p.heartbeatTimeoutMs = std::clamp<uint64_t>(m.heartbeat_timeout_ms, 100, 3600000);
+    std::string capped;
+    if (m.heartbeat_timeout_ms != 0) {
+        // Capped by the master's own maximum: a stranger must not hold a slot for an hour.
+        const uint64_t most = std::max(options_.maxHeartbeatTimeoutMs, options_.heartbeatTimeoutMs);
+        p.heartbeatTimeoutMs = std::clamp<uint64_t>(m.heartbeat_timeout_ms, 100, std::max<uint64_t>(most, 100));
+        if (p.heartbeatTimeoutMs < m.heartbeat_timeout_ms)
+            capped = " (its heartbeat deadline of " + std::to_string(m.heartbeat_timeout_ms) + " ms capped at " +
+                     std::to_string(p.heartbeatTimeoutMs) + " ms)";
+    }
     p.state = State::Pending;
     Welcome welcome{p.uuid, p.remote, {}};
     if (options_.masterKey) welcome.session_key = security::peerKey(*options_.masterKey, p.uuid, p.id);
     send(out, p.id, welcome);
-    events_.push_back(describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission");
+    events_.push_back(describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission" +
+                      capped);
     if (acceptedIds().empty() && linksWaiting_.empty()) admitPending(out);
 }
 
@@ -182,30 +192,16 @@ std::vector<RingMember> Membership::ringOf(uint32_t group) const {
 
 void Membership::admitPending(Actions &out) {
     std::map<uint32_t, std::vector<ClientId>> joiners;
+    linksJoiners_.clear();
     for (auto &[id, p] : peers_) {
         if (p.state != State::Pending) continue;
         p.state = State::Accepted;
         joiners[p.group].push_back(id);
+        linksJoiners_.insert(p.uuid);
         events_.push_back(describe(p) + " admitted to group " + std::to_string(p.group));
     }
     for (auto &[group, ids] : joiners) placeJoiners(group, ids);
     startLinksRound(out);
-}
-
-void Membership::startLinksRound(Actions &out) {
-    ++epoch_;
-    topologySince_.reset();
-    linksSince_ = now_;
-    linksError_.clear();
-    linksRound_.clear();
-    for (auto &[id, p] : peers_) {
-        if (p.state != State::Accepted) continue;
-        p.votedTopology = false;
-        linksWaiting_.insert(id);
-        linksRound_.insert(id);
-        sendPeerKeys(out, p);
-        send(out, id, TopologyUpdate{epoch_, ringOf(p.group), worldFor(p.group)});
-    }
 }
 
 // With a run secret: the pair keys `b` lacks for the accepted peers it may now open data
@@ -246,25 +242,6 @@ void Membership::maybeFinishVotes(Actions &out) {
     if (linksWaiting_.empty() && all(&Peer::votedTopology)) admitPending(out);
     settleNoOpVotes(out);
     failMisorderedCalls(out);
-}
-
-void Membership::onLinksReady(Actions &out, Peer &p, const LinksReady &m) {
-    if (m.epoch != epoch_ || !linksWaiting_.count(p.id)) return;  // stale round
-    linksWaiting_.erase(p.id);
-    if (!m.ok && linksError_.empty()) linksError_ = describe(p) + ": " + m.error;
-    if (!linksWaiting_.empty()) return;
-    finishLinksRound(out);
-    // Peers that arrived during the round, with nobody left to vote them in.
-    maybeFinishVotes(out);
-}
-
-void Membership::finishLinksRound(Actions &out) {
-    for (ClientId id : linksRound_)
-        if (peers_.count(id)) send(out, id, TopologyDone{epoch_, linksError_.empty(), linksError_});
-    linksRound_.clear();
-    // An optimize vote that rewired the ring answers once the new links are up.
-    for (ClientId id : std::exchange(optimizeAnswer_, {}))
-        if (peers_.count(id)) send(out, id, OptimizeTopologyResult{linksError_.empty(), linksError_});
 }
 
 void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m) {
@@ -413,6 +390,8 @@ void Membership::kick(Actions &out, ClientId id, const std::string &reason, cons
     a.message = Kicked{reason + toPeer};
     a.close = true;
     a.reason = "kicked: " + reason;
+    auto it = peers_.find(id);
+    a.unregistered = it != peers_.end() && it->second.state == State::Connected;
     removePeer(out, id, "kicked: " + reason);
     out.push_back(std::move(a));
 }
@@ -421,6 +400,24 @@ Actions Membership::onDisconnect(ClientId client, const std::string &reason) {
     Actions out;
     removePeer(out, client, "lost (" + reason + ")");
     return out;
+}
+
+Actions Membership::shedUnregistered(size_t count, uint64_t minAgeMs, const std::string &reason) {
+    // Client ids grow with each connection: the smallest are the oldest. Before its Hello a
+    // connection's lastSeenMs is when it connected.
+    std::vector<ClientId> oldest;
+    for (auto &[id, p] : peers_) {
+        if (oldest.size() == count) break;
+        if (p.state == State::Connected && now_ >= p.lastSeenMs + minAgeMs) oldest.push_back(id);
+    }
+    Actions out;
+    for (ClientId id : oldest) kick(out, id, reason);
+    return out;
+}
+
+uint64_t Membership::silenceLimitMs(const Peer &p) const {
+    if (p.state == State::Connected) return options_.handshakeTimeoutMs;
+    return p.heartbeatTimeoutMs ? p.heartbeatTimeoutMs : options_.heartbeatTimeoutMs;
 }
 
 std::string Membership::activityOf(const Peer &p) const {
@@ -460,7 +457,7 @@ void Membership::restartDeadlinesAfterStall(uint64_t gap) {
     auto eaten = [&](uint64_t deadline) { return gap > options_.tickPeriodMs + deadline / 2; };
     size_t restarted = 0;
     for (auto &[id, p] : peers_) {
-        if (!eaten(p.heartbeatTimeoutMs ? p.heartbeatTimeoutMs : options_.heartbeatTimeoutMs)) continue;
+        if (!eaten(silenceLimitMs(p))) continue;
         p.lastSeenMs = std::max(p.lastSeenMs, now_);
         ++restarted;
     }
@@ -487,12 +484,16 @@ Actions Membership::onTick() {
     lastTick_ = now_;
     std::vector<ClientId> silent;
     for (auto &[id, p] : peers_)
-        if (now_ > p.lastSeenMs + (p.heartbeatTimeoutMs ? p.heartbeatTimeoutMs : options_.heartbeatTimeoutMs))
-            silent.push_back(id);
-    for (ClientId id : silent)
-        if (peers_.count(id))
-            kick(out, id, "no heartbeat for " + std::to_string(now_ - peers_.at(id).lastSeenMs) + " ms",
-                 "; it was in " + activityOf(peers_.at(id)));
+        if (now_ > p.lastSeenMs + silenceLimitMs(p)) silent.push_back(id);
+    for (ClientId id : silent) {
+        auto it = peers_.find(id);
+        if (it == peers_.end()) continue;
+        if (it->second.state == State::Connected)
+            kick(out, id, "no Hello within the handshake deadline of " + std::to_string(options_.handshakeTimeoutMs) + " ms");
+        else
+            kick(out, id, "no heartbeat for " + std::to_string(now_ - it->second.lastSeenMs) + " ms",
+                 "; it was in " + activityOf(it->second));
+    }
     if (options_.voteTimeoutMs != 0) settleLateVotes(out);
     if (probe_ && now_ >= probe_->deadlineMs) finishProbe(out);
     return out;

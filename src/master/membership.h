@@ -29,6 +29,9 @@ struct Action {
     std::optional<protocol::ControlMessage> message;  // sent before closing when both are set
     bool close = false;
     std::string reason;  // why the connection is closed
+    // The connection never sent an accepted Hello: the server logs such closes rate-limited, so
+    // that strangers cannot flood the log.
+    bool unregistered = false;
 };
 using Actions = std::vector<Action>;
 
@@ -46,6 +49,12 @@ struct MembershipOptions {
     // With a run secret: the master's own random key K_master, from which every admission's key
     // and the peers' pair keys are derived (docs/security.md). None: an open run, no keys sent.
     std::optional<std::array<uint8_t, 32>> masterKey;
+    // A connection whose Hello has not been accepted this long after it connected is closed,
+    // whatever deadline it would ask for (docs/design.md, Limits).
+    uint64_t handshakeTimeoutMs = 5000;
+    // The longest heartbeat deadline a peer's Hello may ask for (a longer one is capped; the
+    // master's own heartbeatTimeoutMs is allowed even when it is longer).
+    uint64_t maxHeartbeatTimeoutMs = 60000;
 };
 
 class Membership {
@@ -60,6 +69,10 @@ public:
     Actions onConnect(ClientId client, const protocol::NetAddr &remote);
     Actions onMessage(ClientId client, const protocol::ControlMessage &message);
     Actions onDisconnect(ClientId client, const std::string &reason);
+    // Closes up to `count` of the oldest connections that have not sent a Hello in the `minAgeMs`
+    // since they connected (the server runs out of file descriptors: an honest peer may be
+    // waiting behind them). A younger one may be about to send its Hello: it is left alone.
+    Actions shedUnregistered(size_t count, uint64_t minAgeMs, const std::string &reason);
 
     size_t acceptedCount() const;
     size_t pendingCount() const;
@@ -148,6 +161,13 @@ private:
     // What `p` is blocked in, or "" when it may still call something.
     std::string blockedIn(const Peer &p) const;
     void finishLinksRound(Actions &out);  // every member linked up (or left): tell the round's peers
+    // A failed link report: when it is a joiner of this round that failed (it could not link, or
+    // its predecessor could not link to it), that joiner is removed alone and the round runs
+    // again without it; otherwise the round fails for everyone (membership_links.cpp).
+    void onLinkFailure(Actions &out, Peer &p, const protocol::LinksReady &m);
+    // The deadline after which a silent connection is closed: the handshake deadline before its
+    // Hello, its heartbeat deadline after.
+    uint64_t silenceLimitMs(const Peer &p) const;
     void admitPending(Actions &out);
     void maybeCommence(Actions &out, uint32_t group, uint64_t tag);
     void abortCollective(Actions &out, uint32_t group, uint64_t tag, pcclResult_t result, const std::string &reason,
@@ -212,6 +232,8 @@ private:
     std::set<ClientId> linksWaiting_;  // admission round waiting for LinksReady
     std::set<ClientId> linksRound_;
     std::string linksError_;
+    std::set<Uuid> linksJoiners_;  // admitted in the admission round under way
+    bool linksRetry_ = false;      // a joiner was removed for its links: run the round again
     std::vector<std::string> events_;
 
     // After the last probe window, how long the reports may take to arrive.

@@ -1,10 +1,12 @@
 #include "master/server.h"
 
 #include <asio.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <unistd.h>
 #include <unordered_map>
 
@@ -12,6 +14,7 @@
 #include "security/secret.h"
 #include "transport/framed_connection.h"
 #include "util/log.h"
+#include "util/log_limiter.h"
 
 namespace pccl::master {
 
@@ -43,37 +46,111 @@ struct Server::Impl {
             tick();
         });
     }
-    std::unordered_map<ClientId, std::shared_ptr<transport::FramedConnection>> conns;
+    struct Conn {
+        std::shared_ptr<transport::FramedConnection> conn;
+        asio::ip::address from;
+        uint64_t sinceMs = 0;  // accepted at
+        bool ready = false;    // authenticated (at once in an open run): Membership knows it
+    };
+    std::unordered_map<ClientId, Conn> conns;
+    std::map<asio::ip::address, size_t> perAddress;  // open connections by source address
     ClientId nextId = 1;
     security::Settings security;
-    uint64_t refusedLogMs = 0, refusedQuiet = 0;
+    // Accepting is paused while the process is out of descriptors (or memory for sockets).
+    asio::steady_timer acceptPause{io};
+    // Lines strangers can cause, rate-limited: failed authentication, refusals over a cap,
+    // connections closed before their Hello, running out of descriptors.
+    log::Limiter authLog, capLog, unregisteredLog, starvedLog{std::chrono::seconds(10)};
+
+    static constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+    static constexpr size_t kShedBatch = 32;
+    static constexpr uint64_t kShedMinAgeMs = 500;  // younger connections may be sending their Hello
 
     // Connections that failed to authenticate, logged at most once a second (an attacker
     // must not be able to flood the log).
     void logRefused(const std::string &reason) {
-        const uint64_t now = nowMs();
-        if (refusedLogMs != 0 && now - refusedLogMs < 1000) {
-            ++refusedQuiet;
-            return;
-        }
-        PCCL_LOG(Warn, "master: refused a connection: " << reason
-                                                         << (refusedQuiet ? " (and " + std::to_string(refusedQuiet) + " more since the last report)" : ""));
-        refusedLogMs = now;
-        refusedQuiet = 0;
+        if (auto more = authLog.admit()) PCCL_LOG(Warn, "master: refused a connection: " << reason << *more);
     }
 
     void accept() {
         acceptor.async_accept([this](const asio::error_code &ec, asio::ip::tcp::socket socket) {
             if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+            if (ec && outOfResources(ec)) return pauseAccepting(ec);
             if (!ec) onAccepted(std::move(socket));
             accept();
         });
     }
 
+    static bool outOfResources(const asio::error_code &ec) {
+        if (ec.category() != asio::system_category()) return false;
+        const int e = ec.value();
+        return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+    }
+
+    // Out of descriptors: instead of retrying at once (a busy loop while the backlog is not
+    // empty), closes the oldest connections that sent no Hello (an honest peer may wait behind
+    // them) and accepts again after a pause. Logged at most once in 10 s.
+    void pauseAccepting(const asio::error_code &ec) {
+        if (auto more = starvedLog.admit())
+            PCCL_LOG(Warn, "master: cannot accept connections (" << ec.message() << ", " << conns.size()
+                                                                 << " open); retrying every " << kAcceptPause.count()
+                                                                 << " ms and closing connections that sent no Hello"
+                                                                 << *more);
+        shed("closed to make room: the master is out of file descriptors");
+        acceptPause.expires_after(kAcceptPause);
+        acceptPause.async_wait([this](const asio::error_code &e) {
+            if (!e && acceptor.is_open()) accept();
+        });
+    }
+
+    // Closes up to kShedBatch of the oldest connections, at least kShedMinAgeMs old, that have
+    // not authenticated, then (if fewer) that have not sent a Hello.
+    void shed(const std::string &reason) {
+        const uint64_t now = nowMs();
+        std::vector<ClientId> oldest;
+        for (auto &[id, c] : conns)
+            if (!c.ready && now >= c.sinceMs + kShedMinAgeMs) oldest.push_back(id);
+        std::sort(oldest.begin(), oldest.end());
+        if (oldest.size() > kShedBatch) oldest.resize(kShedBatch);
+        for (ClientId id : oldest) {
+            if (auto more = unregisteredLog.admit())
+                PCCL_LOG(Info, "master: closing connection " << id << " (not authenticated): " << reason << *more);
+            forget(id)->close(reason);
+        }
+        membership.setTime(now);
+        apply(membership.shedUnregistered(kShedBatch - oldest.size(), kShedMinAgeMs, reason));
+    }
+
+    // Whether a connection from `from` is over a cap; logs the refusal (rate-limited).
+    bool overCap(const asio::ip::address &from) {
+        auto it = perAddress.find(from);
+        const size_t fromThere = it == perAddress.end() ? 0 : it->second;
+        const bool total = conns.size() >= options.maxConnections;
+        if (!total && fromThere < options.maxConnectionsPerAddress) return false;
+        if (auto more = capLog.admit())
+            PCCL_LOG(Warn, "master: refused a connection from "
+                               << from.to_string() << ": "
+                               << (total ? std::to_string(conns.size()) + " connections open (limit " +
+                                               std::to_string(options.maxConnections) + ")"
+                                         : std::to_string(fromThere) + " connections open from that address (limit " +
+                                               std::to_string(options.maxConnectionsPerAddress) + ")")
+                               << *more);
+        return true;
+    }
+
     void onAccepted(asio::ip::tcp::socket socket) {
+        asio::error_code ec;
+        auto from = socket.remote_endpoint(ec).address();
+        if (ec) return;  // gone already
+        if (from.is_v6() && from.to_v6().is_v4_mapped()) from = asio::ip::make_address_v4(asio::ip::v4_mapped, from.to_v6());
+        if (overCap(from)) {
+            socket.close(ec);
+            return;
+        }
         const ClientId id = nextId++;
         auto conn = std::make_shared<transport::FramedConnection>(std::move(socket));
-        conns[id] = conn;
+        conns[id] = Conn{conn, from, nowMs()};
+        ++perAddress[from];
         PCCL_LOG(Debug, "master: connection " << id << " from " << conn->remote().str());
         // Membership hears of a connection only once it has authenticated (at once in an open run).
         std::weak_ptr<transport::FramedConnection> weak = conn;
@@ -82,11 +159,12 @@ struct Server::Impl {
             [this, id, weak] {
                 auto c = weak.lock();
                 if (!c) return;
+                if (auto it = conns.find(id); it != conns.end()) it->second.ready = true;
                 membership.setTime(nowMs());
                 apply(membership.onConnect(id, c->remote()));
             },
             [this, id](const std::string &reason) {
-                conns.erase(id);
+                forget(id);
                 logRefused(reason);
             },
             [this, id](protocol::ControlMessage &&m) {
@@ -94,20 +172,39 @@ struct Server::Impl {
                 apply(membership.onMessage(id, m));
             },
             [this, id](const std::string &reason) {
-                conns.erase(id);
+                forget(id);
                 membership.setTime(nowMs());
                 apply(membership.onDisconnect(id, reason));
             });
+    }
+
+    // Drops the server's record of a connection; returns it (null if unknown).
+    std::shared_ptr<transport::FramedConnection> forget(ClientId id) {
+        auto it = conns.find(id);
+        if (it == conns.end()) return nullptr;
+        auto conn = std::move(it->second.conn);
+        auto count = perAddress.find(it->second.from);
+        if (count != perAddress.end() && --count->second == 0) perAddress.erase(count);
+        conns.erase(it);
+        return conn;
+    }
+
+    void logClose(const Action &a) {
+        if (!a.unregistered) {
+            PCCL_LOG(Info, "master: closing connection " << a.to << ": " << a.reason);
+        } else if (auto more = unregisteredLog.admit()) {
+            PCCL_LOG(Info, "master: closing connection " << a.to << " (no Hello accepted): " << a.reason << *more);
+        }
     }
 
     void apply(Actions actions) {
         for (auto &a : actions) {
             auto it = conns.find(a.to);
             if (it == conns.end()) continue;
-            auto conn = it->second;
+            auto conn = it->second.conn;
             if (a.close) {
-                conns.erase(it);
-                PCCL_LOG(Info, "master: closing connection " << a.to << ": " << a.reason);
+                forget(a.to);
+                logClose(a);
                 if (a.message) conn->sendAndClose(std::move(*a.message), a.reason);
                 else conn->close(a.reason);
             } else if (a.message) {
@@ -144,25 +241,36 @@ struct Server::Impl {
         wakeRead.cancel(ec);
         signals.cancel(ec);
         ticker.cancel();
+        acceptPause.cancel();
         auto all = std::move(conns);
         conns.clear();
-        for (auto &[id, c] : all) c->closeNow("master shutting down");
+        perAddress.clear();
+        for (auto &[id, c] : all) c.conn->closeNow("master shutting down");
         io.stop();
     }
 };
 
 ServerOptions ServerOptions::fromEnvironment() {
     ServerOptions o;
-    auto read = [](const char *name, uint64_t lo, uint64_t *out) {
+    auto readRange = [](const char *name, uint64_t lo, uint64_t hi, uint64_t *out) {
         const char *env = std::getenv(name);
         if (!env || !*env) return;
         char *end = nullptr;
         const unsigned long long v = std::strtoull(env, &end, 10);
-        if (*end == 0 && v >= lo && v <= 24ull * 3600000) *out = v;
+        if (*end == 0 && v >= lo && v <= hi) *out = v;
         else PCCL_LOG(Warn, "ignoring " << name << "=" << env);
     };
+    auto read = [&](const char *name, uint64_t lo, uint64_t *out) { readRange(name, lo, 24ull * 3600000, out); };
+    auto readCount = [&](const char *name, uint64_t *out) { readRange(name, 1, kMaxConnectionsLimit, out); };
     read("PCCL_HEARTBEAT_TIMEOUT_MS", 100, &o.membership.heartbeatTimeoutMs);
     read("PCCL_VOTE_TIMEOUT_MS", 0, &o.membership.voteTimeoutMs);
+    read("PCCL_HANDSHAKE_TIMEOUT_MS", 100, &o.membership.handshakeTimeoutMs);
+    read("PCCL_MAX_HEARTBEAT_TIMEOUT_MS", 100, &o.membership.maxHeartbeatTimeoutMs);
+    uint64_t total = o.maxConnections, perAddress = o.maxConnectionsPerAddress;
+    readCount("PCCL_MAX_CONNECTIONS", &total);
+    readCount("PCCL_MAX_CONNECTIONS_PER_ADDRESS", &perAddress);
+    o.maxConnections = total;
+    o.maxConnectionsPerAddress = perAddress;
     if (const char *env = std::getenv("PCCL_MASTER_PRINT_STATUS"); env && *env) {
         if (std::strcmp(env, "1") == 0) o.printStatus = true;
         else if (std::strcmp(env, "0") != 0) PCCL_LOG(Warn, "ignoring PCCL_MASTER_PRINT_STATUS=" << env << " (0 or 1)");

@@ -14,6 +14,9 @@
 
 namespace pccl::master {
 
+// The largest connection cap a flag or environment variable may set.
+inline constexpr uint64_t kMaxConnectionsLimit = 1000000;
+
 struct ServerOptions {
     protocol::NetAddr listen;  // port 0 = any free port
     // One line per membership change on stdout ("pccl-master: <change> | accepted N, pending M");
@@ -27,9 +30,15 @@ struct ServerOptions {
     std::optional<std::string> secret;
     std::string secretFile;
     bool requireSecret = false;
-    // Defaults overridden by PCCL_HEARTBEAT_TIMEOUT_MS, PCCL_VOTE_TIMEOUT_MS and
-    // PCCL_MASTER_PRINT_STATUS (1: printStatus; how the Python pccl-master, an embedded master,
-    // prints the daemon's status lines). Invalid values are ignored with a warning.
+    // Open connections the master keeps, in total and from one source IP address; one more is
+    // closed at once (logged at most once a second). docs/design.md, Limits.
+    size_t maxConnections = 4096;
+    size_t maxConnectionsPerAddress = 64;
+    // Defaults overridden by PCCL_HEARTBEAT_TIMEOUT_MS, PCCL_VOTE_TIMEOUT_MS,
+    // PCCL_HANDSHAKE_TIMEOUT_MS, PCCL_MAX_HEARTBEAT_TIMEOUT_MS, PCCL_MAX_CONNECTIONS,
+    // PCCL_MAX_CONNECTIONS_PER_ADDRESS and PCCL_MASTER_PRINT_STATUS (1: printStatus; how the
+    // Python pccl-master, an embedded master, prints the daemon's status lines). Invalid values
+    // are ignored with a warning.
     static ServerOptions fromEnvironment();
 };
 

@@ -146,6 +146,7 @@ private:
     protocol::WorldInfo world_;
     std::vector<protocol::RingMember> ring_;
     uint64_t epoch_ = 0;
+    Uuid linkTarget_;  // the ring successor of epoch_'s ConnectLinks (named in a failed LinksReady)
     uint32_t group_ = 0;  // from the Hello
     std::optional<std::pair<size_t, size_t>> loggedPlace_;  // (rank, group size) last logged
     std::optional<RequestId> connectWaiter_;

@@ -79,12 +79,16 @@ void Session::on(Actions &out, const TopologyUpdate &m) {
         out.push_back(SendToMaster{LinksReady{m.epoch, true, ""}});
         return;
     }
-    out.push_back(ConnectLinks{m.epoch, ring_[(static_cast<size_t>(me - ring_.begin()) + 1) % ring_.size()]});
+    const RingMember &next = ring_[(static_cast<size_t>(me - ring_.begin()) + 1) % ring_.size()];
+    linkTarget_ = next.uuid;
+    out.push_back(ConnectLinks{m.epoch, next});
 }
 
 Actions Session::onLinksConnected(uint64_t epoch, const Status &status) {
     Actions out;
-    if (phase_ != Phase::Dead) out.push_back(SendToMaster{LinksReady{epoch, status.ok(), status.message()}});
+    // A failure names the successor, so that the master can remove a joiner that cannot be reached.
+    const Uuid failed = !status.ok() && epoch == epoch_ ? linkTarget_ : Uuid{};
+    if (phase_ != Phase::Dead) out.push_back(SendToMaster{LinksReady{epoch, status.ok(), status.message(), failed}});
     return out;
 }
 

@@ -90,7 +90,10 @@ struct LinksReady {
     uint64_t epoch = 0;
     bool ok = true;
     std::string error;
-    PCCL_FIELDS(epoch, ok, error)
+    // !ok: the ring successor this peer could not link to (nil: none, this peer itself failed);
+    // the master removes a joiner named here alone instead of failing the round (protocol v6).
+    Uuid failed_peer{};
+    PCCL_FIELDS(epoch, ok, error, failed_peer)
 };
 struct VotePeersPending { PCCL_NO_FIELDS };
 struct VoteOptimizeTopology { PCCL_NO_FIELDS };

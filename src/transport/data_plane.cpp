@@ -3,14 +3,44 @@
 #include "transport/data_plane.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 
 #include "transport/data_plane_impl.h"
 #include "transport/framed_connection.h"
 #include "transport/in_conn.h"
 #include "transport/out_conn.h"
 #include "transport/tsan.h"
+#include "util/log.h"
 
 namespace pccl::transport {
+
+namespace {
+
+size_t countFromEnvironment(const char *name, size_t fallback) {
+    const char *env = std::getenv(name);
+    if (!env || !*env) return fallback;
+    char *end = nullptr;
+    const unsigned long long v = std::strtoull(env, &end, 10);
+    if (*end == 0 && v >= 1 && v <= 1000000) return v;
+    PCCL_LOG(Warn, "ignoring " << name << "=" << env << " (a count in 1..1000000)");
+    return fallback;
+}
+
+bool outOfResources(const asio::error_code &ec) {
+    if (ec.category() != asio::system_category()) return false;
+    const int e = ec.value();
+    return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
+
+constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+
+} // namespace
+
+DataPlane::Impl::Impl(int n)
+    : nThreads(n),
+      maxIncoming(countFromEnvironment("PCCL_MAX_DATA_CONNECTIONS", 1024)),
+      maxIncomingPerAddress(countFromEnvironment("PCCL_MAX_DATA_CONNECTIONS_PER_ADDRESS", 256)) {}
 
 void DataPlane::Impl::acceptLoop() {
     // Handlers capture the raw Impl: they only run on the I/O threads, which are joined before
@@ -19,18 +49,57 @@ void DataPlane::Impl::acceptLoop() {
     Impl *self = this;
     acceptor.async_accept(strand, [self, strand](const asio::error_code &ec, asio::ip::tcp::socket socket) {
         if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
+        if (ec && outOfResources(ec)) return self->pauseAccepting(ec);
         if (!ec) {
+            asio::error_code e;
+            auto from = socket.remote_endpoint(e).address();
+            if (from.is_v6() && from.to_v6().is_v4_mapped())
+                from = asio::ip::make_address_v4(asio::ip::v4_mapped, from.to_v6());
+            if (e || self->overCap(from)) {
+                socket.close(e);
+                return self->acceptLoop();
+            }
             tuneSocket(socket);
             auto conn = std::make_shared<InConn>(std::move(socket), self->weak_from_this(), strand);
             {
                 std::lock_guard lock(self->mu);
-                std::erase_if(self->incoming, [](auto &w) { return w.expired(); });
-                self->incoming.push_back(conn);
+                self->incoming.push_back({conn, from});
             }
             conn->startHandshake();
         }
         self->acceptLoop();
     });
+}
+
+void DataPlane::Impl::pauseAccepting(const asio::error_code &ec) {
+    if (auto more = starvedLog.admit())
+        PCCL_LOG(Warn, "data plane: cannot accept connections (" << ec.message() << "); retrying every "
+                                                                 << kAcceptPause.count() << " ms" << *more);
+    acceptPause.expires_after(kAcceptPause);
+    // On acceptStrand, as the destructor's close of the acceptor: the two never overlap.
+    acceptPause.async_wait(asio::bind_executor(acceptStrand, [this](const asio::error_code &e) {
+        if (!e && acceptor.is_open()) acceptLoop();
+    }));
+}
+
+bool DataPlane::Impl::overCap(const asio::ip::address &from) {
+    size_t total = 0, fromThere = 0;
+    {
+        std::lock_guard lock(mu);
+        std::erase_if(incoming, [](auto &in) { return in.conn.expired(); });
+        total = incoming.size();
+        for (auto &in : incoming) fromThere += in.from == from;
+    }
+    const bool overTotal = total >= maxIncoming;
+    if (!overTotal && fromThere < maxIncomingPerAddress) return false;
+    if (auto more = refusedLog.admit())
+        PCCL_LOG(Warn, "data plane: refused a connection from "
+                           << from.to_string() << ": "
+                           << (overTotal ? std::to_string(total) + " connections open (limit " + std::to_string(maxIncoming) + ")"
+                                         : std::to_string(fromThere) + " connections open from that address (limit " +
+                                               std::to_string(maxIncomingPerAddress) + ")")
+                           << *more);
+    return true;
 }
 
 void PendingConnect::finish(Status s) {
@@ -87,8 +156,9 @@ DataPlane::~DataPlane() {
     closeAll("data plane shut down");
     {
         asio::error_code ec;
-        asio::post(impl_->io, [impl = impl_.get()] {
+        asio::post(impl_->acceptStrand, [impl = impl_.get()] {
             asio::error_code e;
+            impl->acceptPause.cancel();
             impl->acceptor.close(e);
         });
     }
@@ -334,8 +404,8 @@ void DataPlane::closePeer(const Uuid &peer, const std::string &reason) {
             outs = it->second;
             impl_->pools.erase(it);
         }
-        for (auto &w : impl_->incoming)
-            if (auto c = w.lock(); c && c->from == peer) ins.push_back(c);
+        for (auto &in : impl_->incoming)
+            if (auto c = in.conn.lock(); c && c->from == peer) ins.push_back(c);
     }
     for (auto &c : outs) c->close(reason);
     for (auto &c : ins) c->close(reason);
@@ -349,8 +419,8 @@ void DataPlane::closeAll(const std::string &reason) {
         for (auto &[_, pool] : impl_->pools)
             for (auto &c : pool) outs.push_back(c);
         impl_->pools.clear();
-        for (auto &w : impl_->incoming)
-            if (auto c = w.lock()) ins.push_back(c);
+        for (auto &in : impl_->incoming)
+            if (auto c = in.conn.lock()) ins.push_back(c);
         impl_->incoming.clear();
         impl_->parked.clear();
     }

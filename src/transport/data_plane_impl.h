@@ -21,6 +21,7 @@
 #include "security/handshake.h"
 #include "transport/data_plane.h"
 #include "transport/same_host.h"
+#include "util/log_limiter.h"
 
 namespace pccl::transport {
 
@@ -56,7 +57,11 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
     std::string congestion = "auto";
     bool sameHost = sameHostFromEnvironment();
     std::unordered_map<Uuid, std::vector<std::shared_ptr<OutConn>>, UuidHash> pools;
-    std::vector<std::weak_ptr<InConn>> incoming;
+    struct Incoming {
+        std::weak_ptr<InConn> conn;
+        asio::ip::address from;  // source address, for the per-address cap
+    };
+    std::vector<Incoming> incoming;
     std::unordered_map<uint64_t, std::shared_ptr<FrameSink>> sinks;
     uint64_t highestSeq = 0;
     std::multimap<uint64_t, std::shared_ptr<InConn>> parked;  // by the seq they wait for
@@ -70,8 +75,22 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
     // The key an incoming handshake must prove, or nullopt with the reason. Takes `mu`.
     std::optional<security::Key> incomingKey(const security::ClientHello &h, std::string *why);
 
-    explicit Impl(int n) : nThreads(n) {}
+    // Caps on accepted connections (docs/design.md, Limits): in total and from one source
+    // address; one more is closed at once. PCCL_MAX_DATA_CONNECTIONS and
+    // PCCL_MAX_DATA_CONNECTIONS_PER_ADDRESS override them.
+    size_t maxIncoming = 1024;
+    size_t maxIncomingPerAddress = 256;
+    // Accept loop only (one accept is outstanding at a time, so its handlers never overlap).
+    asio::steady_timer acceptPause{io};
+    Strand acceptStrand{asio::make_strand(io)};
+    log::Limiter refusedLog, starvedLog{std::chrono::seconds(10)};
+
+    explicit Impl(int n);
     void acceptLoop();
+    // Out of descriptors: accept again after a pause instead of at once (a busy loop).
+    void pauseAccepting(const asio::error_code &ec);
+    // Whether a connection from `from` is over a cap (logged, rate-limited). Takes `mu`.
+    bool overCap(const asio::ip::address &from);
     void removeOut(const Uuid &peer, const OutConn *c);
     // One attempt per peer at a time: starts one for `missing` connections, or adds `done` to
     // the attempt in progress and returns nullptr. Takes `mu`.

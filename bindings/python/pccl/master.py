@@ -10,7 +10,8 @@ stderr (default level info).
 
 The C API has no master options, so the flags reach the embedded master's core through the
 environment variables it reads when the master is created: ``PCCL_HEARTBEAT_TIMEOUT_MS``,
-``PCCL_VOTE_TIMEOUT_MS`` and ``PCCL_MASTER_PRINT_STATUS``; and ``PCCL_LOG_LEVEL``, which the
+``PCCL_VOTE_TIMEOUT_MS``, ``PCCL_HANDSHAKE_TIMEOUT_MS``, ``PCCL_MAX_HEARTBEAT_TIMEOUT_MS``,
+``PCCL_MAX_CONNECTIONS``, ``PCCL_MAX_CONNECTIONS_PER_ADDRESS`` and ``PCCL_MASTER_PRINT_STATUS``; and ``PCCL_LOG_LEVEL``, which the
 library reads at its first log line (so ``--log-level`` only works in a process that has not
 logged yet: ``main()`` is meant to run as a program).
 """
@@ -33,11 +34,13 @@ __all__ = ["MasterNode", "main"]
 
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "off")
 _MAX_MS = 24 * 3600000
+_MAX_CONNECTIONS = 1000000  # master/server.h kMaxConnectionsLimit
 
 # Word for word master/main.cpp's usage(): a test compares the --help output of both programs.
 _USAGE = (
     "usage: pccl-master [--listen HOST:PORT] [--log-level LEVEL] [--heartbeat-timeout-ms MS]\n"
-    "                   [--vote-timeout-ms MS]\n"
+    "                   [--vote-timeout-ms MS] [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
+    "                   [--max-connections N] [--max-connections-per-address N]\n"
     "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
     "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
     "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -46,6 +49,16 @@ _USAGE = (
     "                          the laggards if the waiting peers outnumber them, else fail the\n"
     "                          waiting calls with pcclTimeout (default 60000, 0 = never; env\n"
     "                          PCCL_VOTE_TIMEOUT_MS)\n"
+    "  --handshake-timeout-ms  close a connection whose Hello was not accepted this long after it\n"
+    "                          connected (default 5000; env PCCL_HANDSHAKE_TIMEOUT_MS)\n"
+    "  --max-heartbeat-timeout-ms\n"
+    "                          cap on the heartbeat deadline a peer may ask for (default 60000;\n"
+    "                          env PCCL_MAX_HEARTBEAT_TIMEOUT_MS)\n"
+    "  --max-connections       open connections kept in total; more are closed at once\n"
+    "                          (default 4096; env PCCL_MAX_CONNECTIONS)\n"
+    "  --max-connections-per-address\n"
+    "                          open connections kept from one source IP address (default 64;\n"
+    "                          env PCCL_MAX_CONNECTIONS_PER_ADDRESS)\n"
     "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n"
 )
 
@@ -72,6 +85,15 @@ def _millis(flag: str, text: str, lowest: int) -> str:
     value = int(m.group(2)) if m else -1
     if not m or (m.group(1) == "-" and value != 0) or value < lowest or value > _MAX_MS:
         raise _UsageError(f"{flag} needs milliseconds in {lowest}..{_MAX_MS}, got '{text}'")
+    return str(value)
+
+
+def _count(flag: str, text: str) -> str:
+    """The C daemon's count(): a decimal number of connections in 1..1000000."""
+    m = re.fullmatch(r"\s*([+-]?)([0-9]+)", text)
+    value = int(m.group(2)) if m else -1
+    if not m or (m.group(1) == "-" and value != 0) or value < 1 or value > _MAX_CONNECTIONS:
+        raise _UsageError(f"{flag} needs a count in 1..{_MAX_CONNECTIONS}, got '{text}'")
     return str(value)
 
 
@@ -103,6 +125,14 @@ def _parse(argv: List[str]) -> _Options:
             o.environment["PCCL_HEARTBEAT_TIMEOUT_MS"] = _millis(arg, value(arg), 100)
         elif arg == "--vote-timeout-ms":
             o.environment["PCCL_VOTE_TIMEOUT_MS"] = _millis(arg, value(arg), 0)
+        elif arg == "--handshake-timeout-ms":
+            o.environment["PCCL_HANDSHAKE_TIMEOUT_MS"] = _millis(arg, value(arg), 100)
+        elif arg == "--max-heartbeat-timeout-ms":
+            o.environment["PCCL_MAX_HEARTBEAT_TIMEOUT_MS"] = _millis(arg, value(arg), 100)
+        elif arg == "--max-connections":
+            o.environment["PCCL_MAX_CONNECTIONS"] = _count(arg, value(arg))
+        elif arg == "--max-connections-per-address":
+            o.environment["PCCL_MAX_CONNECTIONS_PER_ADDRESS"] = _count(arg, value(arg))
         elif arg in ("--help", "-h"):
             o.help = True
             return o
