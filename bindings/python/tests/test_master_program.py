@@ -126,6 +126,10 @@ BAD_COMMAND_LINES = [
     ["--vote-timeout-ms", "-5"],
     ["--vote-timeout-ms", "86400001"],
     ["--vote-timeout-ms"],
+    ["--handshake-timeout-ms", "99"],
+    ["--max-heartbeat-timeout-ms", "x"],
+    ["--max-connections", "0"],
+    ["--max-connections-per-address", "1000001"],
 ]
 
 
