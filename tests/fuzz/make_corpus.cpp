@@ -108,7 +108,7 @@ void controlMessages() {
     control("deadline", Hello{kMagic, kProtocolVersion, 2, 50000, uuid(2), 3000});
     control("old-version", Hello{kMagic, 4, 0, 48149, uuid(1), 0});
     control("ok", LinksReady{7, true, ""});
-    control("failed", LinksReady{7, false, "connect to 10.0.0.3:48149: connection refused"});
+    control("failed", LinksReady{7, false, "connect to 10.0.0.3:48149: connection refused", uuid(3)});
     control("sum", CollectiveInit{1, desc});
     control("quantized", CollectiveInit{42, quant});
     control("ok", CollectiveDone{1, 17, true, "", 0, 1250000000});
