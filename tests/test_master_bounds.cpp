@@ -142,6 +142,13 @@ proto::Hello helloFor(uint16_t dataPort) {
     return h;
 }
 
+// These tests speak the open protocol over raw sockets: no run secret for the master this
+// process starts, whatever the suite's environment holds.
+void openRun() {
+    ::unsetenv("PCCL_SECRET");
+    ::unsetenv("PCCL_SECRET_FILE");
+}
+
 // A port on 127.0.0.1 that nobody listens on (bound, then closed).
 uint16_t deadPort() {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -176,6 +183,7 @@ void reduceOnce(const pcclComm_t *comm, float expected, uint64_t tag) {
 TEST_CASE("master bounds: a connection without a Hello is closed at the handshake deadline; heartbeats do not keep "
           "it", "[bounds][master]") {
     isolated(20, [&] {
+        openRun();
         Master master({"--handshake-timeout-ms", "1000"});
         Client silent(master.port()), beating(master.port());
         const auto start = Clock::now();
@@ -194,6 +202,7 @@ TEST_CASE("master bounds: a connection without a Hello is closed at the handshak
 TEST_CASE("master bounds: the 65th connection from one address is closed at once; a peer from another still joins",
           "[bounds][master]") {
     isolated(30, [&] {
+        openRun();
         raiseDescriptorLimit();
         Master master({"--handshake-timeout-ms", "30000"});
         std::vector<std::unique_ptr<Client>> flood;
@@ -238,7 +247,10 @@ void idleFloodAtDescriptorLimit() {
 
 TEST_CASE("master bounds: at 1024 descriptors with 1,100 idle connections a real peer still joins and the master "
           "does not spin", "[bounds][master]") {
-    isolated(40, [&] { idleFloodAtDescriptorLimit(); });
+    isolated(40, [&] {
+        openRun();
+        idleFloodAtDescriptorLimit();
+    });
 }
 
 TEST_CASE("master bounds: with a run secret, idle connections that never authenticate are shed at the descriptor "
@@ -252,6 +264,7 @@ TEST_CASE("master bounds: with a run secret, idle connections that never authent
 TEST_CASE("master bounds: at its descriptor limit with only registered connections the accept loop backs off",
           "[bounds][master]") {
     isolated(40, [&] {
+        openRun();
         raiseDescriptorLimit();
         Master master({"--heartbeat-timeout-ms", "30000"}, "-n 1024");
         const uint16_t dead = deadPort();
@@ -273,6 +286,7 @@ TEST_CASE("master bounds: at its descriptor limit with only registered connectio
 TEST_CASE("master bounds: 200 connections announcing 16 MiB frames cost the master under 64 MiB",
           "[bounds][master]") {
     isolated(30, [&] {
+        openRun();
         // Address space capped, so that a master that does allocate fails instead of eating the host.
         Master master({"--handshake-timeout-ms", "30000"}, "-v 524288");
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -294,6 +308,7 @@ TEST_CASE("master bounds: 200 connections announcing 16 MiB frames cost the mast
 TEST_CASE("master bounds: a joiner with a dead data port is removed alone; the honest joiner is admitted and the "
           "run goes on", "[bounds][master][links]") {
     isolated(40, [&] {
+        openRun();
         Master master({});
         ClusterOptions running;
         running.groups = {0, 0};
