@@ -25,6 +25,7 @@ from ._types import (
     _U64_MAX,
     _enum,
     _quant_tuple,
+    _secret,
     _uint,
 )
 
@@ -120,13 +121,22 @@ class Communicator(Closeable):
     instead of through loopback TCP where the handshake proves they can (``None``: the
     ``PCCL_SAME_HOST`` environment variable, else on; ``True``; ``False``: always TCP).
 
+    Security (docs/security.md): ``secret`` is the run secret (``str``, UTF-8 encoded, or
+    ``bytes``; at least 16 bytes, no NUL bytes; ``None``: ``PCCL_SECRET``, else the file named
+    by ``PCCL_SECRET_FILE``, else an open run). With a secret every connection authenticates
+    (:meth:`connect` raises :class:`PCCLError` ``AUTHENTICATION_FAILED`` when the master cannot
+    prove the same secret) and ``encrypt`` picks the protection of the traffic (``None``: the
+    ``PCCL_ENCRYPT`` environment variable, else on; ``True``: encrypted; ``False``:
+    authenticated and integrity-protected, sent in the clear).
+
     Every blocking call releases the GIL. Failures raise :class:`PCCLError`; wrong arguments
     raise TypeError or ValueError before anything is sent."""
 
     def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0, *,
                  connect_timeout_ms: int = 0, heartbeat_timeout_ms: int = 0, op_timeout_ms: int = 0,
                  admission_timeout_ms: int = 0, io_threads: int = 0, state_compression_level: int = 0,
-                 same_host: Optional[bool] = None) -> None:
+                 same_host: Optional[bool] = None, secret: Optional[Union[str, bytes]] = None,
+                 encrypt: Optional[bool] = None) -> None:
         self._native: Optional[Any] = None
         self._address: SocketAddress = parse_address(address)
         self._peer_group = _uint(peer_group, "peer_group", bits=32)
@@ -139,6 +149,11 @@ class Communicator(Closeable):
             raise TypeError(f"same_host must be None, True or False, got {type(same_host).__name__}")
         # pcclCommCreateParamsEx_t.same_host: PCCL_SAME_HOST_DEFAULT, _ON, _OFF
         self._ex.append(0 if same_host is None else (1 if same_host else 2))
+        if encrypt is not None and not isinstance(encrypt, bool):
+            raise TypeError(f"encrypt must be None, True or False, got {type(encrypt).__name__}")
+        # pcclCommCreateParamsEx_t.encrypt: PCCL_ENCRYPT_DEFAULT, _ON, _OFF
+        self._ex.append(0 if encrypt is None else (1 if encrypt else 2))
+        self._secret = _secret(secret, "secret")
         self._in_flight: Dict[int, AsyncReduceHandle] = {}
         self._lock = threading.Lock()
         self._native = self._new_native()
@@ -146,7 +161,7 @@ class Communicator(Closeable):
 
     def _new_native(self) -> Any:
         a = self._address
-        return _pccl.Communicator(a.protocol, a.ip, a.port, self._peer_group, self._pool_size, self._ex)
+        return _pccl.Communicator(a.protocol, a.ip, a.port, self._peer_group, self._pool_size, self._ex, self._secret)
 
     def _require(self) -> Any:
         native = self._native

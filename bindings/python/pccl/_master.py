@@ -26,13 +26,14 @@ import os
 import signal
 import threading
 import weakref
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, Optional, Set, Union
 
 from . import _pccl
 from ._closeable import Closeable
 from ._address import DEFAULT_MASTER_PORT, SocketAddress, parse_address
 from ._enums import Result
 from ._errors import PCCLError
+from ._types import _secret
 
 __all__ = ["MasterNode"]
 
@@ -61,14 +62,34 @@ class MasterNode(Closeable):
         with pccl.MasterNode("127.0.0.1:0") as master:
             master.run()
             comm = pccl.Communicator(f"127.0.0.1:{master.port}")
+
+    Security (keyword-only; docs/security.md): ``secret`` is the run secret (``str``, UTF-8
+    encoded, or ``bytes``; at least 16 bytes), ``secret_file`` a file holding it (refused if
+    group or others may read it); with neither, ``PCCL_SECRET``, else ``PCCL_SECRET_FILE``, else
+    none: an open run, which anyone who reaches the master can join. ``require_secret=True``
+    makes :meth:`run` fail when no secret was found. A bad secret (too short, an unreadable or
+    group-readable file) is reported by :meth:`run` (:class:`PCCLError` ``INVALID_ARGUMENT``).
     """
 
-    def __init__(self, listen_address: str = f"0.0.0.0:{DEFAULT_MASTER_PORT}") -> None:
+    def __init__(self, listen_address: str = f"0.0.0.0:{DEFAULT_MASTER_PORT}", *,
+                 secret: Optional[Union[str, bytes]] = None,
+                 secret_file: Optional[Union[str, bytes, "os.PathLike[str]"]] = None,
+                 require_secret: bool = False) -> None:
         self._native: Optional[Any] = None
         self._listen: SocketAddress = parse_address(listen_address, allow_port_zero=True)
+        key = _secret(secret, "secret")
+        if secret_file is not None:
+            if not isinstance(secret_file, (str, bytes, os.PathLike)):
+                raise TypeError(f"secret_file must be None, a str, bytes or os.PathLike, got {type(secret_file).__name__}")
+            secret_file = os.fsencode(secret_file)
+            if not secret_file or b"\0" in secret_file:
+                raise ValueError("secret_file must be a non-empty path without NUL bytes")
+        if not isinstance(require_secret, bool):
+            raise TypeError(f"require_secret must be True or False, got {type(require_secret).__name__}")
         self._bound_port: Optional[int] = None
         self._terminated: Optional[threading.Event] = None  # set once the master has stopped
-        self._native = _pccl.Master(self._listen.protocol, self._listen.ip, self._listen.port)
+        self._native = _pccl.Master(self._listen.protocol, self._listen.ip, self._listen.port, key, secret_file,
+                                    require_secret)
         _live_masters.add(self)
 
     def _require(self) -> Any:

@@ -73,6 +73,22 @@ def _uint(value: Any, what: str, *, bits: int = 64, minimum: int = 0) -> int:
     return int(value)
 
 
+def _secret(value: Any, what: str) -> Optional[bytes]:
+    """A run secret (str: UTF-8, or bytes) as bytes, None kept; NUL bytes are refused (the C API
+    takes a NUL-terminated string). Its length is checked by the library (at least 16 bytes)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    elif isinstance(value, (bytes, bytearray)):
+        value = bytes(value)
+    else:
+        raise TypeError(f"{what} must be None, a str or bytes, got {type(value).__name__}")
+    if b"\0" in value:
+        raise ValueError(f"{what} must not contain NUL bytes")
+    return value
+
+
 # --------------------------------------------------------------------------------- results
 
 @dataclass(frozen=True)

@@ -352,9 +352,10 @@ struct Use {
 class Communicator : public Guarded<pcclComm_t> {
 public:
     // ex: connect, heartbeat, op, admission timeouts in ms, io threads, shared-state zstd level,
-    // same-host switch (0 = default), as in pcclCommCreateParamsEx_t.
+    // same-host switch, encrypt switch (0 = default), as in pcclCommCreateParamsEx_t; secret:
+    // the run secret (None: the environment's), without NUL bytes.
     Communicator(int protocol, const py::bytes &ip, int port, uint32_t peerGroup, uint32_t poolSize,
-                 std::array<uint32_t, 7> ex)
+                 std::array<uint32_t, 8> ex, std::optional<std::string> secret)
         : Guarded("the communicator") {
         pcclCommCreateParamsEx_t params = PCCL_COMM_CREATE_PARAMS_EX_INIT;
         params.params.master_address = makeAddress(protocol, ip, port);
@@ -367,6 +368,8 @@ public:
         params.io_threads = ex[4];
         params.state_compression_level = ex[5];
         params.same_host = ex[6];
+        params.encrypt = ex[7];
+        params.secret = secret ? secret->c_str() : nullptr;
         pcclComm_t *comm = nullptr;
         callNoGil("pcclCreateCommunicatorEx", [&] { return pcclCreateCommunicatorEx(&params, &comm); });
         handle_ = comm;
@@ -554,10 +557,17 @@ public:
 // ------------------------------------------------------------------------------------------
 class Master : public Guarded<pcclMasterInstance_t> {
 public:
-    Master(int protocol, const py::bytes &ip, int port) : Guarded("the master") {
+    // secret, secretFile: as in pcclMasterCreateParamsEx_t (None: NULL), without NUL bytes.
+    Master(int protocol, const py::bytes &ip, int port, std::optional<std::string> secret,
+           std::optional<std::string> secretFile, bool requireSecret)
+        : Guarded("the master") {
         const ccoip_socket_address_t address = makeAddress(protocol, ip, port);
+        pcclMasterCreateParamsEx_t params = PCCL_MASTER_CREATE_PARAMS_EX_INIT;
+        params.secret = secret ? secret->c_str() : nullptr;
+        params.secret_file = secretFile ? secretFile->c_str() : nullptr;
+        params.require_secret = requireSecret ? 1 : 0;
         pcclMasterInstance_t *m = nullptr;
-        callNoGil("pcclCreateMaster", [&] { return pcclCreateMaster(address, &m); });
+        callNoGil("pcclCreateMasterEx", [&] { return pcclCreateMasterEx(address, &params, &m); });
         handle_ = m;
     }
 
@@ -679,9 +689,9 @@ PYBIND11_MODULE(_pccl, m) {
     m.attr("C") = c;
 
     py::class_<Communicator>(m, "Communicator", "pcclComm_t")
-        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 7>>(), py::arg("protocol"),
-             py::arg("ip"), py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"),
-             py::arg("ex") = std::array<uint32_t, 7>{})
+        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 8>, std::optional<std::string>>(),
+             py::arg("protocol"), py::arg("ip"), py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"),
+             py::arg("ex") = std::array<uint32_t, 8>{}, py::arg("secret") = py::none())
         .def("close", &Communicator::close)
         .def("abort", &Communicator::abort)
         .def_property_readonly("closed", &Communicator::closed)
@@ -700,7 +710,9 @@ PYBIND11_MODULE(_pccl, m) {
         .def("last_error_message", &Communicator::lastErrorMessage);
 
     py::class_<Master>(m, "Master", "pcclMasterInstance_t")
-        .def(py::init<int, const py::bytes &, int>(), py::arg("protocol"), py::arg("ip"), py::arg("port"))
+        .def(py::init<int, const py::bytes &, int, std::optional<std::string>, std::optional<std::string>, bool>(),
+             py::arg("protocol"), py::arg("ip"), py::arg("port"), py::arg("secret") = py::none(),
+             py::arg("secret_file") = py::none(), py::arg("require_secret") = false)
         .def("run", &Master::run)
         .def("port", &Master::port)
         .def("interrupt", &Master::interrupt)
