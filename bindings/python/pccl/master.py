@@ -8,8 +8,9 @@ accepted N, pending M``), and ``pccl-master stopped`` after SIGINT or SIGTERM, t
 Exit status 2 means a bad argument, 1 that the address could not be bound. Log lines go to
 stderr (default level info).
 
-The C API has no master options, so the flags reach the embedded master's core through the
-environment variables it reads when the master is created: ``PCCL_HEARTBEAT_TIMEOUT_MS``,
+``--secret-file`` and ``--require-secret`` are MasterNode's ``secret_file`` and
+``require_secret`` (``pcclCreateMasterEx``). The other flags reach the embedded master's core
+through the environment variables it reads when the master is created: ``PCCL_HEARTBEAT_TIMEOUT_MS``,
 ``PCCL_VOTE_TIMEOUT_MS``, ``PCCL_HANDSHAKE_TIMEOUT_MS``, ``PCCL_MAX_HEARTBEAT_TIMEOUT_MS``,
 ``PCCL_MAX_CONNECTIONS``, ``PCCL_MAX_CONNECTIONS_PER_ADDRESS`` and ``PCCL_MASTER_PRINT_STATUS``; and ``PCCL_LOG_LEVEL``, which the
 library reads at its first log line (so ``--log-level`` only works in a process that has not
@@ -39,7 +40,8 @@ _MAX_CONNECTIONS = 1000000  # master/server.h kMaxConnectionsLimit
 # Word for word master/main.cpp's usage(): a test compares the --help output of both programs.
 _USAGE = (
     "usage: pccl-master [--listen HOST:PORT] [--log-level LEVEL] [--heartbeat-timeout-ms MS]\n"
-    "                   [--vote-timeout-ms MS] [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
+    "                   [--vote-timeout-ms MS] [--secret-file PATH] [--require-secret]\n"
+    "                   [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
     "                   [--max-connections N] [--max-connections-per-address N]\n"
     "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
     "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
@@ -49,6 +51,9 @@ _USAGE = (
     "                          the laggards if the waiting peers outnumber them, else fail the\n"
     "                          waiting calls with pcclTimeout (default 60000, 0 = never; env\n"
     "                          PCCL_VOTE_TIMEOUT_MS)\n"
+    "  --secret-file           the run secret, in a file only its owner may read (else env\n"
+    "                          PCCL_SECRET or PCCL_SECRET_FILE); every peer must hold the same secret\n"
+    "  --require-secret        refuse to start without a run secret (docs/security.md)\n"
     "  --handshake-timeout-ms  close a connection whose Hello was not accepted this long after it\n"
     "                          connected (default 5000; env PCCL_HANDSHAKE_TIMEOUT_MS)\n"
     "  --max-heartbeat-timeout-ms\n"
@@ -76,6 +81,8 @@ class _Options:
         self.listen = f"0.0.0.0:{DEFAULT_MASTER_PORT}"
         self.log_level = "info"
         self.environment: Dict[str, str] = {}  # PCCL_* variables for the master core
+        self.secret_file: Optional[str] = None
+        self.require_secret = False
         self.help = False
 
 
@@ -133,6 +140,10 @@ def _parse(argv: List[str]) -> _Options:
             o.environment["PCCL_MAX_CONNECTIONS"] = _count(arg, value(arg))
         elif arg == "--max-connections-per-address":
             o.environment["PCCL_MAX_CONNECTIONS_PER_ADDRESS"] = _count(arg, value(arg))
+        elif arg == "--secret-file":
+            o.secret_file = value(arg)
+        elif arg == "--require-secret":
+            o.require_secret = True
         elif arg in ("--help", "-h"):
             o.help = True
             return o
@@ -191,7 +202,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         # pcclCreateMaster reads the master core's variables; status lines as the daemon's.
         with _environment(dict(options.environment, PCCL_MASTER_PRINT_STATUS="1")):
-            master = MasterNode(options.listen)
+            master = MasterNode(options.listen, secret_file=options.secret_file,
+                                require_secret=options.require_secret)
     except (TypeError, ValueError) as e:
         return _fail(str(e), 2, sys.stderr)
     # Handlers of our own, installed before run(), so MasterNode leaves the signals to us.
