@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <netinet/in.h>
 #include <poll.h>
 #include <random>
@@ -238,6 +239,10 @@ TEST_CASE("master: malformed input (garbage, a huge length prefix) closes only t
 TEST_CASE("master: a peer speaking another protocol version is rejected with a reason, not dropped silently",
           "[api][master]") {
     isolated(30, [&] {
+        // The plaintext protocol of an open run (pccl_tests_secret sets a secret: a master with
+        // one answers any plaintext frame with "requires the run secret", test_security_net.cpp).
+        ::unsetenv("PCCL_SECRET");
+        ::unsetenv("PCCL_SECRET_FILE");
         EmbeddedMaster master;
         // A version-1 Hello: magic, version 1, peer group, data port, a 16-byte id (its layout).
         std::vector<uint8_t> payload{0x50, 0x43, 0x43, 0x4c, 1, 0, 0, 0, 0, 0, 0x40, 0x9c};
