@@ -102,12 +102,12 @@ KW = inspect.Parameter.KEYWORD_ONLY
 
 def test_signatures():
     # The PCCL 1.0 parameters, then our keyword-only extensions (deadlines etc. defaulting to 0;
-    # same_host to None: the environment, else on).
+    # same_host, secret and encrypt to None: the environment, else the default).
     assert params(pccl.Communicator.__init__) == [
         ("self", POS, E), ("address", POS, E), ("peer_group", POS, 0), ("p2p_connection_pool_size", POS, 0),
         ("connect_timeout_ms", KW, 0), ("heartbeat_timeout_ms", KW, 0), ("op_timeout_ms", KW, 0),
         ("admission_timeout_ms", KW, 0), ("io_threads", KW, 0), ("state_compression_level", KW, 0),
-        ("same_host", KW, None)]
+        ("same_host", KW, None), ("secret", KW, None), ("encrypt", KW, None)]
     assert params(pccl.Communicator.connect) == [("self", POS, E), ("n_attempts", POS, 5)]
     for name in ("update_topology", "are_peers_pending", "optimize_topology", "close"):
         assert params(getattr(pccl.Communicator, name)) == [("self", POS, E)]
@@ -120,7 +120,9 @@ def test_signatures():
     assert params(pccl.Communicator.all_reduce_multiple_with_retry) == [
         ("self", POS, E), ("descriptors", POS, E), ("max_in_flight", KW, 4)]
     assert params(pccl.Communicator.get_attribute) == [("self", POS, E), ("attribute", POS, E)]
-    assert [p[0] for p in params(pccl.MasterNode.__init__)] == ["self", "listen_address"]
+    assert params(pccl.MasterNode.__init__)[:2] == [("self", POS, E), ("listen_address", POS, "0.0.0.0:48148")]
+    assert params(pccl.MasterNode.__init__)[2:] == [
+        ("secret", KW, None), ("secret_file", KW, None), ("require_secret", KW, False)]
     for name in ("run", "interrupt"):
         assert params(getattr(pccl.MasterNode, name)) == [("self", POS, E)]
     assert params(pccl.TensorInfo.__init__) == [

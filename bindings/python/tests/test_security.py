@@ -4,11 +4,12 @@ require_secret=...) and Communicator(secret=..., encrypt=...)."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 import pccl
-from pccl_testing import Cluster
+from pccl_testing import Cluster, python_subprocess
 
 np = pytest.importorskip("numpy")
 
@@ -133,3 +134,17 @@ def test_keywords_only():
     with pytest.raises(TypeError):
         pccl.MasterNode("127.0.0.1:0", SECRET)  # type: ignore[misc]
     assert os.environ.get("PCCL_SECRET") is None
+
+
+@pytest.mark.parametrize("flags, words", [(["--require-secret"], "no run secret"),
+                                          (["--secret-file", "/nonexistent/run.secret"], "secret file")])
+def test_master_program_secret_flags(flags, words):
+    p = python_subprocess(["-m", "pccl.master", "--listen", "127.0.0.1:0"] + flags, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1, (out, err)
+    assert words in err
