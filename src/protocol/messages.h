@@ -308,11 +308,31 @@ struct PeerKeys {
     PCCL_FIELDS(keys)
 };
 
+// A peer's own counters (issue 18), sent to the master every few seconds at most (and only
+// when they changed), so the master's view covers the data plane it never sees. Totals since
+// the communicator connected; `links`: the rate achieved towards each peer this one sent to in
+// its latest operation.
+struct LinkRate {
+    Uuid to;
+    uint64_t bytes_per_second = 0;
+    PCCL_FIELDS(to, bytes_per_second)
+};
+struct StatsReport {
+    uint64_t tx_bytes = 0, rx_bytes = 0;
+    uint64_t collectives_completed = 0, collectives_failed = 0;
+    uint64_t syncs_completed = 0, syncs_failed = 0;
+    uint64_t last_op_micros = 0;  // duration of the latest completed all-reduce
+    uint64_t last_op_bytes = 0;   // its buffer size
+    std::vector<LinkRate> links;
+    PCCL_FIELDS(tx_bytes, rx_bytes, collectives_completed, collectives_failed, syncs_completed, syncs_failed,
+                last_op_micros, last_op_bytes, links)
+};
+
 using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
                  OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck, SharedStateSync, SharedStatePlan,
-                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport, CollectiveAwait, PeerKeys>;
+                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport, CollectiveAwait, PeerKeys, StatsReport>;
 
 const char *messageName(const ControlMessage &m);
 
