@@ -516,3 +516,40 @@ TEST_CASE("session: a protocol error during admission fails pcclConnect", "[sess
     CHECK(a.status.code() == pcclMasterConnectionLost);
     CHECK(contains(a.status.message(), "unexpected"));
 }
+
+// ---- keys (a run with a secret)
+
+TEST_CASE("session: the admission key and pair keys go to the data plane; peers that leave the ring are closed and "
+          "revoked", "[session]") {
+    Driver d;
+    d.connect();
+    Welcome w;
+    w.uuid = selfMember().uuid;
+    w.session_key.fill(7);
+    auto out = d.message(w);
+    auto keys = actionsOf<InstallKeys>(out);
+    REQUIRE(keys.size() == 1);
+    REQUIRE(keys[0].own);
+    CHECK((*keys[0].own)[0] == 7);
+    // An open run's Welcome carries no key: nothing to install.
+    CHECK(actionsOf<InstallKeys>(d.message(Welcome{})).empty());
+    PeerKeys pk;
+    pk.keys.push_back({member(1).uuid, {}});
+    keys = actionsOf<InstallKeys>(d.message(pk));
+    REQUIRE(keys.size() == 1);
+    CHECK_FALSE(keys[0].own);
+    CHECK(keys[0].peers.size() == 1);
+
+    d.message(TopologyUpdate{1, {member(1), member(2), selfMember()}, {3, 3, 1, 3}});
+    WorldUpdate update;
+    update.world = {2, 2, 1, 2};
+    update.ring = {member(2), selfMember()};
+    auto closes = actionsOf<ClosePeer>(d.message(update));
+    REQUIRE(closes.size() == 1);
+    CHECK(closes[0].peer == member(1).uuid);
+    // A TopologyUpdate without a peer revokes it too; one with the same members revokes nobody.
+    closes = actionsOf<ClosePeer>(d.message(TopologyUpdate{2, {selfMember()}, {1, 1, 1, 1}}));
+    REQUIRE(closes.size() == 1);
+    CHECK(closes[0].peer == member(2).uuid);
+    CHECK(actionsOf<ClosePeer>(d.message(TopologyUpdate{3, {selfMember()}, {1, 1, 1, 1}})).empty());
+}

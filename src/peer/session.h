@@ -105,6 +105,7 @@ private:
     void on(Actions &out, const protocol::HeartbeatAck &m);
     void on(Actions &out, const protocol::Welcome &m);
     void on(Actions &out, const protocol::PeerKeys &m);
+    void forgetLeavers(Actions &out, const std::vector<protocol::RingMember> &before);
     void on(Actions &out, const protocol::Reject &m);
     void on(Actions &out, const protocol::Kicked &m);
     void on(Actions &out, const protocol::TopologyUpdate &m);

@@ -68,6 +68,7 @@ void Session::on(Actions &out, const TopologyUpdate &m) {
     world_ = m.world;
     epoch_ = m.epoch;
     if (phase_ == Phase::Connected) logPlace(before, false);
+    forgetLeavers(out, before);
     auto me = std::find_if(ring_.begin(), ring_.end(), [&](auto &r) { return r.uuid == self_; });
     if (me == ring_.end() || phase_ == Phase::Dead) {
         // A dead session (admission deadline, silent master) must not join a ring it will never serve.
@@ -116,10 +117,21 @@ void Session::on(Actions &out, const VoteFailed &m) {
     answerVote(out, static_cast<VoteKind>(m.vote), fromFailure(m.result, m.reason));
 }
 
-void Session::on(Actions &, const WorldUpdate &m) {
+void Session::on(Actions &out, const WorldUpdate &m) {
     world_ = m.world;
     const auto before = std::exchange(ring_, m.ring);
     if (phase_ == Phase::Connected) logPlace(before, false);
+    forgetLeavers(out, before);
+}
+
+// Peers that left the ring were removed from the run: their data connections close and, in a
+// run with a secret, their keys are revoked (the communicator's ClosePeer), so a removed peer
+// opens no new connection here.
+void Session::forgetLeavers(Actions &out, const std::vector<RingMember> &before) {
+    for (auto &r : before) {
+        const bool stays = std::any_of(ring_.begin(), ring_.end(), [&](auto &n) { return n.uuid == r.uuid; });
+        if (!stays && r.uuid != self_) out.push_back(ClosePeer{r.uuid, "peer removed from the run"});
+    }
 }
 
 void Session::logPlace(const std::vector<RingMember> &before, bool joined) {

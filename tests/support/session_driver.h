@@ -22,6 +22,7 @@ using namespace pccl::protocol;
 using pccl::peer::Action;
 using pccl::peer::Actions;
 using pccl::peer::ClosePeer;
+using pccl::peer::InstallKeys;
 using pccl::peer::CloseAllData;
 using pccl::peer::Complete;
 using pccl::peer::ConnectLinks;
