@@ -42,7 +42,8 @@
  *   PCCL_TCP_CONGESTION (auto|system|NAME, see pcclCommCreateParamsEx_t), PCCL_SAME_HOST
  *   (off|0 disables same-host copies between peers on one machine; default on where possible,
  *   see pcclCommCreateParamsEx_t.same_host), PCCL_DISABLE_AVX2 (1: baseline hashing and
- *   quantization kernels). The extended creation
+ *   quantization kernels), PCCL_ADVERTISED_ADDRESS and PCCL_PORT_RANGE (NAT and firewalls,
+ *   see pcclCommCreateParamsEx_t.advertised_address and .port_range). The extended creation
  *   parameters (pcclCommCreateParamsEx_t) override the environment per communicator.
  *
  * This header compiles as C99 and as C++.
@@ -219,6 +220,20 @@ typedef struct pcclCommCreateParamsEx_t {
      *  PCCL_ENCRYPT_OFF (2): authenticated and integrity-protected, sent in the clear. Other
      *  values: pcclInvalidArgument. Read only when struct_size covers it. */
     uint32_t encrypt;
+    /** NAT (docs/security.md): where the other peers should connect to reach this peer's data
+     *  plane, when that differs from what the master sees (a router forwarding a public port):
+     *  "host:port"; "host" alone keeps the real data port; ":port" alone keeps the address the
+     *  master observes; IPv6 in brackets ("[2001:db8::1]:7000"); a host name is resolved once,
+     *  here. NULL = PCCL_ADVERTISED_ADDRESS if set, else none (the observed address and the real
+     *  port). Malformed: pcclInvalidArgument with the reason. Read only when struct_size
+     *  covers it. */
+    const char *advertised_address;
+    /** The port this peer's data plane listens on, so that a firewall or router can open or
+     *  forward exactly those: "lo-hi" (the first free port of the range, in order) or one port
+     *  ("7000" fixes it). NULL = PCCL_PORT_RANGE if set, else any free port. Malformed, or no
+     *  free port in the range (at pcclConnect): pcclInvalidArgument naming the range. Read only
+     *  when struct_size covers it. */
+    const char *port_range;
 } pcclCommCreateParamsEx_t;
 
 #define PCCL_ENCRYPT_DEFAULT 0u
@@ -230,7 +245,7 @@ typedef struct pcclCommCreateParamsEx_t {
 #define PCCL_SAME_HOST_OFF 2u
 
 #ifdef __cplusplus
-#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0 }
+#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, NULL }
 #else
 #define PCCL_COMM_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclCommCreateParamsEx_t) }
 #endif

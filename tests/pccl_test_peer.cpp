@@ -26,6 +26,12 @@
 //                  [--watch-iter W]
 //       Same, but each iteration is one pcclAllReduceMultipleWithRetry of M in-place f32 sums
 //       (tags 0..M-1) of C elements each.
+//   pccl_test_peer nat-peer --master IP:PORT --role send|receive --value V --state S --sum T --count C
+//       Joins a run of 2 peers (the NAT test: PCCL_PORT_RANGE and PCCL_ADVERTISED_ADDRESS come from
+//       the environment), then syncs a shared state of one f32 entry of C elements at revision 1:
+//       the sender (SEND_ONLY) holds S + j % 7, the receiver (RECEIVE_ONLY) zeros and must end
+//       with the sender's bytes ("SYNCED <rx bytes>"). Then an in-place f32 sum of C elements
+//       V + j % 3, which must give T + 2 * (j % 3) ("ALLREDUCED").
 //
 // Output: one line per event on stdout (flushed); "FAIL <reason>" and exit 1 on a failed check.
 #include "support/common.h"
@@ -310,6 +316,44 @@ void retryLoop(const std::map<std::string, std::string> &f) {
     PT_OK(comm, pcclDestroyCommunicator(comm));
 }
 
+void natPeer(const std::map<std::string, std::string> &f) {
+    const auto master = flagMaster(f);
+    const auto role = f.count("role") ? f.at("role") : "";
+    if (role != "send" && role != "receive") throw PeerFailure("--role must be send or receive");
+    const size_t count = static_cast<size_t>(flagInt(f, "count"));
+    const int value = static_cast<int>(flagInt(f, "value"));
+    const int state = static_cast<int>(flagInt(f, "state"));
+    const int sum = static_cast<int>(flagInt(f, "sum"));
+    pcclComm_t *comm = connectPeer(master, 0, 2, 15);
+    CommGuard guard(comm);
+    say("READY");
+    std::vector<float> weights(count, 0.0f);
+    if (role == "send")
+        for (size_t j = 0; j < count; ++j) weights[j] = static_cast<float>(state + static_cast<int>(j % 7));
+    pcclTensorInfo_t info{"weights", weights.data(), count, pcclFloat, pcclDeviceCpu, false};
+    pcclSharedState_t shared{1, 1, &info};
+    pcclSharedStateSyncInfo_t sync{};
+    PT_OK(comm, pcclSynchronizeSharedState(comm, &shared,
+                                           role == "send" ? PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY
+                                                          : PCCL_SHARED_STATE_SYNC_STRATEGY_RECEIVE_ONLY,
+                                           &sync));
+    for (size_t j = 0; j < count; ++j)
+        PT_CHECK_MSG(weights[j] == static_cast<float>(state + static_cast<int>(j % 7)),
+                     "shared state element " << j << " is " << weights[j] << " after the sync");
+    if (role == "receive") PT_CHECK_MSG(sync.rx_bytes >= count * sizeof(float), "received only " << sync.rx_bytes << " bytes");
+    say("SYNCED " + std::to_string(sync.rx_bytes));
+    std::vector<float> buf(count);
+    fillPattern(buf.data(), count, value);
+    const pcclReduceDescriptor_t d = makeDescriptor(count, pcclFloat, pcclSum, 0);
+    pcclReduceInfo_t reduced{};
+    PT_OK(comm, pcclAllReduce(buf.data(), buf.data(), &d, comm, &reduced));
+    PT_CHECK_EQ(reduced.local_world_size, 2u);
+    for (size_t j = 0; j < count; ++j)
+        PT_CHECK_MSG(buf[j] == static_cast<float>(sum + 2 * static_cast<int>(j % 3)),
+                     "all-reduce element " << j << " is " << buf[j]);
+    say("ALLREDUCED");
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -325,6 +369,7 @@ int main(int argc, char **argv) {
         else if (mode == "allreduce-loop") allreduceLoop(flags);
         else if (mode == "retry-loop") retryLoop(flags);
         else if (mode == "stop-before-vote") stopBeforeVote(flags);
+        else if (mode == "nat-peer") natPeer(flags);
         else throw PeerFailure("unknown mode " + mode);
     } catch (const std::exception &e) {
         say(std::string("FAIL ") + e.what());

@@ -37,6 +37,8 @@ FIELDS_IN_ORDER(pcclReduceInfo_t, local_world_size, tx_bytes);
 FIELDS_IN_ORDER(pcclReduceInfo_t, tx_bytes, rx_bytes);
 FIELDS_IN_ORDER(pcclReduceOperandDescriptor_t, datatype, distribution_hint);
 FIELDS_IN_ORDER(pcclQuantizationOptions_t, quantized_datatype, algorithm);
+FIELDS_IN_ORDER(pcclCommCreateParamsEx_t, encrypt, advertised_address);
+FIELDS_IN_ORDER(pcclCommCreateParamsEx_t, advertised_address, port_range);
 FIELDS_IN_ORDER(pcclReduceDescriptor_t, count, op);
 FIELDS_IN_ORDER(pcclReduceDescriptor_t, op, tag);
 FIELDS_IN_ORDER(pcclReduceDescriptor_t, tag, src_descriptor);

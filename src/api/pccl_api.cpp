@@ -245,10 +245,15 @@ PCCL_EXPORT const char *pcclGetLastErrorMessage(const pcclComm_t *communicator) 
 
 // Validates the compatible creation parameters into options (defaults from the environment).
 // The run secret: `secret` (NULL: PCCL_SECRET or PCCL_SECRET_FILE) and `encrypt` (0: PCCL_ENCRYPT).
+// NAT: `advertised` (NULL: PCCL_ADVERTISED_ADDRESS) and `portRange` (NULL: PCCL_PORT_RANGE).
 static Status baseOptions(const pcclCommCreateParams_t &params, peer::CommOptions *options, const char *secret = nullptr,
-                          uint32_t encrypt = 0) {
+                          uint32_t encrypt = 0, const char *advertised = nullptr, const char *portRange = nullptr) {
     PCCL_RETURN_IF_ERROR(checkAddress(params.master_address));
     *options = peer::CommOptions::fromEnvironment();
+    if (advertised) options->advertisedAddress = std::string(advertised, ::strnlen(advertised, 1024));
+    if (portRange) options->portRange = std::string(portRange, ::strnlen(portRange, 1024));
+    PCCL_RETURN_IF_ERROR(options->parseNetwork(advertised ? "advertised_address" : "PCCL_ADVERTISED_ADDRESS",
+                                               portRange ? "port_range" : "PCCL_PORT_RANGE"));
     PCCL_RETURN_IF_ERROR(security::loadSettings(secret ? std::optional<std::string>(secret) : std::nullopt, nullptr,
                                                 encrypt, &options->security));
     options->master = fromCcoip(params.master_address);
@@ -300,11 +305,17 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
                                                  " is not PCCL_SAME_HOST_DEFAULT (0), PCCL_SAME_HOST_ON (1) or PCCL_SAME_HOST_OFF (2)"));
         const char *secret = covers(offsetof(pcclCommCreateParamsEx_t, secret), sizeof(params->secret)) ? params->secret : nullptr;
         const uint32_t encrypt = covers(offsetof(pcclCommCreateParamsEx_t, encrypt), sizeof(params->encrypt)) ? params->encrypt : 0;
+        const char *advertised = covers(offsetof(pcclCommCreateParamsEx_t, advertised_address), sizeof(params->advertised_address))
+                                     ? params->advertised_address
+                                     : nullptr;
+        const char *portRange =
+            covers(offsetof(pcclCommCreateParamsEx_t, port_range), sizeof(params->port_range)) ? params->port_range : nullptr;
         if (congestion && (!*congestion || std::strlen(congestion) > 15))
             return fail(nullptr, invalidArgument(std::string("tcp_congestion \"") + congestion +
                                                  "\" is not a congestion control name (1..15 characters, or auto, or system)"));
         peer::CommOptions options;
-        if (auto st = baseOptions(params->params, &options, secret, encrypt); !st.ok()) return fail(nullptr, st);
+        if (auto st = baseOptions(params->params, &options, secret, encrypt, advertised, portRange); !st.ok())
+            return fail(nullptr, st);
         using ms = std::chrono::milliseconds;
         auto atLeast = [&](const char *name, uint32_t v, uint32_t lo) -> Status {
             if (v != 0 && v < lo) return invalidArgument(std::string(name) + " " + std::to_string(v) + " is below " + std::to_string(lo));

@@ -22,9 +22,7 @@ void Membership::send(Actions &out, ClientId to, ControlMessage m) {
 }
 
 std::string Membership::describe(const Peer &p) const {
-    NetAddr a = p.remote;
-    a.port = p.dataPort;
-    return "peer " + p.uuid.shortStr() + " (" + a.str() + ")";
+    return "peer " + p.uuid.shortStr() + " (" + p.dataAddr.str() + ")";
 }
 
 Actions Membership::onConnect(ClientId client, const NetAddr &remote) {
@@ -124,6 +122,8 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     const bool taken = std::any_of(peers_.begin(), peers_.end(), [&](auto &kv) {
         return kv.first != p.id && kv.second.state != State::Connected && kv.second.uuid == m.uuid;
     });
+    if (m.advertised.family != 0 && m.advertised.family != 4 && m.advertised.family != 6)
+        return kick(out, p.id, "advertised address of family " + std::to_string(m.advertised.family) + " (expected 4 or 6)");
     if (m.uuid.isNil() || taken) {
         Action a;
         a.to = p.id;
@@ -136,7 +136,10 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     }
     p.uuid = m.uuid;
     p.group = m.peer_group;
-    p.dataPort = m.data_port;
+    // The data address others dial: the advertised one where given (a peer behind NAT), else
+    // the address this connection comes from; the advertised port, else the listening port.
+    p.dataAddr = m.advertised.family != 0 ? m.advertised : p.remote;
+    p.dataAddr.port = m.advertised.port != 0 ? m.advertised.port : m.data_port;
     std::string capped;
     if (m.heartbeat_timeout_ms != 0) {
         // Capped by the master's own maximum: a stranger must not hold a slot for an hour.
@@ -183,8 +186,7 @@ std::vector<RingMember> Membership::ringOf(uint32_t group) const {
         const Peer &p = peers_.at(id);
         RingMember m;
         m.uuid = p.uuid;
-        m.data_addr = p.remote;
-        m.data_addr.port = p.dataPort;
+        m.data_addr = p.dataAddr;
         ring.push_back(m);
     }
     return ring;

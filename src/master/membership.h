@@ -86,7 +86,7 @@ private:
         Uuid uuid;
         protocol::NetAddr remote;
         uint32_t group = 0;
-        uint16_t dataPort = 0;
+        protocol::NetAddr dataAddr;  // where the other peers connect: advertised (NAT) or observed, set by Hello
         State state = State::Connected;
         bool votedTopology = false;
         bool votedPending = false;

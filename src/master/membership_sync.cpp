@@ -70,8 +70,7 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
                 if (plan.peers[i].uuid == q.uuid) return i;
             RingMember m;
             m.uuid = q.uuid;
-            m.data_addr = q.remote;
-            m.data_addr.port = q.dataPort;
+            m.data_addr = q.dataAddr;
             plan.peers.push_back(m);
             return static_cast<uint32_t>(plan.peers.size() - 1);
         };

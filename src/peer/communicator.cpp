@@ -6,6 +6,7 @@
 
 #include "collectives/allreduce_ring.h"
 #include "collectives/reduce_kernels.h"
+#include "transport/address.h"
 #include "transport/bandwidth_probe.h"
 #include "transport/same_host.h"
 #include "util/log.h"
@@ -48,7 +49,23 @@ CommOptions CommOptions::fromEnvironment() {
     o.sameHost = transport::sameHostFromEnvironment();
     if (std::getenv("PCCL_ADMISSION_TIMEOUT_MS"))
         o.admissionTimeout = std::chrono::milliseconds(envLong("PCCL_ADMISSION_TIMEOUT_MS", 0, 1, 1L << 40));
+    if (const char *a = std::getenv("PCCL_ADVERTISED_ADDRESS")) o.advertisedAddress = a;
+    if (const char *r = std::getenv("PCCL_PORT_RANGE")) o.portRange = r;
     return o;
+}
+
+Status CommOptions::parseNetwork(const std::string &advertisedSource, const std::string &rangeSource) {
+    advertised = NetAddr{0, {}, 0};
+    portLo = portHi = 0;
+    if (!advertisedAddress.empty()) {
+        auto a = transport::parseAdvertisedAddress(advertisedAddress);
+        if (!a.ok()) return invalidArgument(advertisedSource + " \"" + advertisedAddress + "\": " + a.status().message());
+        advertised = *a;
+    }
+    if (portRange.empty()) return {};
+    if (auto st = transport::parsePortRange(portRange, &portLo, &portHi); !st.ok())
+        return invalidArgument(rangeSource + " \"" + portRange + "\": " + st.message());
+    return {};
 }
 
 Communicator::Communicator(CommOptions options)
@@ -195,7 +212,7 @@ Status Communicator::connect() {
         data_.setCongestionControl(options_.tcpCongestion);
         data_.setSameHost(options_.sameHost);
         data_.setSecurity(options_.security);
-        if (auto st = data_.listen(0); !st.ok()) return failed(st);
+        if (auto st = data_.listen(options_.portLo, options_.portHi); !st.ok()) return failed(st);
     }
     Uuid self;
     {
@@ -218,6 +235,7 @@ Status Communicator::connect() {
     hello.data_port = data_.port();
     hello.uuid = self;
     hello.heartbeat_timeout_ms = static_cast<uint32_t>(options_.heartbeatTimeout.count());
+    hello.advertised = options_.advertised;
     return call([hello](Session &s, RequestId id) { return s.connected(id, hello); }).first;
 }
 

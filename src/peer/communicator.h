@@ -58,6 +58,18 @@ struct CommOptions {
     std::string tcpCongestion = "auto";  // of outgoing data connections (transport::DataPlane)
     bool sameHost = true;  // same-host copies where possible (transport/same_host.h)
     security::Settings security;  // the run secret, if any (docs/security.md); loaded by the API
+    // NAT and firewalls (docs/security.md): what the other peers dial to reach this one's data
+    // plane, as text ("host:port", "host" or ":port"; PCCL_ADVERTISED_ADDRESS; "" = none), and
+    // the ports it may listen on ("lo-hi" or one port; PCCL_PORT_RANGE; "" = any).
+    std::string advertisedAddress;
+    std::string portRange;
+    // Set from those by parseNetwork: family 0 = the address the master observes, port 0 = the
+    // listening port; the listener takes the first free port of portLo..portHi (0 = any).
+    protocol::NetAddr advertised{0, {}, 0};
+    uint16_t portLo = 0, portHi = 0;
+    // pcclInvalidArgument naming the malformed text's source (variable or field) and why.
+    Status parseNetwork(const std::string &advertisedSource = "PCCL_ADVERTISED_ADDRESS",
+                        const std::string &rangeSource = "PCCL_PORT_RANGE");
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 

@@ -83,7 +83,10 @@ struct Hello {
     uint16_t data_port = 0;
     Uuid uuid;
     uint32_t heartbeat_timeout_ms = 0;  // the master removes this peer after this much silence; 0 = its default
-    PCCL_FIELDS(magic, version, peer_group, data_port, uuid, heartbeat_timeout_ms)
+    // Where the other peers reach this one's data plane through NAT (PCCL_ADVERTISED_ADDRESS):
+    // family 0 = the address the master observes, port 0 = data_port.
+    NetAddr advertised{0, {}, 0};
+    PCCL_FIELDS(magic, version, peer_group, data_port, uuid, heartbeat_timeout_ms, advertised)
 };
 struct VoteUpdateTopology { PCCL_NO_FIELDS };
 struct LinksReady {

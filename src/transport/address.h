@@ -10,4 +10,11 @@ namespace pccl::transport {
 
 Result<protocol::NetAddr> parseSocketAddress(const std::string &text, uint16_t defaultPort);
 
+// PCCL_ADVERTISED_ADDRESS: "host:port", "host" (port 0: keep the real data port) or ":port"
+// (family 0: keep the address the master observes). Unspecified addresses are refused.
+Result<protocol::NetAddr> parseAdvertisedAddress(const std::string &text);
+
+// PCCL_PORT_RANGE: "lo-hi" or one port, 1 <= lo <= hi <= 65535.
+Status parsePortRange(const std::string &text, uint16_t *lo, uint16_t *hi);
+
 } // namespace pccl::transport

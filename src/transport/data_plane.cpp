@@ -176,9 +176,11 @@ DataPlane::~DataPlane() {
     impl_->connecting.clear();
 }
 
-Status DataPlane::listen(uint16_t port) {
-    asio::error_code ec;
-    auto &acc = impl_->acceptor;
+namespace {
+
+// Opens, binds and listens on `port`: dual-stack where IPv6 is available, else IPv4.
+asio::error_code listenOn(asio::ip::tcp::acceptor &acc, uint16_t port) {
+    asio::error_code ec, ignored;
     acc.open(asio::ip::tcp::v6(), ec);
     if (!ec) {
         acc.set_option(asio::ip::v6_only(false), ec);
@@ -186,7 +188,6 @@ Status DataPlane::listen(uint16_t port) {
         acc.bind({asio::ip::tcp::v6(), port}, ec);
     }
     if (ec) {
-        asio::error_code ignored;
         acc.close(ignored);
         ec.clear();
         acc.open(asio::ip::tcp::v4(), ec);
@@ -194,7 +195,27 @@ Status DataPlane::listen(uint16_t port) {
         if (!ec) acc.bind({asio::ip::tcp::v4(), port}, ec);
     }
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return {pcclInternalError, "cannot listen for peers on port " + std::to_string(port) + ": " + ec.message()};
+    if (ec) acc.close(ignored);
+    return ec;
+}
+
+} // namespace
+
+Status DataPlane::listen(uint16_t lo, uint16_t hi) {
+    auto &acc = impl_->acceptor;
+    asio::error_code ec;
+    if (lo == 0) {
+        if ((ec = listenOn(acc, 0)))
+            return {pcclInternalError, "cannot listen for peers on any port: " + ec.message()};
+    } else {
+        for (uint32_t port = lo; port <= hi; ++port)
+            if (!(ec = listenOn(acc, static_cast<uint16_t>(port)))) break;
+        if (ec) {
+            const std::string range = lo == hi ? "port " + std::to_string(lo) : "ports " + std::to_string(lo) + "-" + std::to_string(hi);
+            return invalidArgument("cannot listen for peers on " + range + " (PCCL_PORT_RANGE): " +
+                                   (lo == hi ? "" : "none is free; the last: ") + ec.message());
+        }
+    }
     impl_->acceptLoop();
     for (int i = 0; i < impl_->nThreads; ++i) impl_->threads.emplace_back([impl = impl_.get()] { impl->io.run(); });
     return {};

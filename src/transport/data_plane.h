@@ -35,9 +35,11 @@ public:
     DataPlane(const DataPlane &) = delete;
     DataPlane &operator=(const DataPlane &) = delete;
 
-    // Binds the listener (dual-stack when IPv6 is available) on `port` (0 = any) and starts the
-    // I/O threads. Blocking, local only.
-    Status listen(uint16_t port);
+    // Binds the listener (dual-stack when IPv6 is available) on the first free port of lo..hi, in
+    // order (lo = 0: any port; PCCL_PORT_RANGE), and starts the I/O threads. No free port in the
+    // range: pcclInvalidArgument naming it. Blocking, local only.
+    Status listen(uint16_t lo, uint16_t hi);
+    Status listen(uint16_t port) { return listen(port, port); }
     uint16_t port() const;
     // Congestion control of the connections this peer opens (they carry what it sends): "auto"
     // (bbr towards non-loopback peers when the kernel has it, else the system default),

@@ -129,6 +129,14 @@ class Communicator(Closeable):
     ``PCCL_ENCRYPT`` environment variable, else on; ``True``: encrypted; ``False``:
     authenticated and integrity-protected, sent in the clear).
 
+    NAT and firewalls (docs/security.md): ``advertised_address`` is where the other peers should
+    connect to reach this peer's data plane when a router forwards a public port to it:
+    ``"host:port"``, ``"host"`` (keeps the real data port) or ``":port"`` (keeps the address the
+    master observes); IPv6 in brackets. ``port_range`` (``"lo-hi"`` or one port) is the port this
+    peer listens on, the first free one of the range. ``None``: ``PCCL_ADVERTISED_ADDRESS`` and
+    ``PCCL_PORT_RANGE``, else the observed address and any free port. A malformed value raises
+    :class:`PCCLError` (INVALID_ARGUMENT) here; no free port in the range, at :meth:`connect`.
+
     Every blocking call releases the GIL. Failures raise :class:`PCCLError`; wrong arguments
     raise TypeError or ValueError before anything is sent."""
 
@@ -136,7 +144,8 @@ class Communicator(Closeable):
                  connect_timeout_ms: int = 0, heartbeat_timeout_ms: int = 0, op_timeout_ms: int = 0,
                  admission_timeout_ms: int = 0, io_threads: int = 0, state_compression_level: int = 0,
                  same_host: Optional[bool] = None, secret: Optional[Union[str, bytes]] = None,
-                 encrypt: Optional[bool] = None) -> None:
+                 encrypt: Optional[bool] = None, advertised_address: Optional[str] = None,
+                 port_range: Optional[str] = None) -> None:
         self._native: Optional[Any] = None
         self._address: SocketAddress = parse_address(address)
         self._peer_group = _uint(peer_group, "peer_group", bits=32)
@@ -154,6 +163,11 @@ class Communicator(Closeable):
         # pcclCommCreateParamsEx_t.encrypt: PCCL_ENCRYPT_DEFAULT, _ON, _OFF
         self._ex.append(0 if encrypt is None else (1 if encrypt else 2))
         self._secret = _secret(secret, "secret")
+        for v, name in ((advertised_address, "advertised_address"), (port_range, "port_range")):
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{name} must be None or a str, got {type(v).__name__}")
+        self._advertised_address = advertised_address
+        self._port_range = port_range
         self._in_flight: Dict[int, AsyncReduceHandle] = {}
         self._lock = threading.Lock()
         self._native = self._new_native()
@@ -161,7 +175,8 @@ class Communicator(Closeable):
 
     def _new_native(self) -> Any:
         a = self._address
-        return _pccl.Communicator(a.protocol, a.ip, a.port, self._peer_group, self._pool_size, self._ex, self._secret)
+        return _pccl.Communicator(a.protocol, a.ip, a.port, self._peer_group, self._pool_size, self._ex, self._secret,
+                                  self._advertised_address, self._port_range)
 
     def _require(self) -> Any:
         native = self._native
