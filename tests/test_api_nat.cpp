@@ -12,6 +12,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <sys/wait.h>
 
 using namespace pccl_test;
 

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <string>

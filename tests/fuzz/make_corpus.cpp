@@ -106,6 +106,7 @@ void controlMessages() {
 
     control("join", Hello{kMagic, kProtocolVersion, 0, 48149, uuid(1), 0});
     control("deadline", Hello{kMagic, kProtocolVersion, 2, 50000, uuid(2), 3000});
+    control("nat", Hello{kMagic, kProtocolVersion, 0, 7001, uuid(3), 0, NetAddr{4, {203, 0, 113, 7}, 7101}});
     control("old-version", Hello{kMagic, 4, 0, 48149, uuid(1), 0});
     control("ok", LinksReady{7, true, ""});
     control("failed", LinksReady{7, false, "connect to 10.0.0.3:48149: connection refused", uuid(3)});
