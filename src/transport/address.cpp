@@ -59,6 +59,7 @@ Result<protocol::NetAddr> parseAdvertisedAddress(const std::string &text) {
     protocol::NetAddr a;
     a.family = 0;
     if (text.empty()) return invalidArgument("the advertised address is empty");
+    if (text.back() == ':') return invalidArgument("empty port after ':' in '" + text + "'");
     if (text.front() == ':') {
         auto p = parsePort(text.substr(1), text);
         if (!p.ok()) return p.status();
