@@ -431,6 +431,56 @@ typedef struct pcclMemberInfo_t {
 PCCL_EXPORT pcclResult_t pcclGetPeerGroupMembers(const pcclComm_t *comm, pcclMemberInfo_t *members, size_t capacity,
                                                  size_t *count_out);
 
+/** What this communicator has done since it was created, and its place in the run (an
+ *  extension; filled by pcclGetCommunicatorStats). The first field is the struct's own size:
+ *  initialise with PCCL_COMM_STATS_INIT; later versions append fields and fill only those that
+ *  struct_size covers. Operations count when they end (a call refused at once, e.g. a tag
+ *  already in flight, counts nowhere); bytes are those of all-reduces and shared-state
+ *  transfers on the data plane (bandwidth probes excluded), counted per operation. */
+typedef struct pcclCommStats_t {
+    size_t struct_size;              /**< sizeof(pcclCommStats_t) */
+    uint64_t all_reduces_completed;  /**< all-reduces that returned pcclSuccess */
+    uint64_t all_reduces_failed;     /**< all-reduces that started and failed (lost peer, mismatch, abort, ...) */
+    uint64_t syncs_completed;        /**< pcclSynchronizeSharedState calls that succeeded */
+    uint64_t syncs_failed;           /**< ... and that failed after reaching the master */
+    uint64_t tx_bytes;               /**< data-plane bytes sent (quantized bytes if quantized) */
+    uint64_t rx_bytes;               /**< data-plane bytes received */
+    /** The latest successful all-reduce: its duration in microseconds (as duration_s of
+     *  pcclReduceInfoEx_t) and its buffer size in bytes (count * element size); 0 before one. */
+    uint64_t last_all_reduce_micros;
+    uint64_t last_all_reduce_bytes;
+    /** As PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE and PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE; 0 where
+     *  pcclGetAttribute fails (not connected yet, or the communicator failed). */
+    uint32_t world_size;
+    uint32_t group_world_size;
+    /** As PCCL_ATTRIBUTE_RANK; UINT32_MAX where pcclGetAttribute fails (not in a ring). */
+    uint32_t rank;
+    uint32_t peer_group;             /**< as pcclCommCreateParams_t.peer_group */
+    uint64_t epoch;                  /**< the latest topology (admission round) this peer saw; 0 before */
+    uint64_t votes_completed;        /**< pcclUpdateTopology, pcclArePeersPending, pcclOptimizeTopology that succeeded */
+    uint64_t votes_failed;           /**< ... and that failed after reaching the master */
+    /** The send rate to the ring successor achieved by the latest all-reduce that measured one,
+     *  in bytes per second; 0 before. */
+    uint64_t last_send_bytes_per_second;
+} pcclCommStats_t;
+
+#ifdef __cplusplus
+#define PCCL_COMM_STATS_INIT { sizeof(pcclCommStats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#else
+#define PCCL_COMM_STATS_INIT { .struct_size = sizeof(pcclCommStats_t) }
+#endif
+
+/** Read this communicator's statistics into *stats_out (an extension): counters since it was
+ *  created, kept after a failure. stats_out->struct_size must be at least the size of the
+ *  first version of pcclCommStats_t (through last_send_bytes_per_second); only the fields it
+ *  covers are written. Never fails for the state of the communicator: before pcclConnect and
+ *  after a failure the counters are returned with world_size 0 and rank UINT32_MAX.
+ *  Non-blocking (a lock, no round trip). The same counters reach the master in a small
+ *  report every 2 s at most, and only when they changed (docs/design.md).
+ *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument (NULL comm or stats_out, not a
+ *  communicator, a struct_size too small). */
+PCCL_EXPORT pcclResult_t pcclGetCommunicatorStats(const pcclComm_t *comm, pcclCommStats_t *stats_out);
+
 /** Collective vote over all accepted peers: admit every pending peer and rewire the ring
  *  links. Blocks until every accepted peer voted and the new links are up.
  *  Returns pcclSuccess, pcclNotInitialized, pcclInvalidArgument, pcclInvalidUsage (not

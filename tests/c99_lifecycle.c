@@ -137,6 +137,23 @@ static void *peer_main(void *arg) {
         }
     }
 
+    /* The extension: the communicator's statistics (the two all-reduces above). */
+    {
+        pcclCommStats_t stats = PCCL_COMM_STATS_INIT;
+        r = pcclGetCommunicatorStats(p->comm, &stats);
+        if (r != pcclSuccess) {
+            peer_fail(p, "stats", "pcclGetCommunicatorStats", r);
+            return NULL;
+        }
+        if (stats.all_reduces_completed != 2 || stats.world_size != NUM_PEERS || stats.rank >= NUM_PEERS) {
+            p->failed_phase = "stats";
+            snprintf(p->reason, sizeof p->reason, "all_reduces_completed %llu, world_size %u, rank %u",
+                     (unsigned long long) stats.all_reduces_completed, (unsigned) stats.world_size,
+                     (unsigned) stats.rank);
+            return NULL;
+        }
+    }
+
     if ((r = pcclGetAttribute(p->comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE, &p->world)) != pcclSuccess ||
         (r = pcclGetAttribute(p->comm, PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE, &p->group_world)) != pcclSuccess ||
         (r = pcclGetAttribute(p->comm, PCCL_ATTRIBUTE_NUM_DISTINCT_PEER_GROUPS, &p->groups)) != pcclSuccess ||

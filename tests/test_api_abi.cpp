@@ -54,6 +54,14 @@ FIELDS_IN_ORDER(pcclTensorInfo_t, device_type, allow_content_inequality);
 FIELDS_IN_ORDER(pcclSharedState_t, revision, count);
 FIELDS_IN_ORDER(pcclSharedState_t, count, infos);
 FIELDS_IN_ORDER(pcclSharedStateSyncInfo_t, tx_bytes, rx_bytes);
+// Extensions with a size-first struct: fields are only ever appended.
+static_assert(offsetof(pcclCommStats_t, struct_size) == 0);
+FIELDS_IN_ORDER(pcclCommStats_t, struct_size, all_reduces_completed);
+FIELDS_IN_ORDER(pcclCommStats_t, last_all_reduce_bytes, world_size);
+FIELDS_IN_ORDER(pcclCommStats_t, peer_group, epoch);
+FIELDS_IN_ORDER(pcclCommStats_t, epoch, votes_completed);
+FIELDS_IN_ORDER(pcclCommStats_t, votes_failed, last_send_bytes_per_second);
+static_assert(sizeof(pcclCommStats_t) == offsetof(pcclCommStats_t, last_send_bytes_per_second) + sizeof(uint64_t));
 #undef FIELDS_IN_ORDER
 
 static_assert(std::is_same_v<pcclReduceOpDescriptor_t, struct pcclReduceSingleDescriptor_t>);

@@ -2,6 +2,7 @@
 // No logic lives here.
 #include <pccl.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -383,6 +384,42 @@ PCCL_EXPORT pcclResult_t pcclGetPeerGroupMembers(const pcclComm_t *comm, pcclMem
             members[i].peer_group = group;
             members[i].rank = static_cast<uint32_t>(i);
         }
+        return pcclSuccess;
+    });
+}
+
+PCCL_EXPORT pcclResult_t pcclGetCommunicatorStats(const pcclComm_t *comm, pcclCommStats_t *stats_out) {
+    return guarded(comm, [&] {
+        if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
+        if (!stats_out) return fail(comm, invalidArgument("stats_out is NULL"));
+        constexpr size_t kFirstSize = offsetof(pcclCommStats_t, last_send_bytes_per_second) + sizeof(uint64_t);
+        const size_t size = stats_out->struct_size;
+        if (size < kFirstSize)
+            return fail(comm, invalidArgument("stats_out->struct_size " + std::to_string(size) +
+                                              " is smaller than pcclCommStats_t (" + std::to_string(kFirstSize) +
+                                              " bytes); initialise it with PCCL_COMM_STATS_INIT"));
+        const peer::Stats s = comm->rep->stats();
+        const peer::Counters &c = s.counters;
+        pcclCommStats_t out{};
+        out.all_reduces_completed = c.allReducesCompleted;
+        out.all_reduces_failed = c.allReducesFailed;
+        out.syncs_completed = c.syncsCompleted;
+        out.syncs_failed = c.syncsFailed;
+        out.tx_bytes = c.txBytes;
+        out.rx_bytes = c.rxBytes;
+        out.last_all_reduce_micros = c.lastAllReduceUs;
+        out.last_all_reduce_bytes = c.lastAllReduceBytes;
+        out.world_size = s.worldSize;
+        out.group_world_size = s.groupWorldSize;
+        out.rank = s.rank;
+        out.peer_group = s.peerGroup;
+        out.epoch = s.epoch;
+        out.votes_completed = c.votesCompleted;
+        out.votes_failed = c.votesFailed;
+        out.last_send_bytes_per_second = c.lastSendBytesPerS;
+        // Only the fields struct_size covers (a caller built against this version or a later one).
+        std::memcpy(reinterpret_cast<char *>(stats_out) + sizeof(size_t), reinterpret_cast<const char *>(&out) + sizeof(size_t),
+                    std::min(size, sizeof(out)) - sizeof(size_t));
         return pcclSuccess;
     });
 }

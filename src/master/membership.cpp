@@ -60,7 +60,7 @@ void Membership::dispatch(Actions &out, Peer &p, const M &m) {
         std::is_same_v<M, VoteUpdateTopology> || std::is_same_v<M, VotePeersPending> ||
         std::is_same_v<M, VoteOptimizeTopology> || std::is_same_v<M, CollectiveInit> ||
         std::is_same_v<M, CollectiveAwait> || std::is_same_v<M, CollectiveDone> || std::is_same_v<M, SharedStateSync> ||
-        std::is_same_v<M, SharedStateDone> || std::is_same_v<M, BandwidthReport>;
+        std::is_same_v<M, SharedStateDone> || std::is_same_v<M, BandwidthReport> || std::is_same_v<M, StatsReport>;
     if (fromAdmitted && p.state != State::Accepted)
         return kick(out, p.id, std::string(messageName(ControlMessage(m))) + " from a peer that is not admitted");
     on(out, p, m);

@@ -125,6 +125,9 @@ private:
     void on(Actions &out, Peer &p, const protocol::VoteOptimizeTopology &m);
     void on(Actions &out, Peer &p, const protocol::CollectiveAwait &m);
     void on(Actions &out, Peer &p, const protocol::Leave &m);
+    // A peer's counters (issue 18): accepted from an admitted peer and, for now, dropped; the
+    // master's HTTP view (status page, JSON, Prometheus) stores them.
+    void on(Actions &, Peer &, const protocol::StatsReport &) {}
     template <class M>
     void on(Actions &out, Peer &p, const M &m) { unexpected(out, p, protocol::ControlMessage(m)); }
     void unexpected(Actions &out, Peer &p, const protocol::ControlMessage &m);

@@ -121,6 +121,11 @@ size_t Communicator::inFlight() const {
     return session_.inFlight();
 }
 
+Stats Communicator::stats() const {
+    std::lock_guard lock(sessionMu_);
+    return session_.stats();
+}
+
 void Communicator::run(const Step &step) {
     Actions actions;
     {

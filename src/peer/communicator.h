@@ -113,6 +113,8 @@ public:
     // pcclAbortCommunicator: every waiting and later call fails with pcclAborted. Any thread.
     void abort();
     size_t inFlight() const;
+    // The session's counters and this peer's place (pcclGetCommunicatorStats). Any thread.
+    Stats stats() const;
 
 private:
     using Step = std::function<Actions(Session &)>;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "protocol/wire_result.h"
+#include "util/dtype.h"
 #include "util/log.h"
 
 namespace pccl::peer {
@@ -101,6 +102,7 @@ Actions Session::vote(RequestId id, VoteKind kind) {
 void Session::answerVote(Actions &out, VoteKind kind, Status status, bool pending) {
     auto &waiter = voteWaiters_[voteIndex(kind)];
     if (!waiter) return;
+    ++(status.ok() ? counters_.votesCompleted : counters_.votesFailed);
     Reply reply;
     if (kind == VoteKind::PeersPending) reply = pending;
     out.push_back(Complete{*waiter, std::move(status), reply});
@@ -183,6 +185,7 @@ void Session::fail(Actions &out, const Status &status) {
     }
     for (size_t k = 0; k < kVoteKinds; ++k)
         if (voteWaiters_[k]) {
+            ++counters_.votesFailed;
             out.push_back(Complete{*voteWaiters_[k], waitedForMaster(death_, voteCall(static_cast<VoteKind>(k))), {}});
             voteWaiters_[k].reset();
         }
@@ -208,6 +211,7 @@ void Session::finishOp(Actions &out, uint64_t tag, Op &op, Status status) {
         op.done = true;
         op.status = std::move(status);
         op.endUs = nowUs_;
+        countOp(op);
     }
     if (!op.waiter) return;
     out.push_back(Complete{*op.waiter, op.status,
@@ -218,6 +222,7 @@ void Session::finishOp(Actions &out, uint64_t tag, Op &op, Status status) {
 void Session::stopSync(Actions &out, const Status &status) {
     if (!sync_ || sync_->stopping) return;
     if (!sync_->started) {
+        ++(status.ok() ? counters_.syncsCompleted : counters_.syncsFailed);
         Status st = status.ok() ? status : withLocal(status, "shared-state sync, waiting to start (for the plan)");
         out.push_back(Complete{sync_->id, st, {}});
         sync_.reset();
@@ -258,7 +263,59 @@ Actions Session::onTick() {
         return out;
     }
     out.push_back(SendToMaster{Heartbeat{}});
+    maybeReport(out);
     return out;
+}
+
+// ---- statistics
+
+void Session::countOp(const Op &op) {
+    counters_.txBytes += op.stats.txBytes;
+    counters_.rxBytes += op.stats.rxBytes;
+    if (!op.status.ok()) {
+        ++counters_.allReducesFailed;
+        return;
+    }
+    ++counters_.allReducesCompleted;
+    counters_.lastAllReduceUs = op.endUs - op.startUs;
+    counters_.lastAllReduceBytes = op.args.count * dataTypeSize(op.args.dtype);
+    if (op.stats.sendBytesPerS) {
+        counters_.lastSendTo = op.next;
+        counters_.lastSendBytesPerS = op.stats.sendBytesPerS;
+    }
+}
+
+// Only while admitted: the master kicks a peer that reports before (or after) that.
+void Session::maybeReport(Actions &out) {
+    if (phase_ != Phase::Connected || counters_ == reported_) return;
+    if (lastReportMs_ && now_ < *lastReportMs_ + kStatsReportPeriodMs) return;
+    const Counters &c = counters_;
+    StatsReport r;
+    r.tx_bytes = c.txBytes;
+    r.rx_bytes = c.rxBytes;
+    r.collectives_completed = c.allReducesCompleted;
+    r.collectives_failed = c.allReducesFailed;
+    r.syncs_completed = c.syncsCompleted;
+    r.syncs_failed = c.syncsFailed;
+    r.last_op_micros = c.lastAllReduceUs;
+    r.last_op_bytes = c.lastAllReduceBytes;
+    if (c.lastSendBytesPerS) r.links.push_back(LinkRate{c.lastSendTo, c.lastSendBytesPerS});
+    reported_ = c;
+    lastReportMs_ = now_;
+    out.push_back(SendToMaster{std::move(r)});
+}
+
+Stats Session::stats() const {
+    Stats s;
+    s.counters = counters_;
+    s.epoch = epoch_;
+    s.peerGroup = group_;
+    if (phase_ != Phase::Connected) return s;
+    s.worldSize = world_.global_world_size;
+    s.groupWorldSize = world_.group_world_size;
+    auto me = std::find_if(ring_.begin(), ring_.end(), [&](auto &r) { return r.uuid == self_; });
+    if (me != ring_.end()) s.rank = static_cast<uint32_t>(me - ring_.begin());
+    return s;
 }
 
 // ---- reads

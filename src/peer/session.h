@@ -73,6 +73,7 @@ public:
     // This peer's group ring in rank order (pcclGetPeerGroupMembers), and its group.
     Result<std::vector<protocol::RingMember>> members() const;
     uint32_t group() const { return group_; }
+    Stats stats() const;
     size_t inFlight() const;
     bool allQuiet() const;  // no operation still touches user memory
     const Uuid &self() const { return self_; }
@@ -84,6 +85,7 @@ private:
         uint64_t segmentBytes = 0;
         uint64_t seq = 0;  // 0 until commenced
         uint32_t worldSize = 0;
+        Uuid next;  // the ring successor, once commenced
         uint64_t startUs = 0, endUs = 0;  // startAllReduce, and the end of the operation (done)
         bool started = false;   // a ring engine exists (StartAllReduce was issued)
         bool stopping = false;  // StopAllReduce issued, waiting for onAllReduceStopped
@@ -133,6 +135,9 @@ private:
     void finishOp(Actions &out, uint64_t tag, Op &op, Status status);
     void stopSync(Actions &out, const Status &status);
     void fail(Actions &out, const Status &status);
+    void countOp(const Op &op);  // once, when op ends
+    // On a tick: a StatsReport when the counters changed and the period has passed.
+    void maybeReport(Actions &out);
     // At info, this peer's own membership changes, once each: when its rank or its group's size
     // differs from what it last logged ("joined ...", "peer X left; ...", "ring changed: ...").
     void logPlace(const std::vector<protocol::RingMember> &before, bool joined);
@@ -158,6 +163,9 @@ private:
     std::optional<Sync> sync_;
     bool syncedBefore_ = false;
     uint64_t lastAck_ = 0, lastTick_ = 0;
+    Counters counters_;
+    Counters reported_;                     // as of the last StatsReport
+    std::optional<uint64_t> lastReportMs_;  // when it was sent
 };
 
 } // namespace pccl::peer

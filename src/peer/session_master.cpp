@@ -189,6 +189,7 @@ void Session::on(Actions &out, const CollectiveCommence &m) {
     const auto rank = static_cast<uint32_t>(me - m.ring.begin());
     op.seq = m.seq;
     op.worldSize = n;
+    op.next = m.ring[(rank + 1) % n].uuid;
     op.started = true;
     PCCL_LOG(Debug, "all-reduce tag " << m.tag << " seq " << m.seq << " commences: rank " << rank << " of " << n
                                       << ", next " << memberName(m.ring[(rank + 1) % n]));
@@ -289,6 +290,9 @@ Actions Session::onTransferStopped(uint64_t seq, const Status &status, const OpS
     Actions out;
     if (!sync_ || !sync_->stopping || sync_->seq != seq) return out;
     if (status.ok()) syncedBefore_ = true;
+    ++(status.ok() ? counters_.syncsCompleted : counters_.syncsFailed);
+    counters_.txBytes += stats.txBytes;
+    counters_.rxBytes += stats.rxBytes;
     out.push_back(Complete{sync_->id, status, SyncResult{sync_->revision, stats.txBytes, stats.rxBytes}});
     sync_.reset();
     return out;

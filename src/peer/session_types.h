@@ -55,6 +55,35 @@ struct SyncResult {
     uint64_t txBytes = 0, rxBytes = 0;
 };
 
+// What this peer has done since it connected (pcclGetCommunicatorStats, StatsReport). Counted
+// by the session once per operation, at its end, from the bytes its engine reports: nothing is
+// counted per frame. Requests refused at once (usage errors) count nowhere.
+struct Counters {
+    uint64_t allReducesCompleted = 0, allReducesFailed = 0;
+    uint64_t syncsCompleted = 0, syncsFailed = 0;
+    uint64_t votesCompleted = 0, votesFailed = 0;
+    // Data-plane bytes of all-reduces and shared-state transfers (not of bandwidth probes).
+    uint64_t txBytes = 0, rxBytes = 0;
+    uint64_t lastAllReduceUs = 0, lastAllReduceBytes = 0;  // the latest successful all-reduce
+    // The send rate to the ring successor of the latest all-reduce that measured one.
+    Uuid lastSendTo;
+    uint64_t lastSendBytesPerS = 0;
+    bool operator==(const Counters &) const = default;
+};
+
+// The counters and this peer's place in the run (Session::stats).
+struct Stats {
+    Counters counters;
+    uint32_t worldSize = 0, groupWorldSize = 0;  // 0 when not connected
+    uint32_t rank = UINT32_MAX;                  // UINT32_MAX when not connected or not in a ring
+    uint32_t peerGroup = 0;
+    uint64_t epoch = 0;  // of the latest topology (admission round) this peer saw
+};
+
+// A StatsReport goes to the master at most once per this period, and only when a counter
+// changed since the last one (Session::onTick).
+inline constexpr uint64_t kStatsReportPeriodMs = 2000;
+
 // What a finished call returns besides its status.
 using Reply = std::variant<std::monostate, bool, ReduceResult, SyncResult>;
 
