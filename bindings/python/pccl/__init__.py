@@ -47,6 +47,7 @@ from ._enums import (
 )
 from ._errors import PCCLError
 from ._types import (
+    CommStats,
     QuantizationOptions,
     ReduceDescriptor,
     ReduceInfo,
@@ -104,6 +105,7 @@ __all__ = [
     "SharedState",
     "SharedStateSyncInfo",
     "ReduceInfo",
+    "CommStats",
     "AsyncReduceHandle",
     "Loop",
     "LoopReduceHandle",

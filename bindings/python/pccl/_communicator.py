@@ -15,6 +15,7 @@ from ._buffers import reduce_operands
 from ._enums import Attribute, ReduceOp, Result, SharedStateSyncStrategy
 from ._errors import PCCLError
 from ._types import (
+    CommStats,
     QuantizationOptions,
     ReduceInfo,
     ReduceOpDescriptor,
@@ -311,6 +312,17 @@ class Communicator(Closeable):
             address = f"[{host}]:{port}" if family == 6 else f"{host}:{port}"
             out.append(MemberInfo(bytes(uuid).hex(), address, int(group), int(rank)))
         return out
+
+    def stats(self) -> CommStats:
+        """This communicator's statistics (``pcclGetCommunicatorStats``, an extension): all-reduces,
+        shared-state syncs and votes completed and failed, data-plane bytes sent and received,
+        the latest all-reduce's duration and size, the world size, rank and epoch. Non-blocking;
+        works before :meth:`connect` (zeros, ``rank`` None) and after a failure (the counters
+        are kept). The library reports the same counters to the master (every 2 s at most)."""
+        v = [int(x) for x in self._require().stats()]
+        rank = v[10]
+        v[10] = None if rank == 0xFFFFFFFF else rank
+        return CommStats(*v)
 
     @property
     def rank(self) -> int:

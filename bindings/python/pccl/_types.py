@@ -112,6 +112,47 @@ class ReduceInfo:
 
 
 @dataclass(frozen=True)
+class CommStats:
+    """``pcclCommStats_t`` (:meth:`Communicator.stats`): what a communicator has done since it
+    was created, and its place in the run. Operations count when they end; a call refused at
+    once (e.g. a tag already in flight) counts nowhere. The counters survive a failure."""
+
+    all_reduces_completed: int
+    all_reduces_failed: int
+    """All-reduces that started and failed (lost peer, mismatch, timeout, abort)."""
+    syncs_completed: int
+    syncs_failed: int
+    tx_bytes: int
+    """Data-plane bytes sent by all-reduces and shared-state syncs (bandwidth probes excluded)."""
+    rx_bytes: int
+    last_all_reduce_micros: int
+    """Duration of the latest successful all-reduce, in microseconds (0 before one)."""
+    last_all_reduce_bytes: int
+    """Its buffer size in bytes (count * element size)."""
+    world_size: int
+    """As ``Attribute.GLOBAL_WORLD_SIZE``; 0 when not connected (or after a failure)."""
+    group_world_size: int
+    """As ``Attribute.PEER_GROUP_WORLD_SIZE``; 0 when not connected."""
+    rank: Optional[int]
+    """As ``Attribute.RANK``; None when not connected or not in a ring."""
+    peer_group: int
+    epoch: int
+    """The latest topology (admission round) this peer saw; 0 before."""
+    votes_completed: int
+    votes_failed: int
+    last_send_bytes_per_second: int
+    """Send rate to the ring successor achieved by the latest all-reduce that measured one."""
+
+    @property
+    def last_all_reduce_bytes_per_second(self) -> float:
+        """``last_all_reduce_bytes / duration`` of the latest successful all-reduce (the
+        algorithm bandwidth); 0.0 before one."""
+        if not self.last_all_reduce_micros:
+            return 0.0
+        return self.last_all_reduce_bytes * 1e6 / self.last_all_reduce_micros
+
+
+@dataclass(frozen=True)
 class SharedStateSyncInfo:
     """``pcclSharedStateSyncInfo_t``: bytes moved by a shared-state sync (0 and 0 when this peer
     was already up to date and nobody needed its data)."""

@@ -459,6 +459,17 @@ public:
         return out;
     }
 
+    // pcclGetCommunicatorStats: the fields of pcclCommStats_t after struct_size, in order.
+    py::tuple stats() {
+        Use u(*this);
+        pcclCommStats_t s = PCCL_COMM_STATS_INIT;
+        callNoGil("pcclGetCommunicatorStats", [&] { return pcclGetCommunicatorStats(u.h, &s); });
+        return py::make_tuple(s.all_reduces_completed, s.all_reduces_failed, s.syncs_completed, s.syncs_failed,
+                              s.tx_bytes, s.rx_bytes, s.last_all_reduce_micros, s.last_all_reduce_bytes, s.world_size,
+                              s.group_world_size, s.rank, s.peer_group, s.epoch, s.votes_completed, s.votes_failed,
+                              s.last_send_bytes_per_second);
+    }
+
     py::tuple allReduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint64_t tag, int hint,
                         int qdtype, int qalgo) {
         Use u(*this);
@@ -709,6 +720,7 @@ PYBIND11_MODULE(_pccl, m) {
         .def("optimize_topology", &Communicator::optimizeTopology)
         .def("get_attribute", &Communicator::getAttribute)
         .def("members", &Communicator::members)
+        .def("stats", &Communicator::stats)
         .def("all_reduce", &Communicator::allReduce)
         .def("all_reduce_async", &Communicator::allReduceAsync)
         .def("await_async", &Communicator::awaitAsync)

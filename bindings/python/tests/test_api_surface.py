@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 API_NAMES = [
     "Communicator", "MasterNode", "ReduceOp", "Attribute", "SharedStateSyncStrategy", "DataType", "DeviceType",
     "DistributionHint", "QuantizationAlgorithm", "ReduceOperandDescriptor", "QuantizationOptions",
-    "ReduceDescriptor", "ReduceOpDescriptor", "TensorInfo", "SharedState", "SharedStateSyncInfo", "ReduceInfo",
+    "ReduceDescriptor", "ReduceOpDescriptor", "TensorInfo", "SharedState", "SharedStateSyncInfo", "ReduceInfo", "CommStats",
     "AsyncReduceHandle", "PCCLError", "cuda", "__version__",
 ]
 
