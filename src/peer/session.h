@@ -62,8 +62,9 @@ public:
     Actions onTransferFinished(uint64_t seq, const Status &status);
     Actions onTransferStopped(uint64_t seq, const Status &status, const OpStats &stats);
     Actions onProbeDone(uint64_t round, protocol::BandwidthReport report);
-    // Heartbeats, the master's silence and the admission deadline. Call every tickPeriod (and
-    // whenever a deadline may have passed).
+    // Heartbeats, the master's silence, the admission deadline and the StatsReport (at most one
+    // per kStatsReportPeriodMs, when the counters changed, while Connected). Call every
+    // tickPeriod (and whenever a deadline may have passed).
     Actions onTick();
 
     // ---- reads (any thread, under the driver's lock)
