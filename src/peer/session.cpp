@@ -287,9 +287,10 @@ void Session::countOp(const Op &op) {
 
 // Only while admitted: the master kicks a peer that reports before (or after) that.
 void Session::maybeReport(Actions &out) {
-    if (phase_ != Phase::Connected || counters_ == reported_) return;
+    Counters c = counters_;
+    c.votesCompleted = c.votesFailed = 0;  // not in the report: a vote alone sends none
+    if (phase_ != Phase::Connected || c == reported_) return;
     if (lastReportMs_ && now_ < *lastReportMs_ + kStatsReportPeriodMs) return;
-    const Counters &c = counters_;
     StatsReport r;
     r.tx_bytes = c.txBytes;
     r.rx_bytes = c.rxBytes;

@@ -165,7 +165,7 @@ private:
     bool syncedBefore_ = false;
     uint64_t lastAck_ = 0, lastTick_ = 0;
     Counters counters_;
-    Counters reported_;                     // as of the last StatsReport
+    Counters reported_;                     // as of the last StatsReport (votes left out)
     std::optional<uint64_t> lastReportMs_;  // when it was sent
 };
 
