@@ -14,7 +14,7 @@ Result<uint16_t> parsePort(const std::string &port, const std::string &text) {
     unsigned v = 0;
     auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
     if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || v > 65535)
-        return invalidArgument("bad port '" + port + "' in '" + text + "'");
+        return invalidArgument("bad port in address '" + text + "'");
     return static_cast<uint16_t>(v);
 }
 
