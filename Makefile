@@ -42,12 +42,14 @@ BUILD_DIR  ?= build
 
 # Debian packages the build, tests and tools need.
 APT_PACKAGES := build-essential cmake ninja-build pkg-config libasio-dev libzstd-dev \
-                libxxhash-dev catch2 libssl-dev iproute2 nftables
+                libxxhash-dev catch2 libssl-dev iproute2 nftables \
+                libcpp-httplib-dev chromium
 # Debian packages of `make fuzz` only (clang's libFuzzer with its sanitizers).
 FUZZ_APT_PACKAGES := clang-14 libfuzzer-14-dev
 # Python packages as "import-name:pip-requirement". torch is checked by import only, so an
 # already installed torch of another version is left alone.
-PIP_PACKAGES := numpy:numpy pytest:pytest pybind11:pybind11 scikit_build_core:scikit-build-core
+PIP_PACKAGES := numpy:numpy pytest:pytest pybind11:pybind11 scikit_build_core:scikit-build-core \
+                prometheus_client:prometheus-client jsonschema:jsonschema
 TORCH_REQUIREMENT := torch==2.13.0
 
 # root runs apt-get directly; anyone else goes through sudo when it exists.

@@ -5,6 +5,9 @@
 #include <string>
 
 #include "master/server.h"
+#ifdef PCCL_HAVE_HTTP
+#include "master/http_status.h"
+#endif
 #include "transport/address.h"
 #include "util/log.h"
 
@@ -16,6 +19,7 @@ void usage(FILE *out) {
                  "                   [--vote-timeout-ms MS] [--secret-file PATH] [--require-secret]\n"
                  "                   [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
                  "                   [--max-connections N] [--max-connections-per-address N]\n"
+                 "                   [--http HOST:PORT] [--http-token-file PATH]\n"
                  "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
                  "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
                  "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -37,13 +41,42 @@ void usage(FILE *out) {
                  "  --max-connections-per-address\n"
                  "                          open connections kept from one source IP address (default 64;\n"
                  "                          env PCCL_MAX_CONNECTIONS_PER_ADDRESS)\n"
+                 "  --http                  serve the status page, /api/status and /metrics on this address (off by\n"
+                 "                          default; env PCCL_MASTER_HTTP; a bare PORT binds 127.0.0.1). With a run\n"
+                 "                          secret a non-loopback address needs --http-token-file (docs/observability.md)\n"
+                 "  --http-token-file       every HTTP request must carry 'Authorization: Bearer <first line of PATH>'\n"
                  "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n");
+}
+
+// Starts the status server when --http (or PCCL_MASTER_HTTP) asks for it; false on failure.
+bool startHttp(const std::string &listen, const std::string &tokenFile, bool hasSecret,
+               const std::shared_ptr<pccl::master::StatusSink> &sink) {
+    if (listen.empty()) return true;
+#ifdef PCCL_HAVE_HTTP
+    auto *http = static_cast<pccl::master::HttpStatus *>(sink.get());
+    pccl::master::HttpOptions o{listen, "", hasSecret};
+    auto st = tokenFile.empty() ? pccl::Status{} : pccl::master::readTokenFile(tokenFile, &o.token);
+    if (st.ok()) st = http->start(o);
+    if (!st.ok()) {
+        std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
+        return false;
+    }
+    std::string host = listen.find(':') == std::string::npos || listen[0] == ':' ? "127.0.0.1" : listen.substr(0, listen.rfind(':'));
+    std::printf("pccl-master status page on http://%s:%u/\n", host.c_str(), http->port());
+    return true;
+#else
+    (void)tokenFile, (void)hasSecret, (void)sink;
+    std::fprintf(stderr, "pccl-master: --http: this build has no HTTP server (built with -DPCCL_HTTP=OFF)\n");
+    return false;
+#endif
 }
 
 } // namespace
 
 int main(int argc, char **argv) {
     std::string listen = "0.0.0.0:48148";
+    const char *httpEnv = std::getenv("PCCL_MASTER_HTTP");
+    std::string http = httpEnv ? httpEnv : "", httpTokenFile;
     auto options = pccl::master::ServerOptions::fromEnvironment();
     auto millis = [](const char *flag, const char *text, uint64_t lo, uint64_t *out) {
         char *end = nullptr;
@@ -101,6 +134,10 @@ int main(int argc, char **argv) {
         } else if (arg == "--max-connections-per-address") {
             count("--max-connections-per-address", value("--max-connections-per-address"),
                   &options.maxConnectionsPerAddress);
+        } else if (arg == "--http") {
+            http = value("--http");
+        } else if (arg == "--http-token-file") {
+            httpTokenFile = value("--http-token-file");
         } else if (arg == "--help" || arg == "-h") {
             usage(stdout);
             return 0;
@@ -119,6 +156,9 @@ int main(int argc, char **argv) {
     options.listen = *addr;
     options.printStatus = true;
     options.handleSignals = true;
+#ifdef PCCL_HAVE_HTTP
+    if (!http.empty()) options.status = std::make_shared<pccl::master::HttpStatus>();
+#endif
     pccl::master::Server server(options);
     if (auto st = server.bind(); !st.ok()) {
         std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
@@ -127,6 +167,7 @@ int main(int argc, char **argv) {
     auto shown = options.listen;
     shown.port = server.port();
     std::printf("pccl-master listening on %s\n", shown.str().c_str());
+    if (!startHttp(http, httpTokenFile, server.hasSecret(), options.status)) return 1;
     std::fflush(stdout);
     server.run();
     std::printf("pccl-master stopped\n");

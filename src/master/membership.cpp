@@ -30,6 +30,7 @@ Actions Membership::onConnect(ClientId client, const NetAddr &remote) {
     p.id = client;
     p.remote = remote;
     p.lastSeenMs = now_;
+    p.connectedMs = now_;
     peers_[client] = p;
     return {};
 }
@@ -153,7 +154,7 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     Welcome welcome{p.uuid, p.remote, {}};
     if (options_.masterKey) welcome.session_key = security::peerKey(*options_.masterKey, p.uuid, p.id);
     send(out, p.id, welcome);
-    events_.push_back(describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission" +
+    note("registered", describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission" +
                       capped);
     if (acceptedIds().empty() && linksWaiting_.empty()) admitPending(out);
 }
@@ -198,9 +199,11 @@ void Membership::admitPending(Actions &out) {
     for (auto &[id, p] : peers_) {
         if (p.state != State::Pending) continue;
         p.state = State::Accepted;
+        p.joinedMs = now_;
+        ++counters_.joins;
         joiners[p.group].push_back(id);
         linksJoiners_.insert(p.uuid);
-        events_.push_back(describe(p) + " admitted to group " + std::to_string(p.group));
+        note("admitted", describe(p) + " admitted to group " + std::to_string(p.group));
     }
     for (auto &[group, ids] : joiners) placeJoiners(group, ids);
     startLinksRound(out);
@@ -285,6 +288,7 @@ void Membership::maybeCommence(Actions &out, uint32_t group, uint64_t tag) {
         if (!c.inited.count(id)) return;
     if (!c.mismatch.empty()) return abortCollective(out, group, tag, pcclMismatch, c.mismatch);
     c.seq = nextSeq_++;
+    c.commencedMs = now_;
     c.participants = ring;
     auto members = ringOf(group);
     for (ClientId id : ring) send(out, id, CollectiveCommence{tag, c.seq, members});
@@ -304,6 +308,7 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
     for (ClientId id : c.participants)
         if (!c.done.count(id)) return;
     learnFromTraffic(c);
+    countCollective("all_reduce", pcclSuccess, c.commencedMs);
     for (ClientId id : c.participants) send(out, id, CollectiveCommitted{m.tag, c.seq});
     collectives_.erase(it);
 }
@@ -313,6 +318,9 @@ void Membership::abortCollective(Actions &out, uint32_t group, uint64_t tag, pcc
     auto it = collectives_.find({group, tag});
     if (it == collectives_.end()) return;
     Collective &c = it->second;
+    countCollective("all_reduce", result, 0);
+    record("collective", "all-reduce tag " + std::to_string(tag) + " of group " + std::to_string(group) +
+                             " failed (" + pcclGetErrorString(result) + "): " + reason);
     std::set<ClientId> to(c.inited.begin(), c.inited.end());
     to.insert(c.participants.begin(), c.participants.end());
     for (ClientId id : to)
@@ -326,7 +334,8 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
     const Peer p = it->second;
     peers_.erase(it);
     if (p.state == State::Connected) return;
-    events_.push_back(describe(p) + " " + reason);
+    note("lost", describe(p) + " " + reason);
+    countLoss(reason);
     if (p.state == State::Pending) return;
     auto &ring = rings_[p.group];
     std::erase(ring, id);
@@ -476,7 +485,7 @@ void Membership::restartDeadlinesAfterStall(uint64_t gap) {
     if (probe_ && eaten(kProbeReportGraceMs))
         probe_->deadlineMs = std::max(probe_->deadlineMs, now_ + kProbeReportGraceMs);
     if (restarted)
-        events_.push_back("the master did not run for " + std::to_string(gap) + " ms (stopped or suspended); " +
+        note("master", "the master did not run for " + std::to_string(gap) + " ms (stopped or suspended); " +
                           std::to_string(restarted) + " heartbeat deadline(s) restarted");
 }
 
@@ -576,6 +585,7 @@ void Membership::settleLateVotes(Actions &out) {
                            "waiting to start: collecting the peers' state descriptions", voters, laggards, &reason))
             continue;
         for (ClientId id : voters) send(out, id, SharedStateAborted{0, toWire(pcclTimeout), reason, {}});
+        countCollective("shared_state_sync", pcclTimeout, 0);
         syncRounds_.erase(group);
     }
 }

@@ -10,6 +10,7 @@
 // (failure report, peer lost) it aborts the operation on every participant.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -18,6 +19,7 @@
 
 #include <pccl.h>
 
+#include "master/run_view.h"
 #include "protocol/messages.h"
 
 namespace pccl::master {
@@ -78,6 +80,10 @@ public:
     size_t pendingCount() const;
     // Human-readable lines describing membership changes since the last call (for the daemon).
     std::vector<std::string> takeEvents();
+    // A snapshot of the run for the status page and metrics (membership_view.cpp); wallNowMs is
+    // left 0 (this class has no wall clock).
+    RunView view() const;
+    static constexpr size_t kEventLogSize = 200;  // events kept for view()
 
 private:
     enum class State { Connected, Pending, Accepted };
@@ -93,6 +99,9 @@ private:
         bool votedOptimize = false;
         uint64_t lastSeenMs = 0;
         uint64_t heartbeatTimeoutMs = 0;
+        uint64_t connectedMs = 0, joinedMs = 0;  // joinedMs: admitted at (0: not yet)
+        std::optional<protocol::StatsReport> stats;  // its latest report (for view())
+        uint64_t statsMs = 0;
         std::set<ClientId> keysSent;  // peers whose pair key this peer has (a run with a secret)
     };
     struct Collective {
@@ -104,6 +113,7 @@ private:
         std::vector<ClientId> participants;
         std::set<ClientId> done;
         uint64_t sinceMs = 0;  // first CollectiveInit
+        uint64_t commencedMs = 0;
         std::map<ClientId, uint64_t> sendRates;  // reported with CollectiveDone
         std::set<ClientId> awaiting;  // inited peers whose user thread waits for it (CollectiveAwait)
     };
@@ -125,9 +135,9 @@ private:
     void on(Actions &out, Peer &p, const protocol::VoteOptimizeTopology &m);
     void on(Actions &out, Peer &p, const protocol::CollectiveAwait &m);
     void on(Actions &out, Peer &p, const protocol::Leave &m);
-    // A peer's counters (issue 18): accepted from an admitted peer and, for now, dropped; the
-    // master's HTTP view (status page, JSON, Prometheus) stores them.
-    void on(Actions &, Peer &, const protocol::StatsReport &) {}
+    // A peer's counters (issue 18), accepted from an admitted peer: kept for view()
+    // (membership_view.cpp).
+    void on(Actions &out, Peer &p, const protocol::StatsReport &m);
     template <class M>
     void on(Actions &out, Peer &p, const M &m) { unexpected(out, p, protocol::ControlMessage(m)); }
     void unexpected(Actions &out, Peer &p, const protocol::ControlMessage &m);
@@ -215,6 +225,7 @@ private:
         uint64_t revision = 0;
         std::set<ClientId> participants, done;
         uint64_t sinceMs = 0;  // first description
+        uint64_t commencedMs = 0;  // plan sent
         // Per receiver, per fetched entry: the sources it may still use.
         std::map<ClientId, std::vector<std::set<ClientId>>> needs;
     };
@@ -238,6 +249,14 @@ private:
     std::set<Uuid> linksJoiners_;  // admitted in the admission round under way
     bool linksRetry_ = false;      // a joiner was removed for its links: run the round again
     std::vector<std::string> events_;
+    // Counters and the bounded event log behind view() (membership_view.cpp). note() records a
+    // membership change in both events_ and the log; countLoss() classifies removePeer's reason.
+    void note(const char *kind, std::string line);
+    void record(const char *kind, std::string line);  // the log only (failed collectives)
+    void countLoss(const std::string &reason);
+    void countCollective(const char *kind, pcclResult_t result, uint64_t commencedMs);
+    RunCounters counters_;
+    std::deque<RunEvent> eventLog_;
 
     // After the last probe window, how long the reports may take to arrive.
     static constexpr uint64_t kProbeReportGraceMs = 2500;

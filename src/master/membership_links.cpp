@@ -54,7 +54,7 @@ void Membership::onLinkFailure(Actions &out, Peer &p, const LinksReady &m) {
 
 void Membership::finishLinksRound(Actions &out) {
     if (std::exchange(linksRetry_, false) && linksError_.empty() && !acceptedIds().empty()) {
-        events_.push_back("admission round runs again without the joiner(s) whose links failed");
+        note("topology", "admission round runs again without the joiner(s) whose links failed");
         startLinksRound(out);
         return;
     }

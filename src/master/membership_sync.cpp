@@ -59,6 +59,7 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
     } else if (!participants.empty()) {
         SyncRound round;
         round.seq = nextSeq_++;
+        round.commencedMs = now_;
         round.revision = e.revision;
         round.participants.insert(participants.begin(), participants.end());
         std::map<ClientId, SharedStatePlan> plans;
@@ -117,6 +118,7 @@ void Membership::maybeCommitSync(Actions &out, uint32_t group) {
     auto &round = it->second;
     for (ClientId id : round.participants)
         if (!round.done.count(id)) return;
+    countCollective("shared_state_sync", pcclSuccess, round.commencedMs);
     for (ClientId id : round.participants) send(out, id, SharedStateCommitted{round.seq, round.revision});
     lastRevision_[group] = round.revision;
     syncRounds_.erase(it);
@@ -147,6 +149,8 @@ void Membership::abortSync(Actions &out, uint32_t group, const std::string &reas
     if (it == syncRounds_.end()) return;
     const SyncRound round = std::move(it->second);
     syncRounds_.erase(it);
+    countCollective("shared_state_sync", result, 0);
+    record("collective", "shared-state sync of group " + std::to_string(group) + " failed: " + reason);
     for (ClientId id : round.participants)
         if (peers_.count(id))
             send(out, id, SharedStateAborted{round.seq, toWire(result), reason, lost});

@@ -78,7 +78,7 @@ void Membership::finishProbe(Actions &out) {
                 if (i != j)
                     links += (links.empty() ? "" : ", ") + peers_.at(ids[i]).uuid.shortStr() + "->" +
                              peers_.at(ids[j]).uuid.shortStr() + " " + rate(bw[i][j]);
-        events_.push_back("links of group " + std::to_string(group) + " measured: " + links);
+        note("topology", "links of group " + std::to_string(group) + " measured: " + links);
         std::vector<size_t> current(ids.size());
         for (size_t i = 0; i < current.size(); ++i) current[i] = i;
         const double before = ringBottleneck(bw, current);
@@ -88,7 +88,7 @@ void Membership::finishProbe(Actions &out) {
         for (size_t i : best.order) reordered.push_back(ids[i]);
         ids = std::move(reordered);
         changed = true;
-        events_.push_back("ring of group " + std::to_string(group) + " reordered: slowest hop " + rate(before) + " -> " +
+        note("topology", "ring of group " + std::to_string(group) + " reordered: slowest hop " + rate(before) + " -> " +
                           rate(best.bottleneck));
     }
     std::vector<ClientId> voters;

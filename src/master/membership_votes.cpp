@@ -40,7 +40,7 @@ void Membership::settleNoOpVotes(Actions &out) {
             peers_.at(id).*flag = false;
             answer(id);
         }
-        events_.push_back(std::to_string(voters.size()) + " peer(s) answered at once in a vote with nobody pending: " +
+        note("vote", std::to_string(voters.size()) + " peer(s) answered at once in a vote with nobody pending: " +
                           describe(peers_.at(others.front())) + " waits for them in a collective");
         return true;
     };
@@ -85,7 +85,7 @@ void Membership::failMisorderedCalls(Actions &out) {
                                "call, so none can complete (" + who + "). Every peer must make the same collective "
                                "calls in the same order each step: sync the shared state, all-reduce, then vote "
                                "(pcclArePeersPending / pcclUpdateTopology), as in README.md's example";
-    events_.push_back(reason);
+    note("vote", reason);
     struct Vote {
         bool Peer::*flag;
         VoteKind kind;
@@ -112,6 +112,7 @@ void Membership::failMisorderedCalls(Actions &out) {
         }
         for (auto &[id, described] : it->second.described)
             send(out, id, SharedStateAborted{0, toWire(pcclMismatch), reason, {}});
+        countCollective("shared_state_sync", pcclMismatch, 0);
         it = syncRounds_.erase(it);
     }
 }

@@ -43,8 +43,24 @@ struct Server::Impl {
             if (ec) return;
             membership.setTime(nowMs());
             apply(membership.onTick());
+            publishStatus();
             tick();
         });
+    }
+    uint64_t lastPublishMs = 0;
+    bool published = false;
+    // The view for the status page, built on the loop; rendering happens on the HTTP threads.
+    void publishStatus() {
+        if (!options.status) return;
+        const uint64_t now = nowMs();
+        if (published && now < lastPublishMs + options.statusPeriodMs) return;
+        published = true;
+        lastPublishMs = now;
+        auto view = std::make_shared<RunView>(membership.view());
+        view->wallNowMs = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                    std::chrono::system_clock::now().time_since_epoch())
+                                                    .count());
+        options.status->publish(std::move(view));
     }
     struct Conn {
         std::shared_ptr<transport::FramedConnection> conn;
@@ -343,6 +359,8 @@ uint16_t Server::port() const {
     asio::error_code ec;
     return impl_->acceptor.local_endpoint(ec).port();
 }
+
+bool Server::hasSecret() const { return impl_->security.enabled(); }
 
 void Server::run() { impl_->io.run(); }
 

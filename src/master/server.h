@@ -17,6 +17,14 @@ namespace pccl::master {
 // The largest connection cap a flag or environment variable may set.
 inline constexpr uint64_t kMaxConnectionsLimit = 1000000;
 
+// Receives the master's view of the run from its loop thread, every statusPeriodMs (the HTTP
+// status server, http_status.h). publish() must return at once: it runs on the loop.
+class StatusSink {
+public:
+    virtual ~StatusSink() = default;
+    virtual void publish(std::shared_ptr<const RunView> view) = 0;
+};
+
 struct ServerOptions {
     protocol::NetAddr listen;  // port 0 = any free port
     // One line per membership change on stdout ("pccl-master: <change> | accepted N, pending M");
@@ -34,6 +42,9 @@ struct ServerOptions {
     // closed at once (logged at most once a second). docs/design.md, Limits.
     size_t maxConnections = 4096;
     size_t maxConnectionsPerAddress = 64;
+    // Where the loop publishes its RunView (none: not built); how often.
+    std::shared_ptr<StatusSink> status;
+    uint64_t statusPeriodMs = 250;
     // Defaults overridden by PCCL_HEARTBEAT_TIMEOUT_MS, PCCL_VOTE_TIMEOUT_MS,
     // PCCL_HANDSHAKE_TIMEOUT_MS, PCCL_MAX_HEARTBEAT_TIMEOUT_MS, PCCL_MAX_CONNECTIONS,
     // PCCL_MAX_CONNECTIONS_PER_ADDRESS and PCCL_MASTER_PRINT_STATUS (1: printStatus; how the
@@ -51,6 +62,7 @@ public:
 
     Status bind();            // bind + listen; after it port() is known
     uint16_t port() const;
+    bool hasSecret() const;   // after bind(): the run has a secret (peers authenticate)
     void run();               // serve until stopped (blocks the calling thread)
     void stop();              // any thread
     void interrupt();         // async-signal-safe

@@ -1,0 +1,145 @@
+// Membership's counters, event log and view(): what the status page and metrics show.
+#include "master/membership.h"
+
+#include <algorithm>
+
+namespace pccl::master {
+
+using namespace protocol;
+
+namespace {
+
+constexpr size_t kMaxReportedLinks = 4096;  // links kept from one StatsReport
+
+// The loss reason of a removed peer, from removePeer's reason text ("left", "lost (...)",
+// "kicked: ...": see kick() and its callers).
+std::string lossReason(const std::string &reason) {
+    auto has = [&](const char *s) { return reason.find(s) != std::string::npos; };
+    if (reason == "left") return "left";
+    if (reason.rfind("lost (", 0) == 0) return "crash";
+    if (has("no heartbeat")) return "heartbeat";
+    if (has("did not take part in") || has("did not report its links")) return "vote_timeout";
+    if (has("could not link")) return "link_failure";
+    if (has("shared state")) return "shared_state";
+    return "protocol";
+}
+
+const char *resultName(pcclResult_t result) {
+    switch (result) {
+    case pcclSuccess: return "completed";
+    case pcclMismatch: return "mismatched";
+    case pcclTimeout: return "timed_out";
+    default: return "aborted";
+    }
+}
+
+} // namespace
+
+void Membership::note(const char *kind, std::string line) {
+    record(kind, line);
+    events_.push_back(std::move(line));
+}
+
+void Membership::record(const char *kind, std::string line) {
+    eventLog_.push_back(RunEvent{now_, kind, std::move(line)});
+    while (eventLog_.size() > kEventLogSize) eventLog_.pop_front();
+}
+
+void Membership::countLoss(const std::string &reason) { ++counters_.losses[lossReason(reason)]; }
+
+// commencedMs is used for a completed one only (its duration: commence to commit).
+void Membership::countCollective(const char *kind, pcclResult_t result, uint64_t commencedMs) {
+    ++counters_.collectives[{kind, resultName(result)}];
+    if (result == pcclSuccess) counters_.durations[kind].observe(static_cast<double>(now_ - commencedMs) / 1000.0);
+}
+
+// Only admitted peers report (dispatch kicks others); the latest report replaces the previous one.
+void Membership::on(Actions &, Peer &p, const StatsReport &m) {
+    p.stats = m;
+    if (p.stats->links.size() > kMaxReportedLinks) p.stats->links.resize(kMaxReportedLinks);
+    p.statsMs = now_;
+    ++counters_.statsReports;
+}
+
+namespace {
+
+PeerView peerView(const NetAddr &remote, uint16_t dataPort) {
+    PeerView v;
+    v.address = remote.str();
+    NetAddr data = remote;
+    data.port = dataPort;
+    v.dataAddress = data.str();
+    return v;
+}
+
+} // namespace
+
+RunView Membership::view() const {
+    RunView v;
+    v.nowMs = now_;
+    v.epoch = epoch_;
+    v.counters = counters_;
+    v.events.assign(eventLog_.begin(), eventLog_.end());
+    v.revisions = {lastRevision_.begin(), lastRevision_.end()};
+    std::map<Uuid, std::string> names;
+    for (auto &[id, p] : peers_) {
+        if (p.state == State::Connected) {
+            ++v.connecting;
+            continue;
+        }
+        PeerView pv = peerView(p.remote, p.dataPort);
+        pv.uuid = p.uuid.str();
+        names[p.uuid] = pv.uuid;
+        pv.group = p.group;
+        const bool voting = p.votedTopology || p.votedPending || p.votedOptimize;
+        pv.state = p.state == State::Pending ? "pending" : voting ? "voting" : "accepted";
+        pv.activity = activityOf(p);
+        pv.connectedMs = p.connectedMs;
+        pv.joinedMs = p.joinedMs;
+        pv.lastSeenMs = p.lastSeenMs;
+        pv.stats = p.stats;
+        pv.statsMs = p.statsMs;
+        if (auto ring = rings_.find(p.group); ring != rings_.end()) {
+            auto at = std::find(ring->second.begin(), ring->second.end(), id);
+            if (at != ring->second.end()) pv.rank = at - ring->second.begin();
+        }
+        v.peers.push_back(std::move(pv));
+    }
+    for (auto &[group, ring] : rings_)
+        for (ClientId id : ring) v.rings[group].push_back(peers_.at(id).uuid.str());
+    // Links: measured ones between present peers, merged with what senders report.
+    std::map<std::pair<std::string, std::string>, LinkView> links;
+    for (auto &[pair, rate] : bandwidth_) {
+        auto from = names.find(pair.first), to = names.find(pair.second);
+        if (from == names.end() || to == names.end()) continue;
+        auto &l = links[{from->second, to->second}];
+        l.probeBytesPerSecond = rate;
+    }
+    for (auto &[id, p] : peers_) {
+        if (!p.stats || !names.count(p.uuid)) continue;
+        for (auto &r : p.stats->links) {
+            auto to = names.find(r.to);
+            if (to != names.end()) links[{names[p.uuid], to->second}].liveBytesPerSecond = r.bytes_per_second;
+        }
+    }
+    for (auto &[key, l] : links) {
+        v.links.push_back(l);
+        v.links.back().from = key.first;
+        v.links.back().to = key.second;
+    }
+    for (auto &[key, c] : collectives_) {
+        CollectiveView cv{"all_reduce", key.first, key.second, c.seq, c.seq ? "running" : "starting",
+                          c.seq ? c.participants.size() : rings_.count(key.first) ? rings_.at(key.first).size() : 0,
+                          c.inited.size(), c.done.size(), c.seq ? c.commencedMs : c.sinceMs};
+        v.inFlight.push_back(cv);
+    }
+    for (auto &[group, r] : syncRounds_) {
+        CollectiveView cv{"shared_state_sync", group, 0, r.seq, r.seq ? "running" : "starting",
+                          r.seq ? r.participants.size() : rings_.count(group) ? rings_.at(group).size() : 0,
+                          r.described.size(), r.done.size(), r.seq ? r.commencedMs : r.sinceMs};
+        v.inFlight.push_back(cv);
+    }
+    return v;
+}
+
+} // namespace pccl::master
