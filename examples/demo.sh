@@ -72,9 +72,12 @@ trap 'exit 143' TERM
 elapsed() { echo $((SECONDS - START)); }
 check_deadline() { (( SECONDS - START < TIMEOUT )) || die "timed out after ${TIMEOUT}s"; }
 
-# ---- master: listens on a port the kernel picks and prints it
+# ---- master: listens on a port the kernel picks and prints it; its status page (--http) on
+# another (DEMO_HTTP=127.0.0.1:8080 picks it; DEMO_HTTP= turns the page off)
 : >"$LOGDIR/master.log"
-"$MASTER_BIN" --listen 127.0.0.1:0 --log-level "$PCCL_LOG_LEVEL" >"$LOGDIR/master.log" 2>&1 &
+DEMO_HTTP=${DEMO_HTTP-127.0.0.1:0}
+"$MASTER_BIN" --listen 127.0.0.1:0 ${DEMO_HTTP:+--http "$DEMO_HTTP"} --log-level "$PCCL_LOG_LEVEL" \
+  >"$LOGDIR/master.log" 2>&1 &
 MASTER_PID=$!
 STARTED+=("$MASTER_PID")
 PORT=""
@@ -86,6 +89,8 @@ while [[ -z $PORT ]]; do
 done
 ADDR="127.0.0.1:$PORT"
 echo "demo: pccl-master (pid $MASTER_PID) listening on $ADDR; $NPEERS peers, $STEPS steps, $PARAMS parameters"
+STATUS_URL=$(sed -nE 's/.*pccl-master status page on (http[^ ]*).*/\1/p' "$LOGDIR/master.log" | head -n1 || true)
+[[ -z $STATUS_URL ]] || echo "demo: status page $STATUS_URL (metrics: ${STATUS_URL}metrics, JSON: ${STATUS_URL}api/status)"
 
 # ---- peers: output goes to the terminal and to $LOGDIR/NAME.log
 start_peer() {  # name seed [extra args...]

@@ -80,7 +80,7 @@ RunView Membership::view() const {
     v.epoch = epoch_;
     v.counters = counters_;
     v.events.assign(eventLog_.begin(), eventLog_.end());
-    v.revisions = {lastRevision_.begin(), lastRevision_.end()};
+    v.revisions = lastRevision_;
     std::map<Uuid, std::string> names;
     for (auto &[id, p] : peers_) {
         if (p.state == State::Connected) {

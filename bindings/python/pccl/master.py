@@ -43,6 +43,7 @@ _USAGE = (
     "                   [--vote-timeout-ms MS] [--secret-file PATH] [--require-secret]\n"
     "                   [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
     "                   [--max-connections N] [--max-connections-per-address N]\n"
+    "                   [--http HOST:PORT] [--http-token-file PATH]\n"
     "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
     "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
     "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -64,6 +65,10 @@ _USAGE = (
     "  --max-connections-per-address\n"
     "                          open connections kept from one source IP address (default 64;\n"
     "                          env PCCL_MAX_CONNECTIONS_PER_ADDRESS)\n"
+    "  --http                  serve the status page, /api/status and /metrics on this address (off by\n"
+    "                          default; env PCCL_MASTER_HTTP; a bare PORT binds 127.0.0.1). With a run\n"
+    "                          secret a non-loopback address needs --http-token-file (docs/observability.md)\n"
+    "  --http-token-file       every HTTP request must carry 'Authorization: Bearer <first line of PATH>'\n"
     "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n"
 )
 
@@ -144,6 +149,9 @@ def _parse(argv: List[str]) -> _Options:
             o.secret_file = value(arg)
         elif arg == "--require-secret":
             o.require_secret = True
+        elif arg in ("--http", "--http-token-file"):
+            value(arg)
+            raise _UsageError(f"{arg}: the Python pccl-master has no HTTP server; run the C pccl-master")
         elif arg in ("--help", "-h"):
             o.help = True
             return o
