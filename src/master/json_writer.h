@@ -2,6 +2,7 @@
 // through), integers, finite doubles (others become null), booleans. Commas are placed for the
 // caller; key() must precede every value inside an object.
 #pragma once
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -36,8 +37,8 @@ public:
                 return;
             }
             char buf[32];
-            std::snprintf(buf, sizeof buf, "%.17g", v);
-            out_ += buf;
+            auto r = std::to_chars(buf, buf + sizeof buf, v);
+            out_.append(buf, r.ptr);
         });
     }
     JsonWriter &null() { return raw([&] { out_ += "null"; }); }

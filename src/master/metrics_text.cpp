@@ -1,7 +1,7 @@
 // GET /metrics: Prometheus text exposition format 0.0.4 (docs/observability.md lists every
 // metric). Known label values (states, kinds, results, loss reasons) are always present, at 0
 // until something happens, so that rate() and alerts see a series from the first scrape.
-#include <cstdio>
+#include <charconv>
 
 #include <pccl.h>
 
@@ -28,10 +28,11 @@ std::string escape(const std::string &s) {
     return r;
 }
 
+// The shortest text that reads back as v.
 std::string number(double v) {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", v);
-    return buf;
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
 }
 
 class Text {

@@ -40,7 +40,7 @@ td{padding:5px 6px;border-bottom:1px solid #1d2530;white-space:nowrap}td.mono,.m
 <th>tx</th><th>rx</th><th>heartbeat</th></tr></thead><tbody id="peers"></tbody></table>
 <div id="counters" style="margin-top:12px"></div></section>
 <section><h2>Ring and link bandwidth</h2><div id="rings"></div></section>
-<section class="wide"><h2>Throughput (sent by all peers, last 10 minutes)</h2>
+<section class="wide"><h2 id="charttitle">Throughput</h2>
 <canvas id="chart" height="170" style="width:100%"></canvas></section>
 <section class="wide"><h2>Events</h2><ul id="events"></ul></section>
 </main>
@@ -86,14 +86,20 @@ svg.appendChild(el("circle",{cx:x,cy:y,r:17,fill:"#171d24",stroke:p&&p.state==="
 svg.appendChild(el("text",{x,y:y+4,"text-anchor":"middle"},String(i)));
 svg.appendChild(el("text",{x,y:y+32,"text-anchor":"middle",fill:"#8593a3"},short(u)))});
 box.appendChild(svg)}}
-function chart(s){const tx=s.peers.reduce((a,p)=>a+(p.stats?p.stats.tx_bytes:0),0),t=s.now_unix_ms;
+// Bytes sent per second by all peers (their reports); all-reduces per second until a peer reports.
+let unit=null;
+function chart(s){const bytesKnown=s.peers.some(p=>p.stats),t=s.now_unix_ms;
+const tx=bytesKnown?s.peers.reduce((a,p)=>a+(p.stats?p.stats.tx_bytes:0),0):
+s.counters.collectives.filter(x=>x.kind==="all_reduce"&&x.result==="completed").reduce((a,x)=>a+x.count,0);
+const u=bytesKnown?"bytes":"ops";if(u!==unit){hist.length=0;prev=null;unit=u;
+$("charttitle").textContent=bytesKnown?"Throughput: bytes sent by all peers, last 10 minutes":"All-reduces completed per second, last 10 minutes"}
 if(prev&&t>prev.t)hist.push({t,v:Math.max(0,(tx-prev.tx)*1000/(t-prev.t))});prev={t,tx};
 while(hist.length&&hist[0].t<t-600000)hist.shift();
 const cv=$("chart"),dpr=window.devicePixelRatio||1,w=cv.clientWidth,h=170;cv.width=w*dpr;cv.height=h*dpr;
 const g=cv.getContext("2d");g.scale(dpr,dpr);g.clearRect(0,0,w,h);const max=Math.max(1,...hist.map(p=>p.v))*1.15;
 g.font="12px system-ui";g.fillStyle="#8593a3";g.strokeStyle="#263140";
 for(let k=0;k<=3;k++){const y=10+(h-30)*k/3;g.beginPath();g.moveTo(70,y);g.lineTo(w,y);g.stroke();
-g.fillText(rate(max*(1-k/3)),4,y+4)}
+g.fillText(unit==="bytes"?bytes(max*(1-k/3))+"/s":(max*(1-k/3)).toFixed(1)+"/s",4,y+4)}
 g.fillText("-10 min",70,h-4);g.fillText("now",w-28,h-4);if(hist.length<2)return;
 const X=p=>70+(w-70)*(1-(t-p.t)/600000),Y=p=>10+(h-30)*(1-p.v/max);
 g.beginPath();g.moveTo(X(hist[0]),h-20);for(const p of hist)g.lineTo(X(p),Y(p));g.lineTo(X(hist[hist.length-1]),h-20);
