@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <cstring>
 #include <random>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -128,13 +129,16 @@ TEST_CASE("status http: stalled HTTP clients do not delay the peers' votes and a
         HttpMaster master;
         // More stalled clients than the status server has threads: each sent half a request.
         std::vector<int> stalled;
+        // (Once every status thread holds one, further connections queue in the listen backlog
+        // until it is full: those connects may time out, which is fine.)
         for (int i = 0; i < 12; ++i) {
             int fd = connectTo(master.httpPort());
-            PT_CHECK(fd >= 0);
+            if (fd < 0) continue;
             const char half[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
-            PT_CHECK(::send(fd, half, sizeof half - 1, MSG_NOSIGNAL) > 0);
+            ::send(fd, half, sizeof half - 1, MSG_NOSIGNAL);
             stalled.push_back(fd);
         }
+        PT_CHECK_MSG(stalled.size() >= 4, "only " << stalled.size() << " stalled clients connected");
         ClusterOptions opts;
         opts.groups = {0, 0, 0};
         opts.timeout_s = 30;
