@@ -61,19 +61,6 @@ void Membership::on(Actions &, Peer &p, const StatsReport &m) {
     ++counters_.statsReports;
 }
 
-namespace {
-
-PeerView peerView(const NetAddr &remote, uint16_t dataPort) {
-    PeerView v;
-    v.address = remote.str();
-    NetAddr data = remote;
-    data.port = dataPort;
-    v.dataAddress = data.str();
-    return v;
-}
-
-} // namespace
-
 RunView Membership::view() const {
     RunView v;
     v.nowMs = now_;
@@ -87,7 +74,9 @@ RunView Membership::view() const {
             ++v.connecting;
             continue;
         }
-        PeerView pv = peerView(p.remote, p.dataPort);
+        PeerView pv;
+        pv.address = p.remote.str();
+        pv.dataAddress = p.dataAddr.str();
         pv.uuid = p.uuid.str();
         names[p.uuid] = pv.uuid;
         pv.group = p.group;

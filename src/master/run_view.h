@@ -58,7 +58,7 @@ struct RunEvent {
 struct PeerView {
     std::string uuid;         // 32 hex digits
     std::string address;      // as observed by the master (control connection)
-    std::string dataAddress;  // observed IP, the data port of its Hello
+    std::string dataAddress;  // where other peers connect: advertised (NAT) or observed
     uint32_t group = 0;
     int64_t rank = -1;        // position in its group's ring; -1 while not admitted
     std::string state;        // "pending", "accepted", "voting"

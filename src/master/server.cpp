@@ -343,6 +343,7 @@ Status Server::bind() {
     impl_->accept();
     impl_->watchWake();
     impl_->tick();
+    impl_->publishStatus();  // the status server has a view before run(): never a 503 after bind()
     if (impl_->options.handleSignals) {
         impl_->signals.add(SIGINT);
         impl_->signals.add(SIGTERM);
