@@ -140,7 +140,7 @@ struct SocketView {
     std::vector<int> listen_ports;
     struct Conn {
         std::string local_ip, peer_ip;
-        int peer_port = 0;
+        int local_port = 0, peer_port = 0;
         uint64_t acked = 0;
     };
     std::map<int, Conn> conns;  // by fd
@@ -189,6 +189,7 @@ SocketView viewSockets() {
         if (getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &pl) != 0) continue;
         SocketView::Conn c;
         c.local_ip = lip;
+        c.local_port = lport;
         if (!addrOf(peer, c.peer_ip, c.peer_port)) continue;
         tcp_info ti{};
         len = sizeof ti;
@@ -206,7 +207,10 @@ void emitRing(const SocketView &before, const SocketView &after, int master_port
     for (const auto &[fd, c] : after.conns) {
         if (c.peer_port == master_port) continue;  // the control connection
         auto it = before.conns.find(fd);
-        const uint64_t base = it != before.conns.end() && it->second.peer_port == c.peer_port ? it->second.acked : 0;
+        // The same connection in both views (a closed one's fd may be reused by a new one).
+        const bool same = it != before.conns.end() && it->second.peer_port == c.peer_port &&
+                          it->second.local_port == c.local_port && it->second.peer_ip == c.peer_ip;
+        const uint64_t base = same ? it->second.acked : 0;
         sent[{c.peer_ip, c.peer_port}] += c.acked - std::min(c.acked, base);
     }
     std::pair<std::string, int> best{"-", 0};
