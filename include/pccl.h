@@ -28,8 +28,12 @@
  *   data transfer that makes no progress for the operation deadline fails on every
  *   participant (pcclTimeout); a vote or collective start that stays open for the master's
  *   vote deadline either removes the laggards (when the waiting peers outnumber them) or fails
- *   the waiting calls (pcclTimeout); a master that answers no heartbeat fails every blocked
- *   call (pcclMasterConnectionLost).
+ *   the waiting calls (pcclTimeout). A lost master (its connection closed, or no heartbeat
+ *   answered) is waited for: the peer keeps its communicator and reconnects (to the same
+ *   master first, then to PCCL_MASTER_ADDRESSES in turn), a restarted master rebuilds the run
+ *   from the peers, and calls made meanwhile wait; pcclMasterConnectionLost means the peer
+ *   gave up after PCCL_MASTER_RECONNECT_TIMEOUT_MS (default 60000; 0 = at once, as PCCL 1.0),
+ *   after which the communicator is unusable (docs/master_recovery.md).
  * - Environment: PCCL_LOG_LEVEL (trace|debug|info|warn|error|off), PCCL_CONNECT_TIMEOUT_MS
  *   (TCP connects, default 10000), PCCL_HEARTBEAT_TIMEOUT_MS (liveness deadline, default 5000;
  *   the peer tells the master its own), PCCL_OP_TIMEOUT_MS (progress deadline of a data
@@ -102,8 +106,9 @@ typedef enum pcclResult_t {
      *  PCCL_SEGMENT_BYTES) for the same tag, or on the structure of the shared state. Nothing
      *  was written; retrying the same call fails the same way. */
     pcclMismatch = 16,
-    /** The connection to the master was lost after connecting; the communicator is
-     *  unusable afterwards. */
+    /** The peer gave up on its master: it was lost after connecting and no master took its
+     *  place within the reconnect timeout (PCCL_MASTER_RECONNECT_TIMEOUT_MS); the
+     *  communicator is unusable afterwards. */
     pcclMasterConnectionLost = 17,
     /** pcclAbortCommunicator was called on this communicator: the call was cut short (an
      *  in-place all-reduce input is restored). Every later call returns it too; the
@@ -234,7 +239,22 @@ typedef struct pcclCommCreateParamsEx_t {
      *  free port in the range (at pcclConnect): pcclInvalidArgument naming the range. Read only
      *  when struct_size covers it. */
     const char *port_range;
+    /** Masters to try, in turn, besides params.master_address (docs/master_recovery.md):
+     *  "host:port,host:port" (the first connect tries params.master_address first, then these;
+     *  a peer that lost its master reconnects to the same one first, then rotates). NULL =
+     *  PCCL_MASTER_ADDRESSES if set, else none. Malformed: pcclInvalidArgument naming the entry.
+     *  Read only when struct_size covers it. */
+    const char *master_addresses;
+    /** How long a peer that lost its master (connection closed, or no heartbeat answered) keeps
+     *  its communicator, data connections and shared state and waits for a master to come back
+     *  (reconnecting with backoff) before every call fails with pcclMasterConnectionLost. Calls
+     *  made meanwhile wait; a started all-reduce completes or fails on every peer. 0 =
+     *  PCCL_MASTER_RECONNECT_TIMEOUT_MS if set (0 there: off), else 60000;
+     *  PCCL_MASTER_RECONNECT_OFF: fail at once, as PCCL 1.0. Read only when struct_size covers it. */
+    uint32_t master_reconnect_timeout_ms;
 } pcclCommCreateParamsEx_t;
+
+#define PCCL_MASTER_RECONNECT_OFF 0xffffffffu
 
 #define PCCL_ENCRYPT_DEFAULT 0u
 #define PCCL_ENCRYPT_ON 1u
@@ -245,7 +265,7 @@ typedef struct pcclCommCreateParamsEx_t {
 #define PCCL_SAME_HOST_OFF 2u
 
 #ifdef __cplusplus
-#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, NULL }
+#define PCCL_COMM_CREATE_PARAMS_EX_INIT { sizeof(pcclCommCreateParamsEx_t), {}, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, NULL, NULL, 0 }
 #else
 #define PCCL_COMM_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclCommCreateParamsEx_t) }
 #endif

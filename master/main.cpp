@@ -19,7 +19,7 @@ void usage(FILE *out) {
                  "                   [--vote-timeout-ms MS] [--secret-file PATH] [--require-secret]\n"
                  "                   [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
                  "                   [--max-connections N] [--max-connections-per-address N]\n"
-                 "                   [--http HOST:PORT] [--http-token-file PATH]\n"
+                 "                   [--http HOST:PORT] [--http-token-file PATH] [--end-run-on-exit] [--epoch N]\n"
                  "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
                  "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
                  "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -45,6 +45,11 @@ void usage(FILE *out) {
                  "                          default; env PCCL_MASTER_HTTP; a bare PORT binds 127.0.0.1). With a run\n"
                  "                          secret a non-loopback address needs --http-token-file (docs/observability.md)\n"
                  "  --http-token-file       every HTTP request must carry 'Authorization: Bearer <first line of PATH>'\n"
+                 "  --end-run-on-exit       on SIGINT/SIGTERM tell the peers the run has ended (they fail at once);\n"
+                 "                          by default they keep the run and wait for a restarted master\n"
+                 "                          (docs/master_recovery.md)\n"
+                 "  --epoch                 this master's first epoch (default 1; a restarted master moves past\n"
+                 "                          the epoch its peers report)\n"
                  "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n");
 }
 
@@ -77,6 +82,7 @@ int main(int argc, char **argv) {
     std::string listen = "0.0.0.0:48148";
     const char *httpEnv = std::getenv("PCCL_MASTER_HTTP");
     std::string http = httpEnv ? httpEnv : "", httpTokenFile;
+    bool endRun = false;  // --end-run-on-exit
     auto options = pccl::master::ServerOptions::fromEnvironment();
     auto millis = [](const char *flag, const char *text, uint64_t lo, uint64_t *out) {
         char *end = nullptr;
@@ -134,6 +140,10 @@ int main(int argc, char **argv) {
         } else if (arg == "--max-connections-per-address") {
             count("--max-connections-per-address", value("--max-connections-per-address"),
                   &options.maxConnectionsPerAddress);
+        } else if (arg == "--end-run-on-exit") {
+            endRun = true;
+        } else if (arg == "--epoch") {
+            count("--epoch", value("--epoch"), &options.membership.masterEpoch);
         } else if (arg == "--http") {
             http = value("--http");
         } else if (arg == "--http-token-file") {
@@ -156,6 +166,7 @@ int main(int argc, char **argv) {
     options.listen = *addr;
     options.printStatus = true;
     options.handleSignals = true;
+    options.endRunOnStop = endRun;
 #ifdef PCCL_HAVE_HTTP
     if (!http.empty()) options.status = std::make_shared<pccl::master::HttpStatus>();
 #endif

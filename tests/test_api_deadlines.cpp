@@ -137,10 +137,11 @@ TEST_CASE("deadlines: a shared-state sync one peer never joins returns pcclTimeo
     });
 }
 
-TEST_CASE("deadlines: a master killed while peers are blocked in an all-reduce, a vote and pcclConnect fails all "
-          "three with an error at once, and the in-place buffer is intact",
+TEST_CASE("deadlines: with master reconnection off (PCCL 1.0), a master killed while peers are blocked in an "
+          "all-reduce, a vote and pcclConnect fails all three with an error at once, and the in-place buffer is intact",
           "[api][deadline][master]") {
     isolated(60, [&] {
+        ::setenv("PCCL_MASTER_RECONNECT_TIMEOUT_MS", "0", 1);  // this forked test process only
         DaemonMaster daemon;
         std::atomic<int> blocked{0}, returned{0};
         std::atomic<int64_t> kill_ns{0};

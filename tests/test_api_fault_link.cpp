@@ -64,6 +64,9 @@ TEST_CASE("all-reduce: a peer whose network link is cut mid-operation is declare
         return;
     }
     isolated(60, [&] {
+        // The victim, cut off, gives up on its master quickly (it would wait for the master to
+        // come back otherwise: docs/master_recovery.md); inherited by its process.
+        ::setenv("PCCL_MASTER_RECONNECT_TIMEOUT_MS", "1000", 1);
         net.enterA();
         ccoip_socket_address_t listen{};
         PT_CHECK(parseV4(std::string(NetnsPair::kAddrA) + ":0", listen));

@@ -258,10 +258,11 @@ TEST_CASE("master: a peer speaking another protocol version is rejected with a r
     });
 }
 
-TEST_CASE("master daemon: serves a two-peer all-reduce and exits 0 on SIGTERM with a peer connected",
+TEST_CASE("master daemon: serves a two-peer all-reduce and exits 0 on SIGTERM with a peer connected; with "
+          "--end-run-on-exit the peer fails at once",
           "[api][master][daemon]") {
     isolated(60, [&] {
-        DaemonMaster daemon;
+        DaemonMaster daemon("127.0.0.1:0", {"--end-run-on-exit"});
         ClusterOptions opts;
         opts.groups = {0, 0};
         runPeers(daemon, opts, [&](PeerCtx &ctx) {

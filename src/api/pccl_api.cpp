@@ -247,17 +247,21 @@ PCCL_EXPORT const char *pcclGetLastErrorMessage(const pcclComm_t *communicator) 
 // Validates the compatible creation parameters into options (defaults from the environment).
 // The run secret: `secret` (NULL: PCCL_SECRET or PCCL_SECRET_FILE) and `encrypt` (0: PCCL_ENCRYPT).
 // NAT: `advertised` (NULL: PCCL_ADVERTISED_ADDRESS) and `portRange` (NULL: PCCL_PORT_RANGE).
+// Masters: `masters` (NULL: PCCL_MASTER_ADDRESSES) after params.master_address.
 static Status baseOptions(const pcclCommCreateParams_t &params, peer::CommOptions *options, const char *secret = nullptr,
-                          uint32_t encrypt = 0, const char *advertised = nullptr, const char *portRange = nullptr) {
+                          uint32_t encrypt = 0, const char *advertised = nullptr, const char *portRange = nullptr,
+                          const char *masters = nullptr) {
     PCCL_RETURN_IF_ERROR(checkAddress(params.master_address));
     *options = peer::CommOptions::fromEnvironment();
+    options->master = fromCcoip(params.master_address);
     if (advertised) options->advertisedAddress = std::string(advertised, ::strnlen(advertised, 1024));
     if (portRange) options->portRange = std::string(portRange, ::strnlen(portRange, 1024));
+    if (masters) options->masterAddresses = std::string(masters, ::strnlen(masters, 64 * 1024));
     PCCL_RETURN_IF_ERROR(options->parseNetwork(advertised ? "advertised_address" : "PCCL_ADVERTISED_ADDRESS",
-                                               portRange ? "port_range" : "PCCL_PORT_RANGE"));
+                                               portRange ? "port_range" : "PCCL_PORT_RANGE",
+                                               masters ? "master_addresses" : "PCCL_MASTER_ADDRESSES"));
     PCCL_RETURN_IF_ERROR(security::loadSettings(secret ? std::optional<std::string>(secret) : std::nullopt, nullptr,
                                                 encrypt, &options->security));
-    options->master = fromCcoip(params.master_address);
     options->peerGroup = params.peer_group;
     if (params.p2p_connection_pool_size > 64)
         return invalidArgument("p2p_connection_pool_size " + std::to_string(params.p2p_connection_pool_size) +
@@ -314,9 +318,18 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t
         if (congestion && (!*congestion || std::strlen(congestion) > 15))
             return fail(nullptr, invalidArgument(std::string("tcp_congestion \"") + congestion +
                                                  "\" is not a congestion control name (1..15 characters, or auto, or system)"));
+        const char *masters = covers(offsetof(pcclCommCreateParamsEx_t, master_addresses), sizeof(params->master_addresses))
+                                  ? params->master_addresses
+                                  : nullptr;
+        const uint32_t reconnectMs =
+            covers(offsetof(pcclCommCreateParamsEx_t, master_reconnect_timeout_ms), sizeof(params->master_reconnect_timeout_ms))
+                ? params->master_reconnect_timeout_ms
+                : 0;
         peer::CommOptions options;
-        if (auto st = baseOptions(params->params, &options, secret, encrypt, advertised, portRange); !st.ok())
+        if (auto st = baseOptions(params->params, &options, secret, encrypt, advertised, portRange, masters); !st.ok())
             return fail(nullptr, st);
+        if (reconnectMs == PCCL_MASTER_RECONNECT_OFF) options.reconnectTimeout = std::chrono::milliseconds(0);
+        else if (reconnectMs) options.reconnectTimeout = std::chrono::milliseconds(reconnectMs);
         using ms = std::chrono::milliseconds;
         auto atLeast = [&](const char *name, uint32_t v, uint32_t lo) -> Status {
             if (v != 0 && v < lo) return invalidArgument(std::string(name) + " " + std::to_string(v) + " is below " + std::to_string(lo));

@@ -42,7 +42,7 @@ Actions Membership::onMessage(ClientId client, const ControlMessage &message) {
     Peer &p = it->second;
     // Before its Hello is accepted a connection may send nothing else, not even a heartbeat:
     // it cannot stay past the handshake deadline.
-    if (p.state == State::Connected && !std::holds_alternative<Hello>(message)) {
+    if (p.state == State::Connected && !std::holds_alternative<Hello>(message) && !std::holds_alternative<Rejoin>(message)) {
         kick(out, client, std::string("expected Hello, got ") + messageName(message));
         return out;
     }
@@ -108,55 +108,67 @@ void Membership::unexpected(Actions &out, Peer &p, const ControlMessage &m) {
 }
 
 void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
-    if (p.state != State::Connected) return kick(out, p.id, "second Hello");
-    if (m.magic != kMagic || m.version != kProtocolVersion) {
+    std::string capped;
+    if (!registerPeer(out, p, m, &capped) || !checkEpoch(out, p, m.master_epoch)) return;
+    // A joiner that had seen an earlier master: the run it wanted to join may be about to come
+    // back; it waits for the recovery instead of founding a run of its own.
+    if (!founded_ && m.master_epoch != 0) openRecovery();
+    p.state = State::Pending;
+    sendWelcome(out, p);
+    note("registered", describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission" +
+                      capped);
+    if (acceptedIds().empty() && linksWaiting_.empty() && !recoveryDeadline_) admitPending(out);
+}
+
+void Membership::sendWelcome(Actions &out, Peer &p) {
+    Welcome welcome{p.uuid, p.remote, {}, masterEpoch_};
+    if (options_.masterKey) welcome.session_key = security::peerKey(*options_.masterKey, p.uuid, p.id);
+    send(out, p.id, welcome);
+}
+
+bool Membership::registerPeer(Actions &out, Peer &p, const Hello &m, std::string *capped) {
+    if (p.state != State::Connected) {
+        kick(out, p.id, "second Hello");
+        return false;
+    }
+    auto refuse = [&](const std::string &why, const char *reason) {
         Action a;
         a.to = p.id;
-        a.message = Reject{toWire(pcclMasterConnectionFailed),
-                           "protocol version " + std::to_string(m.version) + " not supported (master speaks " +
-                               std::to_string(kProtocolVersion) + ")"};
+        a.message = Reject{toWire(pcclMasterConnectionFailed), why};
         a.close = true;
-        a.reason = "incompatible hello";
+        a.reason = reason;
         out.push_back(std::move(a));
-        return;
-    }
+        return false;
+    };
+    if (m.magic != kMagic || m.version != kProtocolVersion)
+        return refuse("protocol version " + std::to_string(m.version) + " not supported (master speaks " +
+                          std::to_string(kProtocolVersion) + ")",
+                      "incompatible hello");
     const bool taken = std::any_of(peers_.begin(), peers_.end(), [&](auto &kv) {
         return kv.first != p.id && kv.second.state != State::Connected && kv.second.uuid == m.uuid;
     });
-    if (m.advertised.family != 0 && m.advertised.family != 4 && m.advertised.family != 6)
-        return kick(out, p.id, "advertised address of family " + std::to_string(m.advertised.family) + " (expected 4 or 6)");
-    if (m.uuid.isNil() || taken) {
-        Action a;
-        a.to = p.id;
-        a.message = Reject{toWire(pcclMasterConnectionFailed),
-                           m.uuid.isNil() ? "a peer id is required" : "peer id " + m.uuid.str() + " is already in use"};
-        a.close = true;
-        a.reason = "bad peer id";
-        out.push_back(std::move(a));
-        return;
+    if (m.advertised.family != 0 && m.advertised.family != 4 && m.advertised.family != 6) {
+        kick(out, p.id, "advertised address of family " + std::to_string(m.advertised.family) + " (expected 4 or 6)");
+        return false;
     }
+    if (m.uuid.isNil() || taken)
+        return refuse(m.uuid.isNil() ? "a peer id is required" : "peer id " + m.uuid.str() + " is already in use",
+                      "bad peer id");
     p.uuid = m.uuid;
     p.group = m.peer_group;
     // The data address others dial: the advertised one where given (a peer behind NAT), else
     // the address this connection comes from; the advertised port, else the listening port.
     p.dataAddr = m.advertised.family != 0 ? m.advertised : p.remote;
     p.dataAddr.port = m.advertised.port != 0 ? m.advertised.port : m.data_port;
-    std::string capped;
     if (m.heartbeat_timeout_ms != 0) {
         // Capped by the master's own maximum: a stranger must not hold a slot for an hour.
         const uint64_t most = std::max(options_.maxHeartbeatTimeoutMs, options_.heartbeatTimeoutMs);
         p.heartbeatTimeoutMs = std::clamp<uint64_t>(m.heartbeat_timeout_ms, 100, std::max<uint64_t>(most, 100));
         if (p.heartbeatTimeoutMs < m.heartbeat_timeout_ms)
-            capped = " (its heartbeat deadline of " + std::to_string(m.heartbeat_timeout_ms) + " ms capped at " +
-                     std::to_string(p.heartbeatTimeoutMs) + " ms)";
+            *capped = " (its heartbeat deadline of " + std::to_string(m.heartbeat_timeout_ms) + " ms capped at " +
+                      std::to_string(p.heartbeatTimeoutMs) + " ms)";
     }
-    p.state = State::Pending;
-    Welcome welcome{p.uuid, p.remote, {}};
-    if (options_.masterKey) welcome.session_key = security::peerKey(*options_.masterKey, p.uuid, p.id);
-    send(out, p.id, welcome);
-    note("registered", describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission" +
-                      capped);
-    if (acceptedIds().empty() && linksWaiting_.empty()) admitPending(out);
+    return true;
 }
 
 std::vector<ClientId> Membership::acceptedIds() const {
@@ -196,6 +208,7 @@ std::vector<RingMember> Membership::ringOf(uint32_t group) const {
 void Membership::admitPending(Actions &out) {
     std::map<uint32_t, std::vector<ClientId>> joiners;
     linksJoiners_.clear();
+    founded_ = true;
     for (auto &[id, p] : peers_) {
         if (p.state != State::Pending) continue;
         p.state = State::Accepted;
@@ -225,7 +238,7 @@ void Membership::sendPeerKeys(Actions &out, Peer &b) {
 void Membership::maybeFinishVotes(Actions &out) {
     const auto accepted = acceptedIds();
     if (accepted.empty()) {
-        if (linksWaiting_.empty() && pendingCount() > 0) admitPending(out);
+        if (linksWaiting_.empty() && pendingCount() > 0 && !recoveryDeadline_) admitPending(out);
         return;
     }
     auto all = [&](bool Peer::*flag) {
@@ -336,7 +349,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
     if (p.state == State::Connected) return;
     note("lost", describe(p) + " " + reason);
     countLoss(reason);
-    if (p.state == State::Pending) return;
+    if (p.state == State::Pending || p.state == State::Rejoining) return;
     auto &ring = rings_[p.group];
     std::erase(ring, id);
     if (ring.empty()) {
@@ -507,6 +520,7 @@ Actions Membership::onTick() {
     }
     if (options_.voteTimeoutMs != 0) settleLateVotes(out);
     if (probe_ && now_ >= probe_->deadlineMs) finishProbe(out);
+    if (recoveryDeadline_ && now_ >= *recoveryDeadline_) finishRecovery(out);
     return out;
 }
 

@@ -57,6 +57,11 @@ struct MembershipOptions {
     // The longest heartbeat deadline a peer's Hello may ask for (a longer one is capped; the
     // master's own heartbeatTimeoutMs is allowed even when it is longer).
     uint64_t maxHeartbeatTimeoutMs = 60000;
+    // Master recovery (docs/master_recovery.md): this incarnation's epoch before any peer
+    // reports a newer one, and how long a recovery waits for the peers of the old run
+    // (0: heartbeatTimeoutMs).
+    uint64_t masterEpoch = 1;
+    uint64_t recoveryWindowMs = 0;
 };
 
 class Membership {
@@ -71,12 +76,16 @@ public:
     Actions onConnect(ClientId client, const protocol::NetAddr &remote);
     Actions onMessage(ClientId client, const protocol::ControlMessage &message);
     Actions onDisconnect(ClientId client, const std::string &reason);
+    // The master is stopped on purpose: tells every registered peer that the run has ended.
+    Actions onShutdown(const std::string &reason) const;
     // Closes up to `count` of the oldest connections that have not sent a Hello in the `minAgeMs`
     // since they connected (the server runs out of file descriptors: an honest peer may be
     // waiting behind them). A younger one may be about to send its Hello: it is left alone.
     Actions shedUnregistered(size_t count, uint64_t minAgeMs, const std::string &reason);
 
     size_t acceptedCount() const;
+    uint64_t masterEpoch() const { return masterEpoch_; }
+    bool recovering() const { return recoveryDeadline_.has_value(); }
     size_t pendingCount() const;
     // Human-readable lines describing membership changes since the last call (for the daemon).
     std::vector<std::string> takeEvents();
@@ -86,7 +95,8 @@ public:
     static constexpr size_t kEventLogSize = 200;  // events kept for view()
 
 private:
-    enum class State { Connected, Pending, Accepted };
+    // Rejoining: an admitted peer of an earlier master, held until the run is rebuilt.
+    enum class State { Connected, Pending, Rejoining, Accepted };
     struct Peer {
         ClientId id = 0;
         Uuid uuid;
@@ -103,6 +113,7 @@ private:
         std::optional<protocol::StatsReport> stats;  // its latest report (for view())
         uint64_t statsMs = 0;
         std::set<ClientId> keysSent;  // peers whose pair key this peer has (a run with a secret)
+        std::optional<protocol::Rejoin> rejoin;  // what a Rejoining peer reported
     };
     struct Collective {
         protocol::CollectiveDesc desc;
@@ -141,7 +152,24 @@ private:
     template <class M>
     void on(Actions &out, Peer &p, const M &m) { unexpected(out, p, protocol::ControlMessage(m)); }
     void unexpected(Actions &out, Peer &p, const protocol::ControlMessage &m);
+    void on(Actions &out, Peer &p, const protocol::Rejoin &m) { onRejoin(out, p, m); }
     void onHello(Actions &out, Peer &p, const protocol::Hello &m);
+    // Checks and records a Hello's identity (uuid, group, data address, deadline) for both Hello
+    // and Rejoin; false when the peer was refused (closed). *note gets what to log about it.
+    bool registerPeer(Actions &out, Peer &p, const protocol::Hello &m, std::string *note);
+    void sendWelcome(Actions &out, Peer &p);
+    // Master recovery (membership_recovery.cpp, docs/master_recovery.md).
+    void onRejoin(Actions &out, Peer &p, const protocol::Rejoin &m);
+    // Whether `reported` (a peer's highest master epoch) lets this master serve it; adopts a
+    // newer epoch while no run is founded, refuses (retry elsewhere) a newer one after.
+    bool checkEpoch(Actions &out, Peer &p, uint64_t reported);
+    void openRecovery();
+    bool recoveryComplete() const;
+    void finishRecovery(Actions &out);
+    // `members`: the rebuilt ring; `participants`: how many peers the ring had before the
+    // restart (an operation that was under way involved all of them).
+    void resolveCollectives(Actions &out, const std::vector<ClientId> &members, size_t participants);
+    void resolveSync(Actions &out, uint32_t group, const std::vector<ClientId> &members, size_t participants);
     void onCollectiveInit(Actions &out, Peer &p, const protocol::CollectiveInit &m);
     void onCollectiveDone(Actions &out, Peer &p, const protocol::CollectiveDone &m);
     void onLinksReady(Actions &out, Peer &p, const protocol::LinksReady &m);
@@ -240,6 +268,9 @@ private:
     std::map<std::pair<uint32_t, uint64_t>, Collective> collectives_;
     uint64_t epoch_ = 0;
     uint64_t nextSeq_ = 1;
+    uint64_t masterEpoch_ = options_.masterEpoch;
+    bool founded_ = false;  // a run exists: a peer was admitted, or a recovery finished
+    std::optional<uint64_t> recoveryDeadline_;  // a recovery is open until then
     // When the open global votes began (first voter); nullopt: no vote open.
     std::optional<uint64_t> topologySince_, pendingSince_, optimizeSince_;
     uint64_t linksSince_ = 0;

@@ -81,7 +81,10 @@ RunView Membership::view() const {
         names[p.uuid] = pv.uuid;
         pv.group = p.group;
         const bool voting = p.votedTopology || p.votedPending || p.votedOptimize;
-        pv.state = p.state == State::Pending ? "pending" : voting ? "voting" : "accepted";
+        pv.state = p.state == State::Pending     ? "pending"
+                   : p.state == State::Rejoining ? "rejoining"
+                   : voting                      ? "voting"
+                                                 : "accepted";
         pv.activity = activityOf(p);
         pv.connectedMs = p.connectedMs;
         pv.joinedMs = p.joinedMs;

@@ -74,6 +74,7 @@ struct Server::Impl {
     security::Settings security;
     // Accepting is paused while the process is out of descriptors (or memory for sockets).
     asio::steady_timer acceptPause{io};
+    asio::steady_timer linger{io};  // shutting down: the peers' MasterShutdown leaves meanwhile
     // Lines strangers can cause, rate-limited: failed authentication, refusals over a cap,
     // connections closed before their Hello, running out of descriptors.
     log::Limiter authLog, capLog, unregisteredLog, starvedLog{std::chrono::seconds(10)};
@@ -250,14 +251,33 @@ struct Server::Impl {
     // Runs on the loop thread, once per stop request (signal, interrupt(), stop()); the first
     // logs the one "shutting down" line, whichever way the master was asked to stop.
     void shutdown() {
-        if (!shuttingDown) PCCL_LOG(Info, "master: shutting down");
-        shuttingDown = true;
+        if (!shuttingDown) {
+            PCCL_LOG(Info, "master: shutting down");
+            shuttingDown = true;
+            asio::error_code ec;
+            acceptor.close(ec);
+            signals.cancel(ec);
+            ticker.cancel();
+            acceptPause.cancel();
+            if (options.endRunOnStop) {
+                // Tell the peers the run has ended, and give the messages a moment to leave.
+                apply(membership.onShutdown("the master was stopped"));
+                linger.expires_after(std::chrono::milliseconds(300));
+                linger.async_wait([this](const asio::error_code &) { finishShutdown(); });
+                return;
+            }
+        }
+        finishShutdown();
+    }
+
+    void finishShutdown() {
         asio::error_code ec;
         acceptor.close(ec);
         wakeRead.cancel(ec);
         signals.cancel(ec);
         ticker.cancel();
         acceptPause.cancel();
+        linger.cancel();
         auto all = std::move(conns);
         conns.clear();
         perAddress.clear();
@@ -287,6 +307,11 @@ ServerOptions ServerOptions::fromEnvironment() {
     readCount("PCCL_MAX_CONNECTIONS_PER_ADDRESS", &perAddress);
     o.maxConnections = total;
     o.maxConnectionsPerAddress = perAddress;
+    read("PCCL_MASTER_EPOCH", 1, &o.membership.masterEpoch);
+    if (const char *env = std::getenv("PCCL_MASTER_END_RUN_ON_EXIT"); env && *env) {
+        if (std::strcmp(env, "1") == 0 || std::strcmp(env, "0") == 0) o.endRunOnStop = env[0] == '1';
+        else PCCL_LOG(Warn, "ignoring PCCL_MASTER_END_RUN_ON_EXIT=" << env << " (0 or 1)");
+    }
     if (const char *env = std::getenv("PCCL_MASTER_PRINT_STATUS"); env && *env) {
         if (std::strcmp(env, "1") == 0) o.printStatus = true;
         else if (std::strcmp(env, "0") != 0) PCCL_LOG(Warn, "ignoring PCCL_MASTER_PRINT_STATUS=" << env << " (0 or 1)");

@@ -31,6 +31,10 @@ struct ServerOptions {
     // when false, each change is an Info log line ("master: <change>") instead. Never both.
     bool printStatus = false;
     bool handleSignals = false;  // stop cleanly on SIGINT/SIGTERM (the daemon)
+    // Stopping ends the run: the peers are told so (MasterShutdown) and fail at once instead of
+    // waiting for a master to come back (docs/master_recovery.md). The daemon leaves it off
+    // unless --end-run-on-exit: a restart by systemd (SIGTERM) must not end the run.
+    bool endRunOnStop = true;
     MembershipOptions membership;  // deadlines
     // The run secret (docs/security.md): an explicit secret or secret file wins over
     // PCCL_SECRET / PCCL_SECRET_FILE; without any the run is open (a warning says so), unless
@@ -47,7 +51,8 @@ struct ServerOptions {
     uint64_t statusPeriodMs = 250;
     // Defaults overridden by PCCL_HEARTBEAT_TIMEOUT_MS, PCCL_VOTE_TIMEOUT_MS,
     // PCCL_HANDSHAKE_TIMEOUT_MS, PCCL_MAX_HEARTBEAT_TIMEOUT_MS, PCCL_MAX_CONNECTIONS,
-    // PCCL_MAX_CONNECTIONS_PER_ADDRESS and PCCL_MASTER_PRINT_STATUS (1: printStatus; how the
+    // PCCL_MAX_CONNECTIONS_PER_ADDRESS, PCCL_MASTER_EPOCH, PCCL_MASTER_END_RUN_ON_EXIT (0 or 1:
+    // endRunOnStop) and PCCL_MASTER_PRINT_STATUS (1: printStatus; how the
     // Python pccl-master, an embedded master, prints the daemon's status lines). Invalid values
     // are ignored with a warning.
     static ServerOptions fromEnvironment();

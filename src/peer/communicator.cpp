@@ -50,13 +50,31 @@ CommOptions CommOptions::fromEnvironment() {
     if (std::getenv("PCCL_ADMISSION_TIMEOUT_MS"))
         o.admissionTimeout = std::chrono::milliseconds(envLong("PCCL_ADMISSION_TIMEOUT_MS", 0, 1, 1L << 40));
     if (const char *a = std::getenv("PCCL_ADVERTISED_ADDRESS")) o.advertisedAddress = a;
+    if (const char *m = std::getenv("PCCL_MASTER_ADDRESSES")) o.masterAddresses = m;
+    o.reconnectTimeout = std::chrono::milliseconds(
+        envLong("PCCL_MASTER_RECONNECT_TIMEOUT_MS", o.reconnectTimeout.count(), 0, 24L * 3600000));
     if (const char *r = std::getenv("PCCL_PORT_RANGE")) o.portRange = r;
     return o;
 }
 
-Status CommOptions::parseNetwork(const std::string &advertisedSource, const std::string &rangeSource) {
+Status CommOptions::parseNetwork(const std::string &advertisedSource, const std::string &rangeSource,
+                                 const std::string &mastersSource) {
     advertised = NetAddr{0, {}, 0};
     portLo = portHi = 0;
+    masters = {master};
+    for (size_t at = 0; at <= masterAddresses.size() && !masterAddresses.empty();) {
+        const size_t comma = std::min(masterAddresses.find(',', at), masterAddresses.size());
+        std::string entry = masterAddresses.substr(at, comma - at);
+        entry.erase(0, entry.find_first_not_of(" \t"));
+        entry.erase(entry.find_last_not_of(" \t") + 1);
+        at = comma + 1;
+        if (entry.empty()) continue;
+        auto a = transport::parseSocketAddress(entry, 48148);
+        if (!a.ok())
+            return invalidArgument(mastersSource + " entry \"" + entry + "\": " + a.status().message());
+        if (std::find(masters.begin(), masters.end(), *a) == masters.end()) masters.push_back(*a);
+        if (masters.size() > 64) return invalidArgument(mastersSource + ": more than 64 master addresses");
+    }
     if (!advertisedAddress.empty()) {
         auto a = transport::parseAdvertisedAddress(advertisedAddress);
         if (!a.ok()) return invalidArgument(advertisedSource + " \"" + advertisedAddress + "\": " + a.status().message());
@@ -69,13 +87,15 @@ Status CommOptions::parseNetwork(const std::string &advertisedSource, const std:
 }
 
 Communicator::Communicator(CommOptions options)
-    : options_(std::move(options)), data_(options_.ioThreads), scratch_(std::make_shared<collectives::ScratchPool>()),
+    : options_(std::move(options)), fallbackMasters_{options_.master}, data_(options_.ioThreads), scratch_(std::make_shared<collectives::ScratchPool>()),
       session_([this] {
           SessionOptions o;
           o.masterName = options_.master.str();
           o.heartbeatTimeoutMs = static_cast<uint64_t>(options_.heartbeatTimeout.count());
           o.tickPeriodMs = static_cast<uint64_t>(tickPeriod().count());
           if (options_.admissionTimeout) o.admissionTimeoutMs = static_cast<uint64_t>(options_.admissionTimeout->count());
+          o.reconnectTimeoutMs = static_cast<uint64_t>(options_.reconnectTimeout.count());
+          o.masterCount = std::max<size_t>(options_.masters.size(), 1);
           return o;
       }()) {}
 
@@ -170,6 +190,7 @@ void Communicator::execute(Action &action) {
             using A = std::decay_t<decltype(a)>;
             if constexpr (std::is_same_v<A, SendToMaster>) control_.send(std::move(a.message));
             else if constexpr (std::is_same_v<A, DisconnectMaster>) control_.disconnect(a.reason);
+            else if constexpr (std::is_same_v<A, ReconnectMaster>) reconnect(a);
             else if constexpr (std::is_same_v<A, ConnectLinks>)
                 data_.connect(a.next.uuid, a.next.data_addr, options_.poolSize, options_.connectTimeout,
                               [this, epoch = a.epoch](Status st) {
@@ -226,7 +247,14 @@ Status Communicator::connect() {
         self = session_.self();
     }
     data_.setSelf(self);
-    if (auto st = control_.connect(options_.master, options_.connectTimeout, options_.security); !st.ok()) return failed(st);
+    // A master host that acknowledges nothing for the heartbeat deadline is a closed connection.
+    control_.setUserTimeout(options_.heartbeatTimeout);
+    Status st = control_.connect(masters().front(), options_.connectTimeout, options_.security);
+    for (size_t i = 1; i < masters().size() && !st.ok() && st.code() != pcclAuthenticationFailed; ++i) {
+        PCCL_LOG(Info, st.message() << "; trying the next master address");
+        st = control_.connect(masters()[i], options_.connectTimeout, options_.security);
+    }
+    if (!st.ok()) return failed(st);
     {
         std::lock_guard lock(sessionMu_);
         controlRunning_ = true;
@@ -242,6 +270,22 @@ Status Communicator::connect() {
     hello.heartbeat_timeout_ms = static_cast<uint32_t>(options_.heartbeatTimeout.count());
     hello.advertised = options_.advertised;
     return call([hello](Session &s, RequestId id) { return s.connected(id, hello); }).first;
+}
+
+const std::vector<NetAddr> &Communicator::masters() const {
+    return options_.masters.empty() ? fallbackMasters_ : options_.masters;
+}
+
+void Communicator::reconnect(const ReconnectMaster &a) {
+    const NetAddr where = masters()[a.address % masters().size()];
+    const auto timeout = std::min<std::chrono::milliseconds>(options_.connectTimeout, std::chrono::seconds(5));
+    auto attempt = [this, where, timeout] {
+        control_.reconnect(where, timeout, options_.security, [this](Status st) {
+            run([&](Session &s) { return s.onReconnected(st); });
+        });
+    };
+    if (a.delayMs == 0) control_.post(attempt);
+    else control_.after(std::chrono::milliseconds(a.delayMs), attempt);
 }
 
 void Communicator::tick() {

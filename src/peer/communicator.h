@@ -42,6 +42,12 @@ namespace pccl::peer {
 
 struct CommOptions {
     protocol::NetAddr master;
+    // More masters to try in turn after `master` (PCCL_MASTER_ADDRESSES, master_addresses), as
+    // text until parseNetwork; then all of them, `master` first, in `masters`.
+    std::string masterAddresses;
+    std::vector<protocol::NetAddr> masters;
+    // How long a lost master is waited for (docs/master_recovery.md); 0: fail at once.
+    std::chrono::milliseconds reconnectTimeout{60000};
     uint32_t peerGroup = 0;
     int poolSize = 4;
     int ioThreads = 2;
@@ -69,7 +75,8 @@ struct CommOptions {
     uint16_t portLo = 0, portHi = 0;
     // pcclInvalidArgument naming the malformed text's source (variable or field) and why.
     Status parseNetwork(const std::string &advertisedSource = "PCCL_ADVERTISED_ADDRESS",
-                        const std::string &rangeSource = "PCCL_PORT_RANGE");
+                        const std::string &rangeSource = "PCCL_PORT_RANGE",
+                        const std::string &mastersSource = "PCCL_MASTER_ADDRESSES");
     static CommOptions fromEnvironment();  // defaults overridden by PCCL_* variables
 };
 
@@ -133,10 +140,15 @@ private:
     void startTransfer(const StartTransfer &a);
     void stopTransfer(const StopTransfer &a);
     void startProbe(const protocol::BandwidthProbe &m);
+    void reconnect(const ReconnectMaster &a);
+    // The master addresses in the order to try (options_.masters, or just options_.master when
+    // parseNetwork was not called).
+    const std::vector<protocol::NetAddr> &masters() const;
     std::chrono::milliseconds tickPeriod() const;
     static uint64_t nowUs();  // the session's clock (steady), in microseconds
 
     CommOptions options_;
+    std::vector<protocol::NetAddr> fallbackMasters_;
     transport::ControlClient control_;
     transport::DataPlane data_;
     std::shared_ptr<collectives::ScratchPool> scratch_;  // reused backups and staging of all-reduces

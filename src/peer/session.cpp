@@ -59,9 +59,10 @@ Actions Session::connected(RequestId id, const Hello &hello) {
     }
     lastAck_ = lastTick_ = now_;
     group_ = hello.peer_group;
+    hello_ = hello;
     connectWaiter_ = id;
     if (options_.admissionTimeoutMs) admissionDeadline_ = now_ + *options_.admissionTimeoutMs;
-    out.push_back(SendToMaster{hello});
+    toMaster(out, hello);
     return out;
 }
 
@@ -92,9 +93,9 @@ Actions Session::vote(RequestId id, VoteKind kind) {
     }
     voteWaiters_[voteIndex(kind)] = id;
     switch (kind) {
-        case VoteKind::Topology: out.push_back(SendToMaster{VoteUpdateTopology{}}); break;
-        case VoteKind::PeersPending: out.push_back(SendToMaster{VotePeersPending{}}); break;
-        case VoteKind::Optimize: out.push_back(SendToMaster{VoteOptimizeTopology{}}); break;
+        case VoteKind::Topology: toMaster(out, VoteUpdateTopology{}); break;
+        case VoteKind::PeersPending: toMaster(out, VotePeersPending{}); break;
+        case VoteKind::Optimize: toMaster(out, VoteOptimizeTopology{}); break;
     }
     return out;
 }
@@ -119,17 +120,21 @@ Actions Session::startAllReduce(RequestId id, const ReduceArgs &args, uint64_t s
         op.args = args;
         op.segmentBytes = segmentBytes;
         op.startUs = nowUs_;
-        CollectiveDesc d;
-        d.count = args.count;
-        d.dtype = static_cast<uint8_t>(args.dtype);
-        d.op = static_cast<uint8_t>(args.op);
-        d.quant_dtype = static_cast<uint8_t>(args.quant.quantized_datatype);
-        d.quant_algo = static_cast<uint8_t>(args.quant.algorithm);
-        d.segment_bytes = segmentBytes;  // the configured value (0 = auto): peers must agree
-        out.push_back(SendToMaster{CollectiveInit{args.tag, d}});
+        toMaster(out, CollectiveInit{args.tag, describe(op)});
     }
     out.push_back(Complete{id, st, {}});
     return out;
+}
+
+CollectiveDesc Session::describe(const Op &op) {
+    CollectiveDesc d;
+    d.count = op.args.count;
+    d.dtype = static_cast<uint8_t>(op.args.dtype);
+    d.op = static_cast<uint8_t>(op.args.op);
+    d.quant_dtype = static_cast<uint8_t>(op.args.quant.quantized_datatype);
+    d.quant_algo = static_cast<uint8_t>(op.args.quant.algorithm);
+    d.segment_bytes = op.segmentBytes;  // the configured value (0 = auto): peers must agree
+    return d;
 }
 
 Actions Session::awaitAllReduce(RequestId id, uint64_t tag) {
@@ -144,7 +149,7 @@ Actions Session::awaitAllReduce(RequestId id, uint64_t tag) {
     // Blocked before the op commenced: the master may have to tell a deadlock of misordered
     // calls (this peer in an all-reduce, another in a vote) from an async start.
     else if (!it->second.started && it->second.seq == 0 && phase_ == Phase::Connected)
-        out.push_back(SendToMaster{CollectiveAwait{tag}});
+        toMaster(out, CollectiveAwait{tag});
     return out;
 }
 
@@ -162,7 +167,8 @@ Actions Session::syncSharedState(RequestId id, SharedStateSync described, std::v
     sync_->id = id;
     sync_->entryBytes = std::move(entryBytes);
     described.synced_before = syncedBefore_;
-    out.push_back(SendToMaster{std::move(described)});
+    sync_->described = described;
+    toMaster(out, std::move(described));
     return out;
 }
 
@@ -234,6 +240,11 @@ void Session::stopSync(Actions &out, const Status &status) {
 
 Actions Session::onControlClosed(const std::string &reason) {
     Actions out;
+    if (phase_ == Phase::Dead) return out;
+    if (reconnecting() && (phase_ == Phase::Connected || phase_ == Phase::Connecting)) {
+        masterLost(out, reason);
+        return out;
+    }
     fail(out, Status{phase_ == Phase::Connecting ? pcclMasterConnectionFailed : pcclMasterConnectionLost,
                      "connection to the master " + options_.masterName + " lost: " + reason});
     return out;
@@ -256,13 +267,33 @@ Actions Session::onTick() {
         fail(out, st);
         return out;
     }
-    const uint64_t silent = now_ - lastAck_;
-    if (silent > options_.heartbeatTimeoutMs) {
-        fail(out, Status{pcclMasterConnectionLost, "the master " + options_.masterName + " answered no heartbeat for " +
-                                                       std::to_string(silent) + " ms"});
+    if (link_ != MasterLink::Up && now_ >= giveUpAtMs_) {
+        giveUp(out);
         return out;
     }
-    out.push_back(SendToMaster{Heartbeat{}});
+    const uint64_t silent = now_ - lastAck_;
+    if (silent > options_.heartbeatTimeoutMs) {
+        const std::string why = "the master " + options_.masterName + " answered no heartbeat for " +
+                                std::to_string(silent) + " ms";
+        if (!reconnecting() || silent > options_.reconnectTimeoutMs) {
+            fail(out, Status{pcclMasterConnectionLost, reconnecting() ? "gave up on the master: " + why : why});
+            return out;
+        }
+        if (link_ == MasterLink::Rejoining) {  // the new master does not answer: try again
+            out.push_back(DisconnectMaster{why});
+            return out;
+        }
+        // A stopped master keeps its connections; its kernel still acknowledges. Wait for it: a
+        // dead host closes the connection (TCP user timeout) and the peer reconnects.
+        if (!silenceWarned_)
+            PCCL_LOG(Warn, why << "; waiting for it (gives up after " << options_.reconnectTimeoutMs << " ms)");
+        silenceWarned_ = true;
+    } else if (silenceWarned_ && link_ == MasterLink::Up) {
+        PCCL_LOG(Info, "the master " << options_.masterName << " answers again");
+        silenceWarned_ = false;
+    }
+    // Heartbeats also while rejoining: the new master must not take this peer for silent.
+    if (link_ != MasterLink::Down) out.push_back(SendToMaster{Heartbeat{}});
     maybeReport(out);
     return out;
 }
@@ -289,7 +320,7 @@ void Session::countOp(const Op &op) {
 void Session::maybeReport(Actions &out) {
     Counters c = counters_;
     c.votesCompleted = c.votesFailed = 0;  // not in the report: a vote alone sends none
-    if (phase_ != Phase::Connected || c == reported_) return;
+    if (phase_ != Phase::Connected || link_ != MasterLink::Up || c == reported_) return;
     if (lastReportMs_ && now_ < *lastReportMs_ + kStatsReportPeriodMs) return;
     StatsReport r;
     r.tx_bytes = c.txBytes;
@@ -303,7 +334,7 @@ void Session::maybeReport(Actions &out) {
     if (c.lastSendBytesPerS) r.links.push_back(LinkRate{c.lastSendTo, c.lastSendBytesPerS});
     reported_ = c;
     lastReportMs_ = now_;
-    out.push_back(SendToMaster{std::move(r)});
+    toMaster(out, std::move(r));
 }
 
 Stats Session::stats() const {

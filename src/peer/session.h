@@ -11,6 +11,7 @@
 #pragma once
 #include <pccl.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <map>
@@ -56,6 +57,8 @@ public:
     // ---- the master and the data plane
     Actions onMessage(const protocol::ControlMessage &message);
     Actions onControlClosed(const std::string &reason);
+    // The driver's ReconnectMaster attempt ended (docs/master_recovery.md).
+    Actions onReconnected(const Status &status);
     Actions onLinksConnected(uint64_t epoch, const Status &status);
     Actions onAllReduceFinished(uint64_t tag, uint64_t seq, const Status &status, const OpStats &stats);
     Actions onAllReduceStopped(uint64_t tag, uint64_t seq, const Status &status, const OpStats &stats);
@@ -69,6 +72,8 @@ public:
 
     // ---- reads (any thread, under the driver's lock)
     Phase phase() const { return phase_; }
+    MasterLink masterLink() const { return link_; }
+    uint64_t masterEpoch() const { return masterEpoch_; }
     const Status &deathStatus() const { return death_; }
     Result<int> attribute(pcclAttribute_t attribute) const;
     // This peer's group ring in rank order (pcclGetPeerGroupMembers), and its group.
@@ -89,6 +94,7 @@ private:
         Uuid next;  // the ring successor, once commenced
         uint64_t startUs = 0, endUs = 0;  // startAllReduce, and the end of the operation (done)
         bool started = false;   // a ring engine exists (StartAllReduce was issued)
+        std::optional<bool> finished;  // the engine's local end (ok or not), before the master's verdict
         bool stopping = false;  // StopAllReduce issued, waiting for onAllReduceStopped
         bool done = false;
         Status status;
@@ -101,6 +107,8 @@ private:
         uint64_t seq = 0;  // 0 until the plan arrived
         uint64_t revision = 0;
         bool started = false, stopping = false;
+        std::optional<bool> finished;     // the transfer's local end, before the master's verdict
+        protocol::SharedStateSync described;  // sent again to a new master while no plan came
     };
 
     // One handler per message the master may send (session_master.cpp); any other message is a
@@ -125,6 +133,8 @@ private:
     void on(Actions &out, const protocol::SharedStateCommitted &m);
     void on(Actions &out, const protocol::SharedStateAborted &m);
     void on(Actions &out, const protocol::SharedStateSourceLost &m);
+    void on(Actions &out, const protocol::Rejoined &m);
+    void on(Actions &out, const protocol::MasterShutdown &m);
     template <class M>
     void on(Actions &out, const M &m) { unexpected(out, protocol::ControlMessage(m)); }
     void unexpected(Actions &out, const protocol::ControlMessage &m);
@@ -143,6 +153,19 @@ private:
     // differs from what it last logged ("joined ...", "peer X left; ...", "ring changed: ...").
     void logPlace(const std::vector<protocol::RingMember> &before, bool joined);
     Status checkUsable(const char *what) const;  // Dead -> its status; not Connected -> usage
+    // Sends to the master while the link is up; otherwise drops: what the master must still
+    // hear is re-sent from the session's state after Rejoined (replay).
+    void toMaster(Actions &out, protocol::ControlMessage m);
+    // Master recovery (session_reconnect.cpp).
+    bool reconnecting() const { return options_.reconnectTimeoutMs > 0; }
+    void masterLost(Actions &out, const std::string &reason);
+    void nextAttempt(Actions &out);
+    void giveUp(Actions &out);
+    protocol::Rejoin rejoinReport() const;
+    void replay(Actions &out);
+    void noteCommitted(uint64_t seq);
+    void noteSeq(uint64_t seq) { maxSeq_ = std::max(maxSeq_, seq); }
+    static protocol::CollectiveDesc describe(const Op &op);  // what CollectiveInit carries
     Status pendingOpsError(const char *what) const;
 
     SessionOptions options_;
@@ -167,6 +190,18 @@ private:
     Counters counters_;
     Counters reported_;                     // as of the last StatsReport (votes left out)
     std::optional<uint64_t> lastReportMs_;  // when it was sent
+    // Master recovery (docs/master_recovery.md).
+    MasterLink link_ = MasterLink::Up;
+    protocol::Hello hello_;         // as sent by connected(), sent again by a reconnecting joiner
+    uint64_t masterEpoch_ = 0;      // the highest master epoch seen
+    uint64_t maxSeq_ = 0;           // the highest sequence number seen
+    uint64_t lastRevision_ = 0;     // of the last committed sync
+    std::vector<uint64_t> committed_;  // the latest committed sequences, oldest first (bounded)
+    uint64_t downSinceMs_ = 0, giveUpAtMs_ = 0;  // while the link is not Up
+    std::string downReason_;
+    size_t address_ = 0;            // the master address in use (or being tried)
+    size_t attempts_ = 0;           // reconnection attempts since the link went down
+    bool silenceWarned_ = false;
 };
 
 } // namespace pccl::peer

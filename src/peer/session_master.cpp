@@ -50,6 +50,21 @@ void Session::unexpected(Actions &out, const ControlMessage &m) {
 void Session::on(Actions &, const HeartbeatAck &) { lastAck_ = now_; }
 
 void Session::on(Actions &out, const Welcome &m) {
+    if (m.master_epoch < masterEpoch_) {
+        const std::string why = "stale master: its epoch " + std::to_string(m.master_epoch) +
+                                " is older than the epoch " + std::to_string(masterEpoch_) + " this peer has seen";
+        PCCL_LOG(Warn, "refusing the master " << options_.masterName << ": " << why);
+        out.push_back(DisconnectMaster{why});
+        return;
+    }
+    masterEpoch_ = m.master_epoch;
+    // A joiner that reconnected is registered again and waits for admission as before.
+    if (link_ == MasterLink::Rejoining && phase_ == Phase::Connecting) link_ = MasterLink::Up;
+    if (phase_ == Phase::Connected) {
+        PCCL_LOG(Info, "re-registered with the master (epoch " << m.master_epoch << "), waiting for the run to be rebuilt");
+        if (m.session_key != std::array<uint8_t, 32>{}) out.push_back(InstallKeys{m.session_key, {}});
+        return;
+    }
     PCCL_LOG(Info, "registered as peer " << m.uuid.shortStr() << " (seen as " << m.observed_addr.str()
                                           << "), waiting for admission");
     if (m.session_key != std::array<uint8_t, 32>{}) out.push_back(InstallKeys{m.session_key, {}});
@@ -58,6 +73,12 @@ void Session::on(Actions &out, const Welcome &m) {
 void Session::on(Actions &out, const PeerKeys &m) { out.push_back(InstallKeys{std::nullopt, m.keys}); }
 
 void Session::on(Actions &out, const Reject &m) {
+    // Another master may serve the run (this one is stale, or not the leader): the connection
+    // closes next and the peer tries the next address.
+    if (m.retry && reconnecting() && phase_ != Phase::Dead) {
+        PCCL_LOG(Warn, "the master " << options_.masterName << " sent this peer elsewhere: " << m.reason);
+        return;
+    }
     fail(out, fromFailure(m.result, "master rejected this peer: " + m.reason));
 }
 
@@ -73,11 +94,11 @@ void Session::on(Actions &out, const TopologyUpdate &m) {
     if (me == ring_.end() || phase_ == Phase::Dead) {
         // A dead session (admission deadline, silent master) must not join a ring it will never serve.
         const char *why = phase_ == Phase::Dead ? "this peer has given up" : "this peer is not in its own ring";
-        out.push_back(SendToMaster{LinksReady{m.epoch, false, why}});
+        toMaster(out, LinksReady{m.epoch, false, why});
         return;
     }
     if (ring_.size() == 1) {
-        out.push_back(SendToMaster{LinksReady{m.epoch, true, ""}});
+        toMaster(out, LinksReady{m.epoch, true, ""});
         return;
     }
     const RingMember &next = ring_[(static_cast<size_t>(me - ring_.begin()) + 1) % ring_.size()];
@@ -89,7 +110,7 @@ Actions Session::onLinksConnected(uint64_t epoch, const Status &status) {
     Actions out;
     // A failure names the successor, so that the master can remove a joiner that cannot be reached.
     const Uuid failed = !status.ok() && epoch == epoch_ ? linkTarget_ : Uuid{};
-    if (phase_ != Phase::Dead) out.push_back(SendToMaster{LinksReady{epoch, status.ok(), status.message(), failed}});
+    if (phase_ != Phase::Dead) toMaster(out, LinksReady{epoch, status.ok(), status.message(), failed});
     return out;
 }
 
@@ -155,9 +176,10 @@ void Session::logPlace(const std::vector<RingMember> &before, bool joined) {
 }
 
 void Session::on(Actions &out, const BandwidthProbe &m) {
+    noteSeq(m.seq);
     const bool member = std::any_of(m.peers.begin(), m.peers.end(), [&](auto &r) { return r.uuid == self_; });
     if (phase_ == Phase::Dead || !member || m.peers.size() < 2 || m.window_ms == 0 || m.window_ms > 10000) {
-        out.push_back(SendToMaster{BandwidthReport{m.round, {}, {}}});
+        toMaster(out, BandwidthReport{m.round, {}, {}});
         return;
     }
     out.push_back(StartProbe{m});
@@ -165,7 +187,7 @@ void Session::on(Actions &out, const BandwidthProbe &m) {
 
 Actions Session::onProbeDone(uint64_t, BandwidthReport report) {
     Actions out;
-    if (phase_ != Phase::Dead) out.push_back(SendToMaster{std::move(report)});
+    if (phase_ != Phase::Dead) toMaster(out, std::move(report));
     return out;
 }
 
@@ -175,18 +197,19 @@ void Session::on(Actions &out, const CollectiveCommence &m) {
     auto it = ops_.find(m.tag);
     if (it == ops_.end() || it->second.done || it->second.seq != 0) {
         PCCL_LOG(Warn, "commence for tag " << m.tag << " that is not waiting; reporting failure");
-        out.push_back(SendToMaster{CollectiveDone{m.tag, m.seq, false, "tag not in flight on " + self_.shortStr()}});
+        toMaster(out, CollectiveDone{m.tag, m.seq, false, "tag not in flight on " + self_.shortStr()});
         return;
     }
     Op &op = it->second;
     auto me = std::find_if(m.ring.begin(), m.ring.end(), [&](auto &r) { return r.uuid == self_; });
     if (me == m.ring.end()) {
         op.seq = m.seq;  // the master aborts this seq after the refusal: the op ends with it
-        out.push_back(SendToMaster{CollectiveDone{m.tag, m.seq, false, "not part of the ring"}});
+        toMaster(out, CollectiveDone{m.tag, m.seq, false, "not part of the ring"});
         return;
     }
     const auto n = static_cast<uint32_t>(m.ring.size());
     const auto rank = static_cast<uint32_t>(me - m.ring.begin());
+    noteSeq(m.seq);
     op.seq = m.seq;
     op.worldSize = n;
     op.next = m.ring[(rank + 1) % n].uuid;
@@ -202,11 +225,12 @@ Actions Session::onAllReduceFinished(uint64_t tag, uint64_t seq, const Status &s
     auto it = ops_.find(tag);
     if (it == ops_.end() || it->second.seq != seq || it->second.done) return out;
     it->second.stats = stats;
+    it->second.finished = status.ok();
     if (!status.ok()) PCCL_LOG(Info, "all-reduce tag " << tag << " failed locally: " << status.message());
     CollectiveDone done{tag, seq, status.ok(), status.message(), toWire(status.code()), 0};
     // A large enough transfer is a measurement of the link to the successor.
     if (status.ok() && stats.txBytes >= (4u << 20)) done.send_bytes_per_s = stats.sendBytesPerS;
-    if (phase_ != Phase::Dead) out.push_back(SendToMaster{std::move(done)});
+    if (phase_ != Phase::Dead) toMaster(out, std::move(done));
     return out;
 }
 
@@ -214,6 +238,7 @@ void Session::on(Actions &out, const CollectiveCommitted &m) {
     auto it = ops_.find(m.tag);
     if (it == ops_.end() || !it->second.started || it->second.seq != m.seq || it->second.done || it->second.stopping)
         return;
+    noteCommitted(m.seq);
     out.push_back(ReleaseAllReduce{m.tag, m.seq});
     finishOp(out, m.tag, it->second, {});
 }
@@ -241,15 +266,16 @@ Actions Session::onAllReduceStopped(uint64_t tag, uint64_t seq, const Status &st
 
 void Session::on(Actions &out, const SharedStatePlan &m) {
     if (!sync_ || sync_->started || sync_->stopping) {
-        out.push_back(SendToMaster{SharedStateDone{m.seq, false, "no shared-state sync is waiting on " + self_.shortStr()}});
+        toMaster(out, SharedStateDone{m.seq, false, "no shared-state sync is waiting on " + self_.shortStr()});
         return;
     }
     if (auto why = checkPlan(m, sync_->entryBytes); !why.empty()) {
         sync_->seq = m.seq;  // the master aborts this round after the refusal: the sync ends with it
-        out.push_back(SendToMaster{SharedStateDone{m.seq, false, "malformed plan from the master: " + why,
-                                                   toWire(pcclRankConnectionLost)}});
+        toMaster(out, SharedStateDone{m.seq, false, "malformed plan from the master: " + why,
+                                                   toWire(pcclRankConnectionLost)});
         return;
     }
+    noteSeq(m.seq);
     sync_->seq = m.seq;
     sync_->revision = m.revision;
     sync_->started = true;
@@ -259,8 +285,9 @@ void Session::on(Actions &out, const SharedStatePlan &m) {
 Actions Session::onTransferFinished(uint64_t seq, const Status &status) {
     Actions out;
     if (!sync_ || sync_->seq != seq || !sync_->started || phase_ == Phase::Dead) return out;
+    sync_->finished = status.ok();
     if (!status.ok()) PCCL_LOG(Info, "shared-state sync failed locally: " << status.message());
-    out.push_back(SendToMaster{SharedStateDone{seq, status.ok(), status.message(), toWire(status.code())}});
+    toMaster(out, SharedStateDone{seq, status.ok(), status.message(), toWire(status.code())});
     return out;
 }
 
@@ -273,7 +300,10 @@ void Session::endSync(Actions &out, uint64_t seq, const Status &status, uint64_t
     stopSync(out, status);
 }
 
-void Session::on(Actions &out, const SharedStateCommitted &m) { endSync(out, m.seq, {}, m.revision); }
+void Session::on(Actions &out, const SharedStateCommitted &m) {
+    if (sync_ && sync_->seq == m.seq && sync_->started) noteCommitted(m.seq);
+    endSync(out, m.seq, {}, m.revision);
+}
 
 void Session::on(Actions &out, const SharedStateAborted &m) {
     for (auto &u : m.lost) out.push_back(ClosePeer{u, "peer removed from the run"});
@@ -289,7 +319,10 @@ void Session::on(Actions &out, const SharedStateSourceLost &m) {
 Actions Session::onTransferStopped(uint64_t seq, const Status &status, const OpStats &stats) {
     Actions out;
     if (!sync_ || !sync_->stopping || sync_->seq != seq) return out;
-    if (status.ok()) syncedBefore_ = true;
+    if (status.ok()) {
+        syncedBefore_ = true;
+        lastRevision_ = sync_->revision;
+    }
     ++(status.ok() ? counters_.syncsCompleted : counters_.syncsFailed);
     counters_.txBytes += stats.txBytes;
     counters_.rxBytes += stats.rxBytes;

@@ -27,7 +27,15 @@ struct SessionOptions {
     uint64_t heartbeatTimeoutMs = 5000;
     uint64_t tickPeriodMs = 1000;    // how often the driver calls onTick()
     std::optional<uint64_t> admissionTimeoutMs;  // none: pcclConnect waits while the master answers
+    // docs/master_recovery.md: how long the peer waits for a lost or silent master (reconnecting
+    // to a closed one) before every call fails with pcclMasterConnectionLost; 0: at once.
+    uint64_t reconnectTimeoutMs = 60000;
+    size_t masterCount = 1;  // addresses to try in turn (CommOptions::masters)
 };
+
+// The peer's link to the master (docs/master_recovery.md): Up; Down (no connection, the driver
+// reconnects); Rejoining (connected again and re-registered, waiting for the rebuilt run).
+enum class MasterLink { Up, Down, Rejoining };
 
 struct ReduceArgs {
     const void *send = nullptr;
@@ -95,6 +103,12 @@ struct SendToMaster {
 struct DisconnectMaster {
     std::string reason;
 };
+// Connect to master address number `address` (CommOptions::masters) after `delayMs`; answer
+// with onReconnected(status).
+struct ReconnectMaster {
+    size_t address = 0;
+    uint64_t delayMs = 0;
+};
 // Open the pool to the ring successor; answer with onLinksConnected(epoch, status).
 struct ConnectLinks {
     uint64_t epoch = 0;
@@ -156,7 +170,7 @@ struct Complete {
     Reply reply;
 };
 
-using Action = std::variant<SendToMaster, DisconnectMaster, ConnectLinks, ClosePeer, CloseAllData, StartAllReduce,
+using Action = std::variant<SendToMaster, DisconnectMaster, ReconnectMaster, ConnectLinks, ClosePeer, CloseAllData, StartAllReduce,
                             ReleaseAllReduce, StopAllReduce, StartTransfer, StopTransfer, SourceLost, StartProbe,
                             InstallKeys, Complete>;
 using Actions = std::vector<Action>;

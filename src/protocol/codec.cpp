@@ -69,7 +69,7 @@ const char *messageName(const ControlMessage &m) {
                                   "CollectiveCommitted", "CollectiveAborted", "Kicked",
                                   "Heartbeat",       "HeartbeatAck",       "SharedStateSync",    "SharedStatePlan",
                                   "SharedStateDone", "SharedStateCommitted", "SharedStateAborted", "VoteFailed", "SharedStateSourceLost", "BandwidthProbe", "BandwidthReport",
-                                  "CollectiveAwait", "PeerKeys", "StatsReport"};
+                                  "CollectiveAwait", "PeerKeys", "StatsReport", "Rejoin", "Rejoined", "MasterShutdown"};
     static_assert(sizeof(names) / sizeof(names[0]) == std::variant_size_v<ControlMessage>);
     return names[m.index()];
 }

@@ -14,7 +14,7 @@
 namespace pccl::protocol {
 
 inline constexpr uint32_t kMagic = 0x4c434350;  // "PCCL"
-inline constexpr uint16_t kProtocolVersion = 6;
+inline constexpr uint16_t kProtocolVersion = 7;
 inline constexpr uint32_t kMaxControlFrame = 16u << 20;  // bytes of one control frame
 inline constexpr uint32_t kMaxStringBytes = 64u << 10;
 inline constexpr uint32_t kMaxVectorItems = 1u << 20;
@@ -86,7 +86,10 @@ struct Hello {
     // Where the other peers reach this one's data plane through NAT (PCCL_ADVERTISED_ADDRESS):
     // family 0 = the address the master observes, port 0 = data_port.
     NetAddr advertised{0, {}, 0};
-    PCCL_FIELDS(magic, version, peer_group, data_port, uuid, heartbeat_timeout_ms, advertised)
+    // The highest master epoch this peer has seen (0: none; docs/master_recovery.md): a joiner
+    // that reconnects after its master died says so, and a master older than this is refused.
+    uint64_t master_epoch = 0;
+    PCCL_FIELDS(magic, version, peer_group, data_port, uuid, heartbeat_timeout_ms, advertised, master_epoch)
 };
 struct VoteUpdateTopology { PCCL_NO_FIELDS };
 struct LinksReady {
@@ -125,12 +128,16 @@ struct Welcome {
     // With a run secret: this admission's key K_A (docs/security.md), from which the peer checks
     // the data connections opened to it; zero in an open run.
     std::array<uint8_t, 32> session_key{};
-    PCCL_FIELDS(uuid, observed_addr, session_key)
+    uint64_t master_epoch = 0;  // this master's epoch (docs/master_recovery.md)
+    PCCL_FIELDS(uuid, observed_addr, session_key, master_epoch)
 };
 struct Reject {
     uint8_t result = 0;  // pcclResult_t
     std::string reason;
-    PCCL_FIELDS(result, reason)
+    // This master cannot serve the run but another may (a stale master, a follower): the peer
+    // tries the next master address instead of failing.
+    bool retry = false;
+    PCCL_FIELDS(result, reason, retry)
 };
 // Sent to every member after an admission round (and to a newly admitted peer): the ring of its
 // peer group in order, and the world sizes. The peer connects to its successor and answers LinksReady.
@@ -331,11 +338,54 @@ struct StatsReport {
                 last_op_micros, last_op_bytes, links)
 };
 
+// ---- master recovery (docs/master_recovery.md)
+// What an admitted peer knows of one all-reduce when it re-registers with a new master.
+enum class OpPhase : uint8_t { Waiting = 0, Running = 1, FinishedOk = 2, FinishedFailed = 3 };
+struct OpReport {
+    uint64_t tag = 0;
+    uint64_t seq = 0;  // 0 while waiting to commence
+    uint8_t phase = 0;  // OpPhase
+    CollectiveDesc desc;
+    bool awaiting = false;  // a user thread waits for it
+    PCCL_FIELDS(tag, seq, phase, desc, awaiting)
+};
+// peer -> master, instead of Hello, by a peer that was admitted and lost its master.
+struct Rejoin {
+    Hello hello;
+    uint64_t topology_epoch = 0;
+    std::vector<RingMember> ring;  // its group's ring in rank order, as it knows it
+    uint64_t revision = 0;         // its last committed shared-state revision (0: none)
+    uint64_t max_seq = 0;          // the highest sequence number it has seen
+    std::vector<OpReport> ops;
+    std::vector<uint64_t> committed;  // sequences it saw committed recently (all-reduces and syncs)
+    bool syncing = false;             // a shared-state sync is in flight here
+    uint64_t sync_seq = 0;            // its round (0: waiting for the plan)
+    uint8_t sync_phase = 0;           // OpPhase of that round
+    uint64_t sync_revision = 0;       // the revision the round syncs to
+    PCCL_FIELDS(hello, topology_epoch, ring, revision, max_seq, ops, committed, syncing, sync_seq, sync_phase,
+                sync_revision)
+};
+// master -> peer: the run is rebuilt; this is its group's ring and the world.
+struct Rejoined {
+    uint64_t master_epoch = 0;
+    uint64_t topology_epoch = 0;
+    WorldInfo world;
+    std::vector<RingMember> ring;
+    PCCL_FIELDS(master_epoch, topology_epoch, world, ring)
+};
+
+// master -> peer: the master was stopped on purpose (pcclInterruptMaster, pcclDestroyMaster,
+// MasterNode.close(), pccl-master --end-run-on-exit): the run has ended; do not wait for it.
+struct MasterShutdown {
+    std::string reason;
+    PCCL_FIELDS(reason)
+};
+
 using ControlMessage =
     std::variant<Hello, VoteUpdateTopology, LinksReady, VotePeersPending, VoteOptimizeTopology, CollectiveInit,
                  CollectiveDone, Leave, Welcome, Reject, TopologyUpdate, TopologyDone, PeersPendingResult,
                  OptimizeTopologyResult, WorldUpdate, CollectiveCommence, CollectiveCommitted, CollectiveAborted, Kicked, Heartbeat, HeartbeatAck, SharedStateSync, SharedStatePlan,
-                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport, CollectiveAwait, PeerKeys, StatsReport>;
+                 SharedStateDone, SharedStateCommitted, SharedStateAborted, VoteFailed, SharedStateSourceLost, BandwidthProbe, BandwidthReport, CollectiveAwait, PeerKeys, StatsReport, Rejoin, Rejoined, MasterShutdown>;
 
 const char *messageName(const ControlMessage &m);
 

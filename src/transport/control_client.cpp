@@ -1,5 +1,9 @@
 #include "transport/control_client.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -12,12 +16,45 @@ namespace pccl::transport {
 struct ControlClient::Impl {
     asio::io_context io;
     asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-    std::shared_ptr<FramedConnection> conn;
+    std::shared_ptr<FramedConnection> conn;  // mu
+    uint64_t generation = 0;                 // mu; of conn: a replaced connection's close is not delivered
     protocol::NetAddr local;
     std::thread thread;
     std::mutex mu;
     std::condition_variable cv;
     bool closed = false;
+    unsigned userTimeoutMs = 0;
+    MessageHandler onMessage;                       // control thread (set by start)
+    std::function<void(const std::string &)> onClose;  // control thread (set by start)
+
+    std::shared_ptr<FramedConnection> current() {
+        std::lock_guard lock(mu);
+        return conn;
+    }
+    void applyUserTimeout(asio::ip::tcp::socket &socket) const {
+        if (userTimeoutMs == 0) return;
+        ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &userTimeoutMs, sizeof userTimeoutMs);
+    }
+    // Starts `c` as the current connection (control thread).
+    void install(std::shared_ptr<FramedConnection> c) {
+        uint64_t gen;
+        {
+            std::lock_guard lock(mu);
+            conn = c;
+            gen = ++generation;
+            closed = false;
+        }
+        c->start([this](protocol::ControlMessage &&m) { onMessage(std::move(m)); },
+                 [this, gen](const std::string &reason) {
+                     {
+                         std::lock_guard lock(mu);
+                         if (gen != generation) return;
+                         closed = true;
+                     }
+                     cv.notify_all();
+                     onClose(reason);
+                 });
+    }
 };
 
 ControlClient::ControlClient() : impl_(std::make_unique<Impl>()) {}
@@ -68,6 +105,7 @@ Status ControlClient::connect(const protocol::NetAddr &master, std::chrono::mill
     if (result) return {pcclMasterConnectionFailed, "cannot connect to master " + master.str() + ": " + result.message()};
     asio::error_code ec;
     impl_->local = toNetAddr(socket.local_endpoint(ec));
+    impl_->applyUserTimeout(socket);
     impl_->io.restart();
     ChannelPtr channel;
     if (security.enabled()) {
@@ -76,35 +114,78 @@ Status ControlClient::connect(const protocol::NetAddr &master, std::chrono::mill
     } else {
         security::warnOpenRun("this peer");
     }
+    std::lock_guard lock(impl_->mu);
     impl_->conn = std::make_shared<FramedConnection>(std::move(socket), std::move(channel));
     return {};
 }
 
+void ControlClient::setUserTimeout(std::chrono::milliseconds timeout) {
+    impl_->userTimeoutMs = static_cast<unsigned>(std::min<int64_t>(timeout.count(), 1 << 30));
+}
+
 void ControlClient::start(MessageHandler onMessage, CloseHandler onClose) {
-    auto conn = impl_->conn;
+    impl_->onMessage = std::move(onMessage);
+    impl_->onClose = std::move(onClose);
     Impl *impl = impl_.get();
-    auto closeHandler = [impl, c = std::move(onClose)](const std::string &reason) {
-        {
-            std::lock_guard lock(impl->mu);
-            impl->closed = true;
-        }
-        impl->cv.notify_all();
-        c(reason);
-    };
-    asio::post(impl_->io, [conn, m = std::move(onMessage), c = std::move(closeHandler)]() mutable {
-        conn->start(std::move(m), std::move(c));
-    });
+    asio::post(impl_->io, [impl, conn = impl_->current()] { impl->install(conn); });
     impl_->thread = std::thread([this] { impl_->io.run(); });
 }
 
+void ControlClient::reconnect(const protocol::NetAddr &master, std::chrono::milliseconds timeout,
+                              const security::Settings &security, std::function<void(Status)> done) {
+    struct Attempt {
+        asio::ip::tcp::socket socket;
+        asio::steady_timer timer;
+        bool finished = false;
+        explicit Attempt(asio::io_context &io) : socket(io), timer(io) {}
+    };
+    Impl *impl = impl_.get();
+    auto a = std::make_shared<Attempt>(impl->io);
+    auto finish = std::make_shared<std::function<void(Status, ChannelPtr)>>();
+    *finish = [impl, a, done = std::move(done)](Status st, ChannelPtr channel) {
+        if (a->finished) return;
+        a->finished = true;
+        a->timer.cancel();
+        if (!st.ok()) {
+            asio::error_code ignored;
+            a->socket.close(ignored);
+            done(std::move(st));
+            return;
+        }
+        asio::error_code ec;
+        const auto local = toNetAddr(a->socket.local_endpoint(ec));
+        {
+            std::lock_guard lock(impl->mu);
+            impl->local = local;
+        }
+        impl->install(std::make_shared<FramedConnection>(std::move(a->socket), std::move(channel)));
+        done({});
+    };
+    const std::string name = "master " + master.str();
+    a->timer.expires_after(timeout);
+    a->timer.async_wait([a, finish, name](const asio::error_code &ec) {
+        if (!ec) (*finish)(Status{pcclMasterConnectionFailed, "connecting to " + name + " timed out"}, nullptr);
+    });
+    a->socket.async_connect(toEndpoint(master), [impl, a, finish, name, security](const asio::error_code &ec) {
+        if (a->finished) return;
+        if (ec) return (*finish)(Status{pcclMasterConnectionFailed, "cannot connect to " + name + ": " + ec.message()}, nullptr);
+        impl->applyUserTimeout(a->socket);
+        if (!security.enabled()) return (*finish)(Status{}, nullptr);
+        auto hs = std::make_shared<security::ClientHandshake>(*security.runKey, security::ConnKind::Control,
+                                                              security::preferredSuite(), security.mode, Uuid{}, Uuid{});
+        clientHandshake(a->socket, impl->io.get_executor(), a, hs, name, pcclMasterConnectionFailed,
+                        [finish](Status st, ChannelPtr c) { (*finish)(std::move(st), std::move(c)); });
+    });
+}
+
 void ControlClient::send(protocol::ControlMessage m) {
-    if (impl_->conn) impl_->conn->send(std::move(m));
+    if (auto c = impl_->current()) c->send(std::move(m));
 }
 
 void ControlClient::post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
 
 void ControlClient::disconnect(const std::string &reason) {
-    if (impl_->conn) impl_->conn->close(reason);
+    if (auto c = impl_->current()) c->close(reason);
 }
 
 void ControlClient::every(std::chrono::milliseconds period, std::function<void()> fn) {
@@ -136,22 +217,27 @@ void ControlClient::after(std::chrono::milliseconds delay, std::function<void()>
 
 void ControlClient::stop(std::optional<protocol::ControlMessage> last) {
     if (!impl_) return;
-    if (impl_->conn && impl_->thread.joinable()) {
+    auto conn = impl_->current();
+    if (conn && impl_->thread.joinable()) {
         if (last) {
-            impl_->conn->sendAndClose(std::move(*last), "communicator closed");
+            conn->sendAndClose(std::move(*last), "communicator closed");
             std::unique_lock lock(impl_->mu);
             impl_->cv.wait_for(lock, std::chrono::seconds(1), [&] { return impl_->closed; });
         }
-        impl_->conn->close("communicator closed");
+        conn->close("communicator closed");
     }
     impl_->work.reset();
     if (impl_->thread.joinable()) {
         asio::post(impl_->io, [this] { impl_->io.stop(); });
         impl_->thread.join();
     }
+    std::lock_guard lock(impl_->mu);
     impl_->conn.reset();
 }
 
-protocol::NetAddr ControlClient::localAddr() const { return impl_->local; }
+protocol::NetAddr ControlClient::localAddr() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->local;
+}
 
 } // namespace pccl::transport

@@ -29,6 +29,15 @@ public:
     // master cannot prove the secret or has none); both within `timeout`.
     Status connect(const protocol::NetAddr &master, std::chrono::milliseconds timeout, const security::Settings &security);
     void start(MessageHandler onMessage, CloseHandler onClose);
+    // On the control thread, after start(): a new connection (TCP, then the handshake) to
+    // `master` within `timeout`, which replaces the old one and delivers its messages and its
+    // close to the handlers given to start(); `done` runs on the control thread with the result.
+    // The close of a replaced connection is not delivered.
+    void reconnect(const protocol::NetAddr &master, std::chrono::milliseconds timeout,
+                   const security::Settings &security, std::function<void(Status)> done);
+    // TCP_USER_TIMEOUT of the connections made after this call (0: the system's): a master host
+    // that acknowledges nothing for this long is a closed connection (docs/master_recovery.md).
+    void setUserTimeout(std::chrono::milliseconds timeout);
     void send(protocol::ControlMessage m);
     void post(std::function<void()> fn);
     // Closes the connection to the master (any thread, including the control thread).

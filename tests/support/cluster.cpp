@@ -254,8 +254,10 @@ ChildProcess::~ChildProcess() {
 
 // ---------------------------------------------------------------- DaemonMaster
 
-DaemonMaster::DaemonMaster() {
-    proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{PCCL_MASTER_BIN, "--listen", "127.0.0.1:0"});
+DaemonMaster::DaemonMaster(const std::string &listen, const std::vector<std::string> &flags) {
+    std::vector<std::string> argv{PCCL_MASTER_BIN, "--listen", listen};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    proc_ = std::make_unique<ChildProcess>(argv);
     auto line = proc_->waitForLine("pccl-master listening on", 15);
     PT_CHECK_MSG(line.has_value(), "pccl-master printed no 'pccl-master listening on' banner within 15 s; stdout: "
                                        << proc_->transcript());

@@ -85,7 +85,9 @@ private:
 // The pccl-master daemon (PCCL_MASTER_BIN --listen 127.0.0.1:0); reads the port from its banner.
 class DaemonMaster {
 public:
-    DaemonMaster();
+    DaemonMaster() : DaemonMaster("127.0.0.1:0") {}
+    // Listening on `listen` (e.g. "127.0.0.1:PORT" to restart a master in place), with more flags.
+    explicit DaemonMaster(const std::string &listen, const std::vector<std::string> &flags = {});
     uint16_t port() const { return port_; }
     ccoip_socket_address_t address() const { return loopbackV4(port_); }
     ChildProcess &process() { return *proc_; }

@@ -5,6 +5,11 @@
 
 #include <pccl.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -137,6 +142,23 @@ inline ccoip_socket_address_t loopbackV4(uint16_t port) {
     return a;
 }
 
+// A loopback port nobody listens on right now (bound to port 0, then released): for a master
+// that must be restarted on the same address.
+inline uint16_t freeLoopbackPort() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0) {
+        if (fd >= 0) ::close(fd);
+        throw std::runtime_error("freeLoopbackPort: cannot bind 127.0.0.1:0");
+    }
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
 inline ccoip_socket_address_t loopbackV6(uint16_t port) {
     ccoip_socket_address_t a{};
     a.inet.protocol = inetIPv6;
@@ -188,6 +210,11 @@ struct Deadlines {
     uint32_t op_timeout_ms = 0;
     uint32_t heartbeat_timeout_ms = 0;
     uint32_t same_host = PCCL_SAME_HOST_DEFAULT;
+    uint32_t master_reconnect_timeout_ms = 0;  // PCCL_MASTER_RECONNECT_OFF: fail at once
+    const char *master_addresses = nullptr;
+    bool any() const {
+        return op_timeout_ms || heartbeat_timeout_ms || same_host || master_reconnect_timeout_ms || master_addresses;
+    }
 };
 
 inline pcclComm_t *connectPeer(const ccoip_socket_address_t &master, uint32_t peer_group, int world, double timeout_s,
@@ -198,12 +225,14 @@ inline pcclComm_t *connectPeer(const ccoip_socket_address_t &master, uint32_t pe
     params.peer_group = peer_group;
     params.p2p_connection_pool_size = pool_size;
     pcclComm_t *comm = nullptr;
-    if (deadlines.op_timeout_ms || deadlines.heartbeat_timeout_ms || deadlines.same_host) {
+    if (deadlines.any()) {
         pcclCommCreateParamsEx_t ex = PCCL_COMM_CREATE_PARAMS_EX_INIT;
         ex.params = params;
         ex.op_timeout_ms = deadlines.op_timeout_ms;
         ex.heartbeat_timeout_ms = deadlines.heartbeat_timeout_ms;
         ex.same_host = deadlines.same_host;
+        ex.master_reconnect_timeout_ms = deadlines.master_reconnect_timeout_ms;
+        ex.master_addresses = deadlines.master_addresses;
         PT_OK(nullptr, pcclCreateCommunicatorEx(&ex, &comm));
     } else {
         PT_OK(nullptr, pcclCreateCommunicator(&params, &comm));

@@ -161,6 +161,7 @@ struct Driver {
         o.masterName = "10.0.0.1:48148";
         o.heartbeatTimeoutMs = 5000;
         o.tickPeriodMs = 1000;
+        o.reconnectTimeoutMs = 0;  // a lost master fails at once (test_session_reconnect.cpp: the other way)
         return o;
     }
 
@@ -187,6 +188,7 @@ struct Driver {
     // ---- events from the master and the data plane
     Actions message(const ControlMessage &m) { return record(s.onMessage(m)); }
     Actions controlClosed(const std::string &reason = "connection reset by peer") { return record(s.onControlClosed(reason)); }
+    Actions reconnected(const Status &st = {}) { return record(s.onReconnected(st)); }
     Actions linksConnected(uint64_t e, const Status &st = {}) { return record(s.onLinksConnected(e, st)); }
     Actions allReduceFinished(uint64_t tag, uint64_t seq, const Status &st = {}, const OpStats &stats = {}) {
         return record(s.onAllReduceFinished(tag, seq, st, stats));

@@ -138,16 +138,31 @@ class Communicator(Closeable):
     ``PCCL_PORT_RANGE``, else the observed address and any free port. A malformed value raises
     :class:`PCCLError` (INVALID_ARGUMENT) here; no free port in the range, at :meth:`connect`.
 
+    A run outlives its master (docs/master_recovery.md): ``address`` may be a list of masters to
+    try in turn (the first is tried first; ``PCCL_MASTER_ADDRESSES`` adds more), and a peer that
+    loses its master keeps everything and reconnects for ``master_reconnect_timeout_ms``
+    (``None``: ``PCCL_MASTER_RECONNECT_TIMEOUT_MS``, else 60000; ``0``: fail at once, as
+    PCCL 1.0); calls made meanwhile wait, and ``MASTER_CONNECTION_LOST`` means it gave up.
+
     Every blocking call releases the GIL. Failures raise :class:`PCCLError`; wrong arguments
     raise TypeError or ValueError before anything is sent."""
 
-    def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0, *,
+    def __init__(self, address: Union[str, Sequence[str]], peer_group: int = 0, p2p_connection_pool_size: int = 0, *,
                  connect_timeout_ms: int = 0, heartbeat_timeout_ms: int = 0, op_timeout_ms: int = 0,
                  admission_timeout_ms: int = 0, io_threads: int = 0, state_compression_level: int = 0,
                  same_host: Optional[bool] = None, secret: Optional[Union[str, bytes]] = None,
                  encrypt: Optional[bool] = None, advertised_address: Optional[str] = None,
-                 port_range: Optional[str] = None) -> None:
+                 port_range: Optional[str] = None, master_reconnect_timeout_ms: Optional[int] = None) -> None:
         self._native: Optional[Any] = None
+        if not isinstance(address, str):
+            addresses = list(address)
+            if not addresses or not all(isinstance(a, str) for a in addresses):
+                raise TypeError("address must be a str or a non-empty sequence of str")
+            for a in addresses[1:]:
+                parse_address(a)  # a malformed one raises here, before anything is sent
+            address, self._more_masters = addresses[0], ",".join(addresses[1:]) or None
+        else:
+            self._more_masters = None
         self._address: SocketAddress = parse_address(address)
         self._peer_group = _uint(peer_group, "peer_group", bits=32)
         self._pool_size = _uint(p2p_connection_pool_size, "p2p_connection_pool_size", bits=32)
@@ -163,6 +178,14 @@ class Communicator(Closeable):
             raise TypeError(f"encrypt must be None, True or False, got {type(encrypt).__name__}")
         # pcclCommCreateParamsEx_t.encrypt: PCCL_ENCRYPT_DEFAULT, _ON, _OFF
         self._ex.append(0 if encrypt is None else (1 if encrypt else 2))
+        # pcclCommCreateParamsEx_t.master_reconnect_timeout_ms: None = the environment or 60000;
+        # 0 = PCCL_MASTER_RECONNECT_OFF (fail at once, as PCCL 1.0)
+        if master_reconnect_timeout_ms is None:
+            self._ex.append(0)
+        elif _uint(master_reconnect_timeout_ms, "master_reconnect_timeout_ms", bits=32) == 0:
+            self._ex.append(0xFFFFFFFF)
+        else:
+            self._ex.append(min(int(master_reconnect_timeout_ms), 0xFFFFFFFE))
         self._secret = _secret(secret, "secret")
         for v, name in ((advertised_address, "advertised_address"), (port_range, "port_range")):
             if v is not None and not isinstance(v, str):
@@ -177,7 +200,7 @@ class Communicator(Closeable):
     def _new_native(self) -> Any:
         a = self._address
         return _pccl.Communicator(a.protocol, a.ip, a.port, self._peer_group, self._pool_size, self._ex, self._secret,
-                                  self._advertised_address, self._port_range)
+                                  self._advertised_address, self._port_range, self._more_masters)
 
     def _require(self) -> Any:
         native = self._native

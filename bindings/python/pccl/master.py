@@ -43,7 +43,7 @@ _USAGE = (
     "                   [--vote-timeout-ms MS] [--secret-file PATH] [--require-secret]\n"
     "                   [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
     "                   [--max-connections N] [--max-connections-per-address N]\n"
-    "                   [--http HOST:PORT] [--http-token-file PATH]\n"
+    "                   [--http HOST:PORT] [--http-token-file PATH] [--end-run-on-exit] [--epoch N]\n"
     "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
     "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
     "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -69,6 +69,11 @@ _USAGE = (
     "                          default; env PCCL_MASTER_HTTP; a bare PORT binds 127.0.0.1). With a run\n"
     "                          secret a non-loopback address needs --http-token-file (docs/observability.md)\n"
     "  --http-token-file       every HTTP request must carry 'Authorization: Bearer <first line of PATH>'\n"
+    "  --end-run-on-exit       on SIGINT/SIGTERM tell the peers the run has ended (they fail at once);\n"
+    "                          by default they keep the run and wait for a restarted master\n"
+    "                          (docs/master_recovery.md)\n"
+    "  --epoch                 this master's first epoch (default 1; a restarted master moves past\n"
+    "                          the epoch its peers report)\n"
     "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n"
 )
 
@@ -85,7 +90,9 @@ class _Options:
     def __init__(self) -> None:
         self.listen = f"0.0.0.0:{DEFAULT_MASTER_PORT}"
         self.log_level = "info"
-        self.environment: Dict[str, str] = {}  # PCCL_* variables for the master core
+        # PCCL_* variables for the master core. Like the C daemon, a stop by a signal keeps the
+        # run (its peers wait for a restarted master) unless --end-run-on-exit.
+        self.environment: Dict[str, str] = {"PCCL_MASTER_END_RUN_ON_EXIT": "0"}
         self.secret_file: Optional[str] = None
         self.require_secret = False
         self.help = False
@@ -145,6 +152,10 @@ def _parse(argv: List[str]) -> _Options:
             o.environment["PCCL_MAX_CONNECTIONS"] = _count(arg, value(arg))
         elif arg == "--max-connections-per-address":
             o.environment["PCCL_MAX_CONNECTIONS_PER_ADDRESS"] = _count(arg, value(arg))
+        elif arg == "--end-run-on-exit":
+            o.environment["PCCL_MASTER_END_RUN_ON_EXIT"] = "1"
+        elif arg == "--epoch":
+            o.environment["PCCL_MASTER_EPOCH"] = _count(arg, value(arg))
         elif arg == "--secret-file":
             o.secret_file = value(arg)
         elif arg == "--require-secret":

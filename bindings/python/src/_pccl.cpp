@@ -354,11 +354,13 @@ public:
     // ex: connect, heartbeat, op, admission timeouts in ms, io threads, shared-state zstd level,
     // same-host switch, encrypt switch (0 = default), as in pcclCommCreateParamsEx_t; secret:
     // the run secret (None: the environment's), without NUL bytes; NAT: the advertised address
-    // and the port range (None: the environment's).
+    // and the port range (None: the environment's); more master addresses ("host:port,...") and
+    // the reconnect timeout (ex[8], as master_reconnect_timeout_ms).
     Communicator(int protocol, const py::bytes &ip, int port, uint32_t peerGroup, uint32_t poolSize,
-                 std::array<uint32_t, 8> ex, std::optional<std::string> secret,
+                 std::array<uint32_t, 9> ex, std::optional<std::string> secret,
                  std::optional<std::string> advertisedAddress = std::nullopt,
-                 std::optional<std::string> portRange = std::nullopt)
+                 std::optional<std::string> portRange = std::nullopt,
+                 std::optional<std::string> masterAddresses = std::nullopt)
         : Guarded("the communicator") {
         pcclCommCreateParamsEx_t params = PCCL_COMM_CREATE_PARAMS_EX_INIT;
         params.params.master_address = makeAddress(protocol, ip, port);
@@ -375,6 +377,8 @@ public:
         params.secret = secret ? secret->c_str() : nullptr;
         params.advertised_address = advertisedAddress ? advertisedAddress->c_str() : nullptr;
         params.port_range = portRange ? portRange->c_str() : nullptr;
+        params.master_addresses = masterAddresses ? masterAddresses->c_str() : nullptr;
+        params.master_reconnect_timeout_ms = ex[8];
         pcclComm_t *comm = nullptr;
         callNoGil("pcclCreateCommunicatorEx", [&] { return pcclCreateCommunicatorEx(&params, &comm); });
         handle_ = comm;
@@ -705,11 +709,12 @@ PYBIND11_MODULE(_pccl, m) {
     m.attr("C") = c;
 
     py::class_<Communicator>(m, "Communicator", "pcclComm_t")
-        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 8>, std::optional<std::string>,
-                      std::optional<std::string>, std::optional<std::string>>(),
+        .def(py::init<int, const py::bytes &, int, uint32_t, uint32_t, std::array<uint32_t, 9>, std::optional<std::string>,
+                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>>(),
              py::arg("protocol"), py::arg("ip"), py::arg("port"), py::arg("peer_group"), py::arg("p2p_connection_pool_size"),
-             py::arg("ex") = std::array<uint32_t, 8>{}, py::arg("secret") = py::none(),
-             py::arg("advertised_address") = py::none(), py::arg("port_range") = py::none())
+             py::arg("ex") = std::array<uint32_t, 9>{}, py::arg("secret") = py::none(),
+             py::arg("advertised_address") = py::none(), py::arg("port_range") = py::none(),
+             py::arg("master_addresses") = py::none())
         .def("close", &Communicator::close)
         .def("abort", &Communicator::abort)
         .def_property_readonly("closed", &Communicator::closed)

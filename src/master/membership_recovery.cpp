@@ -1,0 +1,236 @@
+// Membership: rebuilding a run from its peers after the master restarted (docs/master_recovery.md).
+#include <algorithm>
+#include <utility>
+
+#include "master/membership.h"
+#include "protocol/wire_result.h"
+
+namespace pccl::master {
+
+using namespace protocol;
+
+namespace {
+
+bool finishedOk(uint8_t phase) { return phase == static_cast<uint8_t>(OpPhase::FinishedOk); }
+
+// The ring of a group as the rejoiners know it: the one of the latest topology epoch; among
+// those, the shortest (it saw the latest removal).
+const Rejoin *latestReport(const std::vector<const Rejoin *> &reports) {
+    const Rejoin *best = nullptr;
+    for (const Rejoin *r : reports)
+        if (!best || r->topology_epoch > best->topology_epoch ||
+            (r->topology_epoch == best->topology_epoch && r->ring.size() < best->ring.size()))
+            best = r;
+    return best;
+}
+
+} // namespace
+
+Actions Membership::onShutdown(const std::string &reason) const {
+    Actions out;
+    for (auto &[id, p] : peers_) {
+        if (p.state == State::Connected) continue;
+        Action a;
+        a.to = id;
+        a.message = MasterShutdown{reason};
+        a.close = true;
+        a.reason = "master shutting down";
+        out.push_back(std::move(a));
+    }
+    return out;
+}
+
+bool Membership::checkEpoch(Actions &out, Peer &p, uint64_t reported) {
+    if (!founded_) {
+        if (reported >= masterEpoch_) masterEpoch_ = reported + 1;
+        return true;
+    }
+    if (reported <= masterEpoch_) return true;
+    Action a;
+    a.to = p.id;
+    a.message = Reject{toWire(pcclMasterConnectionFailed),
+                       "stale master: its epoch is " + std::to_string(masterEpoch_) + ", this peer has seen epoch " +
+                           std::to_string(reported),
+                       true};
+    a.close = true;
+    a.reason = "stale master epoch";
+    out.push_back(std::move(a));
+    return false;
+}
+
+void Membership::openRecovery() {
+    if (recoveryDeadline_) return;
+    const uint64_t window = options_.recoveryWindowMs ? options_.recoveryWindowMs : options_.heartbeatTimeoutMs;
+    recoveryDeadline_ = now_ + window;
+    note("master", "recovering a run from its peers (epoch " + std::to_string(masterEpoch_) + "), for at most " +
+                       std::to_string(window) + " ms");
+}
+
+void Membership::onRejoin(Actions &out, Peer &p, const Rejoin &m) {
+    std::string capped;
+    if (!registerPeer(out, p, m.hello, &capped)) return;
+    if (founded_) {
+        if (!checkEpoch(out, p, m.hello.master_epoch)) return;
+        // Its connection broke and this master removed it (or it belongs to another run).
+        Action a;
+        a.to = p.id;
+        a.message = Reject{toWire(pcclKicked), "this master's run (epoch " + std::to_string(masterEpoch_) +
+                                                   ") does not include this peer: it was removed while its "
+                                                   "connection to the master was down"};
+        a.close = true;
+        a.reason = "rejoin refused";
+        out.push_back(std::move(a));
+        return;
+    }
+    checkEpoch(out, p, m.hello.master_epoch);
+    openRecovery();
+    p.state = State::Rejoining;
+    p.rejoin = m;
+    sendWelcome(out, p);
+    note("rejoining", describe(p) + " rejoins group " + std::to_string(p.group) + " at rank-order position " +
+                          std::to_string(std::find_if(m.ring.begin(), m.ring.end(),
+                                                      [&](auto &r) { return r.uuid == p.uuid; }) -
+                                         m.ring.begin()) +
+                          " of " + std::to_string(m.ring.size()) + capped);
+    if (recoveryComplete()) finishRecovery(out);
+}
+
+bool Membership::recoveryComplete() const {
+    std::map<uint32_t, std::vector<const Rejoin *>> reports;
+    std::set<Uuid> rejoined;
+    for (auto &[id, p] : peers_)
+        if (p.state == State::Rejoining) {
+            reports[p.group].push_back(&*p.rejoin);
+            rejoined.insert(p.uuid);
+        }
+    if (reports.empty()) return false;
+    for (auto &[group, rs] : reports)
+        for (auto &member : latestReport(rs)->ring)
+            if (!rejoined.count(member.uuid)) return false;
+    return true;
+}
+
+void Membership::finishRecovery(Actions &out) {
+    recoveryDeadline_.reset();
+    founded_ = true;
+    std::map<uint32_t, std::vector<ClientId>> byGroup;
+    for (auto &[id, p] : peers_)
+        if (p.state == State::Rejoining) byGroup[p.group].push_back(id);
+    std::vector<ClientId> outsiders;
+    std::map<uint32_t, size_t> participants;  // per group: the ring's size before the restart
+    for (auto &[group, ids] : byGroup) {
+        std::vector<const Rejoin *> reports;
+        for (ClientId id : ids) reports.push_back(&*peers_.at(id).rejoin);
+        const Rejoin *latest = latestReport(reports);
+        participants[group] = latest->ring.size();
+        std::vector<ClientId> ring;
+        for (auto &member : latest->ring)
+            for (ClientId id : ids)
+                if (peers_.at(id).uuid == member.uuid) ring.push_back(id);
+        for (ClientId id : ids) {
+            Peer &p = peers_.at(id);
+            epoch_ = std::max(epoch_, p.rejoin->topology_epoch);
+            nextSeq_ = std::max(nextSeq_, p.rejoin->max_seq + 1);
+            if (p.rejoin->revision) lastRevision_[group] = std::max(lastRevision_[group], p.rejoin->revision);
+            if (std::find(ring.begin(), ring.end(), id) == ring.end()) outsiders.push_back(id);
+        }
+        for (ClientId id : ring) {
+            Peer &p = peers_.at(id);
+            p.state = State::Accepted;
+            p.joinedMs = now_;
+        }
+        if (!ring.empty()) rings_[group] = ring;
+    }
+    for (ClientId id : outsiders)
+        kick(out, id, "was not in its group's ring when the master restarted (removed before)");
+    size_t rebuilt = 0;
+    for (auto &[group, ring] : rings_) {
+        for (ClientId id : ring) sendPeerKeys(out, peers_.at(id));
+        for (ClientId id : ring)
+            send(out, id, Rejoined{masterEpoch_, epoch_, worldFor(group), ringOf(group)});
+        resolveCollectives(out, ring, participants[group]);
+        resolveSync(out, group, ring, participants[group]);
+        rebuilt += ring.size();
+    }
+    note("master", "run rebuilt from " + std::to_string(rebuilt) + " peer(s) in " + std::to_string(rings_.size()) +
+                       " group(s); master epoch " + std::to_string(masterEpoch_) + ", topology epoch " +
+                       std::to_string(epoch_));
+    for (auto &[id, p] : peers_) p.rejoin.reset();
+    // Nobody came back: the joiners that waited found a new run.
+    if (rings_.empty() && pendingCount() > 0 && linksWaiting_.empty()) admitPending(out);
+}
+
+// Per tag, all-or-nothing: commit what some peer saw committed or what every member finished;
+// abort everything else that commenced (and the tag's waiting holders with it); leave a tag
+// that nobody saw commence to the CollectiveInits the peers re-send after Rejoined.
+void Membership::resolveCollectives(Actions &out, const std::vector<ClientId> &members, size_t participants) {
+    std::set<uint64_t> committed;
+    std::map<uint64_t, std::vector<std::pair<ClientId, OpReport>>> byTag;
+    for (ClientId id : members) {
+        const Rejoin &r = *peers_.at(id).rejoin;
+        committed.insert(r.committed.begin(), r.committed.end());
+        for (auto &op : r.ops) byTag[op.tag].push_back({id, op});
+    }
+    for (auto &[tag, holders] : byTag) {
+        std::set<uint64_t> seqs;
+        for (auto &[id, op] : holders)
+            if (op.seq) seqs.insert(op.seq);
+        if (seqs.empty()) continue;
+        const uint64_t seq = *seqs.rbegin();
+        if (seqs.size() == 1 && committed.count(seq)) {
+            for (auto &[id, op] : holders)
+                if (op.seq == seq) send(out, id, CollectiveCommitted{tag, seq});
+            countCollective("all_reduce", pcclSuccess, 0);
+            continue;
+        }
+        const bool complete = seqs.size() == 1 && holders.size() == participants &&
+                              std::all_of(holders.begin(), holders.end(),
+                                          [&](auto &h) { return h.second.seq == seq && finishedOk(h.second.phase); });
+        if (complete) {
+            for (auto &[id, op] : holders) send(out, id, CollectiveCommitted{tag, seq});
+            countCollective("all_reduce", pcclSuccess, 0);
+            continue;
+        }
+        const std::string reason = "all-reduce tag " + std::to_string(tag) +
+                                   " was under way when the master restarted and did not finish on every peer";
+        countCollective("all_reduce", pcclRankConnectionLost, 0);
+        record("collective", reason);
+        for (auto &[id, op] : holders)
+            send(out, id, CollectiveAborted{tag, op.seq, toWire(pcclRankConnectionLost), reason, {}});
+    }
+}
+
+void Membership::resolveSync(Actions &out, uint32_t group, const std::vector<ClientId> &members, size_t participants) {
+    std::set<uint64_t> committed, seqs;
+    std::vector<ClientId> holders;
+    for (ClientId id : members) {
+        const Rejoin &r = *peers_.at(id).rejoin;
+        committed.insert(r.committed.begin(), r.committed.end());
+        if (!r.syncing) continue;
+        holders.push_back(id);
+        if (r.sync_seq) seqs.insert(r.sync_seq);
+    }
+    if (seqs.empty()) return;  // every holder waits for a plan: they describe their state again
+    const uint64_t seq = *seqs.rbegin();
+    uint64_t revision = 0;
+    for (ClientId id : holders) revision = std::max(revision, peers_.at(id).rejoin->sync_revision);
+    const bool sawCommit = seqs.size() == 1 && committed.count(seq);
+    const bool complete = seqs.size() == 1 && holders.size() == participants &&
+                          std::all_of(holders.begin(), holders.end(), [&](ClientId id) {
+                              auto &r = *peers_.at(id).rejoin;
+                              return r.sync_seq == seq && finishedOk(r.sync_phase);
+                          });
+    if (sawCommit || complete) {
+        for (ClientId id : holders)
+            if (peers_.at(id).rejoin->sync_seq == seq) send(out, id, SharedStateCommitted{seq, revision});
+        lastRevision_[group] = std::max(lastRevision_[group], revision);
+        return;
+    }
+    const std::string reason = "the shared-state sync was under way when the master restarted and did not finish "
+                               "on every peer";
+    record("sync", reason);
+    for (ClientId id : holders)
+        send(out, id, SharedStateAborted{peers_.at(id).rejoin->sync_seq, toWire(pcclRankConnectionLost), reason, {}});
+}
+
+} // namespace pccl::master

@@ -1,0 +1,241 @@
+// A run outlives its master (issue 15, docs/master_recovery.md): the real pccl-master daemon is
+// killed, stopped or moved while peers train (all-reduce + shared-state sync per step), and every
+// peer goes on without a restart, with correct results and bit-identical state.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+
+#include "support/cluster.h"
+
+using namespace pccl_test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr size_t kCount = 4096;
+constexpr size_t kStateCount = 1024;
+
+bool retryable(pcclResult_t r) { return r == pcclRankConnectionLost || r == pcclTimeout; }
+
+std::string listenOn(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+
+// One training step per iteration: an in-place all-reduce of (rank + 1) * (i + 1) whose sum is
+// checked against the world size, the state updated from it, then synced at revision i + 1.
+// A retryable failure must leave the input as it was; the step is then run again.
+struct Training {
+    int iters = 40;
+    int stepSleepMs = 40;
+    std::atomic<int> minIter{0};
+    std::mutex mu;
+    std::map<int, std::vector<float>> finalState;  // by peer
+    std::map<int, uint64_t> finalRevision;
+    std::atomic<int> retries{0};
+    std::vector<std::atomic<int>> progress;
+    // Peers whose loop stops early: -1 none.
+    std::atomic<int> quitter{-1};
+    std::atomic<int> quitAt{1 << 30};
+
+    explicit Training(int peers) : progress(peers) {}
+
+    void updateMin() {
+        int m = 1 << 30;
+        for (size_t r = 0; r < progress.size(); ++r)
+            if (static_cast<int>(r) != quitter.load()) m = std::min(m, progress[r].load());
+        minIter = m;
+    }
+
+    void run(PeerCtx &ctx) {
+        std::vector<float> state(kStateCount, 0.0f);
+        pcclTensorInfo_t info{"state", state.data(), state.size(), pcclFloat, pcclDeviceCpu, false};
+        pcclSharedState_t shared{0, 1, &info};
+        for (int i = 0; i < iters; ++i) {
+            if (ctx.rank == quitter.load() && i >= quitAt.load()) {
+                // Gone while the master is down: this peer never comes back.
+                pcclDestroyCommunicator(ctx.comm);
+                ctx.comm = nullptr;
+                ctx.destroy_comm = false;
+                return;
+            }
+            const float mine = static_cast<float>((ctx.rank + 1) * (i + 1));
+            std::vector<float> buf(kCount);
+            for (int attempt = 0;; ++attempt) {
+                std::fill(buf.begin(), buf.end(), mine);
+                const pcclReduceDescriptor_t d = makeDescriptor(kCount, pcclFloat, pcclSum, static_cast<uint64_t>(i));
+                pcclReduceInfo_t ri{};
+                const pcclResult_t r = pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, &ri);
+                if (r == pcclSuccess) {
+                    // Every peer contributes (rank + 1) * (i + 1); the survivors' ranks are known
+                    // only as a set, so check the sum's shape: a multiple of (i + 1), the same
+                    // everywhere, and at least this peer's own part.
+                    PT_CHECK_MSG(buf[0] >= mine && std::fmod(buf[0], static_cast<float>(i + 1)) == 0.0f,
+                                 "step " << i << ": sum " << buf[0]);
+                    for (float v : buf) PT_CHECK_MSG(v == buf[0], "step " << i << ": uneven result");
+                    break;
+                }
+                PT_CHECK_MSG(retryable(r) && attempt < 5, "step " << i << ": " << describe(r, ctx.comm));
+                for (float v : buf) PT_CHECK_MSG(v == mine, "step " << i << ": input not restored after a failure");
+                ++retries;
+            }
+            for (size_t j = 0; j < state.size(); ++j) state[j] += buf[j % kCount] / 1024.0f;
+            shared.revision = static_cast<uint64_t>(i) + 1;
+            for (int attempt = 0;; ++attempt) {
+                const pcclResult_t r =
+                    pcclSynchronizeSharedState(ctx.comm, &shared, PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR, nullptr);
+                if (r == pcclSuccess) break;
+                PT_CHECK_MSG(retryable(r) && attempt < 5, "sync " << i << ": " << describe(r, ctx.comm));
+                ++retries;
+            }
+            progress[static_cast<size_t>(ctx.rank)] = i + 1;
+            updateMin();
+            std::this_thread::sleep_for(std::chrono::milliseconds(stepSleepMs));
+        }
+        std::lock_guard lock(mu);
+        finalState[ctx.rank] = state;
+        finalRevision[ctx.rank] = shared.revision;
+    }
+
+    // Every peer that finished holds the same bytes and the last revision.
+    void checkIdentical(size_t expectedPeers) {
+        PT_CHECK_EQ(finalState.size(), expectedPeers);
+        for (auto &[rank, s] : finalState) {
+            PT_CHECK_MSG(std::memcmp(s.data(), finalState.begin()->second.data(), s.size() * sizeof(float)) == 0,
+                         "peer " << rank << "'s state differs from peer " << finalState.begin()->first << "'s");
+            PT_CHECK_EQ(finalRevision[rank], static_cast<uint64_t>(iters));
+        }
+    }
+};
+
+ClusterOptions threePeers(uint32_t heartbeatMs = 0, const char *masters = nullptr, uint32_t reconnectMs = 0) {
+    ClusterOptions opts;
+    opts.groups = {0, 0, 0};
+    opts.timeout_s = 100;
+    opts.deadlines.heartbeat_timeout_ms = heartbeatMs;
+    opts.deadlines.master_addresses = masters;
+    opts.deadlines.master_reconnect_timeout_ms = reconnectMs;
+    return opts;
+}
+
+void killMaster(std::unique_ptr<DaemonMaster> &m) {
+    m->process().signal(SIGKILL);
+    m->process().wait(5);
+    m.reset();
+}
+
+} // namespace
+
+TEST_CASE("master restart: SIGKILL mid-training and a restart on the same port 2 s later; every peer goes on, "
+          "results correct, state bit-identical, revisions continue", "[api][master][recovery]") {
+    isolated(150, [&] {
+        const uint16_t port = freeLoopbackPort();
+        auto master = std::make_unique<DaemonMaster>(listenOn(port));
+        Training t(3);
+        PeerThreads peers(loopbackV4(port), threePeers(), [&](PeerCtx &ctx) { t.run(ctx); });
+        peers.onAbort([&] { master.reset(); });
+        PT_CHECK_MSG(waitUntil([&] { return t.minIter.load() >= 8 || peers.failed(); }, 60), "training did not start");
+        killMaster(master);
+        const int atKill = t.minIter.load();
+        std::this_thread::sleep_for(std::chrono::seconds(2));
+        PT_CHECK_MSG(t.minIter.load() <= atKill + 1, "the peers went on without a master");
+        const auto restart = Clock::now();
+        master = std::make_unique<DaemonMaster>(listenOn(port));
+        PT_CHECK_MSG(waitUntil([&] { return t.minIter.load() >= atKill + 2 || peers.failed(); }, 30),
+                     "no step completed after the restart");
+        std::printf("master restart: next steps completed %.0f ms after the restart (%d retries)\n",
+                    std::chrono::duration<double, std::milli>(Clock::now() - restart).count(), t.retries.load());
+        auto rebuilt = master->process().waitForLine("pccl-master: run rebuilt from 3 peer(s)", 5);
+        PT_CHECK_MSG(rebuilt.has_value(), "the new master did not rebuild the run: " << master->process().transcript());
+        peers.join([&] { master.reset(); });
+        t.checkIdentical(3);
+    });
+}
+
+TEST_CASE("master restart: a master stopped for twice the heartbeat deadline and resumed loses no peer and no step",
+          "[api][master][recovery]") {
+    isolated(120, [&] {
+        auto master = std::make_unique<DaemonMaster>();
+        Training t(3);
+        t.iters = 30;
+        PeerThreads peers(master->address(), threePeers(1000), [&](PeerCtx &ctx) { t.run(ctx); });
+        peers.onAbort([&] { master->process().signal(SIGCONT); });
+        PT_CHECK_MSG(waitUntil([&] { return t.minIter.load() >= 5 || peers.failed(); }, 60), "training did not start");
+        master->process().signal(SIGSTOP);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+        master->process().signal(SIGCONT);
+        peers.join([&] { master.reset(); });
+        t.checkIdentical(3);
+        PT_CHECK_MSG(master->process().transcript().find(" lost") == std::string::npos,
+                     "the resumed master removed a peer: " << master->process().transcript());
+    });
+}
+
+TEST_CASE("master restart: a master stopped by SIGTERM (a systemd restart) and started on another address, listed "
+          "second in the peers' master addresses",
+          "[api][master][recovery]") {
+    isolated(150, [&] {
+        const uint16_t second = freeLoopbackPort();
+        const std::string list = listenOn(second);
+        auto master = std::make_unique<DaemonMaster>();
+        Training t(3);
+        PeerThreads peers(master->address(), threePeers(0, list.c_str()), [&](PeerCtx &ctx) { t.run(ctx); });
+        peers.onAbort([&] { master.reset(); });
+        PT_CHECK_MSG(waitUntil([&] { return t.minIter.load() >= 5 || peers.failed(); }, 60), "training did not start");
+        master->process().signal(SIGTERM);  // the daemon's default: the run goes on without it
+        PT_CHECK(master->process().wait(10).has_value());
+        master = std::make_unique<DaemonMaster>(list);
+        peers.join([&] { master.reset(); });
+        t.checkIdentical(3);
+    });
+}
+
+TEST_CASE("master restart: a peer gone while the master is down is left out of the rebuilt run; the others go on",
+          "[api][master][recovery]") {
+    isolated(150, [&] {
+        const uint16_t port = freeLoopbackPort();
+        auto master = std::make_unique<DaemonMaster>(listenOn(port), std::vector<std::string>{"--heartbeat-timeout-ms", "1500"});
+        Training t(3);
+        PeerThreads peers(loopbackV4(port), threePeers(1500), [&](PeerCtx &ctx) { t.run(ctx); });
+        peers.onAbort([&] { master.reset(); });
+        PT_CHECK_MSG(waitUntil([&] { return t.minIter.load() >= 5 || peers.failed(); }, 60), "training did not start");
+        t.quitter = 2;
+        killMaster(master);
+        t.quitAt = t.progress[2].load();  // its next step finds the master gone: it quits there
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        master = std::make_unique<DaemonMaster>(listenOn(port), std::vector<std::string>{"--heartbeat-timeout-ms", "1500"});
+        auto rebuilt = master->process().waitForLine("pccl-master: run rebuilt from 2 peer(s)", 15);
+        PT_CHECK_MSG(rebuilt.has_value(), "no rebuild without the gone peer: " << master->process().transcript());
+        peers.join([&] { master.reset(); });
+        t.checkIdentical(2);
+    });
+}
+
+TEST_CASE("master restart: with no master coming back, calls fail with pcclMasterConnectionLost after the reconnect "
+          "timeout, not before and not never", "[api][master][recovery]") {
+    isolated(60, [&] {
+        auto master = std::make_unique<DaemonMaster>();
+        std::atomic<int> ready{0};
+        std::atomic<int64_t> killedNs{0};
+        ClusterOptions opts = threePeers(0, nullptr, 1500);
+        opts.groups = {0, 0};
+        PeerThreads peers(master->address(), opts, [&](PeerCtx &ctx) {
+            ++ready;
+            ctx.waitFor([&] { return killedNs.load() != 0; }, "the master to be killed", 20);
+            pcclReduceInfo_t info{};
+            std::vector<float> buf(16, 1.0f);
+            const pcclReduceDescriptor_t d = makeDescriptor(buf.size(), pcclFloat, pcclSum, 1);
+            const pcclResult_t r = pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, &info);
+            const double waited = static_cast<double>(Clock::now().time_since_epoch().count() - killedNs.load()) / 1e9;
+            PT_CHECK_MSG(r == pcclMasterConnectionLost, "all-reduce: " << describe(r, ctx.comm));
+            PT_CHECK_MSG(waited >= 1.2 && waited < 4.0, "gave up " << waited << " s after the master died");
+            const std::string why = pcclGetLastErrorMessage(ctx.comm);
+            PT_CHECK_MSG(why.find("gave up on the master") != std::string::npos, "reason: " << why);
+        });
+        PT_CHECK(waitUntil([&] { return ready.load() == 2 || peers.failed(); }, 30));
+        killedNs = Clock::now().time_since_epoch().count();
+        master->process().signal(SIGKILL);
+        peers.join();
+    });
+}
