@@ -239,3 +239,68 @@ TEST_CASE("master restart: with no master coming back, calls fail with pcclMaste
         peers.join();
     });
 }
+
+TEST_CASE("master restart: a joiner waiting for admission when the master dies is admitted by the rebuilt run",
+          "[api][master][recovery]") {
+    isolated(120, [&] {
+        const uint16_t port = freeLoopbackPort();
+        auto master = std::make_unique<DaemonMaster>(listenOn(port));
+        std::atomic<int> maxIter{0};
+        std::atomic<int> admitAt{1 << 30};
+        std::atomic<bool> joinerWaiting{false};
+        std::atomic<int> checked{0};  // peers (and the joiner) that saw the world of 3: nobody leaves before
+        ClusterOptions opts = threePeers();
+        opts.groups = {0, 0};
+        PeerThreads peers(loopbackV4(port), opts, [&](PeerCtx &ctx) {
+            for (int i = 0; i < 400; ++i) {
+                std::vector<float> buf(256, 1.0f);
+                const pcclReduceDescriptor_t d = makeDescriptor(buf.size(), pcclFloat, pcclSum, static_cast<uint64_t>(i));
+                PT_OK(ctx.comm, pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, nullptr));
+                PT_CHECK_EQ(buf[0], 2.0f);
+                maxIter = std::max(maxIter.load(), i + 1);
+                if (i + 1 == admitAt.load()) {
+                    bool pending = false;
+                    PT_OK(ctx.comm, pcclArePeersPending(ctx.comm, &pending));
+                    PT_CHECK_MSG(pending, "the joiner is not pending after the restart");
+                    PT_OK(ctx.comm, pcclUpdateTopology(ctx.comm));
+                    int world = 0;
+                    PT_OK(ctx.comm, pcclGetAttribute(ctx.comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE, &world));
+                    PT_CHECK_EQ(world, 3);
+                    ++checked;
+                    ctx.waitFor([&] { return checked.load() == 3; }, "every peer to see the joiner", 20);
+                    return;
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(30));
+            }
+            PT_CHECK_MSG(false, "the joiner was never admitted");
+        });
+        peers.onAbort([&] { master.reset(); });
+        PT_CHECK_MSG(waitUntil([&] { return maxIter.load() >= 3 || peers.failed(); }, 60), "the loop did not start");
+        std::atomic<pcclResult_t> joined{pcclInternalError};
+        std::thread joiner([&] {
+            pcclComm_t *comm = createComm(loopbackV4(port));
+            joinerWaiting = true;
+            joined = pcclConnect(comm);
+            int world = 0;
+            if (joined.load() == pcclSuccess) pcclGetAttribute(comm, PCCL_ATTRIBUTE_GLOBAL_WORLD_SIZE, &world);
+            if (world != 3) joined = pcclInternalError;
+            ++checked;
+            waitUntil([&] { return checked.load() == 3; }, 20);
+            pcclDestroyCommunicator(comm);
+        });
+        PT_CHECK(waitUntil([&] { return joinerWaiting.load(); }, 10));
+        // Registrations: the two peers, then the joiner (which stays pending).
+        for (int registered = 0; registered < 3;) {
+            auto line = master->process().readLine(10);
+            PT_CHECK_MSG(line.has_value(), "the master did not report the joiner: " << master->process().transcript());
+            if (line->find("waiting for admission") != std::string::npos) ++registered;
+        }
+        admitAt = maxIter.load() + 4;  // after the restart: the peers block meanwhile
+        killMaster(master);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        master = std::make_unique<DaemonMaster>(listenOn(port));
+        peers.join([&] { master.reset(); });
+        joiner.join();
+        PT_CHECK_MSG(joined.load() == pcclSuccess, "the joiner: " << pcclGetErrorString(joined.load()));
+    });
+}
