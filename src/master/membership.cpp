@@ -349,6 +349,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
     if (p.state == State::Connected) return;
     note("lost", describe(p) + " " + reason);
     countLoss(reason);
+    if (p.state == State::Rejoining) tallyLeave(p);
     if (p.state == State::Pending || p.state == State::Rejoining) return;
     auto &ring = rings_[p.group];
     std::erase(ring, id);

@@ -164,7 +164,11 @@ private:
     // newer epoch while no run is founded, refuses (retry elsewhere) a newer one after.
     bool checkEpoch(Actions &out, Peer &p, uint64_t reported);
     void openRecovery();
+    // Whether every member of every group's latest reported ring has rejoined: O(groups), from
+    // the tallies below (each Rejoin costs O(its ring) at most, so a rebuild is linear).
     bool recoveryComplete() const;
+    void tallyRejoin(const Peer &p);
+    void tallyLeave(const Peer &p);
     void finishRecovery(Actions &out);
     // `members`: the rebuilt ring; `participants`: how many peers the ring had before the
     // restart (an operation that was under way involved all of them).
@@ -271,6 +275,14 @@ private:
     uint64_t masterEpoch_ = options_.masterEpoch;
     bool founded_ = false;  // a run exists: a peer was admitted, or a recovery finished
     std::optional<uint64_t> recoveryDeadline_;  // a recovery is open until then
+    struct RecoveryGroup {
+        uint64_t epoch = 0;         // topology epoch of the latest ring reported
+        std::vector<Uuid> ring;     // that ring, in order
+        std::set<Uuid> members;
+        size_t missing = 0;         // members that have not rejoined
+    };
+    std::map<uint32_t, RecoveryGroup> recoveryGroups_;
+    std::set<Uuid> rejoined_;  // uuids of the peers now Rejoining
     // When the open global votes began (first voter); nullopt: no vote open.
     std::optional<uint64_t> topologySince_, pendingSince_, optimizeSince_;
     uint64_t linksSince_ = 0;

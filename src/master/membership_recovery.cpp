@@ -13,17 +13,6 @@ namespace {
 
 bool finishedOk(uint8_t phase) { return phase == static_cast<uint8_t>(OpPhase::FinishedOk); }
 
-// The ring of a group as the rejoiners know it: the one of the latest topology epoch; among
-// those, the shortest (it saw the latest removal).
-const Rejoin *latestReport(const std::vector<const Rejoin *> &reports) {
-    const Rejoin *best = nullptr;
-    for (const Rejoin *r : reports)
-        if (!best || r->topology_epoch > best->topology_epoch ||
-            (r->topology_epoch == best->topology_epoch && r->ring.size() < best->ring.size()))
-            best = r;
-    return best;
-}
-
 } // namespace
 
 Actions Membership::onShutdown(const std::string &reason) const {
@@ -86,6 +75,7 @@ void Membership::onRejoin(Actions &out, Peer &p, const Rejoin &m) {
     openRecovery();
     p.state = State::Rejoining;
     p.rejoin = m;
+    tallyRejoin(p);
     sendWelcome(out, p);
     note("rejoining", describe(p) + " rejoins group " + std::to_string(p.group) + " at rank-order position " +
                           std::to_string(std::find_if(m.ring.begin(), m.ring.end(),
@@ -95,44 +85,67 @@ void Membership::onRejoin(Actions &out, Peer &p, const Rejoin &m) {
     if (recoveryComplete()) finishRecovery(out);
 }
 
+// The ring of a group as the rejoiners know it: the one of the latest topology epoch; among
+// those, the shortest (it saw the latest removal).
+void Membership::tallyRejoin(const Peer &p) {
+    rejoined_.insert(p.uuid);
+    const Rejoin &r = *p.rejoin;
+    RecoveryGroup &g = recoveryGroups_[p.group];
+    const bool newer = g.ring.empty() || r.topology_epoch > g.epoch ||
+                       (r.topology_epoch == g.epoch && r.ring.size() < g.ring.size());
+    if (!newer) {
+        if (g.members.count(p.uuid)) --g.missing;
+        return;
+    }
+    g.epoch = r.topology_epoch;
+    g.ring.clear();
+    g.members.clear();
+    g.missing = 0;
+    for (auto &m : r.ring) {
+        if (!g.members.insert(m.uuid).second) continue;
+        g.ring.push_back(m.uuid);
+        if (!rejoined_.count(m.uuid)) ++g.missing;
+    }
+}
+
+void Membership::tallyLeave(const Peer &p) {
+    rejoined_.erase(p.uuid);
+    auto g = recoveryGroups_.find(p.group);
+    if (g != recoveryGroups_.end() && g->second.members.count(p.uuid)) ++g->second.missing;
+}
+
 bool Membership::recoveryComplete() const {
-    std::map<uint32_t, std::vector<const Rejoin *>> reports;
-    std::set<Uuid> rejoined;
-    for (auto &[id, p] : peers_)
-        if (p.state == State::Rejoining) {
-            reports[p.group].push_back(&*p.rejoin);
-            rejoined.insert(p.uuid);
-        }
-    if (reports.empty()) return false;
-    for (auto &[group, rs] : reports)
-        for (auto &member : latestReport(rs)->ring)
-            if (!rejoined.count(member.uuid)) return false;
-    return true;
+    if (recoveryGroups_.empty()) return false;
+    return std::all_of(recoveryGroups_.begin(), recoveryGroups_.end(), [](auto &kv) { return kv.second.missing == 0; });
 }
 
 void Membership::finishRecovery(Actions &out) {
     recoveryDeadline_.reset();
     founded_ = true;
+    const auto tallies = std::exchange(recoveryGroups_, {});
+    rejoined_.clear();
     std::map<uint32_t, std::vector<ClientId>> byGroup;
     for (auto &[id, p] : peers_)
         if (p.state == State::Rejoining) byGroup[p.group].push_back(id);
     std::vector<ClientId> outsiders;
     std::map<uint32_t, size_t> participants;  // per group: the ring's size before the restart
     for (auto &[group, ids] : byGroup) {
-        std::vector<const Rejoin *> reports;
-        for (ClientId id : ids) reports.push_back(&*peers_.at(id).rejoin);
-        const Rejoin *latest = latestReport(reports);
-        participants[group] = latest->ring.size();
+        static const RecoveryGroup none;
+        auto t = tallies.find(group);
+        const RecoveryGroup &latest = t == tallies.end() ? none : t->second;
+        participants[group] = latest.ring.size();
+        std::map<Uuid, ClientId> byUuid;
+        for (ClientId id : ids) byUuid[peers_.at(id).uuid] = id;
         std::vector<ClientId> ring;
-        for (auto &member : latest->ring)
-            for (ClientId id : ids)
-                if (peers_.at(id).uuid == member.uuid) ring.push_back(id);
+        for (const Uuid &u : latest.ring)
+            if (auto it = byUuid.find(u); it != byUuid.end()) ring.push_back(it->second);
+        const std::set<ClientId> inRing(ring.begin(), ring.end());
         for (ClientId id : ids) {
             Peer &p = peers_.at(id);
             epoch_ = std::max(epoch_, p.rejoin->topology_epoch);
             nextSeq_ = std::max(nextSeq_, p.rejoin->max_seq + 1);
             if (p.rejoin->revision) lastRevision_[group] = std::max(lastRevision_[group], p.rejoin->revision);
-            if (std::find(ring.begin(), ring.end(), id) == ring.end()) outsiders.push_back(id);
+            if (!inRing.count(id)) outsiders.push_back(id);
         }
         for (ClientId id : ring) {
             Peer &p = peers_.at(id);
