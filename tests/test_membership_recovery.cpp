@@ -289,3 +289,20 @@ TEST_CASE("recovery: a stopped master tells its peers the run has ended", "[mast
     CHECK(closed(out, 1));
     CHECK(sent<MasterShutdown>(out, 2).empty());
 }
+
+TEST_CASE("recovery: a rejoiner whose connection drops is waited for again, and counted once when it is back",
+          "[master][recovery]") {
+    Membership m(options());
+    OldRun run(3);
+    run.rejoin(m, 0);
+    run.rejoin(m, 1);
+    m.onDisconnect(2, "connection reset");
+    auto third = run.rejoin(m, 2);
+    CHECK(sent<Rejoined>(third, 3).empty());  // peer 2 is missing again
+    CHECK(m.recovering());
+    // Peer 2 comes back on a new connection.
+    m.onConnect(7, addr(2));
+    auto back = m.onMessage(7, run.report(1));
+    for (ClientId id : {ClientId{1}, ClientId{3}, ClientId{7}}) CHECK(sent<Rejoined>(back, id).size() == 1);
+    CHECK(m.acceptedCount() == 3);
+}
