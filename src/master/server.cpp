@@ -259,9 +259,9 @@ struct Server::Impl {
             signals.cancel(ec);
             ticker.cancel();
             acceptPause.cancel();
-            if (options.endRunOnStop) {
+            if (auto told = membership.onShutdown("the master was stopped"); options.endRunOnStop && !told.empty()) {
                 // Tell the peers the run has ended, and give the messages a moment to leave.
-                apply(membership.onShutdown("the master was stopped"));
+                apply(std::move(told));
                 linger.expires_after(std::chrono::milliseconds(300));
                 linger.async_wait([this](const asio::error_code &) { finishShutdown(); });
                 return;
