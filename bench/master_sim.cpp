@@ -1,0 +1,383 @@
+// pccl-master-sim: the master's decisions at scale, by simulation (issue 15, item 6;
+// bench/README.md, "Master at scale"). master::Membership is a pure state machine: this drives
+// it with N simulated peers, no sockets and no threads. Each simulated peer answers the master
+// as a real one does (TopologyUpdate -> LinksReady, CollectiveCommence -> CollectiveDone,
+// SharedStatePlan -> SharedStateDone), so every figure is the master's own CPU: the process CPU
+// time (CLOCK_PROCESS_CPUTIME_ID) spent inside Membership's calls, building the actions included.
+//
+// Scenarios, per run size N:
+//   admit    a first peer, then N-1 joiners admitted in one update-topology round
+//   allred   K all-reduces over all N peers (CollectiveInit + CollectiveAwait from each,
+//            commence, done with a send rate, commit)
+//   hb       one heartbeat from every peer, then one tick
+//   pending  a peers-pending vote of all N peers while N/10 joiners wait, then their admission
+//            into the measured ring (the all-reduces reported link rates)
+//   sync     a shared-state sync round of all N peers, one of them out of date
+//   loss     peers lost one at a time while idle, then during an all-reduce
+//   rebuild  (extension point) a restarted master rebuilt from all N peers: see runRebuild()
+//
+// Usage: pccl-master-sim [--peers 1000,10000] [--collectives 10] [--losses 10] [--secret] [--json]
+// --secret gives the master a run key, so that admissions also derive and send the pair keys.
+// Exit status 1 when a scenario does not reach its expected outcome (the smoke test relies on it).
+#include <time.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "master/membership.h"
+#include "shared_state/hashing.h"
+
+namespace {
+
+using namespace pccl;
+using namespace pccl::protocol;
+using master::Actions;
+using master::ClientId;
+
+double cpuSeconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+[[noreturn]] void fail(const std::string &what) {
+    std::fprintf(stderr, "pccl-master-sim: %s\n", what.c_str());
+    std::exit(1);
+}
+
+// What the simulated peers received, counted.
+struct Received {
+    size_t welcome = 0, topologyDone = 0, committed = 0, aborted = 0, world = 0, pendingResult = 0, plans = 0,
+           syncCommitted = 0, keys = 0, closed = 0;
+    uint64_t ringEntries = 0;  // RingMember entries in the messages: the protocol's payload
+};
+
+class Sim {
+public:
+    explicit Sim(bool secret) : m_(options(secret)) {}
+
+    double cpu() const { return cpu_; }
+    const Received &got() const { return got_; }
+    size_t accepted() const { return m_.acceptedCount(); }
+    const std::vector<ClientId> &alive() const { return alive_; }
+
+    // A new connection sends its Hello.
+    void connect(ClientId id) {
+        NetAddr a;
+        a.family = 4;
+        a.ip = {10, static_cast<uint8_t>(id >> 16), static_cast<uint8_t>(id >> 8), static_cast<uint8_t>(id)};
+        a.port = 40000;
+        timed([&] { return m_.onConnect(id, a); });
+        Hello h;
+        h.data_port = 5000;
+        h.uuid = Uuid::random();
+        post(id, h);
+    }
+    void post(ClientId from, ControlMessage msg) { inbox_.emplace_back(from, std::move(msg)); }
+    void postAll(const ControlMessage &msg) {
+        for (ClientId id : alive_) post(id, msg);
+    }
+    // Delivers queued messages (and the answers they cause) until nothing is left.
+    void pump() {
+        while (!inbox_.empty()) {
+            auto [from, msg] = std::move(inbox_.front());
+            inbox_.pop_front();
+            if (!aliveSet_.count(from) && !std::holds_alternative<Hello>(msg)) continue;
+            if (std::holds_alternative<Hello>(msg)) aliveSet_.insert(from), alive_.push_back(from);
+            handle(timed([&] { return m_.onMessage(from, msg); }));
+        }
+    }
+    void disconnect(ClientId id) {
+        forget(id);
+        handle(timed([&] { return m_.onDisconnect(id, "connection reset"); }));
+    }
+    void tick() {
+        now_ += 25;
+        timed([&] {
+            m_.setTime(now_);
+            return m_.onTick();
+        });
+    }
+    // CollectiveDone answers are held back instead of sent (a loss during the transfer).
+    void holdDones(bool hold) { holdDones_ = hold; }
+    void dropHeld() { held_.clear(); }
+
+private:
+    static master::MembershipOptions options(bool secret) {
+        master::MembershipOptions o;
+        o.voteTimeoutMs = 0;
+        if (secret) o.masterKey = std::array<uint8_t, 32>{1, 2, 3};
+        return o;
+    }
+    template <class F>
+    Actions timed(F &&f) {
+        const double t0 = cpuSeconds();
+        Actions out = f();
+        cpu_ += cpuSeconds() - t0;
+        return out;
+    }
+    void forget(ClientId id) {
+        if (aliveSet_.erase(id)) std::erase(alive_, id);
+    }
+    void handle(Actions out) {
+        for (auto &a : out) {
+            if (a.message) answer(a.to, *a.message);
+            if (a.close) ++got_.closed, forget(a.to);
+        }
+    }
+    void answer(ClientId to, const ControlMessage &msg) {
+        if (auto *u = std::get_if<TopologyUpdate>(&msg)) {
+            got_.ringEntries += u->ring.size();
+            post(to, LinksReady{u->epoch, true, "", {}});
+        } else if (auto *c = std::get_if<CollectiveCommence>(&msg)) {
+            got_.ringEntries += c->ring.size();
+            CollectiveDone d{c->tag, c->seq, true, "", 0, 1'000'000'000};
+            if (holdDones_) held_.emplace_back(to, d);
+            else post(to, d);
+        } else if (auto *p = std::get_if<SharedStatePlan>(&msg)) {
+            ++got_.plans;
+            got_.ringEntries += p->peers.size();
+            post(to, SharedStateDone{p->seq, true, "", 0});
+        } else if (auto *w = std::get_if<WorldUpdate>(&msg)) {
+            ++got_.world;
+            got_.ringEntries += w->ring.size();
+        } else if (auto *k = std::get_if<PeerKeys>(&msg)) {
+            got_.keys += k->keys.size();
+        } else if (std::holds_alternative<Welcome>(msg)) {
+            ++got_.welcome;
+        } else if (std::holds_alternative<TopologyDone>(msg)) {
+            ++got_.topologyDone;
+        } else if (std::holds_alternative<CollectiveCommitted>(msg)) {
+            ++got_.committed;
+        } else if (std::holds_alternative<CollectiveAborted>(msg)) {
+            ++got_.aborted;
+        } else if (std::holds_alternative<PeersPendingResult>(msg)) {
+            ++got_.pendingResult;
+        } else if (std::holds_alternative<SharedStateCommitted>(msg)) {
+            ++got_.syncCommitted;
+        }
+    }
+
+    master::Membership m_;
+    uint64_t now_ = 1000;
+    double cpu_ = 0;
+    Received got_;
+    std::deque<std::pair<ClientId, ControlMessage>> inbox_;
+    std::vector<ClientId> alive_;  // in the order they registered
+    std::set<ClientId> aliveSet_;
+    bool holdDones_ = false;
+    std::vector<std::pair<ClientId, ControlMessage>> held_;
+};
+
+struct Row {
+    std::string scenario, per;
+    size_t peers = 0, count = 0;
+    double cpuS = 0;
+    uint64_t ringEntries = 0;
+};
+
+// Runs `body` and returns the master CPU and ring entries it cost.
+template <class F>
+Row measure(Sim &sim, const char *scenario, const char *per, size_t peers, size_t count, F &&body) {
+    const double c0 = sim.cpu();
+    const uint64_t r0 = sim.got().ringEntries;
+    body();
+    return Row{scenario, per, peers, count, sim.cpu() - c0, sim.got().ringEntries - r0};
+}
+
+void expect(bool ok, const std::string &what) {
+    if (!ok) fail("scenario did not reach its outcome: " + what);
+}
+
+CollectiveInit initOf(uint64_t tag) {
+    CollectiveInit c;
+    c.tag = tag;
+    c.desc.count = 1 << 20;
+    c.desc.dtype = pcclFloat;
+    c.desc.op = pcclSum;
+    return c;
+}
+
+SharedStateSync describe(uint64_t revision, uint8_t fill) {
+    std::vector<Digest> chunks(4);
+    for (auto &c : chunks) c.fill(fill);
+    EntryDesc e;
+    e.name = "weights";
+    e.dtype = pcclFloat;
+    e.count = 4 * kStateChunkBytes / 4;
+    e.chunks = chunks;
+    e.digest = shared_state::combineChunks(chunks);
+    SharedStateSync s;
+    s.revision = revision;
+    s.synced_before = true;
+    s.entries = {e};
+    return s;
+}
+
+// Extension point: "a restarted master rebuilt from all N peers" (issue 15, items 2 and 6).
+// When Membership learns the peers' re-registration message, this scenario starts a fresh
+// Sim (a new master), has every peer of `before` connect and re-register with what it holds
+// (uuid, group, ring place, shared-state revision, collectives in flight) through Sim::post,
+// pumps, and checks that the rebuilt run has the same ring before the next all-reduce.
+// Report it as Row{"rebuild", "rebuild", N, 1, cpu}; the target is under 1 s for N = 1000.
+// Until then it reports nothing.
+void runRebuild(const Sim &before, std::vector<Row> &) { (void)before; }
+
+std::vector<Row> runSize(size_t n, size_t collectives, size_t losses, bool secret) {
+    std::vector<Row> rows;
+    Sim sim(secret);
+    rows.push_back(measure(sim, "admit", "admission", n, n - 1, [&] {
+        sim.connect(1);
+        sim.pump();
+        for (ClientId id = 2; id <= n; ++id) sim.connect(id);
+        sim.pump();
+        sim.post(1, VoteUpdateTopology{});
+        sim.pump();
+    }));
+    expect(sim.accepted() == n, "all " + std::to_string(n) + " peers admitted");
+
+    rows.push_back(measure(sim, "allred", "collective", n, collectives, [&] {
+        for (uint64_t tag = 0; tag < collectives; ++tag) {
+            for (ClientId id : sim.alive()) {
+                sim.post(id, initOf(tag));
+                sim.post(id, CollectiveAwait{tag});
+            }
+            sim.pump();
+        }
+    }));
+    expect(sim.got().committed == n * collectives, "every all-reduce committed on every peer");
+
+    rows.push_back(measure(sim, "hb", "heartbeat", n, n, [&] {
+        sim.postAll(Heartbeat{});
+        sim.pump();
+        sim.tick();
+    }));
+    expect(sim.accepted() == n, "nobody removed by the tick");
+
+    const size_t joiners = std::max<size_t>(1, n / 10);
+    rows.push_back(measure(sim, "pending", "vote", n, 1, [&] {
+        const auto voters = sim.alive();
+        for (ClientId id = n + 1; id <= n + joiners; ++id) sim.connect(id);
+        sim.pump();
+        for (ClientId id : voters) sim.post(id, VotePeersPending{});
+        sim.pump();
+    }));
+    expect(sim.got().pendingResult == n, "the peers-pending vote answered");
+    rows.push_back(measure(sim, "pending", "late admission", n, joiners, [&] {
+        for (ClientId id : sim.alive())
+            if (id <= n) sim.post(id, VoteUpdateTopology{});
+        sim.pump();
+    }));
+    const size_t total = n + joiners;
+    expect(sim.accepted() == total, "the joiners admitted into the measured ring");
+
+    rows.push_back(measure(sim, "sync", "sync round", total, 1, [&] {
+        for (ClientId id : sim.alive()) sim.post(id, describe(id == sim.alive().back() ? 0 : 1, id == sim.alive().back() ? 9 : 7));
+        sim.pump();
+    }));
+    expect(sim.got().syncCommitted == total, "the shared-state sync committed on every peer");
+
+    const size_t idleLosses = std::min(losses, total / 2), midLosses = std::min(losses, total / 4);
+    rows.push_back(measure(sim, "loss", "idle loss", total, idleLosses, [&] {
+        for (size_t i = 0; i < idleLosses; ++i) sim.disconnect(sim.alive()[sim.alive().size() / 2]);
+    }));
+    const size_t abortedBefore = sim.got().aborted;
+    size_t expectedAborts = 0;
+    uint64_t tag = 1'000'000;
+    rows.push_back(measure(sim, "loss", "loss mid-all-reduce", total - idleLosses, midLosses, [&] {
+        sim.holdDones(true);
+        for (size_t i = 0; i < midLosses; ++i, ++tag) {
+            for (ClientId id : sim.alive()) sim.post(id, initOf(tag));
+            sim.pump();
+            expectedAborts += sim.alive().size() - 1;
+            sim.disconnect(sim.alive()[sim.alive().size() / 3]);
+            sim.dropHeld();
+        }
+        sim.holdDones(false);
+    }));
+    expect(sim.got().aborted - abortedBefore == expectedAborts, "every loss aborted the all-reduce on the survivors");
+    expect(sim.accepted() == total - idleLosses - midLosses, "lost peers removed");
+    runRebuild(sim, rows);
+    return rows;
+}
+
+std::vector<size_t> parseList(const char *s) {
+    std::vector<size_t> out;
+    for (const char *p = s; *p;) {
+        char *end = nullptr;
+        const unsigned long long v = std::strtoull(p, &end, 10);
+        if (end == p || v < 2) fail(std::string("--peers wants a comma list of sizes >= 2, got '") + s + "'");
+        out.push_back(static_cast<size_t>(v));
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') fail(std::string("--peers: bad list '") + s + "'");
+    }
+    return out;
+}
+
+size_t parseCount(const char *flag, const char *s) {
+    char *end = nullptr;
+    const unsigned long long v = std::strtoull(s, &end, 10);
+    if (end == s || *end) fail(std::string(flag) + " wants a number, got '" + s + "'");
+    return static_cast<size_t>(v);
+}
+
+void print(const std::vector<Row> &rows, bool json) {
+    if (json) {
+        std::printf("[\n");
+        for (size_t i = 0; i < rows.size(); ++i) {
+            const Row &r = rows[i];
+            std::printf("  {\"scenario\": \"%s\", \"per\": \"%s\", \"peers\": %zu, \"count\": %zu, \"cpu_s\": %.6f, "
+                        "\"cpu_us_per\": %.3f, \"ring_entries\": %llu}%s\n",
+                        r.scenario.c_str(), r.per.c_str(), r.peers, r.count, r.cpuS,
+                        r.count ? r.cpuS * 1e6 / static_cast<double>(r.count) : 0.0,
+                        static_cast<unsigned long long>(r.ringEntries), i + 1 < rows.size() ? "," : "");
+        }
+        std::printf("]\n");
+        return;
+    }
+    std::printf("%-8s %-20s %7s %6s %12s %14s %14s %14s\n", "scenario", "per", "peers", "count", "cpu total s",
+                "cpu per (us)", "per / peer(us)", "ring entries");
+    for (const Row &r : rows) {
+        const double per = r.count ? r.cpuS * 1e6 / static_cast<double>(r.count) : 0.0;
+        std::printf("%-8s %-20s %7zu %6zu %12.4f %14.1f %14.3f %14llu\n", r.scenario.c_str(), r.per.c_str(), r.peers,
+                    r.count, r.cpuS, per, per / static_cast<double>(r.peers),
+                    static_cast<unsigned long long>(r.ringEntries));
+    }
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    std::vector<size_t> sizes{1000, 10000};
+    size_t collectives = 10, losses = 10;
+    bool json = false, secret = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&]() -> const char * {
+            if (i + 1 >= argc) fail(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--peers") sizes = parseList(value());
+        else if (a == "--collectives") collectives = parseCount("--collectives", value());
+        else if (a == "--losses") losses = parseCount("--losses", value());
+        else if (a == "--json") json = true;
+        else if (a == "--secret") secret = true;
+        else if (a == "--help" || a == "-h") {
+            std::printf("usage: pccl-master-sim [--peers 1000,10000] [--collectives 10] [--losses 10] [--secret] [--json]\n");
+            return 0;
+        } else fail("unknown argument '" + a + "' (see --help)");
+    }
+    std::vector<Row> rows;
+    for (size_t n : sizes) {
+        auto r = runSize(n, collectives, losses, secret);
+        rows.insert(rows.end(), r.begin(), r.end());
+    }
+    print(rows, json);
+    return 0;
+}
