@@ -303,3 +303,72 @@ TEST_CASE("topology: one and two peers, and unknown links", "[topology]") {
         CHECK(solveRing(dark, std::chrono::milliseconds(10)).order == naiveOrder(6));
     }
 }
+
+namespace {
+
+// Cheapest insertion by its definition (topology_solver.h): each step scores every (joiner,
+// position) by the whole resulting ring; the first strictly better one wins. Integer bandwidths
+// keep the sums exact, so this agrees with the O(1) scoring tie for tie.
+std::vector<size_t> insertionByDefinition(const BandwidthMatrix &bw, std::vector<size_t> r, std::vector<size_t> left) {
+    if (r.empty() && !left.empty()) r.push_back(left.front()), left.erase(left.begin());
+    while (!left.empty()) {
+        double bestB = -1, bestS = 0;
+        size_t bestJ = 0, bestK = 0;
+        for (size_t ji = 0; ji < left.size(); ++ji)
+            for (size_t k = 0; k < r.size(); ++k) {
+                auto cand = r;
+                cand.insert(cand.begin() + k + 1, left[ji]);
+                const double b = r.size() == 1 ? std::min(bw[r[0]][left[ji]], bw[left[ji]][r[0]]) : ringBottleneck(bw, cand);
+                const double s = ringSum(bw, cand);
+                if (b > bestB || (b == bestB && s > bestS)) bestB = b, bestS = s, bestJ = ji, bestK = k;
+            }
+        r.insert(r.begin() + bestK + 1, left[bestJ]);
+        left.erase(left.begin() + bestJ);
+    }
+    std::rotate(r.begin(), std::min_element(r.begin(), r.end()), r.end());
+    return r;
+}
+
+} // namespace
+
+TEST_CASE("topology: joiners with no known link, dense or sparse links, are placed as by the definition",
+          "[topology]") {
+    for (uint32_t seed = 1; seed <= 40; ++seed) {
+        std::mt19937 rng(seed);
+        const size_t n = 5 + seed % 8;
+        // Integer levels make many placements tie; some joiners (and sometimes a ring hop) unknown.
+        BandwidthMatrix bw = randomMatrix(n, seed, 4);
+        std::vector<size_t> ids(n);
+        std::iota(ids.begin(), ids.end(), size_t{0});
+        std::shuffle(ids.begin(), ids.end(), rng);
+        const size_t ringSize = seed % 3 == 0 ? 0 : 1 + rng() % (n - 2);
+        const std::vector<size_t> current(ids.begin(), ids.begin() + ringSize), joiners(ids.begin() + ringSize, ids.end());
+        for (size_t j : joiners)
+            if (rng() % 2)
+                for (size_t x = 0; x < n; ++x) bw[j][x] = bw[x][j] = 0;  // never measured
+        LinkMap links;
+        for (size_t i = 0; i < n; ++i)
+            for (size_t j = 0; j < n; ++j)
+                if (bw[i][j] > 0) links[{i, j}] = bw[i][j];
+        const auto expected = insertionByDefinition(bw, current, joiners);
+        INFO("seed=" << seed);
+        CHECK(insertJoiners(bw, current, joiners) == expected);
+        CHECK(insertJoiners(links, n, current, joiners) == expected);
+    }
+}
+
+TEST_CASE("topology: 3000 unmeasured joiners join a measured ring of 300 in O(J N), not O(J^2 N)", "[topology]") {
+    const size_t ring = 300, n = 3300;
+    LinkMap links;
+    std::vector<size_t> current(ring), joiners(n - ring);
+    std::iota(current.begin(), current.end(), size_t{0});
+    std::iota(joiners.begin(), joiners.end(), ring);
+    for (size_t i = 0; i < ring; ++i) links[{i, (i + 1) % ring}] = 1e9 + double(i);  // the ring's hops only
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = insertJoiners(links, n, current, joiners);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(isPermutation(r, n));
+    CHECK(withoutJoiners(r, current) == current);
+    // Scoring every joiner at every position is ~10^10 steps (minutes); one per step is ~10^7.
+    CHECK(s < 10.0);
+}

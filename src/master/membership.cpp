@@ -114,10 +114,11 @@ void Membership::onHello(Actions &out, Peer &p, const Hello &m) {
     // back; it waits for the recovery instead of founding a run of its own.
     if (!founded_ && m.master_epoch != 0) openRecovery();
     p.state = State::Pending;
+    byUuid_[p.uuid] = p.id;
     sendWelcome(out, p);
     note("registered", describe(p) + " registered in group " + std::to_string(p.group) + ", waiting for admission" +
                       capped);
-    if (acceptedIds().empty() && linksWaiting_.empty() && !recoveryDeadline_) admitPending(out);
+    if (!anyAccepted() && linksWaiting_.empty() && !recoveryDeadline_) admitPending(out);
 }
 
 void Membership::sendWelcome(Actions &out, Peer &p) {
@@ -144,9 +145,8 @@ bool Membership::registerPeer(Actions &out, Peer &p, const Hello &m, std::string
         return refuse("protocol version " + std::to_string(m.version) + " not supported (master speaks " +
                           std::to_string(kProtocolVersion) + ")",
                       "incompatible hello");
-    const bool taken = std::any_of(peers_.begin(), peers_.end(), [&](auto &kv) {
-        return kv.first != p.id && kv.second.state != State::Connected && kv.second.uuid == m.uuid;
-    });
+    const auto owner = byUuid_.find(m.uuid);
+    const bool taken = owner != byUuid_.end() && owner->second != p.id;
     if (m.advertised.family != 0 && m.advertised.family != 4 && m.advertised.family != 6) {
         kick(out, p.id, "advertised address of family " + std::to_string(m.advertised.family) + " (expected 4 or 6)");
         return false;
@@ -224,35 +224,39 @@ void Membership::admitPending(Actions &out) {
 
 // With a run secret: the pair keys `b` lacks for the accepted peers it may now open data
 // connections to (ring links, shared-state transfers, probes), before the TopologyUpdate.
+// Called for every accepted peer of a round (startLinksRound, finishRecovery): O(N) per peer, one
+// HMAC per new pair.
 void Membership::sendPeerKeys(Actions &out, Peer &b) {
     if (!options_.masterKey) return;
     PeerKeys keys;
+    const bool newToKeys = b.keyedEpoch == 0;
     for (auto &[id, a] : peers_) {
-        if (id == b.id || a.state != State::Accepted || b.keysSent.count(id)) continue;
-        b.keysSent.insert(id);
-        keys.keys.push_back({a.uuid, security::pairKey(security::peerKey(*options_.masterKey, a.uuid, a.id), b.uuid)});
+        if (id == b.id || a.state != State::Accepted) continue;
+        if (!newToKeys && a.keyedEpoch != 0 && a.keyedEpoch != epoch_) continue;  // b has its key
+        if (!a.ownKey) a.ownKey = security::peerKey(*options_.masterKey, a.uuid, a.id);
+        keys.keys.push_back({a.uuid, security::pairKey(*a.ownKey, b.uuid)});
     }
+    if (newToKeys) b.keyedEpoch = epoch_;  // a peer keyed before keeps its first round
     if (!keys.keys.empty()) send(out, b.id, std::move(keys));
 }
 
 void Membership::maybeFinishVotes(Actions &out) {
-    const auto accepted = acceptedIds();
-    if (accepted.empty()) {
+    if (!anyAccepted()) {
         if (linksWaiting_.empty() && pendingCount() > 0 && !recoveryDeadline_) admitPending(out);
         return;
     }
-    auto all = [&](bool Peer::*flag) {
-        return std::all_of(accepted.begin(), accepted.end(), [&](ClientId id) { return peers_.at(id).*flag; });
-    };
+    // Every accepted peer voted: none is found without the flag (from a hint, not a scan of all).
+    auto all = [&](bool Peer::*flag) { return !acceptedWithout(flag); };
     if (all(&Peer::votedPending)) {
         const bool pending = pendingCount() > 0;
-        for (ClientId id : accepted) {
+        for (ClientId id : acceptedIds()) {
             peers_.at(id).votedPending = false;
             send(out, id, PeersPendingResult{pending});
         }
         pendingSince_.reset();
     }
     if (all(&Peer::votedOptimize)) {
+        const auto accepted = acceptedIds();
         for (ClientId id : accepted) peers_.at(id).votedOptimize = false;
         optimizeSince_.reset();
         startProbe(out, accepted);
@@ -297,6 +301,7 @@ void Membership::maybeCommence(Actions &out, uint32_t group, uint64_t tag) {
     if (it == collectives_.end() || it->second.seq != 0) return;
     Collective &c = it->second;
     const auto &ring = rings_[group];
+    if (c.inited.size() < ring.size()) return;  // a member has not started it (checked in O(1) first)
     for (ClientId id : ring)
         if (!c.inited.count(id)) return;
     if (!c.mismatch.empty()) return abortCollective(out, group, tag, pcclMismatch, c.mismatch);
@@ -318,6 +323,7 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
     }
     c.done.insert(p.id);
     if (m.send_bytes_per_s) c.sendRates[p.id] = m.send_bytes_per_s;
+    if (c.done.size() < c.participants.size()) return;  // O(1) per report until the last one
     for (ClientId id : c.participants)
         if (!c.done.count(id)) return;
     learnFromTraffic(c);
@@ -347,6 +353,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
     const Peer p = it->second;
     peers_.erase(it);
     if (p.state == State::Connected) return;
+    byUuid_.erase(p.uuid);
     note("lost", describe(p) + " " + reason);
     countLoss(reason);
     if (p.state == State::Rejoining) tallyLeave(p);
@@ -405,8 +412,13 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
 }
 
 void Membership::sendWorld(Actions &out) {
-    for (auto &[id, p] : peers_)
-        if (p.state == State::Accepted) send(out, id, WorldUpdate{worldFor(p.group), ringOf(p.group)});
+    std::map<uint32_t, WorldUpdate> updates;  // built once per group, not once per peer
+    for (auto &[id, p] : peers_) {
+        if (p.state != State::Accepted) continue;
+        auto u = updates.find(p.group);
+        if (u == updates.end()) u = updates.emplace(p.group, WorldUpdate{worldFor(p.group), ringOf(p.group)}).first;
+        send(out, id, u->second);
+    }
 }
 
 void Membership::kick(Actions &out, ClientId id, const std::string &reason, const std::string &toPeer) {
@@ -605,7 +617,13 @@ void Membership::settleLateVotes(Actions &out) {
     }
 }
 
-size_t Membership::acceptedCount() const { return acceptedIds().size(); }
+// The accepted peers are the members of the rings: O(groups), not O(peers) (the server prints it
+// with every membership event).
+size_t Membership::acceptedCount() const {
+    size_t n = 0;
+    for (auto &[group, ring] : rings_) n += ring.size();
+    return n;
+}
 
 size_t Membership::pendingCount() const {
     size_t n = 0;

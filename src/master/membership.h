@@ -9,6 +9,7 @@
 // sequence number and the ring; when all participants report success it commits, otherwise
 // (failure report, peer lost) it aborts the operation on every participant.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -112,7 +113,11 @@ private:
         uint64_t connectedMs = 0, joinedMs = 0;  // joinedMs: admitted at (0: not yet)
         std::optional<protocol::StatsReport> stats;  // its latest report (for view())
         uint64_t statsMs = 0;
-        std::set<ClientId> keysSent;  // peers whose pair key this peer has (a run with a secret)
+        // A run with a secret: the first links round that sent this peer pair keys (0: none yet).
+        // Two accepted peers have each other's key once both were in a round: a round sends a
+        // peer new to keys every key, and every other peer the keys of the peers new to keys.
+        uint64_t keyedEpoch = 0;
+        std::optional<std::array<uint8_t, 32>> ownKey;  // peerKey(K_master, uuid, id), derived once
         std::optional<protocol::Rejoin> rejoin;  // what a Rejoining peer reported
     };
     struct Collective {
@@ -243,6 +248,15 @@ private:
                         std::string *reason);
 
     std::vector<ClientId> acceptedIds() const;
+    // Scale (docs/design.md, "The master at scale"): the checks that run on every message ask
+    // "is there an accepted peer that ...?", answered by scanning from where the last answer was
+    // found (amortized O(1) while peers change state one by one) instead of over every peer.
+    std::optional<ClientId> anyAccepted();
+    std::optional<ClientId> acceptedWithout(bool Peer::*flag);  // one that has not voted in that vote
+    // One that blocks nothing: no vote cast, no collective or sync of its group that waits to
+    // start with it. Such a peer may still make any call: no vote is a no-op, no call misordered.
+    std::optional<ClientId> idleAccepted();
+    bool isIdle(const Peer &p) const;
     protocol::WorldInfo worldFor(uint32_t group) const;
     std::vector<protocol::RingMember> ringOf(uint32_t group) const;
     std::string describe(const Peer &p) const;
@@ -268,6 +282,12 @@ private:
     uint64_t now_ = 0;
     std::optional<uint64_t> lastTick_;
     std::map<ClientId, Peer> peers_;
+    // Registered peers (Pending, Rejoining or Accepted) by uuid: a peer enters it when it leaves
+    // State::Connected (onHello, onRejoin), and removePeer takes it out.
+    std::map<Uuid, ClientId> byUuid_;
+    // Where the scans of anyAccepted / acceptedWithout / idleAccepted resume.
+    ClientId acceptedHint_ = 0, idleHint_ = 0;
+    std::array<ClientId, 3> notVotedHint_{};  // topology, peers pending, optimize
     std::map<uint32_t, std::vector<ClientId>> rings_;  // accepted peers per group, in ring order
     std::map<std::pair<uint32_t, uint64_t>, Collective> collectives_;
     uint64_t epoch_ = 0;

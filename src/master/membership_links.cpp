@@ -3,6 +3,7 @@
 // A joiner whose links fail is removed alone and the round runs again without it, so that one
 // bad joiner (a dead data port, a peer that gave up) cannot fail the admission of the others.
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "master/membership.h"
@@ -17,13 +18,16 @@ void Membership::startLinksRound(Actions &out) {
     linksSince_ = now_;
     linksError_.clear();
     linksRound_.clear();
+    std::map<uint32_t, TopologyUpdate> updates;  // built once per group, not once per peer
     for (auto &[id, p] : peers_) {
         if (p.state != State::Accepted) continue;
         p.votedTopology = false;
         linksWaiting_.insert(id);
         linksRound_.insert(id);
         sendPeerKeys(out, p);
-        send(out, id, TopologyUpdate{epoch_, ringOf(p.group), worldFor(p.group)});
+        auto u = updates.find(p.group);
+        if (u == updates.end()) u = updates.emplace(p.group, TopologyUpdate{epoch_, ringOf(p.group), worldFor(p.group)}).first;
+        send(out, id, u->second);
     }
 }
 
@@ -47,9 +51,9 @@ void Membership::onLinkFailure(Actions &out, Peer &p, const LinksReady &m) {
     linksRetry_ = true;
     if (!namedJoiner)
         return kick(out, p.id, "could not link to its ring successor in the admission round: " + m.error);
-    auto it = std::find_if(peers_.begin(), peers_.end(), [&](auto &kv) { return kv.second.uuid == m.failed_peer; });
-    if (it == peers_.end()) return;  // already gone
-    kick(out, it->first, "its ring predecessor " + describe(p) + " could not link to it in the admission round: " + m.error);
+    auto it = byUuid_.find(m.failed_peer);
+    if (it == byUuid_.end()) return;  // already gone
+    kick(out, it->second, "its ring predecessor " + describe(p) + " could not link to it in the admission round: " + m.error);
 }
 
 void Membership::finishLinksRound(Actions &out) {

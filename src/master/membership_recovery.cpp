@@ -74,6 +74,7 @@ void Membership::onRejoin(Actions &out, Peer &p, const Rejoin &m) {
     checkEpoch(out, p, m.hello.master_epoch);
     openRecovery();
     p.state = State::Rejoining;
+    byUuid_[p.uuid] = p.id;
     p.rejoin = m;
     tallyRejoin(p);
     sendWelcome(out, p);

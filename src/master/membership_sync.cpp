@@ -1,6 +1,8 @@
 // Membership: shared-state sync rounds per peer group (docs/shared_state.md): descriptions in,
 // the election, the plans, commit or abort.
 #include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "master/membership.h"
 #include "master/shared_state_election.h"
@@ -40,7 +42,9 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
         syncRounds_.erase(it);
         return;
     }
-    for (ClientId id : rings_[group])
+    const auto &ring = rings_[group];
+    if (it->second.described.size() < ring.size()) return;  // O(1) per description until the last one
+    for (ClientId id : ring)
         if (!it->second.described.count(id)) return;
     auto described = std::move(it->second.described);
     syncRounds_.erase(it);
@@ -64,16 +68,20 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
         round.participants.insert(participants.begin(), participants.end());
         std::map<ClientId, SharedStatePlan> plans;
         for (ClientId id : participants) plans[id] = SharedStatePlan{round.seq, e.revision, {}, {}, {}};
-        // Each plan names peers by index into its own `peers` table.
-        auto indexIn = [&](SharedStatePlan &plan, ClientId peer) {
+        // Each plan names peers by index into its own `peers` table; the index of a peer in a plan
+        // is looked up, not searched (a receiver may list every other peer as a source).
+        std::map<ClientId, std::unordered_map<ClientId, uint32_t>> indices;
+        std::map<ClientId, std::unordered_set<ClientId>> served;  // per source: the receivers in its `serve`
+        auto indexIn = [&](ClientId owner, ClientId peer) {
+            SharedStatePlan &plan = plans[owner];
+            auto [slot, added] = indices[owner].try_emplace(peer, static_cast<uint32_t>(plan.peers.size()));
+            if (!added) return slot->second;
             const Peer &q = peers_.at(peer);
-            for (uint32_t i = 0; i < plan.peers.size(); ++i)
-                if (plan.peers[i].uuid == q.uuid) return i;
             RingMember m;
             m.uuid = q.uuid;
             m.data_addr = q.dataAddr;
             plan.peers.push_back(m);
-            return static_cast<uint32_t>(plan.peers.size() - 1);
+            return slot->second;
         };
         for (auto &[receiver, fetches] : e.receive) {
             auto &needs = round.needs[receiver];
@@ -84,10 +92,9 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
                 cf.digests = f.digests;
                 needs.push_back(std::set<ClientId>(f.sources.begin(), f.sources.end()));
                 for (ClientId source : f.sources) {
-                    cf.sources.push_back(indexIn(plans[receiver], source));
-                    auto &serve = plans[source].serve;
-                    const uint32_t r = indexIn(plans[source], receiver);
-                    if (std::find(serve.begin(), serve.end(), r) == serve.end()) serve.push_back(r);
+                    cf.sources.push_back(indexIn(receiver, source));
+                    const uint32_t r = indexIn(source, receiver);
+                    if (served[source].insert(receiver).second) plans[source].serve.push_back(r);
                 }
                 plans[receiver].receive.push_back(std::move(cf));
             }
@@ -116,6 +123,7 @@ void Membership::maybeCommitSync(Actions &out, uint32_t group) {
     auto it = syncRounds_.find(group);
     if (it == syncRounds_.end() || it->second.seq == 0) return;
     auto &round = it->second;
+    if (round.done.size() < round.participants.size()) return;  // O(1) per report until the last one
     for (ClientId id : round.participants)
         if (!round.done.count(id)) return;
     countCollective("shared_state_sync", pcclSuccess, round.commencedMs);

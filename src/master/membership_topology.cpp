@@ -22,14 +22,28 @@ std::string rate(double bytesPerSecond) {
 
 } // namespace
 
+namespace {
+
+// The measured links among `uuids` (indices into it), read per source from the measurements
+// (sorted by source): O(n log M + the links out of these peers), not n^2 lookups.
+LinkMap linksAmong(const std::map<std::pair<Uuid, Uuid>, double> &bandwidth, const std::vector<Uuid> &uuids) {
+    std::map<Uuid, size_t> index;
+    for (size_t i = 0; i < uuids.size(); ++i) index.emplace(uuids[i], i);
+    LinkMap links;
+    for (size_t i = 0; i < uuids.size(); ++i)
+        for (auto it = bandwidth.lower_bound({uuids[i], Uuid{}}); it != bandwidth.end() && it->first.first == uuids[i]; ++it)
+            if (auto to = index.find(it->first.second); to != index.end() && to->second != i)
+                links[{i, to->second}] = it->second;
+    return links;
+}
+
+} // namespace
+
 std::vector<std::vector<double>> Membership::bandwidthMatrix(const std::vector<ClientId> &ids) const {
     std::vector<std::vector<double>> bw(ids.size(), std::vector<double>(ids.size(), 0));
-    for (size_t i = 0; i < ids.size(); ++i)
-        for (size_t j = 0; j < ids.size(); ++j) {
-            if (i == j) continue;
-            auto it = bandwidth_.find({peers_.at(ids[i]).uuid, peers_.at(ids[j]).uuid});
-            if (it != bandwidth_.end()) bw[i][j] = it->second;
-        }
+    std::vector<Uuid> uuids;
+    for (ClientId id : ids) uuids.push_back(peers_.at(id).uuid);
+    for (auto &[ij, x] : linksAmong(bandwidth_, uuids)) bw[ij.first][ij.second] = x;
     return bw;
 }
 
@@ -122,10 +136,11 @@ void Membership::placeJoiners(uint32_t group, const std::vector<ClientId> &joine
     auto &ring = rings_[group];
     std::vector<ClientId> all = ring;
     all.insert(all.end(), joiners.begin(), joiners.end());
-    const auto bw = bandwidthMatrix(all);
-    const bool measured = std::any_of(bw.begin(), bw.end(), [](auto &row) {
-        return std::any_of(row.begin(), row.end(), [](double x) { return x > 0; });
-    });
+    // Sparse: a run of N peers knows O(N) links (its ring hops), a matrix would hold N^2.
+    std::vector<Uuid> uuids;
+    for (ClientId id : all) uuids.push_back(peers_.at(id).uuid);
+    const LinkMap links = linksAmong(bandwidth_, uuids);
+    const bool measured = std::any_of(links.begin(), links.end(), [](auto &l) { return l.second > 0; });
     if (!measured || ring.size() < 2) {  // nothing known: append in arrival order
         ring = std::move(all);
         return;
@@ -134,7 +149,7 @@ void Membership::placeJoiners(uint32_t group, const std::vector<ClientId> &joine
     for (size_t i = 0; i < ring.size(); ++i) current[i] = i;
     for (size_t j = ring.size(); j < all.size(); ++j) incoming.push_back(j);
     std::vector<ClientId> placed;
-    for (size_t i : insertJoiners(bw, current, incoming)) placed.push_back(all[i]);
+    for (size_t i : insertJoiners(links, all.size(), current, incoming)) placed.push_back(all[i]);
     ring = std::move(placed);
 }
 

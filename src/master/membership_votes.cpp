@@ -1,6 +1,7 @@
 // Membership: global votes that cannot complete because a peer that has not voted waits for the
 // voters in a collective (membership.h, settleNoOpVotes).
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "protocol/wire_result.h"
@@ -10,6 +11,45 @@
 namespace pccl::master {
 
 using namespace protocol;
+
+namespace {
+
+// The first peer from `hint` onwards (cyclically, in client id order) for which pred holds; the
+// hint moves there. A peer that fails pred is passed again only after the scan wrapped around.
+template <class Peers, class Pred>
+std::optional<ClientId> findFrom(Peers &peers, ClientId &hint, Pred pred) {
+    const auto start = peers.lower_bound(hint);
+    for (auto it = start; it != peers.end(); ++it)
+        if (pred(it->second)) return hint = it->first;
+    for (auto it = peers.begin(); it != start; ++it)
+        if (pred(it->second)) return hint = it->first;
+    return std::nullopt;
+}
+
+} // namespace
+
+std::optional<ClientId> Membership::anyAccepted() {
+    return findFrom(peers_, acceptedHint_, [](const Peer &p) { return p.state == State::Accepted; });
+}
+
+std::optional<ClientId> Membership::acceptedWithout(bool Peer::*flag) {
+    ClientId &hint = notVotedHint_[flag == &Peer::votedTopology ? 0 : flag == &Peer::votedPending ? 1 : 2];
+    return findFrom(peers_, hint, [&](const Peer &p) { return p.state == State::Accepted && !(p.*flag); });
+}
+
+std::optional<ClientId> Membership::idleAccepted() {
+    return findFrom(peers_, idleHint_, [&](const Peer &p) { return p.state == State::Accepted && isIdle(p); });
+}
+
+bool Membership::isIdle(const Peer &p) const {
+    if (p.votedTopology || p.votedPending || p.votedOptimize) return false;
+    if (auto sr = syncRounds_.find(p.group); sr != syncRounds_.end() && sr->second.seq == 0 &&
+                                           sr->second.described.count(p.id))
+        return false;
+    for (auto it = collectives_.lower_bound({p.group, 0}); it != collectives_.end() && it->first.first == p.group; ++it)
+        if (it->second.seq == 0 && it->second.inited.count(p.id)) return false;
+    return true;
+}
 
 bool Membership::blockedOnVoters(ClientId id, const std::vector<ClientId> &voters) const {
     const uint32_t group = peers_.at(id).group;
@@ -28,6 +68,8 @@ bool Membership::blockedOnVoters(ClientId id, const std::vector<ClientId> &voter
 }
 
 void Membership::settleNoOpVotes(Actions &out) {
+    // An idle peer has not voted and waits for nobody: no vote can be settled for it.
+    if (idleAccepted()) return;
     if (pendingCount() > 0 || !linksWaiting_.empty()) return;
     const auto accepted = acceptedIds();
     auto settle = [&](bool Peer::*flag, auto &&answer) {
@@ -66,6 +108,7 @@ std::string Membership::blockedIn(const Peer &p) const {
 void Membership::failMisorderedCalls(Actions &out) {
     // A links round or a link measurement still moves on its own.
     if (!linksWaiting_.empty() || probe_) return;
+    if (idleAccepted()) return;  // it is blocked in nothing: it may still make the call the others wait for
     const auto accepted = acceptedIds();
     if (accepted.size() < 2) return;
     std::string who;

@@ -129,12 +129,20 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
     out.popular = live.at(out.sources.front())->entries;
 
     // Receivers start on different sources (rotation by receiver), so that downloads spread.
+    // Looked up, and rotated only for a peer that receives: with N peers in sync, each of them a
+    // source, these are O(N log N) per round, not O(N^2).
+    const std::set<PeerKey> isSourceOf(out.sources.begin(), out.sources.end());
     size_t rr = 0;
     for (auto &[id, s] : live) {
-        const bool isSource = std::find(out.sources.begin(), out.sources.end(), id) != out.sources.end();
+        const bool isSource = isSourceOf.count(id) != 0;
         std::vector<ElectionOutcome::Fetch> want;
         std::vector<PeerKey> rotated;
-        for (size_t k = 0; k < out.sources.size(); ++k) rotated.push_back(out.sources[(rr + k) % out.sources.size()]);
+        auto rotation = [&]() -> const std::vector<PeerKey> & {
+            if (rotated.empty())
+                for (size_t k = 0; k < out.sources.size(); ++k)
+                    rotated.push_back(out.sources[(rr + k) % out.sources.size()]);
+            return rotated;
+        };
         for (uint32_t i = 0; i < out.popular.size(); ++i) {
             const auto &pop = out.popular[i];
             const auto &mine = s->entries[i];
@@ -148,7 +156,7 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
                 }
             // Entries allowed to differ come from the source whose digests were published.
             if (pop.allow_inequality) f.sources = {out.sources.front()};
-            else f.sources = rotated;
+            else f.sources = rotation();
             if (!f.chunks.empty()) want.push_back(std::move(f));
         }
         if (want.empty()) continue;

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <unordered_map>
 
 namespace pccl::master {
 
@@ -224,12 +226,14 @@ RingSolution solveRing(const BandwidthMatrix &bw, std::chrono::milliseconds budg
     return s;
 }
 
-std::vector<size_t> insertJoiners(const BandwidthMatrix &bw, std::vector<size_t> current,
-                                  const std::vector<size_t> &joiners) {
-    size_t n = bw.size();
-    for (size_t p : current) n = std::max(n, p + 1);
-    for (size_t p : joiners) n = std::max(n, p + 1);
-    const BandwidthMatrix w = sanitize(bw, n);
+namespace {
+
+// insertJoiners over link(i, j) (0: unknown); measured[p]: peer p has a known link. A joiner
+// without one scores the same as any other such joiner at every position: only the first of
+// them in `left` can win a step (ties go to the earliest joiner), so the others are not scored.
+template <class Link>
+std::vector<size_t> insertWith(Link link, const std::vector<char> &measured, std::vector<size_t> current,
+                               const std::vector<size_t> &joiners) {
     std::vector<size_t> left = joiners, &r = current;
     if (r.empty() && !left.empty()) r.push_back(left.front()), left.erase(left.begin());
     while (!left.empty()) {
@@ -239,7 +243,7 @@ std::vector<size_t> insertJoiners(const BandwidthMatrix &bw, std::vector<size_t>
         double sum = 0;
         size_t slowest = 0;
         for (size_t k = 0; k < m; ++k) {
-            hop[k] = w[r[k]][r[(k + 1) % m]], sum += hop[k];
+            hop[k] = link(r[k], r[(k + 1) % m]), sum += hop[k];
             if (hop[k] < hop[slowest]) slowest = k;
         }
         double second = kInf;
@@ -247,18 +251,62 @@ std::vector<size_t> insertJoiners(const BandwidthMatrix &bw, std::vector<size_t>
             if (k != slowest) second = std::min(second, hop[k]);
         Key bestKey{-kInf, 0};
         size_t bestJoiner = 0, bestPos = 0;
-        for (size_t ji = 0; ji < left.size(); ++ji)
+        bool unmeasuredScored = false;
+        for (size_t ji = 0; ji < left.size(); ++ji) {
+            const size_t j = left[ji];
+            if (!measured[j]) {
+                if (unmeasuredScored) continue;
+                unmeasuredScored = true;
+            }
             for (size_t k = 0; k < m; ++k) {  // between r[k] and r[k+1]
-                const size_t j = left[ji], a = r[k], c = r[(k + 1) % m];
+                const size_t a = r[k], c = r[(k + 1) % m];
+                const double in = measured[j] ? link(a, j) : 0, outw = measured[j] ? link(j, c) : 0;
                 const double kept = m == 1 ? kInf : (k == slowest ? second : hop[slowest]);
-                const Key key{std::min({kept, w[a][j], w[j][c]}), (m == 1 ? 0 : sum - hop[k]) + w[a][j] + w[j][c]};
+                const Key key{std::min({kept, in, outw}), (m == 1 ? 0 : sum - hop[k]) + in + outw};
                 if (better(key, bestKey)) bestKey = key, bestJoiner = ji, bestPos = k;
             }
+        }
         r.insert(r.begin() + bestPos + 1, left[bestJoiner]);
         left.erase(left.begin() + bestJoiner);
     }
     std::rotate(r.begin(), std::min_element(r.begin(), r.end()), r.end());
     return r;
+}
+
+size_t peerCount(size_t n, const std::vector<size_t> &current, const std::vector<size_t> &joiners) {
+    for (size_t p : current) n = std::max(n, p + 1);
+    for (size_t p : joiners) n = std::max(n, p + 1);
+    return n;
+}
+
+} // namespace
+
+std::vector<size_t> insertJoiners(const BandwidthMatrix &bw, std::vector<size_t> current,
+                                  const std::vector<size_t> &joiners) {
+    const size_t n = peerCount(bw.size(), current, joiners);
+    const BandwidthMatrix w = sanitize(bw, n);
+    std::vector<char> measured(n, 0);
+    for (size_t i = 0; i < n; ++i)
+        for (size_t j = 0; j < n; ++j)
+            if (w[i][j] > 0) measured[i] = measured[j] = 1;
+    return insertWith([&](size_t i, size_t j) { return w[i][j]; }, measured, std::move(current), joiners);
+}
+
+std::vector<size_t> insertJoiners(const LinkMap &links, size_t n, std::vector<size_t> current,
+                                  const std::vector<size_t> &joiners) {
+    n = peerCount(n, current, joiners);
+    std::vector<char> measured(n, 0);
+    std::unordered_map<uint64_t, double> known;  // i * n + j: hashed, looked up O(J N) times
+    for (auto &[ij, x] : links)
+        if (ij.first != ij.second && ij.first < n && ij.second < n && std::isfinite(x) && x > 0) {
+            measured[ij.first] = measured[ij.second] = 1;
+            known[uint64_t{ij.first} * n + ij.second] = x;
+        }
+    auto link = [&](size_t i, size_t j) {
+        auto it = known.find(uint64_t{i} * n + j);
+        return it != known.end() ? it->second : 0.0;
+    };
+    return insertWith(link, measured, std::move(current), joiners);
 }
 
 } // namespace pccl::master

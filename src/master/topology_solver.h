@@ -42,6 +42,8 @@
 #pragma once
 #include <chrono>
 #include <cstddef>
+#include <map>
+#include <utility>
 #include <vector>
 
 namespace pccl::master {
@@ -69,6 +71,17 @@ RingSolution solveRing(const BandwidthMatrix &bw, std::chrono::milliseconds budg
 // starts the ring. Indices beyond bw are peers with unknown links. O(J^2 N + N^2) for J joiners
 // and N peers in the result (each candidate is scored in O(1) from the ring's two slowest hops).
 std::vector<size_t> insertJoiners(const BandwidthMatrix &bw, std::vector<size_t> current,
+                                  const std::vector<size_t> &joiners);
+
+// The known links of n peers, for runs too large for a dense matrix: (from, to) -> bytes/s, by
+// the rules of bw[from][to] (an absent link is unknown). The master of a thousand peers mostly
+// knows their ring hops, O(N) links, where a dense matrix would be O(N^2).
+using LinkMap = std::map<std::pair<size_t, size_t>, double>;
+
+// insertJoiners over the n peers of `links`: the same ring as with the dense matrix of these
+// links. Joiners with no known link at all score the same at every position, so only the first
+// of them is scored in each step: O(J N log L) when none is measured, instead of O(J^2 N).
+std::vector<size_t> insertJoiners(const LinkMap &links, size_t n, std::vector<size_t> current,
                                   const std::vector<size_t> &joiners);
 
 // The smallest hop bandwidth of the ring; +infinity for fewer than two peers (no hop limits it).

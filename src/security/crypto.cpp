@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include "util/bytes.h"
@@ -31,18 +32,38 @@ void randomBytes(uint8_t *out, size_t n) {
     if (RAND_bytes(out, static_cast<int>(n)) != 1) throw std::runtime_error("RAND_bytes failed");
 }
 
+namespace {
+
+struct MacCtxFree {
+    void operator()(EVP_MAC_CTX *c) const { EVP_MAC_CTX_free(c); }
+};
+
+// An HMAC-SHA256 context with its algorithm and digest fetched, per thread: fetching them by name
+// for every MAC (a locked lookup) cost more than the MAC itself, and the master derives one pair
+// key per pair of peers it admits (a million for a thousand peers). Each MAC starts from a copy.
+const EVP_MAC_CTX *hmacTemplate() {
+    thread_local std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx = [] {
+        EVP_MAC *mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+        std::unique_ptr<EVP_MAC_CTX, MacCtxFree> c(mac ? EVP_MAC_CTX_new(mac) : nullptr);
+        EVP_MAC_free(mac);  // the context holds its own reference
+        char digest[] = "SHA256";
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+        if (c && EVP_MAC_CTX_set_params(c.get(), params) != 1) c.reset();
+        return c;
+    }();
+    return ctx.get();
+}
+
+} // namespace
+
 Key hmac(const Key &key, std::initializer_list<Bytes> parts) {
     Key out{};
-    EVP_MAC *mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
-    char digest[] = "SHA256";
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+    const EVP_MAC_CTX *base = hmacTemplate();
+    std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(base ? EVP_MAC_CTX_dup(base) : nullptr);
     size_t len = 0;
-    bool ok = ctx && EVP_MAC_init(ctx, key.data(), key.size(), params) == 1;
-    for (auto p : parts) ok = ok && EVP_MAC_update(ctx, p.data(), p.size()) == 1;
-    ok = ok && EVP_MAC_final(ctx, out.data(), &len, out.size()) == 1 && len == out.size();
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
+    bool ok = ctx && EVP_MAC_init(ctx.get(), key.data(), key.size(), nullptr) == 1;
+    for (auto p : parts) ok = ok && EVP_MAC_update(ctx.get(), p.data(), p.size()) == 1;
+    ok = ok && EVP_MAC_final(ctx.get(), out.data(), &len, out.size()) == 1 && len == out.size();
     if (!ok) throw std::runtime_error("HMAC-SHA256 failed");
     return out;
 }
