@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <fstream>
 #include <sys/stat.h>
+#include <thread>
 #include <vector>
 
 #include "security/crypto.h"
@@ -62,6 +63,23 @@ TEST_CASE("HKDF-SHA256 matches RFC 5869 test case 1", "[security]") {
                                   0x2f, 0x2a, 0x2d, 0x2d, 0x0a, 0x90, 0xcf, 0x1a, 0x5a, 0x4c, 0x5d, 0xb0, 0x2d, 0x56,
                                   0xec, 0xc4, 0xc5, 0xbf, 0x34, 0x00, 0x72, 0x08, 0xd5, 0xb8, 0x87, 0x18, 0x58, 0x65};
     CHECK(std::equal(okm.begin(), okm.end(), expected));
+}
+
+TEST_CASE("HMAC-SHA256 matches RFC 4231 test case 2, repeatedly and on other threads", "[security]") {
+    // Key "Jefe": HMAC pads a short key with zeros, so the 32-byte Key holding it is the same key.
+    Key key{};
+    const char jefe[] = "Jefe", data[] = "what do ya want for nothing?";
+    std::copy(jefe, jefe + 4, key.begin());
+    const Key expected = {0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
+                          0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
+    const auto *bytes = reinterpret_cast<const uint8_t *>(data);
+    auto mac = [&] { return hmac(key, {Bytes(bytes, 10), Bytes(bytes + 10, sizeof(data) - 11)}); };  // in two parts
+    CHECK(mac() == expected);
+    CHECK(mac() == expected);  // the per-thread context is copied, never consumed
+    CHECK(hmac(keyOf(1), {Bytes(bytes, 4)}) != hmac(keyOf(2), {Bytes(bytes, 4)}));
+    Key other{};
+    std::thread([&] { other = mac(); }).join();
+    CHECK(other == expected);
 }
 
 TEST_CASE("records seal and open in order, in place, for both suites and modes", "[security]") {
