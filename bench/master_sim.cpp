@@ -14,166 +14,25 @@
 //            into the measured ring (the all-reduces reported link rates)
 //   sync     a shared-state sync round of all N peers, one of them out of date
 //   loss     peers lost one at a time while idle, then during an all-reduce
-//   rebuild  (extension point) a restarted master rebuilt from all N peers: see runRebuild()
+//   rebuild  EXTENSION POINT, not implemented yet: a restarted master rebuilt from all N peers
+//            (see runRebuild(); needs the re-registration message of issue 15, item 2)
 //
 // Usage: pccl-master-sim [--peers 1000,10000] [--collectives 10] [--losses 10] [--secret] [--json]
 // --secret gives the master a run key, so that admissions also derive and send the pair keys.
 // Exit status 1 when a scenario does not reach its expected outcome (the smoke test relies on it).
-#include <time.h>
-
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <deque>
-#include <set>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "master/membership.h"
+#include "master_sim_peers.hpp"
 #include "shared_state/hashing.h"
 
 namespace {
 
 using namespace pccl;
-using namespace pccl::protocol;
-using master::Actions;
-using master::ClientId;
-
-double cpuSeconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
-
-[[noreturn]] void fail(const std::string &what) {
-    std::fprintf(stderr, "pccl-master-sim: %s\n", what.c_str());
-    std::exit(1);
-}
-
-// What the simulated peers received, counted.
-struct Received {
-    size_t welcome = 0, topologyDone = 0, committed = 0, aborted = 0, world = 0, pendingResult = 0, plans = 0,
-           syncCommitted = 0, keys = 0, closed = 0;
-    uint64_t ringEntries = 0;  // RingMember entries in the messages: the protocol's payload
-};
-
-class Sim {
-public:
-    explicit Sim(bool secret) : m_(options(secret)) {}
-
-    double cpu() const { return cpu_; }
-    const Received &got() const { return got_; }
-    size_t accepted() const { return m_.acceptedCount(); }
-    const std::vector<ClientId> &alive() const { return alive_; }
-
-    // A new connection sends its Hello.
-    void connect(ClientId id) {
-        NetAddr a;
-        a.family = 4;
-        a.ip = {10, static_cast<uint8_t>(id >> 16), static_cast<uint8_t>(id >> 8), static_cast<uint8_t>(id)};
-        a.port = 40000;
-        timed([&] { return m_.onConnect(id, a); });
-        Hello h;
-        h.data_port = 5000;
-        h.uuid = Uuid::random();
-        post(id, h);
-    }
-    void post(ClientId from, ControlMessage msg) { inbox_.emplace_back(from, std::move(msg)); }
-    void postAll(const ControlMessage &msg) {
-        for (ClientId id : alive_) post(id, msg);
-    }
-    // Delivers queued messages (and the answers they cause) until nothing is left.
-    void pump() {
-        while (!inbox_.empty()) {
-            auto [from, msg] = std::move(inbox_.front());
-            inbox_.pop_front();
-            if (!aliveSet_.count(from) && !std::holds_alternative<Hello>(msg)) continue;
-            if (std::holds_alternative<Hello>(msg)) aliveSet_.insert(from), alive_.push_back(from);
-            handle(timed([&] { return m_.onMessage(from, msg); }));
-        }
-    }
-    void disconnect(ClientId id) {
-        forget(id);
-        handle(timed([&] { return m_.onDisconnect(id, "connection reset"); }));
-    }
-    void tick() {
-        now_ += 25;
-        timed([&] {
-            m_.setTime(now_);
-            return m_.onTick();
-        });
-    }
-    // CollectiveDone answers are held back instead of sent (a loss during the transfer).
-    void holdDones(bool hold) { holdDones_ = hold; }
-    void dropHeld() { held_.clear(); }
-
-private:
-    static master::MembershipOptions options(bool secret) {
-        master::MembershipOptions o;
-        o.voteTimeoutMs = 0;
-        if (secret) o.masterKey = std::array<uint8_t, 32>{1, 2, 3};
-        return o;
-    }
-    template <class F>
-    Actions timed(F &&f) {
-        const double t0 = cpuSeconds();
-        Actions out = f();
-        cpu_ += cpuSeconds() - t0;
-        return out;
-    }
-    void forget(ClientId id) {
-        if (aliveSet_.erase(id)) std::erase(alive_, id);
-    }
-    void handle(Actions out) {
-        for (auto &a : out) {
-            if (a.message) answer(a.to, *a.message);
-            if (a.close) ++got_.closed, forget(a.to);
-        }
-    }
-    void answer(ClientId to, const ControlMessage &msg) {
-        if (auto *u = std::get_if<TopologyUpdate>(&msg)) {
-            got_.ringEntries += u->ring.size();
-            post(to, LinksReady{u->epoch, true, "", {}});
-        } else if (auto *c = std::get_if<CollectiveCommence>(&msg)) {
-            got_.ringEntries += c->ring.size();
-            CollectiveDone d{c->tag, c->seq, true, "", 0, 1'000'000'000};
-            if (holdDones_) held_.emplace_back(to, d);
-            else post(to, d);
-        } else if (auto *p = std::get_if<SharedStatePlan>(&msg)) {
-            ++got_.plans;
-            got_.ringEntries += p->peers.size();
-            post(to, SharedStateDone{p->seq, true, "", 0});
-        } else if (auto *w = std::get_if<WorldUpdate>(&msg)) {
-            ++got_.world;
-            got_.ringEntries += w->ring.size();
-        } else if (auto *k = std::get_if<PeerKeys>(&msg)) {
-            got_.keys += k->keys.size();
-        } else if (std::holds_alternative<Welcome>(msg)) {
-            ++got_.welcome;
-        } else if (std::holds_alternative<TopologyDone>(msg)) {
-            ++got_.topologyDone;
-        } else if (std::holds_alternative<CollectiveCommitted>(msg)) {
-            ++got_.committed;
-        } else if (std::holds_alternative<CollectiveAborted>(msg)) {
-            ++got_.aborted;
-        } else if (std::holds_alternative<PeersPendingResult>(msg)) {
-            ++got_.pendingResult;
-        } else if (std::holds_alternative<SharedStateCommitted>(msg)) {
-            ++got_.syncCommitted;
-        }
-    }
-
-    master::Membership m_;
-    uint64_t now_ = 1000;
-    double cpu_ = 0;
-    Received got_;
-    std::deque<std::pair<ClientId, ControlMessage>> inbox_;
-    std::vector<ClientId> alive_;  // in the order they registered
-    std::set<ClientId> aliveSet_;
-    bool holdDones_ = false;
-    std::vector<std::pair<ClientId, ControlMessage>> held_;
-};
+using namespace pccl::bench;
 
 struct Row {
     std::string scenario, per;
@@ -220,14 +79,21 @@ SharedStateSync describe(uint64_t revision, uint8_t fill) {
     return s;
 }
 
-// Extension point: "a restarted master rebuilt from all N peers" (issue 15, items 2 and 6).
-// When Membership learns the peers' re-registration message, this scenario starts a fresh
-// Sim (a new master), has every peer of `before` connect and re-register with what it holds
-// (uuid, group, ring place, shared-state revision, collectives in flight) through Sim::post,
-// pumps, and checks that the rebuilt run has the same ring before the next all-reduce.
-// Report it as Row{"rebuild", "rebuild", N, 1, cpu}; the target is under 1 s for N = 1000.
-// Until then it reports nothing.
-void runRebuild(const Sim &before, std::vector<Row> &) { (void)before; }
+// ===== Extension point: "a restarted master rebuilt from all N peers" (issue 15, items 2 and 6).
+// Not implemented: Membership has no re-registration message yet (the lead adds it with
+// protocol version 7). When it has, this scenario:
+//   1. makes a fresh Sim (a new master, same options) and, for each peer of before.uuids(),
+//      connect()s it and post()s its re-registration instead of a plain Hello: its uuid, group 0,
+//      its place in before.lastRing(), before.lastRevision(), and before.lastSeq() as the last
+//      collective it completed (Sim::connect takes the uuid to reuse then);
+//   2. pumps, times it with measure(sim, "rebuild", "rebuild", N, 1, ...), and appends the Row;
+//   3. expect()s the rebuilt run: accepted() == N, the ring the peers are sent equal to
+//      before.lastRing(), then one all-reduce that commits on all N with a seq above lastSeq().
+// Target: under 1 s of master CPU for N = 1,000. The table and --json pick the row up as is.
+void runRebuild(const Sim &before, std::vector<Row> &rows) {
+    (void)before;
+    (void)rows;
+}
 
 std::vector<Row> runSize(size_t n, size_t collectives, size_t losses, bool secret) {
     std::vector<Row> rows;
