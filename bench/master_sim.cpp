@@ -169,6 +169,24 @@ std::vector<Row> runSize(size_t n, size_t collectives, size_t losses, bool secre
     }));
     expect(sim.got().aborted - abortedBefore == expectedAborts, "every loss aborted the all-reduce on the survivors");
     expect(sim.accepted() == total - idleLosses - midLosses, "lost peers removed");
+    // Peers that go silent together (a partition; the peers that do not come back to a restarted
+    // master) are removed by one tick. Each removal sends every survivor the whole ring again, so
+    // one tick builds L x N^2 ring entries: L is capped at 2 x 10^8 / N^2 (7 GB at 10^8 entries).
+    const size_t before = sim.accepted();
+    const size_t silent = std::min({losses, before / 10, std::max<size_t>(1, 200'000'000 / (before * before))});
+    rows.push_back(measure(sim, "loss", "silent, one tick", before, silent, [&] {
+        std::set<ClientId> quiet;
+        for (size_t i = 0; i < silent; ++i) quiet.insert(sim.alive()[i * sim.alive().size() / silent]);
+        // 5 s deadline: everybody else heartbeats every 2.5 s; 221 ticks of 25 ms.
+        for (int t = 1; t <= 221; ++t) {
+            if (t % 100 == 0)
+                for (ClientId id : sim.alive())
+                    if (!quiet.count(id)) sim.post(id, Heartbeat{});
+            sim.pump();
+            sim.tick();
+        }
+    }));
+    expect(sim.accepted() == before - silent, "the silent peers removed by the tick");
     runRebuild(sim, rows);
     return rows;
 }

@@ -87,12 +87,14 @@ public:
         forget(id);
         handle(timed([&] { return m_.onDisconnect(id, "connection reset"); }));
     }
+    // The clock moves one tick period (25 ms, the server's) and the master ticks; whom it
+    // removes (silent past the heartbeat deadline) is gone for the simulated peers too.
     void tick() {
         now_ += 25;
-        timed([&] {
+        handle(timed([&] {
             m_.setTime(now_);
             return m_.onTick();
-        });
+        }));
     }
     // CollectiveDone answers are held back instead of sent (a loss during the transfer).
     void holdDones(bool hold) { holdDones_ = hold; }
