@@ -49,6 +49,9 @@ install(TARGETS pccl pccl_static
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS pccl-master RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
+if(TARGET pccl-top)
+  install(TARGETS pccl-top RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
+endif()
 # The public headers, side by side: pccl.h includes ccoip.h and ccoip_inet.h by "name", and PCCL 1.0
 # programs include <ccoip.h> themselves.
 install(FILES ${PROJECT_SOURCE_DIR}/include/pccl.h ${PROJECT_SOURCE_DIR}/include/ccoip.h
@@ -61,6 +64,14 @@ install(EXPORT pcclTargets
   DESTINATION ${PCCL_INSTALL_CMAKEDIR}
   COMPONENT devel)
 
+# Built with PCCL_HTTP, libpccl.a needs cpp-httplib too (pcclConfig.cmake, pccl.pc).
+if(PCCL_HTTP)
+  set(PCCL_HTTP_CONFIG TRUE)
+  set(PCCL_PC_HTTP " cpp-httplib")
+else()
+  set(PCCL_HTTP_CONFIG FALSE)
+  set(PCCL_PC_HTTP "")
+endif()
 configure_package_config_file(
   ${CMAKE_CURRENT_LIST_DIR}/pcclConfig.cmake.in
   ${PROJECT_BINARY_DIR}/cmake/pcclConfig.cmake

@@ -646,10 +646,20 @@ typedef struct pcclMasterCreateParamsEx_t {
     const char *secret_file;
     /** Nonzero: pcclRunMaster fails (pcclInvalidArgument) when no secret was found. */
     uint32_t require_secret;
+    /** The status server (docs/observability.md: GET /, /api/status, /metrics), as pccl-master
+     *  --http: "HOST:PORT" ("PORT" or ":PORT": 127.0.0.1; port 0: any free port, see
+     *  pcclGetMasterHttpPort). NULL = the environment's PCCL_MASTER_HTTP, else none; "" = none.
+     *  With a run secret and no token file it binds to a loopback address only. Started by
+     *  pcclRunMaster, which fails (pcclInvalidArgument) when it cannot be (address in use, a
+     *  non-loopback bind refused, a build without HTTP). Appended after require_secret. */
+    const char *http_listen;
+    /** Every HTTP request must carry "Authorization: Bearer <first line of this file>". NULL =
+     *  PCCL_MASTER_HTTP_TOKEN_FILE, else none; "" = none. */
+    const char *http_token_file;
 } pcclMasterCreateParamsEx_t;
 
 #ifdef __cplusplus
-#define PCCL_MASTER_CREATE_PARAMS_EX_INIT { sizeof(pcclMasterCreateParamsEx_t), NULL, NULL, 0 }
+#define PCCL_MASTER_CREATE_PARAMS_EX_INIT { sizeof(pcclMasterCreateParamsEx_t), NULL, NULL, 0, NULL, NULL }
 #else
 #define PCCL_MASTER_CREATE_PARAMS_EX_INIT { .struct_size = sizeof(pcclMasterCreateParamsEx_t) }
 #endif
@@ -671,6 +681,11 @@ PCCL_EXPORT pcclResult_t pcclRunMaster(pcclMasterInstance_t *master);
 /** The port the master actually listens on (useful with port 0). Extension.
  *  Returns pcclSuccess, pcclInvalidArgument, pcclInvalidUsage (not running). */
 PCCL_EXPORT pcclResult_t pcclGetMasterPort(const pcclMasterInstance_t *master, uint16_t *port_out);
+
+/** The port of the master's status server (http_listen, PCCL_MASTER_HTTP; useful with port 0).
+ *  Extension. Returns pcclSuccess, pcclInvalidArgument, pcclInvalidUsage (not running, or no
+ *  status server asked for). */
+PCCL_EXPORT pcclResult_t pcclGetMasterHttpPort(const pcclMasterInstance_t *master, uint16_t *port_out);
 
 /** Ask the master to stop. Async-signal-safe; returns at once. On a valid master it touches
  *  no lock and no memory allocator; a NULL or foreign pointer is refused with a static reason

@@ -4,10 +4,8 @@
 #include <cstring>
 #include <string>
 
-#include "master/server.h"
-#ifdef PCCL_HAVE_HTTP
 #include "master/http_status.h"
-#endif
+#include "master/server.h"
 #include "transport/address.h"
 #include "util/log.h"
 
@@ -45,6 +43,7 @@ void usage(FILE *out) {
                  "                          default; env PCCL_MASTER_HTTP; a bare PORT binds 127.0.0.1). With a run\n"
                  "                          secret a non-loopback address needs --http-token-file (docs/observability.md)\n"
                  "  --http-token-file       every HTTP request must carry 'Authorization: Bearer <first line of PATH>'\n"
+                 "                          (env PCCL_MASTER_HTTP_TOKEN_FILE)\n"
                  "  --end-run-on-exit       on SIGINT/SIGTERM tell the peers the run has ended (they fail at once);\n"
                  "                          by default they keep the run and wait for a restarted master\n"
                  "                          (docs/master_recovery.md)\n"
@@ -54,34 +53,21 @@ void usage(FILE *out) {
 }
 
 // Starts the status server when --http (or PCCL_MASTER_HTTP) asks for it; false on failure.
-bool startHttp(const std::string &listen, const std::string &tokenFile, bool hasSecret,
-               const std::shared_ptr<pccl::master::StatusSink> &sink) {
-    if (listen.empty()) return true;
-#ifdef PCCL_HAVE_HTTP
-    auto *http = static_cast<pccl::master::HttpStatus *>(sink.get());
-    pccl::master::HttpOptions o{listen, "", hasSecret};
-    auto st = tokenFile.empty() ? pccl::Status{} : pccl::master::readTokenFile(tokenFile, &o.token);
-    if (st.ok()) st = http->start(o);
-    if (!st.ok()) {
+bool startHttp(const pccl::master::HttpConfig &config, bool hasSecret, pccl::master::HttpStatus *http) {
+    if (config.listen.empty()) return true;
+    if (auto st = pccl::master::startStatusServer(*http, config, hasSecret); !st.ok()) {
         std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
         return false;
     }
-    std::string host = listen.find(':') == std::string::npos || listen[0] == ':' ? "127.0.0.1" : listen.substr(0, listen.rfind(':'));
-    std::printf("pccl-master status page on http://%s:%u/\n", host.c_str(), http->port());
+    std::printf("pccl-master status page on %s\n", http->url().c_str());
     return true;
-#else
-    (void)tokenFile, (void)hasSecret, (void)sink;
-    std::fprintf(stderr, "pccl-master: --http: this build has no HTTP server (built with -DPCCL_HTTP=OFF)\n");
-    return false;
-#endif
 }
 
 } // namespace
 
 int main(int argc, char **argv) {
     std::string listen = "0.0.0.0:48148";
-    const char *httpEnv = std::getenv("PCCL_MASTER_HTTP");
-    std::string http = httpEnv ? httpEnv : "", httpTokenFile;
+    auto http = pccl::master::HttpConfig::fromEnvironment();
     bool endRun = false;  // --end-run-on-exit
     auto options = pccl::master::ServerOptions::fromEnvironment();
     auto millis = [](const char *flag, const char *text, uint64_t lo, uint64_t *out) {
@@ -145,9 +131,9 @@ int main(int argc, char **argv) {
         } else if (arg == "--epoch") {
             count("--epoch", value("--epoch"), &options.membership.masterEpoch);
         } else if (arg == "--http") {
-            http = value("--http");
+            http.listen = value("--http");
         } else if (arg == "--http-token-file") {
-            httpTokenFile = value("--http-token-file");
+            http.tokenFile = value("--http-token-file");
         } else if (arg == "--help" || arg == "-h") {
             usage(stdout);
             return 0;
@@ -167,9 +153,8 @@ int main(int argc, char **argv) {
     options.printStatus = true;
     options.handleSignals = true;
     options.endRunOnStop = endRun;
-#ifdef PCCL_HAVE_HTTP
-    if (!http.empty()) options.status = std::make_shared<pccl::master::HttpStatus>();
-#endif
+    std::shared_ptr<pccl::master::HttpStatus> status;
+    if (!http.listen.empty()) options.status = status = std::make_shared<pccl::master::HttpStatus>();
     pccl::master::Server server(options);
     if (auto st = server.bind(); !st.ok()) {
         std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
@@ -178,7 +163,7 @@ int main(int argc, char **argv) {
     auto shown = options.listen;
     shown.port = server.port();
     std::printf("pccl-master listening on %s\n", shown.str().c_str());
-    if (!startHttp(http, httpTokenFile, server.hasSecret(), options.status)) return 1;
+    if (!startHttp(http, server.hasSecret(), status.get())) return 1;
     std::fflush(stdout);
     server.run();
     std::printf("pccl-master stopped\n");

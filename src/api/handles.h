@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "master/http_status.h"
 #include "master/server.h"
 #include "peer/communicator.h"
 #include "util/status.h"
@@ -27,6 +28,11 @@ struct pcclComm_t {
 
 struct pcclMasterInstanceState_t {
     uint64_t magic = pccl::api::kMasterMagic;
+    // The status server, when one was asked for (http.listen); started by pcclRunMaster after
+    // the server bound. options: to build a fresh server and status server when that fails.
+    pccl::master::HttpConfig http;
+    std::shared_ptr<pccl::master::HttpStatus> status;
+    pccl::master::ServerOptions options;
     std::unique_ptr<pccl::master::Server> server;
     std::thread thread;
     bool running = false;

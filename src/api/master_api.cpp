@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "api/api_common.h"
+#include "util/log.h"
 
 using namespace pccl;
 using pccl::api::fail;
@@ -16,6 +17,16 @@ using pccl::api::guarded;
 namespace {
 
 bool validMaster(const pcclMasterInstance_t *m) { return m && m->magic == api::kMasterMagic && m->server; }
+
+// A fresh server (and status server) from the master's options: at creation, and after a
+// pcclRunMaster whose status server failed to start (the bound server is dropped with it).
+void buildServer(pcclMasterInstance_t *m) {
+    m->server.reset();
+    m->status.reset();
+    if (!m->http.listen.empty()) m->status = std::make_shared<master::HttpStatus>();
+    m->options.status = m->status;
+    m->server = std::make_unique<master::Server>(m->options);
+}
 
 } // namespace
 
@@ -41,6 +52,7 @@ PCCL_EXPORT pcclResult_t pcclCreateMasterEx(ccoip_socket_address_t listen_addres
             std::memcpy(options.listen.ip.data(), listen_address.inet.ipv4.data, 4);
         }
         options.listen.port = listen_address.port;
+        auto http = master::HttpConfig::fromEnvironment();
         if (params) {
             constexpr size_t kFirstSize = offsetof(pcclMasterCreateParamsEx_t, require_secret) + sizeof(uint32_t);
             if (params->struct_size < kFirstSize)
@@ -50,9 +62,17 @@ PCCL_EXPORT pcclResult_t pcclCreateMasterEx(ccoip_socket_address_t listen_addres
             if (params->secret) options.secret = std::string(params->secret);
             if (params->secret_file) options.secretFile = params->secret_file;
             options.requireSecret = params->require_secret != 0;
+            // Fields appended later: read only when the caller's struct has them.
+            constexpr size_t kHttpSize = offsetof(pcclMasterCreateParamsEx_t, http_token_file) + sizeof(const char *);
+            if (params->struct_size >= kHttpSize) {
+                if (params->http_listen) http.listen = params->http_listen;
+                if (params->http_token_file) http.tokenFile = params->http_token_file;
+            }
         }
         auto *m = new pcclMasterInstance_t;
-        m->server = std::make_unique<master::Server>(options);
+        m->http = std::move(http);
+        m->options = std::move(options);
+        buildServer(m);
         *master_out = m;
         return pcclSuccess;
     });
@@ -63,6 +83,13 @@ PCCL_EXPORT pcclResult_t pcclRunMaster(pcclMasterInstance_t *master) {
         if (!validMaster(master)) return fail(nullptr, invalidArgument("not a valid master instance"));
         if (master->ran) return fail(nullptr, invalidUsage("the master was already started"));
         if (auto st = master->server->bind(); !st.ok()) return fail(nullptr, st);
+        if (master->status) {
+            if (auto st = master::startStatusServer(*master->status, master->http, master->server->hasSecret()); !st.ok()) {
+                buildServer(master);  // unbound again: the caller may fix the cause and run it again
+                return fail(nullptr, st);
+            }
+            PCCL_LOG(Info, "master: status page on " << master->status->url());
+        }
         master->ran = master->running = true;
         master->thread = std::thread([s = master->server.get()] { s->run(); });
         return pcclSuccess;
@@ -74,6 +101,16 @@ PCCL_EXPORT pcclResult_t pcclGetMasterPort(const pcclMasterInstance_t *master, u
     if (!port_out) return fail(nullptr, invalidArgument("port_out is NULL"));
     if (!master->ran) return fail(nullptr, invalidUsage("the master is not running"));
     *port_out = master->server->port();
+    return pcclSuccess;
+}
+
+PCCL_EXPORT pcclResult_t pcclGetMasterHttpPort(const pcclMasterInstance_t *master, uint16_t *port_out) {
+    if (!validMaster(master)) return fail(nullptr, invalidArgument("not a valid master instance"));
+    if (!port_out) return fail(nullptr, invalidArgument("port_out is NULL"));
+    if (!master->ran) return fail(nullptr, invalidUsage("the master is not running"));
+    if (!master->status)
+        return fail(nullptr, invalidUsage("the master has no status server (set http_listen or PCCL_MASTER_HTTP)"));
+    *port_out = master->status->port();
     return pcclSuccess;
 }
 

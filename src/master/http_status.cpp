@@ -3,7 +3,6 @@
 #include <httplib.h>
 
 #include <chrono>
-#include <fstream>
 
 #include "master/status_render.h"
 #include "transport/address.h"
@@ -32,17 +31,6 @@ bool sameToken(const std::string &a, const std::string &b) {
 }
 
 } // namespace
-
-Status readTokenFile(const std::string &path, std::string *token) {
-    std::ifstream in(path);
-    std::string line;
-    if (!in || !std::getline(in, line)) return {pcclInvalidArgument, "cannot read the HTTP token file " + path};
-    const auto first = line.find_first_not_of(" \t\r\n");
-    const auto last = line.find_last_not_of(" \t\r\n");
-    if (first == std::string::npos) return {pcclInvalidArgument, "the HTTP token file " + path + " is empty"};
-    *token = line.substr(first, last - first + 1);
-    return {};
-}
 
 HttpStatus::HttpStatus() : server_(std::make_unique<httplib::Server>()) {}
 
@@ -100,11 +88,11 @@ Status HttpStatus::start(const HttpOptions &options) {
     if (text.find(':') == std::string::npos) text = "127.0.0.1:" + text;
     else if (text[0] == ':') text = "127.0.0.1" + text;
     auto addr = transport::parseSocketAddress(text, 0);
-    if (!addr.ok()) return {pcclInvalidArgument, "--http: " + addr.status().message()};
+    if (!addr.ok()) return {pcclInvalidArgument, "status server: " + addr.status().message()};
     if (options.runHasSecret && options.token.empty() && !isLoopback(*addr))
-        return {pcclInvalidArgument, "--http " + options.listen +
+        return {pcclInvalidArgument, "status server on " + options.listen +
                                          ": this run has a secret, so the status server binds to a loopback address "
-                                         "only, unless requests must carry a token (--http-token-file)"};
+                                         "only, unless requests must carry a token (--http-token-file, http_token_file)"};
     token_ = options.token;
     routes();
     auto &s = *server_;
@@ -119,12 +107,15 @@ Status HttpStatus::start(const HttpOptions &options) {
     if (!ip.empty() && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
     if (host.port == 0) {
         const int port = s.bind_to_any_port(ip);
-        if (port <= 0) return {pcclInvalidArgument, "--http: cannot listen on " + text};
+        if (port <= 0) return {pcclInvalidArgument, "status server: cannot listen on " + text + " (in use?)"};
         port_ = static_cast<uint16_t>(port);
     } else {
-        if (!s.bind_to_port(ip, host.port)) return {pcclInvalidArgument, "--http: cannot listen on " + text};
+        if (!s.bind_to_port(ip, host.port)) return {pcclInvalidArgument, "status server: cannot listen on " + text + " (in use?)"};
         port_ = host.port;
     }
+    protocol::NetAddr shown = host;
+    shown.port = port_;
+    url_ = "http://" + shown.str() + "/";
     if (!isLoopback(host) && options.token.empty())
         PCCL_LOG(Warn, "master: the status server on " << text << " answers anyone who can reach it (no token)");
     thread_ = std::thread([this] {

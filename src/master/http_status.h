@@ -4,8 +4,9 @@
 // under a mutex); handlers render the latest view and never touch Membership, so a slow or
 // hostile HTTP client can never delay the master's loop, only other HTTP clients.
 //
-// Built only with cpp-httplib (CMake option PCCL_HTTP; target pccl_http), outside libpccl: the
-// daemon and the tests link it, embedded masters in the library do not serve HTTP.
+// Part of libpccl when built with cpp-httplib (CMake option PCCL_HTTP): pccl-master and embedded
+// masters (pcclCreateMasterEx, Python MasterNode) start it the same way, with startStatusServer.
+// Without it (http_status_off.cpp) start() fails with the reason.
 #pragma once
 #include <atomic>
 #include <memory>
@@ -34,6 +35,15 @@ struct HttpOptions {
 // cannot be read or the token is empty.
 Status readTokenFile(const std::string &path, std::string *token);
 
+// Whether and where a master serves its status: pccl-master's --http and --http-token-file,
+// pcclMasterCreateParamsEx_t's http_listen and http_token_file, or the environment.
+struct HttpConfig {
+    std::string listen;     // empty: no status server
+    std::string tokenFile;  // empty: no token (see HttpOptions::token)
+    // PCCL_MASTER_HTTP and PCCL_MASTER_HTTP_TOKEN_FILE (unset or empty: none).
+    static HttpConfig fromEnvironment();
+};
+
 class HttpStatus : public StatusSink {
 public:
     HttpStatus();
@@ -45,6 +55,8 @@ public:
     // address, a refused bind (see HttpOptions::runHasSecret) or an address in use.
     Status start(const HttpOptions &options);
     uint16_t port() const { return port_; }
+    // After start(): "http://HOST:PORT/" with the bound port (HOST as given; IPv6 in brackets).
+    const std::string &url() const { return url_; }
     void stop();  // any thread but the handlers'; idempotent
 
     void publish(std::shared_ptr<const RunView> view) override;
@@ -53,13 +65,19 @@ private:
     std::shared_ptr<const RunView> latest() const;
     void routes();
 
-    std::unique_ptr<httplib::Server> server_;
+    std::unique_ptr<httplib::Server> server_;  // null in a build without cpp-httplib
     std::thread thread_;
     std::atomic<bool> finished_{false};
     uint16_t port_ = 0;
+    std::string url_;
     std::string token_;
     mutable std::mutex mutex_;
     std::shared_ptr<const RunView> view_;  // guarded by mutex_
 };
+
+// Starts `http` as `config` asks, for a master that has bound (runHasSecret: Server::hasSecret()):
+// reads the token file, applies the bind rule of HttpOptions. Nothing to do (ok) when
+// config.listen is empty. The one way pccl-master and embedded masters start their status server.
+Status startStatusServer(HttpStatus &http, const HttpConfig &config, bool runHasSecret);
 
 } // namespace pccl::master

@@ -49,6 +49,18 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _replaced_handlers: Dict[int, Any] = {}
 
 
+def _path(value: Any, name: str) -> Optional[bytes]:
+    """A file path argument as bytes for the C API (None stays None)."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be None, a str, bytes or os.PathLike, got {type(value).__name__}")
+    value = os.fsencode(value)
+    if not value or b"\0" in value:
+        raise ValueError(f"{name} must be a non-empty path without NUL bytes")
+    return value
+
+
 class MasterNode(Closeable):
     """A pccl master running inside this process (``pcclCreateMaster``).
 
@@ -69,27 +81,38 @@ class MasterNode(Closeable):
     none: an open run, which anyone who reaches the master can join. ``require_secret=True``
     makes :meth:`run` fail when no secret was found. A bad secret (too short, an unreadable or
     group-readable file) is reported by :meth:`run` (:class:`PCCLError` ``INVALID_ARGUMENT``).
+
+    Status page (keyword-only; docs/observability.md): ``http="127.0.0.1:0"`` serves the status
+    page, ``/api/status`` and ``/metrics`` there, as ``pccl-master --http`` (a bare port binds
+    127.0.0.1; port 0 any free port, read from :attr:`http_port` once running); None: the
+    environment's ``PCCL_MASTER_HTTP``, else none; ``""``: none. ``http_token_file`` makes every
+    request carry ``Authorization: Bearer <its first line>`` (None: ``PCCL_MASTER_HTTP_TOKEN_FILE``).
+    With a run secret and no token file the status server binds to a loopback address only;
+    :meth:`run` raises :class:`PCCLError` ``INVALID_ARGUMENT`` when it cannot start.
     """
 
     def __init__(self, listen_address: str = f"0.0.0.0:{DEFAULT_MASTER_PORT}", *,
                  secret: Optional[Union[str, bytes]] = None,
                  secret_file: Optional[Union[str, bytes, "os.PathLike[str]"]] = None,
-                 require_secret: bool = False) -> None:
+                 require_secret: bool = False, http: Optional[str] = None,
+                 http_token_file: Optional[Union[str, bytes, "os.PathLike[str]"]] = None) -> None:
         self._native: Optional[Any] = None
         self._listen: SocketAddress = parse_address(listen_address, allow_port_zero=True)
         key = _secret(secret, "secret")
-        if secret_file is not None:
-            if not isinstance(secret_file, (str, bytes, os.PathLike)):
-                raise TypeError(f"secret_file must be None, a str, bytes or os.PathLike, got {type(secret_file).__name__}")
-            secret_file = os.fsencode(secret_file)
-            if not secret_file or b"\0" in secret_file:
-                raise ValueError("secret_file must be a non-empty path without NUL bytes")
+        secret_file = _path(secret_file, "secret_file")
         if not isinstance(require_secret, bool):
             raise TypeError(f"require_secret must be True or False, got {type(require_secret).__name__}")
+        if http is not None:
+            if not isinstance(http, str):
+                raise TypeError(f"http must be None or a str ('HOST:PORT'), got {type(http).__name__}")
+            if "\0" in http:
+                raise ValueError("http must not contain NUL characters")
+        http_token_file = _path(http_token_file, "http_token_file")
         self._bound_port: Optional[int] = None
+        self._http_port: Optional[int] = None
         self._terminated: Optional[threading.Event] = None  # set once the master has stopped
         self._native = _pccl.Master(self._listen.protocol, self._listen.ip, self._listen.port, key, secret_file,
-                                    require_secret)
+                                    require_secret, http, http_token_file)
         _live_masters.add(self)
 
     def _require(self) -> Any:
@@ -106,6 +129,10 @@ class MasterNode(Closeable):
         native = self._require()
         native.run()
         self._bound_port = int(native.port())
+        try:
+            self._http_port = int(native.http_port())
+        except PCCLError:
+            self._http_port = None  # no status server asked for
         self._terminated = threading.Event()
         with _serving_lock:
             _serving.add(self)
@@ -129,6 +156,12 @@ class MasterNode(Closeable):
     def port(self) -> int:
         """The port the master listens on (after :meth:`run`; before it, the requested port)."""
         return self._bound_port if self._bound_port is not None else self._listen.port
+
+    @property
+    def http_port(self) -> Optional[int]:
+        """The port of the status server (``http=``, ``PCCL_MASTER_HTTP``) once running; None
+        without one or before :meth:`run`."""
+        return self._http_port
 
     @property
     def listen_address(self) -> str:
@@ -180,6 +213,7 @@ class MasterNode(Closeable):
         native.close()  # interrupts and waits for the serving thread's wait to return
         self._native = None
         self._bound_port = None
+        self._http_port = None
         _live_masters.discard(self)
         if self._terminated is not None:
             self._terminated.wait()

@@ -577,15 +577,19 @@ public:
 // ------------------------------------------------------------------------------------------
 class Master : public Guarded<pcclMasterInstance_t> {
 public:
-    // secret, secretFile: as in pcclMasterCreateParamsEx_t (None: NULL), without NUL bytes.
+    // secret, secretFile, http, httpTokenFile: as in pcclMasterCreateParamsEx_t (None: NULL),
+    // without NUL bytes.
     Master(int protocol, const py::bytes &ip, int port, std::optional<std::string> secret,
-           std::optional<std::string> secretFile, bool requireSecret)
+           std::optional<std::string> secretFile, bool requireSecret, std::optional<std::string> http,
+           std::optional<std::string> httpTokenFile)
         : Guarded("the master") {
         const ccoip_socket_address_t address = makeAddress(protocol, ip, port);
         pcclMasterCreateParamsEx_t params = PCCL_MASTER_CREATE_PARAMS_EX_INIT;
         params.secret = secret ? secret->c_str() : nullptr;
         params.secret_file = secretFile ? secretFile->c_str() : nullptr;
         params.require_secret = requireSecret ? 1 : 0;
+        params.http_listen = http ? http->c_str() : nullptr;
+        params.http_token_file = httpTokenFile ? httpTokenFile->c_str() : nullptr;
         pcclMasterInstance_t *m = nullptr;
         callNoGil("pcclCreateMasterEx", [&] { return pcclCreateMasterEx(address, &params, &m); });
         handle_ = m;
@@ -615,6 +619,13 @@ public:
         Use u(*this);
         uint16_t port = 0;
         callNoGil("pcclGetMasterPort", [&] { return pcclGetMasterPort(u.h, &port); });
+        return port;
+    }
+
+    int httpPort() {
+        Use u(*this);
+        uint16_t port = 0;
+        callNoGil("pcclGetMasterHttpPort", [&] { return pcclGetMasterHttpPort(u.h, &port); });
         return port;
     }
 
@@ -734,11 +745,14 @@ PYBIND11_MODULE(_pccl, m) {
         .def("last_error_message", &Communicator::lastErrorMessage);
 
     py::class_<Master>(m, "Master", "pcclMasterInstance_t")
-        .def(py::init<int, const py::bytes &, int, std::optional<std::string>, std::optional<std::string>, bool>(),
+        .def(py::init<int, const py::bytes &, int, std::optional<std::string>, std::optional<std::string>, bool,
+                      std::optional<std::string>, std::optional<std::string>>(),
              py::arg("protocol"), py::arg("ip"), py::arg("port"), py::arg("secret") = py::none(),
-             py::arg("secret_file") = py::none(), py::arg("require_secret") = false)
+             py::arg("secret_file") = py::none(), py::arg("require_secret") = false, py::arg("http") = py::none(),
+             py::arg("http_token_file") = py::none())
         .def("run", &Master::run)
         .def("port", &Master::port)
+        .def("http_port", &Master::httpPort)
         .def("interrupt", &Master::interrupt)
         .def("await_termination", &Master::awaitTermination)
         .def("close", &Master::close)
