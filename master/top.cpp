@@ -48,6 +48,16 @@ struct Fetched {
     std::string text;  // the frame, or the reason
 };
 
+std::string why(httplib::Error e) {
+    switch (e) {
+    case httplib::Error::Connection: return "connection refused or host unreachable";
+    case httplib::Error::ConnectionTimeout: return "no connection within 3 s";
+    case httplib::Error::Read: return "no complete answer within 5 s (or the connection closed)";
+    case httplib::Error::Write: return "cannot send the request";
+    default: return "HTTP client error " + httplib::to_string(e);
+    }
+}
+
 Fetched fetch(const Target &t, const pccl::top::FrameOptions &options) {
     httplib::Client client(t.host, t.port);
     client.set_connection_timeout(3, 0);
@@ -56,7 +66,7 @@ Fetched fetch(const Target &t, const pccl::top::FrameOptions &options) {
     if (!t.token.empty()) client.set_bearer_token_auth(t.token.c_str());
     auto res = client.Get("/api/status");
     if (!res)
-        return {kUnreachable, "cannot reach the status server at " + t.shown + ": " + httplib::to_string(res.error()) +
+        return {kUnreachable, "cannot reach the status server at " + t.shown + ": " + why(res.error()) +
                                   " (is the master running with --http " + t.shown + "?)"};
     if (res->status == 401)
         return {kHttpError, t.token.empty() ? t.shown + " requires a bearer token: pass --token-file PATH (the master's "

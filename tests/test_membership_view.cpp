@@ -155,3 +155,31 @@ TEST_CASE("status rendering: metrics and JSON carry the counters and escape what
     CHECK(json.find("\\\"quote\\\"\\u000a\\ufffd\\u0001 end") != std::string::npos);
     CHECK(json.find("\"now_unix_ms\":1700000000000") != std::string::npos);
 }
+
+TEST_CASE("status rendering: a peer's shared-state and probe bytes are exported apart from its totals",
+          "[master][status]") {
+    Cluster c;
+    auto uuids = acceptPeers(c, 2);
+    StatsReport r;
+    r.tx_bytes = 70110;
+    r.rx_bytes = 65200;
+    r.shared_state_tx_bytes = 10;
+    r.shared_state_rx_bytes = 5000;
+    r.probe_tx_bytes = 70000;
+    r.probe_rx_bytes = 60000;
+    c.m.onMessage(1, r);
+    const auto v = c.m.view();
+    const auto metrics = pccl::master::renderMetrics(v);
+    const std::string peer = uuids[1].str();
+    for (const std::string line : {"pccl_peer_tx_bytes_total{peer=\"" + peer + "\"} 70110\n",
+                                   "pccl_shared_state_transfer_bytes_total{peer=\"" + peer + "\",direction=\"tx\"} 10\n",
+                                   "pccl_shared_state_transfer_bytes_total{peer=\"" + peer + "\",direction=\"rx\"} 5000\n",
+                                   "pccl_bandwidth_probe_bytes_total{peer=\"" + peer + "\",direction=\"tx\"} 70000\n",
+                                   "pccl_bandwidth_probe_bytes_total{peer=\"" + peer + "\",direction=\"rx\"} 60000\n",
+                                   std::string("# TYPE pccl_shared_state_transfer_bytes_total counter\n")})
+        CHECK(metrics.find(line) != std::string::npos);
+    // The peer that never reported has no series.
+    CHECK(metrics.find("direction=\"tx\"} 0\n") == std::string::npos);
+    const auto json = pccl::master::renderStatusJson(v);
+    CHECK(json.find("\"shared_state_rx_bytes\":5000,\"probe_tx_bytes\":70000,\"probe_rx_bytes\":60000") != std::string::npos);
+}

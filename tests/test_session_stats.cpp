@@ -174,6 +174,45 @@ TEST_CASE("session stats: a report goes to the master after a change, at most on
     CHECK(reports[0].collectives_failed == 1);
 }
 
+TEST_CASE("session stats: shared-state and probe bytes are counted apart; the report's bytes cover every kind",
+          "[session]") {
+    Driver d;
+    d.admit(ringWithSelfAt(2, 0), {2, 2, 1, 2});
+    completeAllReduce(d, 1, 1, OpStats{100, 200, 0});
+    auto c = d.transferring(5);
+    d.transferFinished(5);
+    REQUIRE(actionsOf<StopTransfer>(d.message(SharedStateCommitted{5, 7})).size() == 1);
+    REQUIRE(answer(d.transferStopped(5, {}, OpStats{10, 5000, 0}), c.id).status.ok());
+    d.probeDone(11, BandwidthReport{11, {}, {}}, OpStats{70000, 60000, 0});
+
+    auto s = d.s.stats().counters;
+    CHECK(s.txBytes == 110);  // pcclCommStats_t: all-reduces and transfers, probes excluded
+    CHECK(s.rxBytes == 5200);
+    CHECK(s.syncTxBytes == 10);
+    CHECK(s.syncRxBytes == 5000);
+    CHECK(s.probeTxBytes == 70000);
+    CHECK(s.probeRxBytes == 60000);
+
+    d.message(HeartbeatAck{});
+    auto reports = sent<StatsReport>(d.tickAt(d.now + kStatsReportPeriodMs + 1));
+    REQUIRE(reports.size() == 1);
+    CHECK(reports[0].tx_bytes == 70110);  // every data-plane byte
+    CHECK(reports[0].rx_bytes == 65200);
+    CHECK(reports[0].shared_state_tx_bytes == 10);
+    CHECK(reports[0].shared_state_rx_bytes == 5000);
+    CHECK(reports[0].probe_tx_bytes == 70000);
+    CHECK(reports[0].probe_rx_bytes == 60000);
+
+    // A probe alone is a change worth a report.
+    const uint64_t sentAt = d.now;
+    d.probeDone(12, BandwidthReport{12, {}, {}}, OpStats{1, 2, 0});
+    d.message(HeartbeatAck{});
+    reports = sent<StatsReport>(d.tickAt(sentAt + kStatsReportPeriodMs));
+    REQUIRE(reports.size() == 1);
+    CHECK(reports[0].probe_tx_bytes == 70001);
+    CHECK(reports[0].probe_rx_bytes == 60002);
+}
+
 TEST_CASE("session stats: no report before admission, nor after the session ended", "[session]") {
     Driver d;
     d.connect();

@@ -74,12 +74,33 @@ void writePeers(Text &t, const RunView &v) {
         auto it = v.counters.losses.find(reason);
         t.sample("pccl_peer_losses_total", {"reason", reason}, it == v.counters.losses.end() ? 0 : it->second);
     }
-    t.family("pccl_peer_tx_bytes_total", "counter", "Bytes a peer sent on its data connections (its latest report).");
+    t.family("pccl_peer_tx_bytes_total", "counter",
+             "Bytes a peer sent on its data connections: collectives, shared state, probes (its latest report).");
     for (auto &p : v.peers)
         if (p.stats) t.sample("pccl_peer_tx_bytes_total", {"peer", p.uuid}, static_cast<double>(p.stats->tx_bytes));
-    t.family("pccl_peer_rx_bytes_total", "counter", "Bytes a peer received on its data connections (its latest report).");
+    t.family("pccl_peer_rx_bytes_total", "counter",
+             "Bytes a peer received on its data connections: collectives, shared state, probes (its latest report).");
     for (auto &p : v.peers)
         if (p.stats) t.sample("pccl_peer_rx_bytes_total", {"peer", p.uuid}, static_cast<double>(p.stats->rx_bytes));
+    // The parts of those that shared-state transfers and bandwidth probes moved, per direction.
+    t.family("pccl_shared_state_transfer_bytes_total", "counter",
+             "Bytes a peer sent (tx) or received (rx) in shared-state transfers (its latest report).");
+    for (auto &p : v.peers)
+        if (p.stats) {
+            t.sample("pccl_shared_state_transfer_bytes_total", {"peer", p.uuid, "direction", "tx"},
+                     static_cast<double>(p.stats->shared_state_tx_bytes));
+            t.sample("pccl_shared_state_transfer_bytes_total", {"peer", p.uuid, "direction", "rx"},
+                     static_cast<double>(p.stats->shared_state_rx_bytes));
+        }
+    t.family("pccl_bandwidth_probe_bytes_total", "counter",
+             "Bytes a peer sent (tx) or received (rx) in bandwidth probes (its latest report).");
+    for (auto &p : v.peers)
+        if (p.stats) {
+            t.sample("pccl_bandwidth_probe_bytes_total", {"peer", p.uuid, "direction", "tx"},
+                     static_cast<double>(p.stats->probe_tx_bytes));
+            t.sample("pccl_bandwidth_probe_bytes_total", {"peer", p.uuid, "direction", "rx"},
+                     static_cast<double>(p.stats->probe_rx_bytes));
+        }
 }
 
 void writeCollectives(Text &t, const RunView &v) {

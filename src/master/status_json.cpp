@@ -20,6 +20,8 @@ void writeStats(JsonWriter &w, const RunView &v, const PeerView &p) {
     w.beginObject();
     w.key("reported_unix_ms").value(wall(v, p.statsMs));
     w.key("tx_bytes").value(s.tx_bytes).key("rx_bytes").value(s.rx_bytes);
+    w.key("shared_state_tx_bytes").value(s.shared_state_tx_bytes).key("shared_state_rx_bytes").value(s.shared_state_rx_bytes);
+    w.key("probe_tx_bytes").value(s.probe_tx_bytes).key("probe_rx_bytes").value(s.probe_rx_bytes);
     w.key("collectives_completed").value(s.collectives_completed);
     w.key("collectives_failed").value(s.collectives_failed);
     w.key("syncs_completed").value(s.syncs_completed).key("syncs_failed").value(s.syncs_failed);

@@ -323,8 +323,12 @@ void Session::maybeReport(Actions &out) {
     if (phase_ != Phase::Connected || link_ != MasterLink::Up || c == reported_) return;
     if (lastReportMs_ && now_ < *lastReportMs_ + kStatsReportPeriodMs) return;
     StatsReport r;
-    r.tx_bytes = c.txBytes;
-    r.rx_bytes = c.rxBytes;
+    r.tx_bytes = c.txBytes + c.probeTxBytes;  // every data-plane byte (protocol/messages.h)
+    r.rx_bytes = c.rxBytes + c.probeRxBytes;
+    r.shared_state_tx_bytes = c.syncTxBytes;
+    r.shared_state_rx_bytes = c.syncRxBytes;
+    r.probe_tx_bytes = c.probeTxBytes;
+    r.probe_rx_bytes = c.probeRxBytes;
     r.collectives_completed = c.allReducesCompleted;
     r.collectives_failed = c.allReducesFailed;
     r.syncs_completed = c.syncsCompleted;

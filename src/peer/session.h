@@ -64,7 +64,8 @@ public:
     Actions onAllReduceStopped(uint64_t tag, uint64_t seq, const Status &status, const OpStats &stats);
     Actions onTransferFinished(uint64_t seq, const Status &status);
     Actions onTransferStopped(uint64_t seq, const Status &status, const OpStats &stats);
-    Actions onProbeDone(uint64_t round, protocol::BandwidthReport report);
+    // bytes: what the probe sent and received (counted in Counters::probeTxBytes/probeRxBytes).
+    Actions onProbeDone(uint64_t round, protocol::BandwidthReport report, const OpStats &bytes = {});
     // Heartbeats, the master's silence, the admission deadline and the StatsReport (at most one
     // per kStatsReportPeriodMs, when the counters changed, while Connected). Call every
     // tickPeriod (and whenever a deadline may have passed).

@@ -185,8 +185,10 @@ void Session::on(Actions &out, const BandwidthProbe &m) {
     out.push_back(StartProbe{m});
 }
 
-Actions Session::onProbeDone(uint64_t, BandwidthReport report) {
+Actions Session::onProbeDone(uint64_t, BandwidthReport report, const OpStats &bytes) {
     Actions out;
+    counters_.probeTxBytes += bytes.txBytes;
+    counters_.probeRxBytes += bytes.rxBytes;
     if (phase_ != Phase::Dead) toMaster(out, std::move(report));
     return out;
 }
@@ -326,6 +328,8 @@ Actions Session::onTransferStopped(uint64_t seq, const Status &status, const OpS
     ++(status.ok() ? counters_.syncsCompleted : counters_.syncsFailed);
     counters_.txBytes += stats.txBytes;
     counters_.rxBytes += stats.rxBytes;
+    counters_.syncTxBytes += stats.txBytes;
+    counters_.syncRxBytes += stats.rxBytes;
     out.push_back(Complete{sync_->id, status, SyncResult{sync_->revision, stats.txBytes, stats.rxBytes}});
     sync_.reset();
     return out;

@@ -72,6 +72,8 @@ struct Counters {
     uint64_t votesCompleted = 0, votesFailed = 0;
     // Data-plane bytes of all-reduces and shared-state transfers (not of bandwidth probes).
     uint64_t txBytes = 0, rxBytes = 0;
+    uint64_t syncTxBytes = 0, syncRxBytes = 0;    // the shared-state transfers' part of them
+    uint64_t probeTxBytes = 0, probeRxBytes = 0;  // bandwidth probes (not in txBytes/rxBytes)
     uint64_t lastAllReduceUs = 0, lastAllReduceBytes = 0;  // the latest successful all-reduce
     // The send rate to the ring successor of the latest all-reduce that measured one.
     Uuid lastSendTo;

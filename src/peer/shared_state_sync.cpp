@@ -111,7 +111,8 @@ void Communicator::startProbe(const BandwidthProbe &m) {
             report.bytes_per_s.push_back(rate);
         }
         data_.unregisterSink(seq);
-        run([round, report = std::move(report)](Session &s) { return s.onProbeDone(round, report); });
+        const OpStats bytes{probe->sentBytes(), probe->receivedBytes(), 0};
+        run([round, report = std::move(report), bytes](Session &s) { return s.onProbeDone(round, report, bytes); });
     });
 }
 

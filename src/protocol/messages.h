@@ -321,7 +321,9 @@ struct PeerKeys {
 // A peer's own counters (issue 18), sent to the master every few seconds at most (and only
 // when they changed), so the master's view covers the data plane it never sees. Totals since
 // the communicator connected; `links`: the rate achieved towards each peer this one sent to in
-// its latest operation.
+// its latest operation. tx_bytes/rx_bytes: every data-plane byte (all-reduces, shared-state
+// transfers, bandwidth probes); the shared_state_* and probe_* fields (version 7) are the parts
+// of them that shared-state transfers and bandwidth probes moved.
 struct LinkRate {
     Uuid to;
     uint64_t bytes_per_second = 0;
@@ -334,8 +336,11 @@ struct StatsReport {
     uint64_t last_op_micros = 0;  // duration of the latest completed all-reduce
     uint64_t last_op_bytes = 0;   // its buffer size
     std::vector<LinkRate> links;
+    uint64_t shared_state_tx_bytes = 0, shared_state_rx_bytes = 0;
+    uint64_t probe_tx_bytes = 0, probe_rx_bytes = 0;
     PCCL_FIELDS(tx_bytes, rx_bytes, collectives_completed, collectives_failed, syncs_completed, syncs_failed,
-                last_op_micros, last_op_bytes, links)
+                last_op_micros, last_op_bytes, links, shared_state_tx_bytes, shared_state_rx_bytes, probe_tx_bytes,
+                probe_rx_bytes)
 };
 
 // ---- master recovery (docs/master_recovery.md)

@@ -39,7 +39,9 @@ void BandwidthProbe::pump(const Uuid &to, std::chrono::steady_clock::time_point 
     h.bytes = static_cast<uint32_t>(frameBytes_);
     auto self = shared_from_this();
     plane_.send(to, h, zeros(), [self, to, until](bool ok, const std::string &) {
-        if (ok) self->pump(to, until);
+        if (!ok) return;
+        self->sent_.fetch_add(self->frameBytes_, std::memory_order_relaxed);
+        self->pump(to, until);
     });
 }
 
@@ -59,6 +61,13 @@ void BandwidthProbe::onDiscarded(const SegmentHeader &h, const Uuid &from) {
     r.bytes += h.bytes;
     r.last = now;
     if (now >= measureFrom_ && now <= measureTo_) r.inWindow += h.bytes;
+}
+
+uint64_t BandwidthProbe::receivedBytes() const {
+    std::lock_guard lock(mu_);
+    uint64_t total = 0;
+    for (auto &[from, r] : received_) total += r.bytes;
+    return total;
 }
 
 std::map<Uuid, uint64_t> BandwidthProbe::rates() const {

@@ -11,6 +11,7 @@
 // Threads: sendTo() from any thread; frame and send callbacks on the data plane's I/O threads;
 // rates() from any thread. The object must outlive nothing: callbacks hold it alive.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -36,6 +37,9 @@ public:
     // window over the window's length; for a sender none of whose frames completed in the
     // window, its bytes after its first frame over the time to its last (0 with one frame).
     std::map<Uuid, uint64_t> rates() const;
+    // Bytes of the probe frames this peer sent (handed to the sockets) and received whole, so far.
+    uint64_t sentBytes() const { return sent_.load(std::memory_order_relaxed); }
+    uint64_t receivedBytes() const;
 
     void *beginFrame(const SegmentHeader &h, const Uuid &from, std::string *error) override;
     void onPayload(const SegmentHeader &) override {}
@@ -55,6 +59,7 @@ private:
     const size_t frameBytes_;
     const int depth_;
     const std::chrono::steady_clock::time_point measureFrom_, measureTo_;
+    std::atomic<uint64_t> sent_{0};
     mutable std::mutex mu_;
     std::map<Uuid, Received> received_;
 };

@@ -200,7 +200,9 @@ struct Driver {
     Actions transferStopped(uint64_t seq, const Status &st = {}, const OpStats &stats = {}) {
         return record(s.onTransferStopped(seq, st, stats));
     }
-    Actions probeDone(uint64_t round, BandwidthReport report) { return record(s.onProbeDone(round, std::move(report))); }
+    Actions probeDone(uint64_t round, BandwidthReport report, const OpStats &bytes = {}) {
+        return record(s.onProbeDone(round, std::move(report), bytes));
+    }
     Actions abort(const Status &st) { return record(s.abort(st)); }
     Actions connectFailed() { return record(s.connectFailed()); }
 

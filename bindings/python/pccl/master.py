@@ -8,8 +8,10 @@ accepted N, pending M``), and ``pccl-master stopped`` after SIGINT or SIGTERM, t
 Exit status 2 means a bad argument, 1 that the address could not be bound. Log lines go to
 stderr (default level info).
 
-``--secret-file`` and ``--require-secret`` are MasterNode's ``secret_file`` and
-``require_secret`` (``pcclCreateMasterEx``). The other flags reach the embedded master's core
+``--secret-file``, ``--require-secret``, ``--http`` and ``--http-token-file`` are MasterNode's
+``secret_file``, ``require_secret``, ``http`` and ``http_token_file`` (``pcclCreateMasterEx``);
+with a status server it prints ``pccl-master status page on http://HOST:PORT/`` after the
+listening line, as the daemon. The other flags reach the embedded master's core
 through the environment variables it reads when the master is created: ``PCCL_HEARTBEAT_TIMEOUT_MS``,
 ``PCCL_VOTE_TIMEOUT_MS``, ``PCCL_HANDSHAKE_TIMEOUT_MS``, ``PCCL_MAX_HEARTBEAT_TIMEOUT_MS``,
 ``PCCL_MAX_CONNECTIONS``, ``PCCL_MAX_CONNECTIONS_PER_ADDRESS`` and ``PCCL_MASTER_PRINT_STATUS``; and ``PCCL_LOG_LEVEL``, which the
@@ -27,7 +29,7 @@ import sys
 import threading
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
-from ._address import DEFAULT_MASTER_PORT, INET_IPV6, SocketAddress
+from ._address import DEFAULT_MASTER_PORT, INET_IPV6, SocketAddress, parse_address
 from ._errors import PCCLError
 from ._master import MasterNode
 
@@ -69,6 +71,7 @@ _USAGE = (
     "                          default; env PCCL_MASTER_HTTP; a bare PORT binds 127.0.0.1). With a run\n"
     "                          secret a non-loopback address needs --http-token-file (docs/observability.md)\n"
     "  --http-token-file       every HTTP request must carry 'Authorization: Bearer <first line of PATH>'\n"
+    "                          (env PCCL_MASTER_HTTP_TOKEN_FILE)\n"
     "  --end-run-on-exit       on SIGINT/SIGTERM tell the peers the run has ended (they fail at once);\n"
     "                          by default they keep the run and wait for a restarted master\n"
     "                          (docs/master_recovery.md)\n"
@@ -95,6 +98,8 @@ class _Options:
         self.environment: Dict[str, str] = {"PCCL_MASTER_END_RUN_ON_EXIT": "0"}
         self.secret_file: Optional[str] = None
         self.require_secret = False
+        self.http: Optional[str] = None  # None: PCCL_MASTER_HTTP (read by the embedded master)
+        self.http_token_file: Optional[str] = None
         self.help = False
 
 
@@ -160,9 +165,10 @@ def _parse(argv: List[str]) -> _Options:
             o.secret_file = value(arg)
         elif arg == "--require-secret":
             o.require_secret = True
-        elif arg in ("--http", "--http-token-file"):
-            value(arg)
-            raise _UsageError(f"{arg}: the Python pccl-master has no HTTP server; run the C pccl-master")
+        elif arg == "--http":
+            o.http = value(arg)
+        elif arg == "--http-token-file":
+            o.http_token_file = value(arg)
         elif arg in ("--help", "-h"):
             o.help = True
             return o
@@ -179,6 +185,16 @@ def _c_address(address: SocketAddress) -> str:
         groups = ":".join(format(int.from_bytes(address.ip[i:i + 2], "big"), "x") for i in range(0, 16, 2))
         return f"[{groups}]:{address.port}"
     return str(address)
+
+
+def _http_host(listen: str, port: int) -> str:
+    """HOST:PORT of the status server as the daemon prints it (HttpStatus::url): a bare PORT or
+    ``:PORT`` is 127.0.0.1."""
+    if ":" not in listen:
+        listen = f"127.0.0.1:{listen}"
+    elif listen.startswith(":"):
+        listen = f"127.0.0.1{listen}"
+    return _c_address(parse_address(listen, allow_port_zero=True)._replace(port=port))
 
 
 @contextlib.contextmanager
@@ -222,7 +238,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         # pcclCreateMaster reads the master core's variables; status lines as the daemon's.
         with _environment(dict(options.environment, PCCL_MASTER_PRINT_STATUS="1")):
             master = MasterNode(options.listen, secret_file=options.secret_file,
-                                require_secret=options.require_secret)
+                                require_secret=options.require_secret, http=options.http,
+                                http_token_file=options.http_token_file or None)
+            http_listen = options.http if options.http is not None else os.environ.get("PCCL_MASTER_HTTP", "")
     except (TypeError, ValueError) as e:
         return _fail(str(e), 2, sys.stderr)
     # Handlers of our own, installed before run(), so MasterNode leaves the signals to us.
@@ -240,6 +258,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         except PCCLError as e:
             return _fail(e.message or str(e), 1, sys.stderr)
         print(f"pccl-master listening on {_c_address(master._listen._replace(port=master.port))}", flush=True)
+        if master.http_port is not None:
+            print(f"pccl-master status page on http://{_http_host(http_listen, master.http_port)}/", flush=True)
         master.await_termination()
         print("pccl-master stopped", flush=True)
         return 0

@@ -123,7 +123,8 @@ def test_signatures():
     assert params(pccl.Communicator.get_attribute) == [("self", POS, E), ("attribute", POS, E)]
     assert params(pccl.MasterNode.__init__)[:2] == [("self", POS, E), ("listen_address", POS, "0.0.0.0:48148")]
     assert params(pccl.MasterNode.__init__)[2:] == [
-        ("secret", KW, None), ("secret_file", KW, None), ("require_secret", KW, False)]
+        ("secret", KW, None), ("secret_file", KW, None), ("require_secret", KW, False), ("http", KW, None),
+        ("http_token_file", KW, None)]
     for name in ("run", "interrupt"):
         assert params(getattr(pccl.MasterNode, name)) == [("self", POS, E)]
     assert params(pccl.TensorInfo.__init__) == [

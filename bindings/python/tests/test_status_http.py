@@ -160,6 +160,36 @@ def test_killed_peer_counts_as_a_crash_within_two_seconds(daemon):
             child.wait(10)
 
 
+def test_shared_state_transfer_bytes_are_exported_per_peer(daemon):
+    """The outdated peer of three receives the popular state: its StatsReport (within ~2 s)
+    carries the bytes as pccl_shared_state_transfer_bytes_total{direction="rx"}, and its
+    pccl_peer_rx_bytes_total covers them."""
+    n = 1 << 16
+
+    def sync(rank: int, comm: pccl.Communicator):
+        buf = np.full(n, 1.0 if rank < 2 else 2.0, dtype=np.float32)
+        info = comm.sync_shared_state(pccl.SharedState([pccl.TensorInfo.from_numpy(buf, "w")]))
+        assert buf[0] == 1.0
+        return comm.stats(), info
+
+    with Cluster(3, master=daemon.master()) as cluster:
+        results = cluster.run(sync)
+        uuids = {p["rank"]: p["uuid"] for p in json.loads(daemon.get("/api/status"))["peers"]}
+        assert results[2][1].rx_bytes >= 4 * n
+        deadline = time.monotonic() + 6
+        while True:
+            m = daemon.metrics()
+            received = {u: m.get(("pccl_shared_state_transfer_bytes_total",
+                                  frozenset({"peer": u, "direction": "rx"}.items()))) for u in uuids.values()}
+            if sum(v or 0 for v in received.values()) >= 4 * n or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert sum(v or 0 for v in received.values()) >= 4 * n, received
+        for u, v in received.items():
+            if v:
+                assert m[("pccl_peer_rx_bytes_total", frozenset({"peer": u}.items()))] >= v
+
+
 def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
