@@ -171,7 +171,7 @@ TEST_CASE("status rendering: a peer's shared-state and probe bytes are exported 
     const auto v = c.m.view();
     const auto metrics = pccl::master::renderMetrics(v);
     const std::string peer = uuids[1].str();
-    for (const std::string line : {"pccl_peer_tx_bytes_total{peer=\"" + peer + "\"} 70110\n",
+    for (const std::string &line : {"pccl_peer_tx_bytes_total{peer=\"" + peer + "\"} 70110\n",
                                    "pccl_shared_state_transfer_bytes_total{peer=\"" + peer + "\",direction=\"tx\"} 10\n",
                                    "pccl_shared_state_transfer_bytes_total{peer=\"" + peer + "\",direction=\"rx\"} 5000\n",
                                    "pccl_bandwidth_probe_bytes_total{peer=\"" + peer + "\",direction=\"tx\"} 70000\n",

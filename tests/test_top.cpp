@@ -8,6 +8,9 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -188,11 +191,18 @@ TEST_CASE("pccl-top --once against an embedded master with http_listen shows its
 TEST_CASE("pccl-top: an unreachable server, a missing or wrong token, an error and a bad document exit non-zero",
           "[top][status]") {
     isolated(60, [] {
-        // Nothing listens: bind a port and close it.
+        // Nothing listens: a port bound and closed again (connect is refused).
         uint16_t closed = 0;
         {
-            httplib::Server probe;
-            closed = static_cast<uint16_t>(probe.bind_to_any_port("127.0.0.1"));
+            const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            socklen_t len = sizeof a;
+            PT_CHECK(::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0);
+            PT_CHECK(::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) == 0);
+            closed = ntohs(a.sin_port);
+            ::close(fd);
         }
         PT_CHECK_EQ(runTop({"--http", "127.0.0.1:" + std::to_string(closed), "--once"}).second, 3);
         PT_CHECK_EQ(runTop({"--once"}).second, 2);
