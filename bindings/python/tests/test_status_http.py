@@ -174,20 +174,18 @@ def test_shared_state_transfer_bytes_are_exported_per_peer(daemon):
 
     with Cluster(3, master=daemon.master()) as cluster:
         results = cluster.run(sync)
-        uuids = {p["rank"]: p["uuid"] for p in json.loads(daemon.get("/api/status"))["peers"]}
         assert results[2][1].rx_bytes >= 4 * n
         deadline = time.monotonic() + 6
-        while True:
+        while True:  # peer -> shared-state bytes received, as exported
             m = daemon.metrics()
-            received = {u: m.get(("pccl_shared_state_transfer_bytes_total",
-                                  frozenset({"peer": u, "direction": "rx"}.items()))) for u in uuids.values()}
-            if sum(v or 0 for v in received.values()) >= 4 * n or time.monotonic() > deadline:
+            received = {dict(labels)["peer"]: v for (name, labels), v in m.items()
+                        if name == "pccl_shared_state_transfer_bytes_total" and dict(labels)["direction"] == "rx"}
+            if sum(received.values()) >= 4 * n or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        assert sum(v or 0 for v in received.values()) >= 4 * n, received
-        for u, v in received.items():
-            if v:
-                assert m[("pccl_peer_rx_bytes_total", frozenset({"peer": u}.items()))] >= v
+        assert sum(received.values()) >= 4 * n, received
+        for peer, v in received.items():
+            assert m[("pccl_peer_rx_bytes_total", frozenset({"peer": peer}.items()))] >= v
 
 
 def _chromium():

@@ -240,3 +240,22 @@ def test_pccl_top_errors_are_clear_with_distinct_exit_codes(tmp_path):
     assert r.returncode == 2 and "--http HOST:PORT is required" in r.stderr
     r = top("--http", "127.0.0.1:1", "--interval-ms", "5")
     assert r.returncode == 2 and "--interval-ms" in r.stderr
+
+
+@pytest.mark.skipif(C_DAEMON is None, reason="no C pccl-master built (set PCCL_MASTER_BIN)")
+@pytest.mark.parametrize("program", ["c", "python"])
+def test_both_master_programs_serve_http_and_print_the_url(program):
+    from test_master_program import _kill, _start
+    p = _start(program, ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+    try:
+        assert p.stdout.readline().startswith("pccl-master listening on 127.0.0.1:")
+        line = p.stdout.readline()
+        if program == "python" and not line:
+            err = p.stderr.read()
+            if "-DPCCL_HTTP=OFF" in err:
+                pytest.skip("this build of the library has no HTTP server")
+        assert line.startswith("pccl-master status page on http://127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1].rstrip("/\n"))
+        assert get(port)[0] == 200
+    finally:
+        _kill(p)
