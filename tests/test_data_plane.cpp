@@ -471,8 +471,43 @@ TEST_CASE("bandwidth probe: frames arriving side by side on a pool are rated ove
     INFO("rate " << rates.at(sender) << " B/s, sent " << want << " B/s over the window");
     CHECK(static_cast<double>(rates.at(sender)) > 0.9 * want);
     CHECK(static_cast<double>(rates.at(sender)) < 1.1 * want);
+    CHECK(probe->receivedBytes() == 12u * (256u << 10));  // every byte that arrived, in or out of the window
+    CHECK(probe->sentBytes() == 0);
     plane.unregisterSink(12);
     for (int fd : pool) ::close(fd);
+}
+
+// The bytes a probe moved count in the peers' tx/rx (docs/observability.md): the sender counts
+// the frames its sockets took, the receiver those that arrived whole; once the stream ends they
+// agree.
+TEST_CASE("bandwidth probe: the bytes sent by one side are the bytes received by the other", "[transport][topology]") {
+    DataPlane from(1), to(1);
+    const Uuid fromId = Uuid::random(), toId = Uuid::random();
+    from.setSelf(fromId);
+    to.setSelf(toId);
+    REQUIRE(from.listen(0).ok());
+    REQUIRE(to.listen(0).ok());
+    const auto now = std::chrono::steady_clock::now();
+    auto sender = std::make_shared<transport::BandwidthProbe>(from, 14, 32 << 10, 4, now, now);
+    auto receiver = std::make_shared<transport::BandwidthProbe>(to, 14, 32 << 10, 4, now, now + std::chrono::seconds(1));
+    to.registerSink(14, receiver);
+    protocol::NetAddr addr;
+    addr.family = 4;
+    addr.ip[0] = 127;
+    addr.ip[3] = 1;
+    addr.port = to.port();
+    sender->sendTo(toId, addr, 1, std::chrono::seconds(5), now + std::chrono::milliseconds(300));
+    const auto deadline = now + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline &&
+           (std::chrono::steady_clock::now() < now + std::chrono::milliseconds(400) || sender->sentBytes() == 0 ||
+            receiver->receivedBytes() != sender->sentBytes()))
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    INFO("sent " << sender->sentBytes() << ", received " << receiver->receivedBytes());
+    CHECK(sender->sentBytes() > 0);
+    CHECK(sender->sentBytes() % (32 << 10) == 0);
+    CHECK(receiver->receivedBytes() == sender->sentBytes());
+    CHECK(receiver->sentBytes() == 0);
+    to.unregisterSink(14);
 }
 
 namespace {
