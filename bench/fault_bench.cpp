@@ -1,6 +1,9 @@
-// pccl-fault-bench: how fast survivors notice a lost peer and carry on without it.
+// pccl-fault-bench: how fast survivors notice a lost peer and carry on without it, and how
+// fast a run goes on after its master was killed and restarted, or stopped and resumed
+// (master_fault_bench.cpp).
 //
-// The driver embeds a master (127.0.0.1, port 0) and starts 3 copies of itself as workers
+// For the peer scenarios the driver embeds a master (127.0.0.1, port 0) and starts 3 copies
+// of itself as workers
 // (`--worker`, through /proc/self/exe). Every worker runs an in-place float32 sum
 // all-reduce (tag 0) in a loop. After a warm-up the driver SIGKILLs or SIGSTOPs one worker
 // at a random moment inside a step and reads, from the survivors' lines, when each one
@@ -13,9 +16,8 @@
 //                                           success, the communicator's view after a failure)
 //   U <result> <t_ns> <world size>          pcclUpdateTopology after pcclRankConnectionLost
 //   E <text>                                fatal; the worker exits with status 2
+#include "fault_bench.hpp"
 #include "process.hpp"
-
-#include <pccl.h>
 
 #include <signal.h>
 #include <time.h>
@@ -32,9 +34,7 @@
 #include <string>
 #include <vector>
 
-namespace {
-
-constexpr int kPeers = 3;
+namespace faultbench {
 
 int64_t nowNs() {
     timespec ts{};
@@ -43,6 +43,8 @@ int64_t nowNs() {
 }
 
 // ------------------------------------------------------------------ worker
+
+namespace {
 
 [[noreturn]] void workerFail(const pcclComm_t *comm, const char *what, pcclResult_t rc) {
     std::string msg = pcclGetLastErrorMessage(comm);
@@ -58,8 +60,11 @@ int worldSize(const pcclComm_t *comm) {
     return ws;
 }
 
+}  // namespace
+
 // Connects, admits peers until the world has kPeers members, then all-reduces until killed
-// or until max_s seconds have passed (the driver kills it long before that).
+// or until max_s seconds have passed (the driver kills it long before that). A lost master is
+// waited for (the library's default reconnect timeout, 60 s).
 int runWorker(uint16_t port, size_t bytes, double max_s) {
     if (pcclResult_t rc = pcclInit(); rc != pcclSuccess) workerFail(nullptr, "pcclInit", rc);
     pcclCommCreateParams_t params{};
@@ -113,38 +118,9 @@ int runWorker(uint16_t port, size_t bytes, double max_s) {
     std::_Exit(0);  // no graceful leave: the driver tears the run down
 }
 
-// ------------------------------------------------------------------ driver
-
-struct Scenario {
-    std::string name;
-    int signal;           // SIGKILL or SIGSTOP
-    int heartbeat_ms;     // 0: library default (PCCL_HEARTBEAT_TIMEOUT_MS unset)
-    double err_target_ms; // <= 0: no target
-    double rec_target_ms;
-};
-
-// One survivor's view of one fault: -1 = not seen before the deadline.
-struct Sample {
-    double err_ms = -1, rec_ms = -1;
-    int err_code = 0;
-    bool no_error = false;  // recovered on the smaller ring without a failed step
-};
-
-struct WorkerState {
-    std::vector<std::pair<int64_t, int>> starts;  // (t_ns, step)
-    struct Ret { long step; int rc; int64_t t; int world; };
-    std::vector<Ret> rets;
-    std::string fatal;
-};
-
-struct Options {
-    int reps = 5, warmup = 3;
-    size_t bytes = 16u << 20;
-    double timeout_s = 60;
-    unsigned seed = 0;
-    bool verbose = false;
-    std::string only;  // comma list of scenario names, empty = all
-};
+bool selected(const Options &opt, const std::string &name) {
+    return opt.only.empty() || ("," + opt.only + ",").find("," + name + ",") != std::string::npos;
+}
 
 double median(std::vector<double> v) {
     if (v.empty()) return -1;
@@ -170,6 +146,25 @@ void onLine(WorkerState &w, size_t rank, std::string_view line, bool verbose) {
         w.fatal = std::string(line.substr(std::min<size_t>(2, line.size())));
     }
 }
+
+// ------------------------------------------------------------------ driver
+
+namespace {
+
+struct Scenario {
+    std::string name;
+    int signal;           // SIGKILL or SIGSTOP
+    int heartbeat_ms;     // 0: library default (PCCL_HEARTBEAT_TIMEOUT_MS unset)
+    double err_target_ms; // <= 0: no target
+    double rec_target_ms;
+};
+
+// One survivor's view of one fault: -1 = not seen before the deadline.
+struct Sample {
+    double err_ms = -1, rec_ms = -1;
+    int err_code = 0;
+    bool no_error = false;  // recovered on the smaller ring without a failed step
+};
 
 // Starts a master and kPeers workers, warms up, injects the fault, collects one Sample per
 // survivor. Every wait is bounded; the children and the master are gone when it returns.
@@ -306,7 +301,7 @@ int runDriver(const Options &opt) {
                 "err med", "err max", "rec med", "rec max", "target", "result");
     bool broke = false;
     for (const Scenario &sc : all) {
-        if (!opt.only.empty() && ("," + opt.only + ",").find("," + sc.name + ",") == std::string::npos) continue;
+        if (!selected(opt, sc.name)) continue;
         std::vector<Sample> samples;
         int ok_reps = 0;
         for (int r = 0; r < opt.reps && !bench::interrupted(); ++r) {
@@ -342,18 +337,22 @@ int runDriver(const Options &opt) {
                     samples.size(), no_err, median(errs), emax, median(recs), rmax, target, result.c_str());
         std::fflush(stdout);
     }
+    if (!runMasterScenarios(opt, rng)) broke = true;
     return broke ? 1 : 0;
 }
 
 void usage() {
     std::fprintf(stderr,
-                 "usage: pccl-fault-bench [--reps N] [--warmup K] [--bytes B] [--only sigkill,sigstop,sigstop-2000]\n"
-                 "                        [--seed S] [--timeout S] [--verbose]\n");
+                 "usage: pccl-fault-bench [--reps N] [--warmup K] [--bytes B] [--seed S] [--timeout S] [--verbose]\n"
+                 "                        [--only sigkill,sigstop,sigstop-2000,master-sigkill,master-sigstop]\n"
+                 "                        [--master-bin PATH] [--master-down-ms MS]\n");
 }
 
 }  // namespace
+}  // namespace faultbench
 
 int main(int argc, char **argv) {
+    using namespace faultbench;
     Options opt;
     bool worker = false;
     uint16_t port = 0;
@@ -374,6 +373,8 @@ int main(int argc, char **argv) {
         else if (a == "--seed") opt.seed = unsigned(std::strtoul(next(), nullptr, 10));
         else if (a == "--only") opt.only = next();
         else if (a == "--verbose") opt.verbose = true;
+        else if (a == "--master-bin") opt.master_bin = next();
+        else if (a == "--master-down-ms") opt.master_down_ms = std::max(0, std::atoi(next()));
         else { usage(); return 2; }
     }
     if (opt.bytes < sizeof(float)) opt.bytes = sizeof(float);

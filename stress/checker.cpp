@@ -65,8 +65,16 @@ void Checker::onEvent(double now, PeerRecord &p, const Event &e) {
     }
 }
 
-// A call may wait for a stopped peer until the heartbeat timeout removes it: the bound runs
-// from the later of the call's start, the last SIGSTOP of any peer and this peer's last SIGCONT.
+void Checker::onMasterUp(double now) {
+    master_down_ = false;
+    master_up_at_ = now;
+}
+
+double Checker::disturbedAt(double now) const { return std::max(last_stop_at_, master_down_ ? now : master_up_at_); }
+
+// A call may wait for a stopped peer until the heartbeat timeout removes it, and for a master
+// that is down until it is back: the bound runs from the later of the call's start, the last
+// SIGSTOP of any peer, the master's return and this peer's last SIGCONT.
 void Checker::checkDuration(double now, PeerRecord &p, const Event &e, const char *key) {
     if (!e.has(key)) return;
     const double ms = e.num(key);
@@ -75,11 +83,11 @@ void Checker::checkDuration(double now, PeerRecord &p, const Event &e, const cha
     Slowest &s = slowest_[kind];
     ++s.calls;
     if (ms > s.ms) s = {ms, p.name, now, p.cont_at > start, s.calls};
-    const double ref = std::max({start, last_stop_at_, p.cont_at});
+    const double ref = std::max({start, disturbedAt(now), p.cont_at});
     if (now - ref > limits_.deadline_s)
         violation(now, "slow_call", p.name,
                   kind + " took " + fmt("%.0f ms", ms) + " (limit " + fmt("%.1f s", limits_.deadline_s) +
-                      " after the call started or the last SIGSTOP)");
+                      " after the call started, the last SIGSTOP or the master's return)");
 }
 
 void Checker::onAllReduce(double now, PeerRecord &p, const Event &e) {
@@ -162,7 +170,7 @@ void Checker::tick(double now, std::vector<PeerRecord> &peers) {
     bool any_running = false;
     for (PeerRecord &p : peers) {
         if (p.phase == PeerRecord::Phase::Gone || p.stopped || p.killed) continue;
-        const double disturbed = std::max(last_stop_at_, p.cont_at);
+        const double disturbed = std::max(disturbedAt(now), p.cont_at);
         if (p.phase == PeerRecord::Phase::Connecting) {
             const double ref = std::max(p.connecting_since, disturbed);
             if (!p.admission_flagged && now - ref > limits_.admission_s) {
@@ -179,7 +187,7 @@ void Checker::tick(double now, std::vector<PeerRecord> &peers) {
                       "no event for " + fmt("%.1f s", now - p.last_event_at) + " (last: " + p.last_kind + ")");
         }
     }
-    if (any_running && !stall_flagged_ && now - std::max(last_step_at_, last_stop_at_) > limits_.stall_s) {
+    if (any_running && !stall_flagged_ && now - std::max(last_step_at_, disturbedAt(now)) > limits_.stall_s) {
         stall_flagged_ = true;
         violation(now, "stall", "run", "no peer completed a step for " + fmt("%.1f s", now - last_step_at_));
     }

@@ -61,6 +61,11 @@ public:
     void onEvent(double now, PeerRecord &p, const Event &e);
     // A peer was SIGSTOPped: every other peer may now wait for it until it is removed.
     void onStop(double now) { last_stop_at_ = now; }
+    // The master was SIGKILLed or SIGSTOPped: every call may wait for it. The deadlines run
+    // again from onMasterUp (restarted or SIGCONT): a restarted master's recovery waits at
+    // most the heartbeat deadline for the peers of the run (docs/master_recovery.md).
+    void onMasterDown() { master_down_ = true; }
+    void onMasterUp(double now);
     // The peer's process was reaped (waitpid status).
     void onExit(double now, PeerRecord &p, int status);
     void onMasterExit(double now, int status);
@@ -95,10 +100,16 @@ private:
     void checkDuration(double now, PeerRecord &p, const Event &e, const char *key);
     void onAllReduce(double now, PeerRecord &p, const Event &e);
     void onSync(double now, PeerRecord &p, const Event &e);
+    // The latest moment since which every peer may be expected to make progress again, as far
+    // as other processes are concerned: a peer's SIGSTOP, the master's return (or now, while
+    // the master is down).
+    double disturbedAt(double now) const;
 
     Limits limits_;
     FILE *log_ = nullptr;
     double last_stop_at_ = -1e9, last_step_at_ = 0;
+    bool master_down_ = false;
+    double master_up_at_ = -1e9;
     bool stall_flagged_ = false;
     int violations_ = 0;
     uint64_t allreduces_ = 0, syncs_ = 0, steps_ = 0;

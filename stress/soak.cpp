@@ -1,10 +1,13 @@
 // pccl-soak: the churn soak orchestrator (stress/README.md).
 //
-// Starts pccl-master on 127.0.0.1:0 and --peers pccl-soak-peer processes, then, at random
+// Starts pccl-master on 127.0.0.1 and --peers pccl-soak-peer processes, then, at random
 // intervals drawn from --seed, SIGKILLs a peer, SIGSTOPs one (later SIGCONT or SIGKILL) or
-// starts a new one, keeping between 2 and --peers peers. Every peer event goes to the
+// starts a new one, keeping between 2 and --peers peers. With --master-faults it also
+// SIGKILLs the master and restarts it on the same port, or SIGSTOPs and SIGCONTs it
+// (master_faults.hpp); the peers are never restarted for it. Every peer event goes to the
 // Checker, which counts violations. At the end it prints one summary line
-//   soak: seed=S duration=Ds peers_started=N kills=K stops=S joins=J allreduces=A syncs=Y violations=V
+//   soak: seed=S duration=Ds peers_started=N kills=K stops=S joins=J master_kills=MK master_stops=MS
+//         allreduces=A syncs=Y violations=V
 // and exits 1 if V > 0 or no all-reduce completed (0 otherwise; 2 on setup errors; 128+signal
 // after SIGINT/SIGTERM/SIGHUP, which also kill the children). Logs (events.log with every
 // event line and action, master.log, one log per peer) stay in the log directory when the
@@ -26,7 +29,9 @@
 
 #include "checker.hpp"
 #include "events.hpp"
+#include "master_process.hpp"
 #include "process.hpp"
+#include "soak_options.hpp"
 
 namespace soak {
 namespace {
@@ -35,76 +40,6 @@ using Clock = std::chrono::steady_clock;
 
 std::atomic<int> g_signal{0};
 extern "C" void onSignal(int sig) { g_signal.store(sig); }
-
-struct Options {
-    uint64_t seed = 1;
-    double duration = 120;
-    int peers = 6;
-    int heartbeat_ms = 2000;
-    int margin_ms = 3000;
-    int churn_min_ms = 1000, churn_max_ms = 3000;
-    int max_stopped = 1;
-    int survivors = 1;  // the first peers are never killed or stopped (long-lived: RSS, endurance)
-    int pause_ms = 10;
-    double rss_slack_mib = 64;
-    double rss_warmup_s = 20;
-    std::string log_level = "warn";
-    std::string master_bin = PCCL_SOAK_MASTER_BIN;
-    std::string peer_bin = PCCL_SOAK_PEER_BIN;
-    std::string log_dir;
-    bool keep_logs = false;
-    std::string inject;  // self-test: passed to p0 as pccl-soak-peer --inject
-};
-
-[[noreturn]] void usage(const char *msg) {
-    std::fprintf(stderr,
-                 "pccl-soak: %s\n"
-                 "usage: pccl-soak [--seed S] [--duration SECONDS] [--peers N (2..32)] [--heartbeat-ms MS]\n"
-                 "                 [--margin-ms MS] [--churn-min-ms MS] [--churn-max-ms MS] [--max-stopped N]\n"
-                 "                 [--survivors N] [--pause-ms MS] [--rss-slack-mib MIB] [--rss-warmup S]\n"
-                 "                 [--log-level LEVEL] [--log-dir DIR] [--keep-logs] [--master-bin PATH]\n"
-                 "                 [--peer-bin PATH] [--inject flip|hang|leak]\n",
-                 msg);
-    std::exit(2);
-}
-
-Options parseOptions(int argc, char **argv) {
-    Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-            return argv[++i];
-        };
-        auto integer = [&]() { return std::atoi(value().c_str()); };
-        if (a == "--seed") o.seed = std::strtoull(value().c_str(), nullptr, 10);
-        else if (a == "--duration") o.duration = std::strtod(value().c_str(), nullptr);
-        else if (a == "--peers") o.peers = integer();
-        else if (a == "--heartbeat-ms") o.heartbeat_ms = integer();
-        else if (a == "--margin-ms") o.margin_ms = integer();
-        else if (a == "--churn-min-ms") o.churn_min_ms = integer();
-        else if (a == "--churn-max-ms") o.churn_max_ms = integer();
-        else if (a == "--max-stopped") o.max_stopped = integer();
-        else if (a == "--survivors") o.survivors = integer();
-        else if (a == "--pause-ms") o.pause_ms = integer();
-        else if (a == "--rss-slack-mib") o.rss_slack_mib = std::strtod(value().c_str(), nullptr);
-        else if (a == "--rss-warmup") o.rss_warmup_s = std::strtod(value().c_str(), nullptr);
-        else if (a == "--log-level") o.log_level = value();
-        else if (a == "--log-dir") o.log_dir = value();
-        else if (a == "--keep-logs") o.keep_logs = true;
-        else if (a == "--master-bin") o.master_bin = value();
-        else if (a == "--peer-bin") o.peer_bin = value();
-        else if (a == "--inject") o.inject = value();
-        else if (a == "-h" || a == "--help") usage("help");
-        else usage(("unknown argument " + a).c_str());
-    }
-    if (o.peers < 2 || o.peers > 32) usage("--peers must be in 2..32");
-    if (o.survivors < 0 || o.survivors > o.peers) usage("--survivors must be in 0..--peers");
-    if (o.duration <= 0) usage("--duration must be positive");
-    if (o.heartbeat_ms < 100) usage("--heartbeat-ms must be at least 100");
-    if (o.churn_min_ms < 1 || o.churn_max_ms < o.churn_min_ms) usage("need 1 <= --churn-min-ms <= --churn-max-ms");
-    return o;
-}
 
 long readRssKib(pid_t pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -123,6 +58,10 @@ private:
     double now() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
     double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng_); }
     bool startMaster();
+    bool spawnMaster(double t);
+    bool quiet() const;
+    void masterFaults(double t);
+    void logMaster(double t, const std::string &what);
     void spawnPeer(double t);
     void onLine(size_t child, std::string_view line);
     void reapExited(double t);
@@ -143,7 +82,10 @@ private:
     std::vector<bench::Child> children_;  // [0]: the master; [i + 1]: peers_[i]
     std::vector<PeerRecord> peers_;
     RssTrack master_rss_;
+    double master_started_at_ = 0;
     std::string master_addr_;
+    uint16_t master_port_ = 0;  // 0 until chosen (with --master-faults) or reported
+    MasterFaults master_faults_;
     uint64_t used_slots_ = 0;  // bit s: slot s belongs to a process not yet reaped
     uint64_t kills_ = 0, stops_ = 0, joins_ = 0;
 };
@@ -158,22 +100,46 @@ Limits limitsFor(const Options &o) {
     return l;
 }
 
-Soak::Soak(const Options &o) : opt_(o), rng_(o.seed), checker_(limitsFor(o)) {}
+Soak::Soak(const Options &o) : opt_(o), rng_(o.seed), checker_(limitsFor(o)), master_faults_(o.master, o.seed) {}
 
 void Soak::logAction(double t, const std::string &what, const PeerRecord &p) {
     std::fprintf(events_, "%.3f soak %s %s (pid %d, slot %d)\n", t, what.c_str(), p.name.c_str(), static_cast<int>(p.pid),
                  p.slot);
 }
 
-bool Soak::startMaster() {
-    // sh only redirects the master's stderr to master.log, then execs it (same pid).
-    const std::vector<std::string> argv = {"/bin/sh", "-c", "log=$1; shift; exec \"$@\" 2>>\"$log\"", "sh",
-                                           dir_ + "/master.log", opt_.master_bin, "--listen", "127.0.0.1:0",
-                                           "--log-level", opt_.log_level};
+void Soak::logMaster(double t, const std::string &what) {
+    std::fprintf(events_, "%.3f soak master %s (pid %d, port %u)\n", t, what.c_str(), static_cast<int>(children_[0].pid),
+                 master_port_);
+}
+
+// The master, as children_[0]: on the chosen port (a restart), or on port 0 without master
+// faults. Its stderr goes to master.log, appended across restarts.
+bool Soak::spawnMaster(double t) {
     std::string err;
-    children_.push_back(bench::spawnChild(argv, "master", false, err));
-    if (children_[0].pid <= 0) {
-        std::fprintf(stderr, "pccl-soak: cannot start %s: %s\n", opt_.master_bin.c_str(), err.c_str());
+    bench::Child c = bench::spawnMaster(opt_.master_bin, master_port_, dir_ + "/master.log", {"--log-level", opt_.log_level},
+                                        "master", err);
+    if (c.pid <= 0) {
+        checker_.violation(t, "spawn", "master", err);
+        return false;
+    }
+    if (children_.empty()) children_.push_back(std::move(c));
+    else children_[0] = std::move(c);
+    master_rss_ = RssTrack{};
+    master_started_at_ = t;
+    return true;
+}
+
+bool Soak::startMaster() {
+    if (opt_.master.enabled) {
+        std::string err;
+        master_port_ = bench::pickRestartablePort(err);
+        if (master_port_ == 0) {
+            std::fprintf(stderr, "pccl-soak: %s\n", err.c_str());
+            return false;
+        }
+    }
+    if (!spawnMaster(now())) {
+        std::fprintf(stderr, "pccl-soak: cannot start %s\n", opt_.master_bin.c_str());
         return false;
     }
     while (master_addr_.empty() && now() < 10 && !children_[0].exited && !g_signal.load())
@@ -183,7 +149,52 @@ bool Soak::startMaster() {
                      dir_.c_str());
         return false;
     }
+    logMaster(now(), "started on " + master_addr_);
     return true;
+}
+
+// No peer is starting or waiting for admission (master_faults.hpp: why a kill waits for it).
+bool Soak::quiet() const {
+    for (const PeerRecord &p : peers_)
+        if (p.phase != PeerRecord::Phase::Gone && !p.killed && p.phase != PeerRecord::Phase::Running) return false;
+    return true;
+}
+
+void Soak::masterFaults(double t) {
+    char what[128];
+    switch (master_faults_.poll(t, quiet())) {
+        case MasterFaults::Action::None: return;
+        case MasterFaults::Action::Skip:
+            logMaster(t, "fault skipped: peers were joining for too long");
+            return;
+        case MasterFaults::Action::Kill:
+            std::snprintf(what, sizeof what, "SIGKILL, restart in %.2f s", master_faults_.plannedSeconds());
+            logMaster(t, what);
+            checker_.onMasterDown();
+            kill(children_[0].pid, SIGKILL);
+            bench::stopChild(children_[0], SIGKILL, 0);  // reaped now: not a master_exit
+            return;
+        case MasterFaults::Action::Stop:
+            std::snprintf(what, sizeof what, "SIGSTOP for %.2f s, then SIGCONT", master_faults_.plannedSeconds());
+            logMaster(t, what);
+            checker_.onMasterDown();
+            kill(children_[0].pid, SIGSTOP);
+            return;
+        case MasterFaults::Action::Resume:
+            kill(children_[0].pid, SIGCONT);
+            checker_.onMasterUp(t);
+            logMaster(t, "SIGCONT");
+            return;
+        case MasterFaults::Action::Restart:
+            if (spawnMaster(t)) logMaster(t, "restarted");
+            checker_.onMasterUp(t);
+            return;
+        case MasterFaults::Action::RebuildMissing:
+            checker_.violation(t, "master_rebuild", "master",
+                               "the restarted master did not report \"run rebuilt\" within " +
+                                   std::to_string(opt_.master.rebuild_timeout_s) + " s");
+            return;
+    }
 }
 
 void Soak::spawnPeer(double t) {
@@ -216,8 +227,12 @@ void Soak::onLine(size_t child, std::string_view line) {
     const std::string &name = children_[child].name;
     std::fprintf(events_, "%.3f %s %.*s\n", t, name.c_str(), static_cast<int>(line.size()), line.data());
     if (child == 0) {
-        const std::string_view marker = "pccl-master listening on ";
-        if (master_addr_.empty() && line.rfind(marker, 0) == 0) master_addr_ = std::string(line.substr(marker.size()));
+        const std::string addr = bench::listeningAddress(line);
+        if (master_addr_.empty() && !addr.empty()) {
+            master_addr_ = addr;
+            master_port_ = static_cast<uint16_t>(std::atoi(addr.substr(addr.rfind(':') + 1).c_str()));
+        }
+        if (line.find("pccl-master: run rebuilt from ") == 0) master_faults_.rebuilt(t);
         return;
     }
     Event e;
@@ -255,7 +270,8 @@ void Soak::churn(double t) {
         if (i >= static_cast<size_t>(opt_.survivors)) targets.push_back(i);
     }
     const auto max = static_cast<size_t>(opt_.peers);
-    const double join_chance = total >= max ? 0 : up <= 2 ? 1 : double(max - total) / double(max - 2);
+    double join_chance = total >= max ? 0 : up <= 2 ? 1 : double(max - total) / double(max - 2);
+    if (master_faults_.holdJoins(t)) join_chance = 0;  // master_faults.hpp
     std::vector<char> harm;  // kill, stop
     if (up > 2 && !targets.empty()) harm.push_back('k');
     if (up > 2 && !targets.empty() && stopped < static_cast<size_t>(opt_.max_stopped)) harm.push_back('s');
@@ -308,7 +324,8 @@ void Soak::resolveStops(double t) {
 }
 
 void Soak::sampleRss(double t) {
-    if (!children_[0].exited) checker_.sampleRss(t, "master", master_rss_, readRssKib(children_[0].pid), t >= opt_.rss_warmup_s);
+    if (!children_[0].exited)
+        checker_.sampleRss(t, "master", master_rss_, readRssKib(children_[0].pid), t - master_started_at_ >= opt_.rss_warmup_s);
     for (PeerRecord &p : peers_) {
         if (p.phase == PeerRecord::Phase::Gone || p.killed) continue;
         const bool warm = t - p.spawned_at >= opt_.rss_warmup_s && p.steps >= 10;
@@ -323,11 +340,13 @@ void Soak::progress(double t) {
         (p.stopped ? stopped : up) += 1;
     }
     std::printf("soak: +%.0fs peers up=%d stopped=%d steps=%llu allreduces=%llu syncs=%llu kills=%llu stops=%llu "
-                "joins=%llu violations=%d\n",
+                "joins=%llu master=%s master_kills=%llu master_stops=%llu violations=%d\n",
                 t, up, stopped, static_cast<unsigned long long>(checker_.steps()),
                 static_cast<unsigned long long>(checker_.allreduces()), static_cast<unsigned long long>(checker_.syncs()),
                 static_cast<unsigned long long>(kills_), static_cast<unsigned long long>(stops_),
-                static_cast<unsigned long long>(joins_), checker_.violations());
+                static_cast<unsigned long long>(joins_), masterStateName(master_faults_.state()),
+                static_cast<unsigned long long>(master_faults_.kills()), static_cast<unsigned long long>(master_faults_.stops()),
+                checker_.violations());
     std::fflush(stdout);
     std::fflush(events_);
 }
@@ -351,13 +370,15 @@ int Soak::run() {
         return 2;
     }
     checker_.setLog(events_);
-    std::printf("soak: seed=%llu duration=%.0fs peers=%d heartbeat=%dms margin=%dms churn=%d..%dms logs=%s\n",
+    char master_faults[96] = "off";
+    if (opt_.master.enabled)
+        std::snprintf(master_faults, sizeof master_faults, "every %d..%dms, down <= %dms", opt_.master.min_ms,
+                      opt_.master.max_ms, opt_.master.down_max_ms);
+    std::printf("soak: seed=%llu duration=%.0fs peers=%d heartbeat=%dms margin=%dms churn=%d..%dms master_faults=%s "
+                "logs=%s\n",
                 static_cast<unsigned long long>(opt_.seed), opt_.duration, opt_.peers, opt_.heartbeat_ms, opt_.margin_ms,
-                opt_.churn_min_ms, opt_.churn_max_ms, dir_.c_str());
-    std::printf("soak: replay: pccl-soak --seed %llu --duration %.0f --peers %d --heartbeat-ms %d --margin-ms %d "
-                "--churn-min-ms %d --churn-max-ms %d --max-stopped %d --survivors %d --pause-ms %d\n",
-                static_cast<unsigned long long>(opt_.seed), opt_.duration, opt_.peers, opt_.heartbeat_ms, opt_.margin_ms,
-                opt_.churn_min_ms, opt_.churn_max_ms, opt_.max_stopped, opt_.survivors, opt_.pause_ms);
+                opt_.churn_min_ms, opt_.churn_max_ms, master_faults, dir_.c_str());
+    std::printf("soak: replay: %s\n", replayCommand(opt_).c_str());
     std::fflush(stdout);
 
     const std::string hb = std::to_string(opt_.heartbeat_ms);
@@ -369,19 +390,21 @@ int Soak::run() {
     }
     double t = now();
     for (int i = 0; i < opt_.peers; ++i) spawnPeer(t);
+    master_faults_.start(t);
 
     double next_churn = t + uniform(opt_.churn_min_ms, opt_.churn_max_ms) / 1000.0;
     double next_tick = t, next_rss = t, next_progress = t + 10;
     for (;;) {
         bench::pumpChildren(children_, 50, [&](size_t i, std::string_view l) { onLine(i, l); });
         t = now();
-        if (children_[0].exited) {
+        if (children_[0].exited && master_faults_.state() != MasterFaults::State::Down) {
             checker_.onMasterExit(t, children_[0].status);
             break;
         }
         reapExited(t);
         if (g_signal.load() || t >= opt_.duration) break;
         resolveStops(t);
+        masterFaults(t);
         if (t >= next_churn) {
             churn(t);
             next_churn = t + uniform(opt_.churn_min_ms, opt_.churn_max_ms) / 1000.0;
@@ -406,16 +429,18 @@ int Soak::run() {
 int Soak::finish(double t) {
     for (size_t i = 1; i < children_.size(); ++i) bench::stopChild(children_[i], SIGKILL, 0);
     if (!children_.empty() && !children_[0].exited) {
+        if (master_faults_.state() == MasterFaults::State::Stopped) kill(children_[0].pid, SIGCONT);
         bench::stopChild(children_[0], SIGTERM, 5);
         if (!WIFEXITED(children_[0].status) || WEXITSTATUS(children_[0].status) != 0)
             checker_.onMasterExit(t, children_[0].status);
     }
     checker_.report(stdout, peers_, master_rss_);
     const int v = checker_.violations();
-    std::printf("soak: seed=%llu duration=%.0fs peers_started=%zu kills=%llu stops=%llu joins=%llu allreduces=%llu "
-                "syncs=%llu violations=%d\n",
+    std::printf("soak: seed=%llu duration=%.0fs peers_started=%zu kills=%llu stops=%llu joins=%llu master_kills=%llu "
+                "master_stops=%llu allreduces=%llu syncs=%llu violations=%d\n",
                 static_cast<unsigned long long>(opt_.seed), t, peers_.size(), static_cast<unsigned long long>(kills_),
                 static_cast<unsigned long long>(stops_), static_cast<unsigned long long>(joins_),
+                static_cast<unsigned long long>(master_faults_.kills()), static_cast<unsigned long long>(master_faults_.stops()),
                 static_cast<unsigned long long>(checker_.allreduces()), static_cast<unsigned long long>(checker_.syncs()), v);
     const bool failed = v > 0 || checker_.allreduces() == 0 || g_signal.load() != 0;
     if (events_) std::fclose(events_);
