@@ -5,8 +5,9 @@
 #   make test     deps + build, then ctest, then install the Python package and run its tests
 #   make demo     deps + build, then a 4-peer training demo with a killed and a joining peer
 #   make bench    deps + build, then build/bench/pccl-bench with its default sweep
-#   make soak     deps + build, then the churn soak build/stress/pccl-soak (120 s, seed 1;
-#                 SOAK_ARGS="--duration 1800 --peers 8 --seed 7" to change; stress/README.md)
+#   make soak     deps + build, then the churn soak build/stress/pccl-soak (120 s, seed 1, master
+#                 faults; SOAK_ARGS="--master-faults --duration 1800 --peers 8 --seed 7" to change;
+#                 stress/README.md)
 #   make asan     build-asan/ with -fsanitize=address,undefined, then ctest there
 #   make tsan     build-tsan/ with -fsanitize=thread, then ctest there
 #   make fuzz     the libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): installs clang-14 and
@@ -119,9 +120,10 @@ demo: deps build
 bench: deps build
 	$(BUILD_DIR)/bench/pccl-bench
 
-# The churn soak: peers killed, stopped and started at random while every result is checked.
-# Its defaults (--duration 120 --seed 1 --peers 6) apply unless SOAK_ARGS overrides them.
-SOAK_ARGS ?=
+# The churn soak: peers killed, stopped and started at random, and the master killed and
+# restarted or stopped and resumed, while every result is checked. Its defaults (--duration 120
+# --seed 1 --peers 6) apply unless SOAK_ARGS overrides them.
+SOAK_ARGS ?= --master-faults
 soak: deps build
 	$(BUILD_DIR)/stress/pccl-soak $(SOAK_ARGS)
 

@@ -131,3 +131,102 @@ def python_subprocess(code_or_args: Sequence[str], *, env: Optional[dict] = None
     if env:
         e.update(env)
     return subprocess.Popen([sys.executable, *code_or_args], env=e, **kw)
+
+
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+
+
+def c_master_daemon() -> Optional[str]:
+    """The C pccl-master (master/main.cpp): $PCCL_MASTER_BIN, else the newest one under the
+    repository's build directories; None when there is none."""
+    import glob
+
+    explicit = os.environ.get("PCCL_MASTER_BIN")
+    if explicit:
+        return explicit
+    patterns = ("build*/master/pccl-master", "bindings/python/build/*/pccl_build/master/pccl-master")
+    candidates = [p for pattern in patterns for p in glob.glob(os.path.join(REPO, pattern)) if os.access(p, os.X_OK)]
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+def restartable_port() -> int:
+    """A free loopback port below the kernel's ephemeral range, for a master that is restarted
+    on it: nothing bound to port 0 and no outgoing connection takes it while the master is
+    down (a peer reconnecting to 127.0.0.1:P from the ephemeral port P would reach itself)."""
+    import random
+    import socket
+
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randint(10000, low - 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in 10000..{low - 1}")
+
+
+class DaemonMaster:
+    """The C pccl-master daemon as a child process on 127.0.0.1:port, its stdout collected by a
+    thread. kill() is SIGKILL; start() again restarts it on the same port."""
+
+    def __init__(self, binary: str, port: int, *args: str) -> None:
+        self.binary, self.port, self.args = binary, port, list(args)
+        self.proc: Optional[subprocess.Popen] = None
+        self.lines: List[str] = []
+        self._cond = threading.Condition()
+        self.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.pop("PCCL_LOG_LEVEL", None)
+        self.proc = subprocess.Popen([self.binary, "--listen", self.address, "--log-level", "warn", *self.args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        with self._cond:
+            self.lines = []
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if not self.wait_for_line("pccl-master listening on ", 10):
+            raise PeerFailure(f"{self.binary} did not start: {self.lines}")
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            with self._cond:
+                if proc is self.proc:
+                    self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for_line(self, prefix: str, timeout: float) -> Optional[str]:
+        """The first line of the current process that starts with prefix, waiting up to timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if line.startswith(prefix):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -7,34 +7,21 @@ repository's build directories; without one, these tests are skipped.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import signal
 import subprocess
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import pytest
 
 import pccl
-from pccl_testing import python_subprocess
+from pccl_testing import c_master_daemon, python_subprocess
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-
-
-def _c_daemon() -> Optional[str]:
-    explicit = os.environ.get("PCCL_MASTER_BIN")
-    if explicit:
-        return explicit
-    patterns = ("build*/master/pccl-master", "bindings/python/build/*/pccl_build/master/pccl-master")
-    candidates = [p for pattern in patterns for p in glob.glob(os.path.join(REPO, pattern)) if os.access(p, os.X_OK)]
-    return max(candidates, key=os.path.getmtime) if candidates else None
-
-
-C_DAEMON = _c_daemon()
+C_DAEMON = c_master_daemon()
 needs_daemon = pytest.mark.skipif(C_DAEMON is None, reason="no C pccl-master built (set PCCL_MASTER_BIN)")
 
 PROGRAMS = {"c": lambda: [C_DAEMON], "python": lambda: [sys.executable, "-m", "pccl.master"]}
