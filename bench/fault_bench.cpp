@@ -293,15 +293,18 @@ int runDriver(const Options &opt) {
         {"sigstop", SIGSTOP, 0, -1, 5000 + 1000},
         {"sigstop-2000", SIGSTOP, 2000, -1, 2000 + 1000},
     };
-    std::printf("# pccl-fault-bench: %d peers on loopback, %zu MiB float32 sum all-reduce in place, %d reps\n", kPeers,
-                opt.bytes >> 20, opt.reps);
-    std::printf("# times in ms from the signal; err = first failed step, rec = first success on %d peers\n",
-                kPeers - 1);
-    std::printf("%-13s %4s %7s %6s %8s %8s %8s %8s  %-24s %s\n", "# scenario", "reps", "samples", "no-err",
-                "err med", "err max", "rec med", "rec max", "target", "result");
-    bool broke = false;
+    bool broke = false, header = false;
     for (const Scenario &sc : all) {
         if (!selected(opt, sc.name)) continue;
+        if (!header) {
+            std::printf("# pccl-fault-bench: %d peers on loopback, %zu MiB float32 sum all-reduce in place, %d reps\n",
+                        kPeers, opt.bytes >> 20, opt.reps);
+            std::printf("# times in ms from the signal; err = first failed step, rec = first success on %d peers\n",
+                        kPeers - 1);
+            std::printf("%-13s %4s %7s %6s %8s %8s %8s %8s  %-24s %s\n", "# scenario", "reps", "samples", "no-err",
+                        "err med", "err max", "rec med", "rec max", "target", "result");
+            header = true;
+        }
         std::vector<Sample> samples;
         int ok_reps = 0;
         for (int r = 0; r < opt.reps && !bench::interrupted(); ++r) {

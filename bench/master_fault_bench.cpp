@@ -36,7 +36,8 @@ struct MasterScenario {
 // One scenario's processes: workers at [0, kPeers), the master at [kPeers].
 class MasterRun {
 public:
-    MasterRun(const Options &opt, std::mt19937 &rng) : opt_(opt), rng_(rng), ws_(kPeers) {}
+    // The workers' slots stay empty (pid -1) until the master listens.
+    MasterRun(const Options &opt, std::mt19937 &rng) : opt_(opt), rng_(rng), kids_(kPeers), ws_(kPeers) {}
     ~MasterRun() {
         for (size_t i = 0; i < kids_.size(); ++i) {
             if (i < kPeers) {
@@ -116,9 +117,9 @@ bool MasterRun::start(std::string &err) {
         return false;
     }
     for (int r = 0; r < kPeers; ++r) {
-        kids_.insert(kids_.begin() + r, bench::spawnChild({"/proc/self/exe", "--worker", "--port", std::to_string(port_),
-                                                           "--bytes", std::to_string(opt_.bytes), "--max-seconds", "600"},
-                                                          "rank " + std::to_string(r), !opt_.verbose, err));
+        kids_[r] = bench::spawnChild({"/proc/self/exe", "--worker", "--port", std::to_string(port_), "--bytes",
+                                      std::to_string(opt_.bytes), "--max-seconds", "600"},
+                                     "rank " + std::to_string(r), !opt_.verbose, err);
         if (kids_[r].pid <= 0) return false;
     }
     const auto warm = [&] {
