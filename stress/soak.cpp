@@ -190,9 +190,9 @@ void Soak::masterFaults(double t) {
             checker_.onMasterUp(t);
             return;
         case MasterFaults::Action::RebuildMissing:
-            checker_.violation(t, "master_rebuild", "master",
-                               "the restarted master did not report \"run rebuilt\" within " +
-                                   std::to_string(opt_.master.rebuild_timeout_s) + " s");
+            std::snprintf(what, sizeof what, "the restarted master did not report \"run rebuilt\" within %.1f s",
+                          opt_.master.rebuild_timeout_s);
+            checker_.violation(t, "master_rebuild", "master", what);
             return;
     }
 }
