@@ -27,18 +27,16 @@
 #include <string>
 #include <vector>
 
-#include "checker.hpp"
 #include "events.hpp"
 #include "master_process.hpp"
-#include "process.hpp"
-#include "soak_options.hpp"
+#include "soak.hpp"
 
 namespace soak {
-namespace {
-
-using Clock = std::chrono::steady_clock;
 
 std::atomic<int> g_signal{0};
+
+namespace {
+
 extern "C" void onSignal(int sig) { g_signal.store(sig); }
 
 long readRssKib(pid_t pid) {
@@ -48,47 +46,6 @@ long readRssKib(pid_t pid) {
         if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
     return -1;
 }
-
-class Soak {
-public:
-    explicit Soak(const Options &o);
-    int run();
-
-private:
-    double now() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
-    double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng_); }
-    bool startMaster();
-    bool spawnMaster(double t);
-    bool quiet() const;
-    void masterFaults(double t);
-    void logMaster(double t, const std::string &what);
-    void spawnPeer(double t);
-    void onLine(size_t child, std::string_view line);
-    void reapExited(double t);
-    void churn(double t);
-    void resolveStops(double t);
-    void sampleRss(double t);
-    void logAction(double t, const std::string &what, const PeerRecord &p);
-    void progress(double t);
-    int finish(double t);
-
-    Options opt_;
-    std::mt19937_64 rng_;
-    Clock::time_point t0_ = Clock::now();
-    std::string dir_;
-    bool own_dir_ = false;
-    FILE *events_ = nullptr;
-    Checker checker_;
-    std::vector<bench::Child> children_;  // [0]: the master; [i + 1]: peers_[i]
-    std::vector<PeerRecord> peers_;
-    RssTrack master_rss_;
-    double master_started_at_ = 0;
-    std::string master_addr_;
-    uint16_t master_port_ = 0;  // 0 until chosen (with --master-faults) or reported
-    MasterFaults master_faults_;
-    uint64_t used_slots_ = 0;  // bit s: slot s belongs to a process not yet reaped
-    uint64_t kills_ = 0, stops_ = 0, joins_ = 0;
-};
 
 Limits limitsFor(const Options &o) {
     Limits l;
@@ -100,101 +57,13 @@ Limits limitsFor(const Options &o) {
     return l;
 }
 
+}  // namespace
+
 Soak::Soak(const Options &o) : opt_(o), rng_(o.seed), checker_(limitsFor(o)), master_faults_(o.master, o.seed) {}
 
 void Soak::logAction(double t, const std::string &what, const PeerRecord &p) {
     std::fprintf(events_, "%.3f soak %s %s (pid %d, slot %d)\n", t, what.c_str(), p.name.c_str(), static_cast<int>(p.pid),
                  p.slot);
-}
-
-void Soak::logMaster(double t, const std::string &what) {
-    std::fprintf(events_, "%.3f soak master %s (pid %d, port %u)\n", t, what.c_str(), static_cast<int>(children_[0].pid),
-                 master_port_);
-}
-
-// The master, as children_[0]: on the chosen port (a restart), or on port 0 without master
-// faults. Its stderr goes to master.log, appended across restarts.
-bool Soak::spawnMaster(double t) {
-    std::string err;
-    bench::Child c = bench::spawnMaster(opt_.master_bin, master_port_, dir_ + "/master.log", {"--log-level", opt_.log_level},
-                                        "master", err);
-    if (c.pid <= 0) {
-        checker_.violation(t, "spawn", "master", err);
-        return false;
-    }
-    if (children_.empty()) children_.push_back(std::move(c));
-    else children_[0] = std::move(c);
-    master_rss_ = RssTrack{};
-    master_started_at_ = t;
-    return true;
-}
-
-bool Soak::startMaster() {
-    if (opt_.master.enabled) {
-        std::string err;
-        master_port_ = bench::pickRestartablePort(err);
-        if (master_port_ == 0) {
-            std::fprintf(stderr, "pccl-soak: %s\n", err.c_str());
-            return false;
-        }
-    }
-    if (!spawnMaster(now())) {
-        std::fprintf(stderr, "pccl-soak: cannot start %s\n", opt_.master_bin.c_str());
-        return false;
-    }
-    while (master_addr_.empty() && now() < 10 && !children_[0].exited && !g_signal.load())
-        bench::pumpChildren(children_, 100, [&](size_t i, std::string_view l) { onLine(i, l); });
-    if (master_addr_.empty()) {
-        std::fprintf(stderr, "pccl-soak: %s did not report its address (see %s/master.log)\n", opt_.master_bin.c_str(),
-                     dir_.c_str());
-        return false;
-    }
-    logMaster(now(), "started on " + master_addr_);
-    return true;
-}
-
-// No peer is starting or waiting for admission (master_faults.hpp: why a kill waits for it).
-bool Soak::quiet() const {
-    for (const PeerRecord &p : peers_)
-        if (p.phase != PeerRecord::Phase::Gone && !p.killed && p.phase != PeerRecord::Phase::Running) return false;
-    return true;
-}
-
-void Soak::masterFaults(double t) {
-    char what[128];
-    switch (master_faults_.poll(t, quiet())) {
-        case MasterFaults::Action::None: return;
-        case MasterFaults::Action::Skip:
-            logMaster(t, "fault skipped: peers were joining for too long");
-            return;
-        case MasterFaults::Action::Kill:
-            std::snprintf(what, sizeof what, "SIGKILL, restart in %.2f s", master_faults_.plannedSeconds());
-            logMaster(t, what);
-            checker_.onMasterDown();
-            kill(children_[0].pid, SIGKILL);
-            bench::stopChild(children_[0], SIGKILL, 0);  // reaped now: not a master_exit
-            return;
-        case MasterFaults::Action::Stop:
-            std::snprintf(what, sizeof what, "SIGSTOP for %.2f s, then SIGCONT", master_faults_.plannedSeconds());
-            logMaster(t, what);
-            checker_.onMasterDown();
-            kill(children_[0].pid, SIGSTOP);
-            return;
-        case MasterFaults::Action::Resume:
-            kill(children_[0].pid, SIGCONT);
-            checker_.onMasterUp(t);
-            logMaster(t, "SIGCONT");
-            return;
-        case MasterFaults::Action::Restart:
-            if (spawnMaster(t)) logMaster(t, "restarted");
-            checker_.onMasterUp(t);
-            return;
-        case MasterFaults::Action::RebuildMissing:
-            std::snprintf(what, sizeof what, "the restarted master did not report \"run rebuilt\" within %.1f s",
-                          opt_.master.rebuild_timeout_s);
-            checker_.violation(t, "master_rebuild", "master", what);
-            return;
-    }
 }
 
 void Soak::spawnPeer(double t) {
@@ -455,7 +324,6 @@ int Soak::finish(double t) {
     return failed ? 1 : 0;
 }
 
-}  // namespace
 }  // namespace soak
 
 int main(int argc, char **argv) {
