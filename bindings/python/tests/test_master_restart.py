@@ -44,8 +44,7 @@ def test_a_list_of_masters_and_the_reconnect_timeout_are_checked_before_anything
         for bad in ([], [first, 7001], [first, b"127.0.0.1:7001"], [first, None]):
             with pytest.raises(TypeError):
                 pccl.Communicator(bad)
-        for bad, exc in ((-1, ValueError), (1 << 32, ValueError), ("1000", TypeError), (1.5, TypeError),
-                         (True, TypeError)):
+        for bad, exc in ((-1, ValueError), (1 << 32, ValueError), ("1000", TypeError), (1.5, TypeError)):
             with pytest.raises(exc, match="master_reconnect_timeout_ms"):
                 pccl.Communicator(first, master_reconnect_timeout_ms=bad)
         # None of these reached the first master.
@@ -110,7 +109,8 @@ def test_a_lost_master_is_given_up_after_the_reconnect_timeout(monkeypatch, time
 
 @needs_daemon
 @pytest.mark.timeout(60)
-def test_with_the_default_timeout_a_call_waits_for_the_restarted_master():
+def test_with_the_default_timeout_a_call_waits_for_the_restarted_master(monkeypatch):
+    monkeypatch.delenv("PCCL_MASTER_RECONNECT_TIMEOUT_MS", raising=False)
     master = DaemonMaster(C_DAEMON, restartable_port())
     comms = []
     try:
@@ -143,16 +143,16 @@ def _read_lines(proc: subprocess.Popen, out: list, cond: threading.Condition) ->
 
 @needs_daemon
 @pytest.mark.timeout(60)
-def test_peer_processes_train_through_a_master_killed_and_restarted_on_the_same_port():
+def test_peer_processes_train_through_a_master_killed_and_restarted_on_the_same_port(monkeypatch):
+    monkeypatch.delenv("PCCL_MASTER_RECONNECT_TIMEOUT_MS", raising=False)  # the peers' default: 60 s
     master = DaemonMaster(C_DAEMON, restartable_port())
-    env = {k: v for k, v in os.environ.items() if k != "PCCL_MASTER_RECONNECT_TIMEOUT_MS"}
     procs, outs, cond = [], [[] for _ in VALUES], threading.Condition()
     try:
         for i, v in enumerate(VALUES):
             procs.append(python_subprocess([os.path.join(HERE, "training_peer.py"), "--master", master.address,
                                             "--value", str(v), "--world", str(len(VALUES)), "--total",
                                             str(sum(VALUES)), "--steps", str(STEPS)],
-                                           env=env, stdout=subprocess.PIPE, text=True))
+                                           stdout=subprocess.PIPE, text=True))
             threading.Thread(target=_read_lines, args=(procs[-1], outs[i], cond), daemon=True).start()
 
         def steps(i: int) -> int:
