@@ -51,6 +51,8 @@ public:
     bool start(std::string &err);
     // One fault; appends one rec per worker. false (with err) if the run broke.
     bool fault(int signal, std::vector<double> &recs, int &aborted, std::string &err);
+    // After a break: the last lines of the masters (all incarnations) and of each worker.
+    void printTail(FILE *out) const;
 
 private:
     bool spawnMaster(std::string &err);
@@ -66,6 +68,7 @@ private:
     bool listening_ = false;
     bool master_down_ = false;  // killed on purpose, not restarted yet
     int rebuilt_ = 0;  // "run rebuilt from kPeers peer(s)" lines of the current master
+    std::vector<std::string> master_tail_;  // the masters' last status lines
 };
 
 bool MasterRun::spawnMaster(std::string &err) {
@@ -85,12 +88,24 @@ void MasterRun::pump(int ms, std::string &err) {
     bench::pumpChildren(kids_, ms, [&](size_t i, std::string_view l) {
         if (i < kPeers) return onLine(ws_[i], i, l, opt_.verbose);
         if (opt_.verbose) std::fprintf(stderr, "[master] %.*s\n", int(l.size()), l.data());
+        master_tail_.emplace_back(l);
+        if (master_tail_.size() > 20) master_tail_.erase(master_tail_.begin());
         listening_ = listening_ || !bench::listeningAddress(l).empty();
         if (l.substr(0, rebuilt.size()) == rebuilt) ++rebuilt_;
     });
     for (size_t i = 0; i < kids_.size() && err.empty(); ++i) {
         if (i < kPeers && !ws_[i].fatal.empty()) err = "rank " + std::to_string(i) + ": " + ws_[i].fatal;
         else if (kids_[i].exited && !(i == kPeers && master_down_)) err = kids_[i].name + ": " + bench::describeStatus(kids_[i].status);
+    }
+}
+
+void MasterRun::printTail(FILE *out) const {
+    for (const std::string &l : master_tail_) std::fprintf(out, "#     [master] %s\n", l.c_str());
+    for (size_t i = 0; i < kPeers; ++i) {
+        const auto &rets = ws_[i].rets;
+        for (size_t k = rets.size() > 3 ? rets.size() - 3 : 0; k < rets.size(); ++k)
+            std::fprintf(out, "#     [rank %zu] step %ld result %d world %d at %.3f s\n", i, rets[k].step, rets[k].rc,
+                         rets[k].world, double(rets[k].t) / 1e9);
     }
 }
 
@@ -223,7 +238,10 @@ bool runMasterScenarios(const Options &opt, std::mt19937 &rng) {
             if (run.start(err))
                 for (; done < opt.reps && !bench::interrupted(); ++done) {
                     const size_t before = recs.size();
-                    if (!run.fault(sc.signal, recs, aborted, err)) break;
+                    if (!run.fault(sc.signal, recs, aborted, err)) {
+                        run.printTail(stderr);
+                        break;
+                    }
                     std::fprintf(stderr, "#   %s rep %d: rec", sc.name.c_str(), done + 1);
                     for (size_t i = before; i < recs.size(); ++i) std::fprintf(stderr, " %.1f", recs[i]);
                     std::fprintf(stderr, " ms\n");
