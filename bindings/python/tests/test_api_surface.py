@@ -108,7 +108,7 @@ def test_signatures():
         ("connect_timeout_ms", KW, 0), ("heartbeat_timeout_ms", KW, 0), ("op_timeout_ms", KW, 0),
         ("admission_timeout_ms", KW, 0), ("io_threads", KW, 0), ("state_compression_level", KW, 0),
         ("same_host", KW, None), ("secret", KW, None), ("encrypt", KW, None), ("advertised_address", KW, None),
-        ("port_range", KW, None)]
+        ("port_range", KW, None), ("master_reconnect_timeout_ms", KW, None)]
     assert params(pccl.Communicator.connect) == [("self", POS, E), ("n_attempts", POS, 5)]
     for name in ("update_topology", "are_peers_pending", "optimize_topology", "close"):
         assert params(getattr(pccl.Communicator, name)) == [("self", POS, E)]
