@@ -20,7 +20,9 @@ import pytest
 
 import pccl
 from pccl_testing import Cluster, admit_until, python_subprocess
-from test_master_program import C_DAEMON, REPO
+from pccl_testing import REPO, c_master_daemon
+
+C_DAEMON = c_master_daemon()
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
 jsonschema = pytest.importorskip("jsonschema")

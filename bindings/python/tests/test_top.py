@@ -23,7 +23,9 @@ import pytest
 
 import pccl
 from pccl_testing import Cluster
-from test_master_program import C_DAEMON
+from pccl_testing import c_master_daemon
+
+C_DAEMON = c_master_daemon()
 
 pytestmark = pytest.mark.timeout(120)
 
