@@ -44,7 +44,7 @@ BUILD_DIR  ?= build
 # Debian packages the build, tests and tools need.
 APT_PACKAGES := build-essential cmake ninja-build pkg-config libasio-dev libzstd-dev \
                 libxxhash-dev catch2 libssl-dev iproute2 nftables \
-                libcpp-httplib-dev nlohmann-json3-dev chromium
+                libcpp-httplib-dev nlohmann-json3-dev etcd-server chromium
 # Debian packages of `make fuzz` only (clang's libFuzzer with its sanitizers).
 FUZZ_APT_PACKAGES := clang-14 libfuzzer-14-dev
 # Python packages as "import-name:pip-requirement". torch is checked by import only, so an

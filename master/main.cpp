@@ -2,10 +2,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "master/http_status.h"
 #include "master/server.h"
+#ifdef PCCL_HAVE_ETCD
+#include "master/etcd_election.h"
+#endif
 #include "transport/address.h"
 #include "util/log.h"
 
@@ -18,6 +22,7 @@ void usage(FILE *out) {
                  "                   [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
                  "                   [--max-connections N] [--max-connections-per-address N]\n"
                  "                   [--http HOST:PORT] [--http-token-file PATH] [--end-run-on-exit] [--epoch N]\n"
+                 "                   [--etcd http://HOST:PORT --run-id NAME [--advertise HOST:PORT] [--lease-ttl-s S]]\n"
                  "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
                  "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
                  "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -49,6 +54,15 @@ void usage(FILE *out) {
                  "                          (docs/master_recovery.md)\n"
                  "  --epoch                 this master's first epoch (default 1; a restarted master moves past\n"
                  "                          the epoch its peers report)\n"
+                 "  --etcd                  a standby master: campaign through this etcd (v3 HTTP gateway) for the\n"
+                 "                          leadership of run --run-id; only the leader serves peers, the others\n"
+                 "                          send them to it. Peers list every master (PCCL_MASTER_ADDRESSES); a\n"
+                 "                          killed leader is replaced within the lease TTL + ~1 s (measured: 3.3 s\n"
+                 "                          with the default TTL; docs/master_recovery.md, Standby masters)\n"
+                 "  --run-id                the run's name in etcd (key /pccl/NAME/leader)\n"
+                 "  --advertise             the address peers reach this master at (default: --listen, which must\n"
+                 "                          then name a host)\n"
+                 "  --lease-ttl-s           the leadership lease's TTL in seconds (default 3; etcd's minimum is 2)\n"
                  "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n");
 }
 
@@ -69,6 +83,8 @@ int main(int argc, char **argv) {
     std::string listen = "0.0.0.0:48148";
     auto http = pccl::master::HttpConfig::fromEnvironment();
     bool endRun = false;  // --end-run-on-exit
+    std::string etcd, runId, advertise;
+    uint64_t leaseTtlS = 3;
     auto options = pccl::master::ServerOptions::fromEnvironment();
     auto millis = [](const char *flag, const char *text, uint64_t lo, uint64_t *out) {
         char *end = nullptr;
@@ -134,6 +150,16 @@ int main(int argc, char **argv) {
             http.listen = value("--http");
         } else if (arg == "--http-token-file") {
             http.tokenFile = value("--http-token-file");
+        } else if (arg == "--etcd") {
+            etcd = value("--etcd");
+        } else if (arg == "--run-id") {
+            runId = value("--run-id");
+        } else if (arg == "--advertise") {
+            advertise = value("--advertise");
+        } else if (arg == "--lease-ttl-s") {
+            size_t ttl = 0;
+            count("--lease-ttl-s", value("--lease-ttl-s"), &ttl);
+            leaseTtlS = ttl;
         } else if (arg == "--help" || arg == "-h") {
             usage(stdout);
             return 0;
@@ -144,6 +170,16 @@ int main(int argc, char **argv) {
         }
     }
     pccl::log::setLevel(level);
+    if (etcd.empty() != runId.empty() || (etcd.empty() && !advertise.empty())) {
+        std::fprintf(stderr, "pccl-master: --etcd and --run-id go together (--advertise needs them)\n");
+        return 2;
+    }
+#ifndef PCCL_HAVE_ETCD
+    if (!etcd.empty()) {
+        std::fprintf(stderr, "pccl-master: --etcd: this build has no etcd client (built with -DPCCL_HTTP=OFF or -DPCCL_ETCD=OFF)\n");
+        return 2;
+    }
+#endif
     auto addr = pccl::transport::parseSocketAddress(listen, 48148);
     if (!addr.ok()) {
         std::fprintf(stderr, "pccl-master: %s\n", addr.status().message().c_str());
@@ -155,6 +191,7 @@ int main(int argc, char **argv) {
     options.endRunOnStop = endRun;
     std::shared_ptr<pccl::master::HttpStatus> status;
     if (!http.listen.empty()) options.status = status = std::make_shared<pccl::master::HttpStatus>();
+    options.membership.standby = !etcd.empty();
     pccl::master::Server server(options);
     if (auto st = server.bind(); !st.ok()) {
         std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
@@ -164,8 +201,26 @@ int main(int argc, char **argv) {
     shown.port = server.port();
     std::printf("pccl-master listening on %s\n", shown.str().c_str());
     if (!startHttp(http, server.hasSecret(), status.get())) return 1;
+#ifdef PCCL_HAVE_ETCD
+    std::unique_ptr<pccl::master::EtcdElection> election;
+    if (!etcd.empty()) {
+        pccl::master::EtcdElectionOptions eo{etcd, runId, advertise.empty() ? shown.str() : advertise,
+                                             static_cast<int64_t>(leaseTtlS)};
+        election = std::make_unique<pccl::master::EtcdElection>(
+            eo, [&server](const pccl::master::Leadership &l) { server.setLeadership(l); });
+        if (auto st = election->start(); !st.ok()) {
+            std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
+            return 2;
+        }
+        std::printf("pccl-master standing by for run %s (etcd %s, advertising %s)\n", runId.c_str(), etcd.c_str(),
+                    eo.advertise.c_str());
+    }
+#endif
     std::fflush(stdout);
     server.run();
+#ifdef PCCL_HAVE_ETCD
+    election.reset();  // a leader hands over at once
+#endif
     std::printf("pccl-master stopped\n");
     return 0;
 }

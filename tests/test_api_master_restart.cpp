@@ -5,109 +5,13 @@
 
 #include <csignal>
 
-#include <atomic>
-#include <map>
-#include <mutex>
-
 #include "support/cluster.h"
+#include "support/training.h"
 
 using namespace pccl_test;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-constexpr size_t kCount = 4096;
-constexpr size_t kStateCount = 1024;
-
-bool retryable(pcclResult_t r) { return r == pcclRankConnectionLost || r == pcclTimeout; }
-
-std::string listenOn(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
-
-// One training step per iteration: an in-place all-reduce of (rank + 1) * (i + 1) whose sum is
-// checked against the world size, the state updated from it, then synced at revision i + 1.
-// A retryable failure must leave the input as it was; the step is then run again.
-struct Training {
-    int iters = 40;
-    int stepSleepMs = 40;
-    std::atomic<int> minIter{0};
-    std::mutex mu;
-    std::map<int, std::vector<float>> finalState;  // by peer
-    std::map<int, uint64_t> finalRevision;
-    std::atomic<int> retries{0};
-    std::vector<std::atomic<int>> progress;
-    // Peers whose loop stops early: -1 none.
-    std::atomic<int> quitter{-1};
-    std::atomic<int> quitAt{1 << 30};
-
-    explicit Training(int peers) : progress(peers) {}
-
-    void updateMin() {
-        int m = 1 << 30;
-        for (size_t r = 0; r < progress.size(); ++r)
-            if (static_cast<int>(r) != quitter.load()) m = std::min(m, progress[r].load());
-        minIter = m;
-    }
-
-    void run(PeerCtx &ctx) {
-        std::vector<float> state(kStateCount, 0.0f);
-        pcclTensorInfo_t info{"state", state.data(), state.size(), pcclFloat, pcclDeviceCpu, false};
-        pcclSharedState_t shared{0, 1, &info};
-        for (int i = 0; i < iters; ++i) {
-            if (ctx.rank == quitter.load() && i >= quitAt.load()) {
-                // Gone while the master is down: this peer never comes back.
-                pcclDestroyCommunicator(ctx.comm);
-                ctx.comm = nullptr;
-                ctx.destroy_comm = false;
-                return;
-            }
-            const float mine = static_cast<float>((ctx.rank + 1) * (i + 1));
-            std::vector<float> buf(kCount);
-            for (int attempt = 0;; ++attempt) {
-                std::fill(buf.begin(), buf.end(), mine);
-                const pcclReduceDescriptor_t d = makeDescriptor(kCount, pcclFloat, pcclSum, static_cast<uint64_t>(i));
-                pcclReduceInfo_t ri{};
-                const pcclResult_t r = pcclAllReduce(buf.data(), buf.data(), &d, ctx.comm, &ri);
-                if (r == pcclSuccess) {
-                    // Every peer contributes (rank + 1) * (i + 1); the survivors' ranks are known
-                    // only as a set, so check the sum's shape: a multiple of (i + 1), the same
-                    // everywhere, and at least this peer's own part.
-                    PT_CHECK_MSG(buf[0] >= mine && std::fmod(buf[0], static_cast<float>(i + 1)) == 0.0f,
-                                 "step " << i << ": sum " << buf[0]);
-                    for (float v : buf) PT_CHECK_MSG(v == buf[0], "step " << i << ": uneven result");
-                    break;
-                }
-                PT_CHECK_MSG(retryable(r) && attempt < 5, "step " << i << ": " << describe(r, ctx.comm));
-                for (float v : buf) PT_CHECK_MSG(v == mine, "step " << i << ": input not restored after a failure");
-                ++retries;
-            }
-            for (size_t j = 0; j < state.size(); ++j) state[j] += buf[j % kCount] / 1024.0f;
-            shared.revision = static_cast<uint64_t>(i) + 1;
-            for (int attempt = 0;; ++attempt) {
-                const pcclResult_t r =
-                    pcclSynchronizeSharedState(ctx.comm, &shared, PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR, nullptr);
-                if (r == pcclSuccess) break;
-                PT_CHECK_MSG(retryable(r) && attempt < 5, "sync " << i << ": " << describe(r, ctx.comm));
-                ++retries;
-            }
-            progress[static_cast<size_t>(ctx.rank)] = i + 1;
-            updateMin();
-            std::this_thread::sleep_for(std::chrono::milliseconds(stepSleepMs));
-        }
-        std::lock_guard lock(mu);
-        finalState[ctx.rank] = state;
-        finalRevision[ctx.rank] = shared.revision;
-    }
-
-    // Every peer that finished holds the same bytes and the last revision.
-    void checkIdentical(size_t expectedPeers) {
-        PT_CHECK_EQ(finalState.size(), expectedPeers);
-        for (auto &[rank, s] : finalState) {
-            PT_CHECK_MSG(std::memcmp(s.data(), finalState.begin()->second.data(), s.size() * sizeof(float)) == 0,
-                         "peer " << rank << "'s state differs from peer " << finalState.begin()->first << "'s");
-            PT_CHECK_EQ(finalRevision[rank], static_cast<uint64_t>(iters));
-        }
-    }
-};
 
 ClusterOptions threePeers(uint32_t heartbeatMs = 0, const char *masters = nullptr, uint32_t reconnectMs = 0) {
     ClusterOptions opts;

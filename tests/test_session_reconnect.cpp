@@ -223,3 +223,40 @@ TEST_CASE("session reconnect: with the reconnect timeout 0 a lost master fails e
     CHECK(answer(out, w.id).status.code() == pcclMasterConnectionLost);
     CHECK(actionsOf<ReconnectMaster>(out).empty());
 }
+
+TEST_CASE("session reconnect: with other masters listed, a silent master is left after the heartbeat deadline and "
+          "the next address is tried first (standby masters)", "[session][reconnect]") {
+    SessionOptions o = reconnecting(20000, 3);
+    Driver d = connectedPeer(o);
+    auto wait = d.vote(VoteKind::PeersPending);
+    d.message(HeartbeatAck{});  // last heard of now
+    const uint64_t t0 = d.now;
+    // Ticks every 500 ms, as a running peer does; the master answers none of its heartbeats.
+    Actions late;
+    uint64_t t = 500;
+    for (; t <= 2 * o.heartbeatTimeoutMs; t += 500) {
+        late = d.tickAt(t0 + t);
+        if (!actionsOf<DisconnectMaster>(late).empty()) break;
+    }
+    CHECK(t > o.heartbeatTimeoutMs);
+    CHECK(t <= o.heartbeatTimeoutMs + 500);
+    auto gone = actionsOf<DisconnectMaster>(late);
+    REQUIRE(gone.size() == 1);
+    CHECK(contains(gone[0].reason, "trying the other masters"));
+    CHECK(actionsOf<Complete>(late).empty());  // the vote waits
+    auto next = actionsOf<ReconnectMaster>(d.controlClosed("closed by this peer"));
+    REQUIRE(next.size() == 1);
+    CHECK(next[0].address == 1);  // not the silent master 0
+    CHECK(next[0].delayMs == 0);
+    auto after = actionsOf<ReconnectMaster>(d.reconnected(Status{pcclMasterConnectionFailed, "connection refused"}));
+    REQUIRE(after.size() == 1);
+    CHECK(after[0].address == 2);
+    // The new leader takes it: the vote is sent again and answered.
+    auto rj = sent<Rejoin>(d.reconnected());
+    REQUIRE(rj.size() == 1);
+    welcome(d, 9);
+    auto replay = d.message(rebuilt(9));
+    CHECK(sent<VotePeersPending>(replay).size() == 1);
+    CHECK(answer(d.message(PeersPendingResult{false}), wait.id).status.ok());
+    CHECK(d.s.masterEpoch() == 9);
+}

@@ -40,6 +40,10 @@ Actions Membership::onMessage(ClientId client, const ControlMessage &message) {
     auto it = peers_.find(client);
     if (it == peers_.end()) return out;
     Peer &p = it->second;
+    if (!leading_ && (std::holds_alternative<Hello>(message) || std::holds_alternative<Rejoin>(message))) {
+        refuseNotLeader(out, p);
+        return out;
+    }
     // Before its Hello is accepted a connection may send nothing else, not even a heartbeat:
     // it cannot stay past the handshake deadline.
     if (p.state == State::Connected && !std::holds_alternative<Hello>(message) && !std::holds_alternative<Rejoin>(message)) {

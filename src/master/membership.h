@@ -63,6 +63,9 @@ struct MembershipOptions {
     // (0: heartbeatTimeoutMs).
     uint64_t masterEpoch = 1;
     uint64_t recoveryWindowMs = 0;
+    // Standby masters (docs/master_recovery.md): the master starts as a follower, refusing every
+    // peer, until setLeader() makes it the leader.
+    bool standby = false;
 };
 
 class Membership {
@@ -83,6 +86,14 @@ public:
     // since they connected (the server runs out of file descriptors: an honest peer may be
     // waiting behind them). A younger one may be about to send its Hello: it is left alone.
     Actions shedUnregistered(size_t count, uint64_t minAgeMs, const std::string &reason);
+
+    // Standby masters (membership_standby.cpp): an election outside this class decides who leads.
+    // A follower answers every Hello and Rejoin with Reject{retry} naming `leaderAddress` ("" when
+    // no leader is known) and closes. Becoming the leader sets the master epoch (the election's,
+    // strictly increasing across leaders). A leader that steps down sends every connection
+    // Reject{retry} and closes it, forgets the run and follows.
+    Actions setLeader(bool leader, uint64_t epoch, const std::string &leaderAddress);
+    bool leading() const { return leading_; }
 
     size_t acceptedCount() const;
     uint64_t masterEpoch() const { return masterEpoch_; }
@@ -158,6 +169,8 @@ private:
     void on(Actions &out, Peer &p, const M &m) { unexpected(out, p, protocol::ControlMessage(m)); }
     void unexpected(Actions &out, Peer &p, const protocol::ControlMessage &m);
     void on(Actions &out, Peer &p, const protocol::Rejoin &m) { onRejoin(out, p, m); }
+    // A follower's answer to a Hello or Rejoin: go to the leader.
+    void refuseNotLeader(Actions &out, Peer &p);
     void onHello(Actions &out, Peer &p, const protocol::Hello &m);
     // Checks and records a Hello's identity (uuid, group, data address, deadline) for both Hello
     // and Rejoin; false when the peer was refused (closed). *note gets what to log about it.
@@ -294,6 +307,8 @@ private:
     uint64_t nextSeq_ = 1;
     uint64_t masterEpoch_ = options_.masterEpoch;
     bool founded_ = false;  // a run exists: a peer was admitted, or a recovery finished
+    bool leading_ = !options_.standby;
+    std::string leaderAddress_;  // a follower's leader, as the election reported it
     std::optional<uint64_t> recoveryDeadline_;  // a recovery is open until then
     struct RecoveryGroup {
         uint64_t epoch = 0;         // topology epoch of the latest ring reported

@@ -42,6 +42,7 @@ struct Server::Impl {
         ticker.async_wait([this](const asio::error_code &ec) {
             if (ec) return;
             membership.setTime(nowMs());
+            checkLease();
             apply(membership.onTick());
             publishStatus();
             tick();
@@ -178,6 +179,7 @@ struct Server::Impl {
                 if (!c) return;
                 if (auto it = conns.find(id); it != conns.end()) it->second.ready = true;
                 membership.setTime(nowMs());
+                checkLease();
                 apply(membership.onConnect(id, c->remote()));
             },
             [this, id](const std::string &reason) {
@@ -186,6 +188,7 @@ struct Server::Impl {
             },
             [this, id](protocol::ControlMessage &&m) {
                 membership.setTime(nowMs());
+                checkLease();
                 apply(membership.onMessage(id, m));
             },
             [this, id](const std::string &reason) {
@@ -193,6 +196,26 @@ struct Server::Impl {
                 membership.setTime(nowMs());
                 apply(membership.onDisconnect(id, reason));
             });
+    }
+
+    // Standby masters: a leader serves only until its lease may have expired. Checked before
+    // every event, so that a leader resumed after a stop steps down before it reads anything.
+    std::chrono::steady_clock::time_point leaseUntil{};
+    void checkLease() {
+        if (!options.membership.standby || !membership.leading() || std::chrono::steady_clock::now() < leaseUntil)
+            return;
+        PCCL_LOG(Warn, "master: its leadership lease may have expired (no renewal in time): stepping down");
+        apply(membership.setLeader(false, 0, ""));
+    }
+    void onLeadership(const Leadership &l) {
+        membership.setTime(nowMs());
+        if (l.leader) {
+            leaseUntil = l.validUntil;
+            checkLease();  // a report that arrives too late does not make a leader
+            if (std::chrono::steady_clock::now() < leaseUntil) apply(membership.setLeader(true, l.epoch, ""));
+        } else {
+            apply(membership.setLeader(false, 0, l.leaderAddress));
+        }
     }
 
     // Drops the server's record of a connection; returns it (null if unknown).
@@ -392,6 +415,12 @@ void Server::run() { impl_->io.run(); }
 
 void Server::stop() {
     asio::post(impl_->io, [impl = impl_.get()] { impl->shutdown(); });
+}
+
+void Server::setLeadership(Leadership leadership) {
+    asio::post(impl_->io, [impl = impl_.get(), l = std::move(leadership)] {
+        if (!impl->shuttingDown) impl->onLeadership(l);
+    });
 }
 
 void Server::interrupt() {

@@ -3,6 +3,7 @@
 // interrupt() is async-signal-safe (it writes one byte to a pipe the loop watches).
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -23,6 +24,18 @@ class StatusSink {
 public:
     virtual ~StatusSink() = default;
     virtual void publish(std::shared_ptr<const RunView> view) = 0;
+};
+
+// Who serves the run when several masters stand by for it (docs/master_recovery.md, Standby
+// masters), as an election outside the server (etcd_election.h) decided it.
+struct Leadership {
+    bool leader = false;
+    uint64_t epoch = 0;         // the leader's master epoch (leader only)
+    std::string leaderAddress;  // a follower's leader, where peers should go ("" unknown)
+    // Leader only: its lease may have expired from then on. The server steps down by itself at
+    // this time unless a later report extends it (the election thread may be late, or the whole
+    // process was stopped).
+    std::chrono::steady_clock::time_point validUntil{};
 };
 
 struct ServerOptions {
@@ -70,6 +83,9 @@ public:
     bool hasSecret() const;   // after bind(): the run has a secret (peers authenticate)
     void run();               // serve until stopped (blocks the calling thread)
     void stop();              // any thread
+    // A standby master (membership.standby) serves only while an election says it leads. Any
+    // thread; takes effect on the loop, in the order of the calls.
+    void setLeadership(Leadership leadership);
     void interrupt();         // async-signal-safe
 
 private:

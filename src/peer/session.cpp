@@ -283,8 +283,15 @@ Actions Session::onTick() {
             out.push_back(DisconnectMaster{why});
             return out;
         }
-        // A stopped master keeps its connections; its kernel still acknowledges. Wait for it: a
-        // dead host closes the connection (TCP user timeout) and the peer reconnects.
+        // With other masters listed (standby masters), a silent one is left for them: another
+        // may be leading by now (docs/master_recovery.md). It is tried last.
+        if (options_.masterCount > 1 && link_ == MasterLink::Up) {
+            address_ = (address_ + 1) % options_.masterCount;
+            out.push_back(DisconnectMaster{why + "; trying the other masters"});
+            return out;
+        }
+        // A single stopped master keeps its connections; its kernel still acknowledges. Wait for
+        // it: a dead host closes the connection (TCP user timeout) and the peer reconnects.
         if (!silenceWarned_)
             PCCL_LOG(Warn, why << "; waiting for it (gives up after " << options_.reconnectTimeoutMs << " ms)");
         silenceWarned_ = true;

@@ -46,6 +46,7 @@ _USAGE = (
     "                   [--handshake-timeout-ms MS] [--max-heartbeat-timeout-ms MS]\n"
     "                   [--max-connections N] [--max-connections-per-address N]\n"
     "                   [--http HOST:PORT] [--http-token-file PATH] [--end-run-on-exit] [--epoch N]\n"
+    "                   [--etcd http://HOST:PORT --run-id NAME [--advertise HOST:PORT] [--lease-ttl-s S]]\n"
     "  --listen                address to listen on (default 0.0.0.0:48148; IPv6: [::]:48148; port 0 = any)\n"
     "  --log-level             trace|debug|info|warn|error|off on stderr (default info; env PCCL_LOG_LEVEL)\n"
     "  --heartbeat-timeout-ms  remove a peer silent this long, unless it asked for another deadline\n"
@@ -77,6 +78,15 @@ _USAGE = (
     "                          (docs/master_recovery.md)\n"
     "  --epoch                 this master's first epoch (default 1; a restarted master moves past\n"
     "                          the epoch its peers report)\n"
+    "  --etcd                  a standby master: campaign through this etcd (v3 HTTP gateway) for the\n"
+    "                          leadership of run --run-id; only the leader serves peers, the others\n"
+    "                          send them to it. Peers list every master (PCCL_MASTER_ADDRESSES); a\n"
+    "                          killed leader is replaced within the lease TTL + ~1 s (measured: 3.3 s\n"
+    "                          with the default TTL; docs/master_recovery.md, Standby masters)\n"
+    "  --run-id                the run's name in etcd (key /pccl/NAME/leader)\n"
+    "  --advertise             the address peers reach this master at (default: --listen, which must\n"
+    "                          then name a host)\n"
+    "  --lease-ttl-s           the leadership lease's TTL in seconds (default 3; etcd's minimum is 2)\n"
     "Prints one status line per membership change; SIGINT/SIGTERM stop it cleanly.\n"
 )
 
@@ -169,6 +179,9 @@ def _parse(argv: List[str]) -> _Options:
             o.http = value(arg)
         elif arg == "--http-token-file":
             o.http_token_file = value(arg)
+        elif arg in ("--etcd", "--run-id", "--advertise", "--lease-ttl-s"):
+            value(arg)
+            raise _UsageError(f"{arg}: the Python pccl-master cannot stand by through etcd; run the C pccl-master")
         elif arg in ("--help", "-h"):
             o.help = True
             return o

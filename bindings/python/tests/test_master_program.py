@@ -135,6 +135,19 @@ def test_both_programs_answer_the_same_to_help_and_bad_flags(args):
     assert results["c"][0] == (0 if args[0] in ("--help", "-h") else 2)
 
 
+@pytest.mark.parametrize("flag", ["--etcd", "--run-id", "--advertise", "--lease-ttl-s"])
+def test_the_python_master_refuses_standby_flags_and_names_the_c_one(flag):
+    # Standby masters (docs/master_recovery.md) campaign through etcd: the C pccl-master only.
+    p = _start("python", [flag, "x"])
+    try:
+        out, err = p.communicate(timeout=30)
+    finally:
+        _kill(p)
+    assert p.returncode == 2
+    assert f"pccl-master: {flag}: the Python pccl-master cannot stand by through etcd; run the C pccl-master" in err
+    assert out == ""
+
+
 @needs_daemon
 def test_both_programs_fail_the_same_on_a_port_in_use():
     with pccl.MasterNode("127.0.0.1:0") as holder:
