@@ -260,3 +260,22 @@ TEST_CASE("session reconnect: with other masters listed, a silent master is left
     CHECK(answer(d.message(PeersPendingResult{false}), wait.id).status.ok());
     CHECK(d.s.masterEpoch() == 9);
 }
+
+TEST_CASE("session reconnect: a master that sends the peer elsewhere (not the leader) is not tried again next",
+          "[session][reconnect]") {
+    Driver d = connectedPeer(reconnecting(20000, 3));
+    d.controlClosed("connection reset by peer");  // tries master 0 first
+    d.reconnected();                               // master 0 took the connection...
+    d.message(Reject{toWire(pcclMasterConnectionFailed), "not the leader, try 10.0.0.2:48148", true});
+    auto next = actionsOf<ReconnectMaster>(d.controlClosed("closed by the master"));
+    REQUIRE(next.size() == 1);
+    CHECK(next[0].address == 1);  // ...and refused: the next one now
+    CHECK(d.s.phase() == Phase::Connected);
+    // The same while joining: a joiner sent away by a follower goes to the next address.
+    Driver j(reconnecting(20000, 2));
+    j.connect();
+    j.message(Reject{toWire(pcclMasterConnectionFailed), "not the leader, try 10.0.0.2:48148", true});
+    auto first = actionsOf<ReconnectMaster>(j.controlClosed("closed by the master"));
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].address == 1);
+}
