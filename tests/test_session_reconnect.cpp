@@ -251,6 +251,20 @@ TEST_CASE("session reconnect: with other masters listed, a silent master is left
     auto after = actionsOf<ReconnectMaster>(d.reconnected(Status{pcclMasterConnectionFailed, "connection refused"}));
     REQUIRE(after.size() == 1);
     CHECK(after[0].address == 2);
+    // Master 2 takes the connection but is silent too (stopped: its kernel still accepts): left
+    // after the heartbeat deadline, for the next address, not tried again at once.
+    d.reconnected();
+    Actions silent;
+    const uint64_t connectedAt = d.now;
+    for (uint64_t t = connectedAt + 500; actionsOf<DisconnectMaster>(silent).empty() && t < connectedAt + 20000; t += 500)
+        silent = d.tickAt(t);
+    REQUIRE(actionsOf<DisconnectMaster>(silent).size() == 1);
+    auto again = actionsOf<ReconnectMaster>(d.controlClosed("closed by this peer"));
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].address == 0);
+    after = actionsOf<ReconnectMaster>(d.reconnected(Status{pcclMasterConnectionFailed, "connection refused"}));
+    REQUIRE(after.size() == 1);
+    CHECK(after[0].address == 1);
     // The new leader takes it: the vote is sent again and answered.
     auto rj = sent<Rejoin>(d.reconnected());
     REQUIRE(rj.size() == 1);

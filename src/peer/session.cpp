@@ -279,15 +279,13 @@ Actions Session::onTick() {
             fail(out, Status{pcclMasterConnectionLost, reconnecting() ? "gave up on the master: " + why : why});
             return out;
         }
-        if (link_ == MasterLink::Rejoining) {  // the new master does not answer: try again
-            out.push_back(DisconnectMaster{why});
-            return out;
-        }
-        // With other masters listed (standby masters), a silent one is left for them: another
-        // may be leading by now (docs/master_recovery.md). It is tried last.
-        if (options_.masterCount > 1 && link_ == MasterLink::Up) {
-            address_ = (address_ + 1) % options_.masterCount;
-            out.push_back(DisconnectMaster{why + "; trying the other masters"});
+        // The new master does not answer: try again. With other masters listed (standby
+        // masters), a silent one is also left for them when it was serving: another may be
+        // leading by now (docs/master_recovery.md). The silent master is tried last.
+        const size_t masters = std::max<size_t>(options_.masterCount, 1);
+        if (link_ == MasterLink::Rejoining || (masters > 1 && link_ == MasterLink::Up)) {
+            address_ = (address_ + 1) % masters;
+            out.push_back(DisconnectMaster{masters > 1 ? why + "; trying the other masters" : why});
             return out;
         }
         // A single stopped master keeps its connections; its kernel still acknowledges. Wait for
