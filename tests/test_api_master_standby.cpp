@@ -6,6 +6,7 @@
 
 #ifdef PCCL_HAVE_ETCD
 #include <csignal>
+#include <cstdlib>
 
 #include "support/cluster.h"
 #include "support/etcd_server.h"
@@ -15,7 +16,11 @@ using namespace pccl_test;
 
 namespace {
 
-constexpr int kLeaseTtlS = 2;
+// The masters' lease TTL: 2 s (etcd's minimum), or PCCL_TEST_LEASE_TTL_S (to measure another).
+const int kLeaseTtlS = [] {
+    const char *env = std::getenv("PCCL_TEST_LEASE_TTL_S");
+    return env && std::atoi(env) >= 2 ? std::atoi(env) : 2;
+}();
 
 // A pccl-master standing by for run "train" on a fixed loopback port.
 std::unique_ptr<DaemonMaster> standbyMaster(const EtcdServer &etcd, uint16_t port) {
