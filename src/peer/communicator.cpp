@@ -278,7 +278,10 @@ const std::vector<NetAddr> &Communicator::masters() const {
 
 void Communicator::reconnect(const ReconnectMaster &a) {
     const NetAddr where = masters()[a.address % masters().size()];
-    const auto timeout = std::min<std::chrono::milliseconds>(options_.connectTimeout, std::chrono::seconds(5));
+    // A master that takes the connection but does not finish the handshake within the heartbeat
+    // deadline is as silent as one that answers no heartbeat (stopped: its kernel still accepts).
+    const auto timeout = std::min<std::chrono::milliseconds>(
+        {options_.connectTimeout, std::chrono::seconds(5), options_.heartbeatTimeout});
     auto attempt = [this, where, timeout] {
         control_.reconnect(where, timeout, options_.security, [this](Status st) {
             run([&](Session &s) { return s.onReconnected(st); });
