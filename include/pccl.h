@@ -716,6 +716,118 @@ PCCL_EXPORT pcclResult_t pcclDestroyMaster(pcclMasterInstance_t *master);
  *  thread's pcclGetLastErrorMessage(NULL)). */
 PCCL_EXPORT pcclResult_t pcclParseSocketAddress(const char *text, ccoip_socket_address_t *out);
 
+/* ---------------------------------------------------------------- more collectives (extension)
+ *
+ * Broadcast, all-gather, reduce-scatter and barrier over the peer group, with the all-reduce's
+ * fault semantics (docs/collectives.md has the layouts with pictures and the reasons):
+ * - Ranks are ring ranks (PCCL_ATTRIBUTE_RANK, the order of pcclGetPeerGroupMembers) of the
+ *   topology in force when the collective commences.
+ * - world_size in a descriptor is the group size the caller laid its buffers out for (read it
+ *   with pcclGetAttribute(PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE)); a group of another size, at the
+ *   call or when the collective commences (a peer was lost in between), fails the call on every
+ *   peer with pcclRankConnectionLost and writes nothing: read the size again and retry.
+ * - A peer lost mid-operation fails the call on every survivor (all-or-nothing), as for
+ *   pcclAllReduce; in-place buffers are restored where the operation writes over its own input
+ *   (below); deadlines, pcclMismatch (peers disagree on kind, count(s), dtype, op, root,
+ *   quantization or tag) and pcclTooFewPeers (a group of fewer than two) as for pcclAllReduce.
+ * - The async forms return a pcclAsyncReduceOp_t awaited with pcclAwaitAsyncReduce(Ex), which
+ *   fills the info as for an all-reduce. Tags share one space with all-reduce tags.
+ * - On success every peer holds byte-identical results (reduce-scatter: each its own block). */
+
+/** All-gather: block r (the data of ring rank r) lands in recvbuf at offset
+ *  counts[0] + ... + counts[r-1] elements, i.e. r * count with even blocks. */
+typedef struct pcclAllGatherDescriptor_t {
+    /** Elements of this peer's block (its sendbuf) when counts is NULL: every block has count
+     *  elements and recvbuf holds world_size * count. Ignored when counts is given. */
+    size_t count;
+    /** Uneven blocks: world_size entries, counts[r] = elements of ring rank r's block (zeros
+     *  allowed); recvbuf holds their sum and sendbuf counts[own rank]. Every peer passes the same
+     *  array. NULL: even blocks of count. */
+    PCCL_NULLABLE const size_t *counts;
+    uint32_t world_size;
+    pcclDataType_t datatype;
+    uint64_t tag;
+} pcclAllGatherDescriptor_t;
+
+/** Reduce-scatter: sendbuf holds every rank's blocks in ring rank order (the layout of
+ *  all-gather's recvbuf); ring rank r receives the reduction (op over all peers) of block r. */
+typedef struct pcclReduceScatterDescriptor_t {
+    size_t count;                     /**< as in pcclAllGatherDescriptor_t */
+    PCCL_NULLABLE const size_t *counts; /**< as in pcclAllGatherDescriptor_t */
+    uint32_t world_size;
+    pcclRedOp_t op;
+    uint64_t tag;
+    pcclReduceOperandDescriptor_t src_descriptor;
+    /** As for pcclAllReduce (same dtypes and ops); the owner's result is not re-quantized. */
+    pcclQuantizationOptions_t quantization_options;
+} pcclReduceScatterDescriptor_t;
+
+/** Broadcast: count elements of ring rank root's sendbuf land in every peer's recvbuf. */
+typedef struct pcclBroadcastDescriptor_t {
+    size_t count;
+    uint32_t root;       /**< a ring rank below world_size */
+    uint32_t world_size;
+    pcclDataType_t datatype;
+    uint64_t tag;
+} pcclBroadcastDescriptor_t;
+
+/** pcclAllReduceAsync for a caller that counts on a fixed group size (a torch.distributed world):
+ *  world_size 0 behaves as pcclAllReduceAsync; otherwise a group of another size at the call, or
+ *  when the operation commences (a peer lost in between, which pcclAllReduce would run without),
+ *  fails it on every peer with pcclRankConnectionLost and nothing is reduced. Await it with
+ *  pcclAwaitAsyncReduce. Result codes as pcclAllReduceAsync's. */
+PCCL_EXPORT pcclResult_t pcclAllReduceWorldAsync(const void *sendbuf, void *recvbuf,
+                                                 const pcclReduceDescriptor_t *descriptor, uint32_t world_size,
+                                                 const pcclComm_t *comm, pcclAsyncReduceOp_t *reduce_handle_out);
+
+/** Blocking all-gather (pcclAllGatherDescriptor_t has the layout). In place: sendbuf == recvbuf +
+ *  (this rank's block offset) * element size; otherwise the buffers must not overlap. On a
+ *  failure recvbuf's other blocks are undefined (this peer's own block is never written in
+ *  place). Result codes: pcclSuccess; pcclNotInitialized; pcclInvalidArgument (NULL buffers,
+ *  count 0 or all counts 0, world_size 0 or above the counts' range, unknown dtype, overlap);
+ *  pcclInvalidUsage (not connected, tag in flight); pcclTooFewPeers; pcclMismatch;
+ *  pcclRankConnectionLost (a peer lost, a link broken, or world_size not the group's size);
+ *  pcclTimeout; pcclKicked; pcclMasterConnectionLost. info may be NULL. */
+PCCL_EXPORT pcclResult_t pcclAllGather(const void *sendbuf, void *recvbuf, const pcclAllGatherDescriptor_t *descriptor,
+                                       const pcclComm_t *comm, PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out);
+/** Start an all-gather and return at once; await it with pcclAwaitAsyncReduce. Result codes
+ *  at the start as for pcclAllReduceAsync; the operation's own as for pcclAllGather. */
+PCCL_EXPORT pcclResult_t pcclAllGatherAsync(const void *sendbuf, void *recvbuf,
+                                            const pcclAllGatherDescriptor_t *descriptor, const pcclComm_t *comm,
+                                            pcclAsyncReduceOp_t *reduce_handle_out);
+
+/** Blocking reduce-scatter (pcclReduceScatterDescriptor_t has the layout). In place: recvbuf ==
+ *  sendbuf + (this rank's block offset) * element size: the block is restored if the operation
+ *  fails; otherwise the buffers must not overlap and sendbuf is never written. Reduction
+ *  semantics as pcclAllReduce's. Result codes as pcclAllGather's, and pcclInvalidArgument for an
+ *  unknown op or a quantization pcclAllReduce refuses. info may be NULL. */
+PCCL_EXPORT pcclResult_t pcclReduceScatter(const void *sendbuf, void *recvbuf,
+                                           const pcclReduceScatterDescriptor_t *descriptor, const pcclComm_t *comm,
+                                           PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out);
+/** Start a reduce-scatter and return at once; await it with pcclAwaitAsyncReduce. */
+PCCL_EXPORT pcclResult_t pcclReduceScatterAsync(const void *sendbuf, void *recvbuf,
+                                                const pcclReduceScatterDescriptor_t *descriptor,
+                                                const pcclComm_t *comm, pcclAsyncReduceOp_t *reduce_handle_out);
+
+/** Blocking broadcast, a pipelined chain from the root around the ring. sendbuf is read on the
+ *  root only and may be NULL elsewhere; sendbuf == recvbuf is in place (on a receiving peer
+ *  whose call fails, recvbuf is then restored; out of place it is undefined). Result codes as
+ *  pcclAllGather's, and pcclInvalidArgument for root >= world_size or a NULL sendbuf on the
+ *  root. info may be NULL. */
+PCCL_EXPORT pcclResult_t pcclBroadcast(const void *sendbuf, void *recvbuf, const pcclBroadcastDescriptor_t *descriptor,
+                                       const pcclComm_t *comm, PCCL_NULLABLE pcclReduceInfo_t *reduce_info_out);
+/** Start a broadcast and return at once; await it with pcclAwaitAsyncReduce. */
+PCCL_EXPORT pcclResult_t pcclBroadcastAsync(const void *sendbuf, void *recvbuf,
+                                            const pcclBroadcastDescriptor_t *descriptor, const pcclComm_t *comm,
+                                            pcclAsyncReduceOp_t *reduce_handle_out);
+
+/** Block until every peer of the group has called pcclBarrier with this tag (a collective of no
+ *  data through the master: it commits once everyone arrived). Result codes: pcclSuccess;
+ *  pcclNotInitialized; pcclInvalidArgument; pcclInvalidUsage; pcclTooFewPeers;
+ *  pcclRankConnectionLost (a peer was lost while the others waited); pcclTimeout (the vote
+ *  deadline passed with laggards); pcclKicked; pcclMasterConnectionLost. */
+PCCL_EXPORT pcclResult_t pcclBarrier(const pcclComm_t *comm, uint64_t tag);
+
 #ifdef __cplusplus
 }
 #endif

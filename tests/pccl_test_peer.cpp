@@ -12,6 +12,8 @@
 //       each call. In iteration W a watcher thread samples the buffer and prints "INFLIGHT W" as
 //       soon as the library has written reduced data into it: the operation is then certainly
 //       under way and not finished, the moment to SIGKILL or SIGSTOP this process.
+//       With --coll allgather the call is instead an in-place all-gather of C / N elements per rank
+//       (this rank's block inside the buffer; tag 0): the watcher sees the other ranks' blocks land.
 //       With --stop-at STATE (inflight, reduce-scatter or all-gather; see support/ring_phase.h,
 //       which assumes --world 3 and the others' values given by --others A,B), a watcher in every
 //       iteration from W on (default 0) waits until the buffer shows STATE, prints
@@ -247,6 +249,10 @@ void allreduceLoop(const std::map<std::string, std::string> &f) {
     say("READY");
     std::vector<float> buf(count);
     const pcclReduceDescriptor_t d = makeDescriptor(count, pcclFloat, pcclSum, 0);
+    const auto coll = f.find("coll");
+    const bool gather = coll != f.end() && coll->second == "allgather";
+    if (coll != f.end() && !gather) throw PeerFailure("bad --coll " + coll->second);
+    const pcclAllGatherDescriptor_t g{count / static_cast<size_t>(world), nullptr, static_cast<uint32_t>(world), pcclFloat, 0};
     for (long long i = 0; i < iters; ++i) {
         fillPattern(buf.data(), count, value);
         std::unique_ptr<InflightWatcher> watcher;
@@ -255,7 +261,9 @@ void allreduceLoop(const std::map<std::string, std::string> &f) {
             watcher = std::make_unique<InflightWatcher>(std::vector<std::vector<float> *>{&buf}, value, i);
         if (!stop_at.empty() && i >= watch_iter) stopper = std::make_unique<StopWatcher>(&buf, value, phase_values, stop_at, i);
         say("START " + std::to_string(i));
-        const pcclResult_t r = pcclAllReduce(buf.data(), buf.data(), &d, comm, nullptr);
+        const size_t own = g.count * static_cast<size_t>(std::max(0, attribute(comm, PCCL_ATTRIBUTE_RANK)));
+        const pcclResult_t r = gather ? pcclAllGather(buf.data() + own, buf.data(), &g, comm, nullptr)
+                                      : pcclAllReduce(buf.data(), buf.data(), &d, comm, nullptr);
         watcher.reset();
         stopper.reset();
         say("DONE " + std::to_string(i) + " " + resultName(r));

@@ -19,6 +19,13 @@ bool initialized() { return g_initialized.load(); }
 
 bool validComm(const pcclComm_t *comm) { return comm && comm->magic == kCommMagic && comm->rep; }
 
+Status checkComm(const pcclComm_t *comm) {
+    if (!initialized()) return {pcclNotInitialized, "pcclInit has not been called"};
+    if (!comm) return invalidArgument("communicator is NULL");
+    if (!validComm(comm)) return invalidArgument("not a valid communicator (already destroyed?)");
+    return {};
+}
+
 pcclResult_t fail(const pcclComm_t *comm, const Status &status) {
     if (status.ok()) return pcclSuccess;
     PCCL_LOG(Debug, "call failed: " << status.message());

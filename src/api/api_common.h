@@ -19,6 +19,8 @@ pcclResult_t failStatic(pcclResult_t code, const char *reason);
 // Runs body behind an exception barrier: any exception becomes pcclInternalError.
 pcclResult_t guarded(const pcclComm_t *comm, const std::function<pcclResult_t()> &body);
 bool validComm(const pcclComm_t *comm);
+// pcclInit called, and comm a live communicator handle.
+Status checkComm(const pcclComm_t *comm);
 
 // The integer a C caller stored in an enum field. Reading it through the enum type would be
 // undefined for out-of-range values, which are exactly what argument checks must reject.

@@ -20,19 +20,13 @@ const char *lastErrorFor(const pcclComm_t *comm);
 } // namespace pccl::api
 
 using namespace pccl;
+using pccl::api::checkComm;
 using pccl::api::fail;
 using pccl::api::guarded;
 using pccl::api::validComm;
 
 
 namespace {
-
-Status checkComm(const pcclComm_t *comm) {
-    if (!api::initialized()) return {pcclNotInitialized, "pcclInit has not been called"};
-    if (!comm) return invalidArgument("communicator is NULL");
-    if (!validComm(comm)) return invalidArgument("not a valid communicator (already destroyed?)");
-    return {};
-}
 
 protocol::NetAddr fromCcoip(const ccoip_socket_address_t &a) {
     protocol::NetAddr n;
@@ -478,12 +472,28 @@ PCCL_EXPORT pcclResult_t pcclOptimizeTopology(const pcclComm_t *comm) {
 
 PCCL_EXPORT pcclResult_t pcclAllReduceAsync(const void *sendbuf, void *recvbuf, const pcclReduceDescriptor_t *descriptor,
                                             const pcclComm_t *comm, pcclAsyncReduceOp_t *reduce_handle_out) {
+    return pcclAllReduceWorldAsync(sendbuf, recvbuf, descriptor, 0, comm, reduce_handle_out);
+}
+
+PCCL_EXPORT pcclResult_t pcclAllReduceWorldAsync(const void *sendbuf, void *recvbuf,
+                                                 const pcclReduceDescriptor_t *descriptor, uint32_t world_size,
+                                                 const pcclComm_t *comm, pcclAsyncReduceOp_t *reduce_handle_out) {
     return guarded(comm, [&] {
         if (auto st = checkComm(comm); !st.ok()) return fail(comm, st);
         if (!reduce_handle_out) return fail(comm, invalidArgument("reduce_handle_out is NULL"));
         auto args = reduceArgs(sendbuf, recvbuf, descriptor);
         if (!args.ok()) return fail(comm, args.status());
-        if (auto st = checkGroupSize(comm, "all-reduce tag " + std::to_string(args->tag)); !st.ok()) return fail(comm, st);
+        const std::string what = "all-reduce tag " + std::to_string(args->tag);
+        if (auto st = checkGroupSize(comm, what); !st.ok()) return fail(comm, st);
+        if (world_size && comm->rep->connected()) {
+            // The caller counts on this group size: another one fails as a lost peer does.
+            auto size = comm->rep->attribute(PCCL_ATTRIBUTE_PEER_GROUP_WORLD_SIZE);
+            if (size.ok() && static_cast<uint32_t>(*size) != world_size)
+                return fail(comm, Status{pcclRankConnectionLost,
+                                         what + ": the peer group has " + std::to_string(*size) + " peers, not world_size " +
+                                             std::to_string(world_size) + " (the group changed); nothing was reduced"});
+            args->world = world_size;
+        }
         if (auto st = comm->rep->startAllReduce(*args); !st.ok()) return fail(comm, st);
         reduce_handle_out->comm = const_cast<pcclComm_t *>(comm);
         reduce_handle_out->tag = descriptor->tag;

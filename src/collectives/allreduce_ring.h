@@ -1,5 +1,8 @@
 // Pipelined ring all-reduce over a transport::FrameTransport (the data plane; in tests, the
-// in-memory transport of tests/support/mem_transport.h), for one operation.
+// in-memory transport of tests/support/mem_transport.h), for one operation; and its halves and
+// relatives over the same machinery (RingAllReduceParams::kind): reduce-scatter (the first
+// phase alone), all-gather (the second phase alone), broadcast (the second phase of a partition
+// in which the root owns everything: a pipelined chain from the root) and barrier (no data).
 //
 // The buffer is cut into N chunks (N = ring size); chunk c is owned by ring position c. Its
 // reduction starts at position c+1, flows around the ring (each peer adds its contribution to
@@ -31,16 +34,32 @@
 #include "collectives/quantize.h"
 #include "collectives/scratch_pool.h"
 #include "transport/data_operation.h"
+#include "util/collective_kind.h"
 #include "util/status.h"
 #include "util/uuid.h"
 
 namespace pccl::collectives {
 
+// Buffers by kind (count: elements of the whole buffer; block c: `blocks[c]` elements at the sum
+// of the blocks before it, in ring order):
+// - AllReduce: send and recv of count elements (send == recv: in place).
+// - AllGather: send holds this rank's block, recv all count elements (in place: send == the
+//   rank's block inside recv).
+// - ReduceScatter: send holds all count elements, recv this rank's block of the result (in place:
+//   recv == the rank's block inside send).
+// - Broadcast: recv of count elements; send (read on the root only; NULL elsewhere) of count
+//   elements (send == recv: in place).
+// - Barrier: no data (count 0).
 struct RingAllReduceParams {
     uint64_t seq = 0;
+    CollectiveKind kind = CollectiveKind::AllReduce;
     const void *send = nullptr;
     void *recv = nullptr;
     size_t count = 0;
+    // AllGather, ReduceScatter: elements of each ring rank's block (worldSize entries summing to
+    // count); empty: the even partition (block c = [count*c/N, count*(c+1)/N)).
+    std::vector<size_t> blocks;
+    uint32_t root = 0;  // Broadcast: the ring rank whose data everyone receives
     pcclDataType_t dtype = pcclFloat;
     pcclRedOp_t op = pcclSum;
     uint32_t rank = 0;  // position in the ring
@@ -80,6 +99,16 @@ public:
 
 private:
     enum Phase : uint8_t { kReduceScatter = 0, kAllGather = 1 };
+    bool phaseUsed(Phase ph) const {
+        return ph == kReduceScatter ? p_.kind == CollectiveKind::AllReduce || p_.kind == CollectiveKind::ReduceScatter
+                                    : p_.kind != CollectiveKind::ReduceScatter;
+    }
+    // Fills begin_ (the partition) from the kind, the blocks or the root.
+    void partition();
+    // A ring of one: the result is the local data.
+    void copyAlone();
+    // This peer's first sends: its reduce-scatter chunk, its all-gather block (or the root's data).
+    void startSends(std::unique_lock<std::mutex> &lock);
 
     bool completeLocked() const override { return got_[0] == expected_[0] && got_[1] == expected_[1]; }
     void restoreAfterAbortLocked() override;
@@ -95,7 +124,11 @@ private:
     size_t segmentIndex(size_t offset, size_t *length) const;
     const uint8_t *localPtr(size_t offset) const;
     uint8_t *accPtr(size_t offset) const;
-    uint8_t *outPtr(size_t offset) const { return static_cast<uint8_t *>(p_.recv) + offset * elemSize_; }
+    // Where the result at `offset` of the whole buffer goes (ReduceScatter: this rank's block only).
+    uint8_t *outPtr(size_t offset) const {
+        return static_cast<uint8_t *>(p_.recv) + (offset - outBase_) * elemSize_;
+    }
+    uint8_t *backupPtr(size_t offset) const { return backup_.data() + (offset - outBase_) * elemSize_; }
     void backup(size_t offset, size_t n);
     // bytes: the payload size; 0 = n elements of the phase's exact wire type.
     void sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes = 0);
@@ -110,6 +143,9 @@ private:
     size_t elemSize_, accSize_;
     pcclDataType_t accType_;
     bool inPlace_;
+    bool restores_ = false;  // an abort copies backedUp_ segments back into the output
+    size_t outBase_ = 0;     // the offset recv starts at (ReduceScatter: this rank's block)
+    std::vector<size_t> begin_;  // worldSize + 1 block starts
     size_t segElems_;
     ScratchPool::Scratch staging_;  // partials in the accumulator type (only when it differs)
     ScratchPool::Scratch backup_;   // the input, in place only

@@ -5,6 +5,8 @@
 #include <utility>
 
 #include "collectives/reduce_kernels.h"
+#include "master/collective_desc.h"
+#include "util/collective_kind.h"
 #include "master/shared_state_election.h"
 #include "protocol/wire_result.h"
 #include "shared_state/hashing.h"
@@ -283,15 +285,10 @@ void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m
         c.sinceMs = now_;
     } else if (!(c.desc == m.desc) && c.mismatch.empty()) {
         const Peer &f = peers_.at(c.first);
-        auto d = [](const CollectiveDesc &x) {
-            return "count " + std::to_string(x.count) + " " +
-                   dataTypeName(static_cast<pcclDataType_t>(x.dtype)) + " " +
-                   collectives::redOpName(static_cast<pcclRedOp_t>(x.op)) + " quant " + std::to_string(x.quant_algo) +
-                   "/" + std::to_string(x.quant_dtype) + " segment " +
-                   (x.segment_bytes ? std::to_string(x.segment_bytes) + " bytes" : std::string("auto"));
-        };
-        c.mismatch = "peers disagree on all-reduce tag " + std::to_string(m.tag) + ": " + describe(f) + " has " +
-                     d(c.desc) + ", " + describe(p) + " has " + d(m.desc);
+        c.mismatch = std::string("peers disagree on ") + collectiveName(static_cast<pccl::CollectiveKind>(c.desc.kind)) +
+                     " tag " + std::to_string(m.tag) + ": " + describe(f) + " has " +
+                     describeCollectiveDesc(c.desc) + ", " + describe(p) + " has " + describeCollectiveDesc(m.desc);
+        c.mismatchResult = descMismatchResult(c.desc, m.desc);
         if (c.desc.segment_bytes != m.desc.segment_bytes)
             c.mismatch += " (PCCL_SEGMENT_BYTES must be the same on every peer; unset means auto)";
     }
@@ -308,7 +305,7 @@ void Membership::maybeCommence(Actions &out, uint32_t group, uint64_t tag) {
     if (c.inited.size() < ring.size()) return;  // a member has not started it (checked in O(1) first)
     for (ClientId id : ring)
         if (!c.inited.count(id)) return;
-    if (!c.mismatch.empty()) return abortCollective(out, group, tag, pcclMismatch, c.mismatch);
+    if (!c.mismatch.empty()) return abortCollective(out, group, tag, c.mismatchResult, c.mismatch);
     c.seq = nextSeq_++;
     c.commencedMs = now_;
     c.participants = ring;

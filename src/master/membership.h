@@ -136,6 +136,7 @@ private:
         ClientId first = 0;
         std::set<ClientId> inited;
         std::string mismatch;  // non-empty: descriptions disagree
+        pcclResult_t mismatchResult = pcclMismatch;  // descMismatchResult of the first disagreement
         uint64_t seq = 0;      // 0 until commenced
         std::vector<ClientId> participants;
         std::set<ClientId> done;

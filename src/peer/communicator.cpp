@@ -338,6 +338,15 @@ void Communicator::startAllReduceEngine(const StartAllReduce &a) {
     p.send = a.args.send;
     p.recv = a.args.recv;
     p.count = a.args.count;
+    p.kind = a.args.kind;
+    p.root = a.args.root;
+    if (a.args.kind == CollectiveKind::AllGather || a.args.kind == CollectiveKind::ReduceScatter) {
+        // The session checked that the ring has args.world ranks, one block each.
+        p.blocks.assign(a.worldSize, a.args.count);
+        if (a.args.counts.size() == a.worldSize) p.blocks.assign(a.args.counts.begin(), a.args.counts.end());
+        p.count = 0;
+        for (size_t b : p.blocks) p.count += b;
+    }
     p.dtype = a.args.dtype;
     p.op = a.args.op;
     p.rank = a.rank;

@@ -134,6 +134,10 @@ CollectiveDesc Session::describe(const Op &op) {
     d.quant_dtype = static_cast<uint8_t>(op.args.quant.quantized_datatype);
     d.quant_algo = static_cast<uint8_t>(op.args.quant.algorithm);
     d.segment_bytes = op.segmentBytes;  // the configured value (0 = auto): peers must agree
+    d.kind = static_cast<uint8_t>(op.args.kind);
+    d.root = op.args.root;
+    d.world = op.args.world;
+    d.counts = op.args.counts;
     return d;
 }
 

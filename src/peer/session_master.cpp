@@ -215,6 +215,18 @@ void Session::on(Actions &out, const CollectiveCommence &m) {
     const auto n = static_cast<uint32_t>(m.ring.size());
     const auto rank = static_cast<uint32_t>(me - m.ring.begin());
     noteSeq(m.seq);
+    if (op.args.world && op.args.world != n) {
+        // The buffers were laid out for another group size (a peer was lost before the start):
+        // the master aborts this seq on every participant after the refusal.
+        op.seq = m.seq;
+        toMaster(out, CollectiveDone{m.tag, m.seq, false,
+                                                  std::string(collectiveName(op.args.kind)) + " tag " +
+                                                      std::to_string(m.tag) + " was laid out for " +
+                                                      std::to_string(op.args.world) + " peers but commenced with " +
+                                                      std::to_string(n) + " (the group changed before it started)",
+                                                  toWire(pcclRankConnectionLost), 0});
+        return;
+    }
     op.seq = m.seq;
     op.worldSize = n;
     op.next = m.ring[(rank + 1) % n].uuid;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "protocol/messages.h"
+#include "util/collective_kind.h"
 #include "util/status.h"
 #include "util/uuid.h"
 
@@ -37,7 +38,14 @@ struct SessionOptions {
 // reconnects); Rejoining (connected again and re-registered, waiting for the rebuilt run).
 enum class MasterLink { Up, Down, Rejoining };
 
+// One collective call (the name is historical: every kind goes through the all-reduce path).
+// Buffers by kind: collectives/allreduce_ring.h; world: the group size the buffers are laid out
+// for (checked when the collective commences); counts: an uneven all-gather/reduce-scatter's
+// blocks per ring rank (empty: even blocks of `count`, the size of this rank's block).
 struct ReduceArgs {
+    CollectiveKind kind = CollectiveKind::AllReduce;
+    uint32_t root = 0, world = 0;
+    std::vector<uint64_t> counts;
     const void *send = nullptr;
     void *recv = nullptr;
     size_t count = 0;

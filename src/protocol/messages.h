@@ -69,7 +69,17 @@ struct CollectiveDesc {
     uint8_t quant_dtype = 0;
     uint8_t quant_algo = 0;
     uint64_t segment_bytes = 0;
-    PCCL_FIELDS(count, dtype, op, quant_dtype, quant_algo, segment_bytes)
+    // Which collective (pccl::CollectiveKind: all-reduce 0, all-gather 1, reduce-scatter 2,
+    // broadcast 3, barrier 4); its root (broadcast: a ring rank; 0 otherwise); the group size the
+    // caller laid its buffers out for (0 for all-reduce and barrier, where it does not matter);
+    // the per-rank block counts of an uneven all-gather or reduce-scatter (empty: even blocks of
+    // `count`). Peers must agree on all of it (pcclMismatch), except `world`: peers that see
+    // different group sizes raced a membership change (pcclRankConnectionLost).
+    uint8_t kind = 0;
+    uint32_t root = 0;
+    uint32_t world = 0;
+    std::vector<uint64_t> counts;
+    PCCL_FIELDS(count, dtype, op, quant_dtype, quant_algo, segment_bytes, kind, root, world, counts)
     bool operator==(const CollectiveDesc &) const = default;
 };
 

@@ -95,8 +95,8 @@ void control(const std::string &name, const ControlMessage &m) {
 
 void controlMessages() {
     const WorldInfo world{3, 3, 1, 3};
-    const CollectiveDesc desc{1u << 20, pcclFloat, pcclSum, 0, 0, 0};
-    const CollectiveDesc quant{1u << 20, pcclFloat, pcclAvg, pcclUint8, pcclQuantMinMax, 1u << 20};
+    const CollectiveDesc desc{1u << 20, pcclFloat, pcclSum, 0, 0, 0, 0, 0, 0, {}};
+    const CollectiveDesc quant{1u << 20, pcclFloat, pcclAvg, pcclUint8, pcclQuantMinMax, 1u << 20, 2, 0, 3, {5, 0, 7}};
     // One default of each message, then real ones.
     std::vector<ControlMessage> defaults;
     [&]<size_t... I>(std::index_sequence<I...>) {
