@@ -12,6 +12,7 @@ from . import _pccl
 from ._closeable import Closeable
 from ._address import SocketAddress, parse_address
 from ._buffers import reduce_operands
+from . import _collectives
 from ._enums import Attribute, ReduceOp, Result, SharedStateSyncStrategy
 from ._errors import PCCLError
 from ._types import (
@@ -404,15 +405,18 @@ class Communicator(Closeable):
 
     def all_reduce_async(self, send: Any, recv: Any, *, op: Any, tag: int = 0,
                          operand_descriptor: Optional[ReduceOperandDescriptor] = None,
-                         quantization_options: Optional[QuantizationOptions] = None) -> AsyncReduceHandle:
+                         quantization_options: Optional[QuantizationOptions] = None,
+                         world_size: int = 0) -> AsyncReduceHandle:
         """Start an all-reduce (arguments as :meth:`all_reduce`) and return at once. Concurrent
         operations need distinct tags. Leave both buffers alone until the handle's
-        :meth:`AsyncReduceHandle.wait` returns; they are kept alive until then."""
+        :meth:`AsyncReduceHandle.wait` returns; they are kept alive until then. ``world_size``
+        (0: any) is the group size the caller counts on: a group of another size, now or when
+        the operation starts, fails it with ``RANK_CONNECTION_LOST`` and nothing is reduced."""
         args = self._reduce_args(send, recv, op, tag, operand_descriptor, quantization_options)
         native = self._require()
         tag = args[5]
         handle = AsyncReduceHandle(self, tag, (send, recv))
-        native.all_reduce_async(*args)
+        native.all_reduce_async(*args, _uint(world_size, "world_size", bits=32) if world_size else 0)
         with self._lock:
             self._in_flight[tag] = handle
         return handle
@@ -442,6 +446,89 @@ class Communicator(Closeable):
         figures = self._require().all_reduce_multiple_with_retry(native_ops, max_in_flight)
         del descriptors  # (kept alive, with their buffers, until here)
         return ReduceInfo(*figures)
+
+    # ----------------------------------------------------------------------------- other collectives
+
+    def _start(self, args: tuple, keepalive: tuple, func: Optional[str] = None) -> AsyncReduceHandle:
+        """Starts a collective; a refusal raises PCCLError naming ``func`` (the blocking call's
+        name) or, for the async forms, the native ``...Async`` call."""
+        native = self._require()
+        tag = args[9]
+        handle = AsyncReduceHandle(self, tag, keepalive)
+        try:
+            native.start_collective(*args)
+        except PCCLError as e:
+            if func is None:
+                raise
+            raise PCCLError(e.result, func, e.message) from None
+        with self._lock:
+            self._in_flight[tag] = handle
+        return handle
+
+    def _finish(self, handle: AsyncReduceHandle, func: str) -> ReduceInfo:
+        ok, status, info = handle.wait()
+        if not ok:
+            err = handle.error
+            raise PCCLError(status, func, err.message if err is not None else "")
+        return info
+
+    def all_gather_async(self, send: Any, recv: Any, *, tag: int = 0,
+                         counts: Optional[Sequence[int]] = None) -> AsyncReduceHandle:
+        """Start an all-gather (arguments as :meth:`all_gather`) and return at once; leave both
+        buffers alone until the handle's :meth:`AsyncReduceHandle.wait` returns."""
+        args = _collectives.gather_args(send, recv, tag, counts)
+        return self._start(args, (send, recv))
+
+    def all_gather(self, send: Any, recv: Any, *, tag: int = 0,
+                   counts: Optional[Sequence[int]] = None) -> ReduceInfo:
+        """All-gather over the peer group; blocks (without the GIL).
+
+        ``recv`` receives every rank's ``send`` in ring rank order (:attr:`rank`): rank r's block
+        at offset ``r * send.numel``, so ``recv`` has world size x ``send`` elements. Uneven
+        blocks: ``counts`` lists every rank's element count (``recv`` holds their sum, ``send``
+        this rank's count). ``send`` may be this rank's block inside ``recv`` (in place).
+        Raises PCCLError as :meth:`all_reduce` does (``RANK_CONNECTION_LOST`` also when ``recv``
+        is laid out for another group size than the group's current one)."""
+        args = _collectives.gather_args(send, recv, tag, counts)
+        return self._finish(self._start(args, (send, recv), "pcclAllGather"), "pcclAllGather")
+
+    def reduce_scatter_async(self, send: Any, recv: Any, *, op: Any, tag: int = 0,
+                             counts: Optional[Sequence[int]] = None,
+                             quantization_options: Optional[QuantizationOptions] = None) -> AsyncReduceHandle:
+        """Start a reduce-scatter (arguments as :meth:`reduce_scatter`) and return at once."""
+        args = _collectives.scatter_args(send, recv, op, tag, counts, quantization_options)
+        return self._start(args, (send, recv))
+
+    def reduce_scatter(self, send: Any, recv: Any, *, op: Any, tag: int = 0,
+                       counts: Optional[Sequence[int]] = None,
+                       quantization_options: Optional[QuantizationOptions] = None) -> ReduceInfo:
+        """Reduce-scatter over the peer group; blocks (without the GIL).
+
+        ``send`` holds every rank's block in ring rank order (the layout of :meth:`all_gather`'s
+        ``recv``); ``recv`` (one block, or ``counts[rank]`` elements) receives the reduction with
+        ``op`` of this rank's block over all peers. ``recv`` may be this rank's block inside
+        ``send`` (in place: restored if the operation fails). Raises as :meth:`all_gather`."""
+        args = _collectives.scatter_args(send, recv, op, tag, counts, quantization_options)
+        return self._finish(self._start(args, (send, recv), "pcclReduceScatter"), "pcclReduceScatter")
+
+    def broadcast_async(self, tensor: Any, *, root: int, tag: int = 0,
+                        world_size: Optional[int] = None) -> AsyncReduceHandle:
+        """Start a broadcast (arguments as :meth:`broadcast`) and return at once."""
+        args = _collectives.broadcast_args(self, tensor, root, tag, world_size)
+        return self._start(args, (tensor,))
+
+    def broadcast(self, tensor: Any, *, root: int, tag: int = 0, world_size: Optional[int] = None) -> ReduceInfo:
+        """Broadcast ``tensor`` from ring rank ``root`` into ``tensor`` on every peer, in place;
+        blocks (without the GIL). A receiving peer whose call fails holds its own data again.
+        ``world_size`` (default: the group's size now) is the group size ``root`` refers to; a
+        group of another size fails the call with ``RANK_CONNECTION_LOST``."""
+        args = _collectives.broadcast_args(self, tensor, root, tag, world_size)
+        return self._finish(self._start(args, (tensor,), "pcclBroadcast"), "pcclBroadcast")
+
+    def barrier(self, *, tag: int = 0) -> None:
+        """Block (without the GIL) until every peer of the group called barrier with this tag.
+        Raises PCCLError (``RANK_CONNECTION_LOST`` when a peer was lost while the others waited)."""
+        self._require().barrier(_collectives._tag(tag))
 
     # ----------------------------------------------------------------------------- shared state
 

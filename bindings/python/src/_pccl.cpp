@@ -485,15 +485,57 @@ public:
         return infoTuple(info);
     }
 
+    // world: 0, or the group size the caller counts on (pcclAllReduceWorldAsync).
     void allReduceAsync(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint64_t tag, int hint,
-                        int qdtype, int qalgo) {
+                        int qdtype, int qalgo, uint32_t world) {
         Use u(*this);
         const pcclReduceDescriptor_t d = makeDescriptor(count, dtype, op, tag, hint, qdtype, qalgo);
         pcclAsyncReduceOp_t handle{};
         callNoGil("pcclAllReduceAsync", [&] {
-            return pcclAllReduceAsync(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d, u.h,
-                                      &handle);
+            return pcclAllReduceWorldAsync(reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), &d,
+                                           world, u.h, &handle);
         });
+    }
+
+    // Starts a broadcast (kind 3), all-gather (1) or reduce-scatter (2) and returns at once (await
+    // it with awaitAsync). counts: the uneven blocks, or empty for even blocks of count.
+    void startCollective(int kind, uintptr_t send, uintptr_t recv, size_t count, const std::vector<size_t> &counts,
+                         uint32_t world, int dtype, int op, uint32_t root, uint64_t tag, int qdtype, int qalgo) {
+        Use u(*this);
+        pcclAsyncReduceOp_t handle{};
+        const auto *sp = reinterpret_cast<const void *>(send);
+        auto *rp = reinterpret_cast<void *>(recv);
+        const size_t *cp = counts.empty() ? nullptr : counts.data();
+        switch (kind) {
+            case 1: {
+                pcclAllGatherDescriptor_t d{count, cp, world, static_cast<pcclDataType_t>(dtype), tag};
+                callNoGil("pcclAllGatherAsync", [&] { return pcclAllGatherAsync(sp, rp, &d, u.h, &handle); });
+                return;
+            }
+            case 2: {
+                pcclReduceScatterDescriptor_t d{};
+                d.count = count;
+                d.counts = cp;
+                d.world_size = world;
+                d.op = static_cast<pcclRedOp_t>(op);
+                d.tag = tag;
+                d.src_descriptor = {static_cast<pcclDataType_t>(dtype), pcclDistributionNone};
+                d.quantization_options = {static_cast<pcclDataType_t>(qdtype), static_cast<pcclQuantizationAlgorithm_t>(qalgo)};
+                callNoGil("pcclReduceScatterAsync", [&] { return pcclReduceScatterAsync(sp, rp, &d, u.h, &handle); });
+                return;
+            }
+            case 3: {
+                pcclBroadcastDescriptor_t d{count, root, world, static_cast<pcclDataType_t>(dtype), tag};
+                callNoGil("pcclBroadcastAsync", [&] { return pcclBroadcastAsync(sp, rp, &d, u.h, &handle); });
+                return;
+            }
+            default: raiseResult(pcclInvalidArgument, "unknown collective kind " + std::to_string(kind));
+        }
+    }
+
+    void barrier(uint64_t tag) {
+        Use u(*this);
+        callBlocking("pcclBarrier", u.h, [&] { return pcclBarrier(u.h, tag); });
     }
 
     // Never raises for the operation's own failure: returns (result, message, world, tx, rx,
@@ -738,8 +780,12 @@ PYBIND11_MODULE(_pccl, m) {
         .def("members", &Communicator::members)
         .def("stats", &Communicator::stats)
         .def("all_reduce", &Communicator::allReduce)
-        .def("all_reduce_async", &Communicator::allReduceAsync)
+        .def("all_reduce_async", &Communicator::allReduceAsync, py::arg("send"), py::arg("recv"), py::arg("count"),
+             py::arg("dtype"), py::arg("op"), py::arg("tag"), py::arg("hint"), py::arg("qdtype"), py::arg("qalgo"),
+             py::arg("world") = 0)
         .def("await_async", &Communicator::awaitAsync)
+        .def("start_collective", &Communicator::startCollective)
+        .def("barrier", &Communicator::barrier)
         .def("all_reduce_multiple_with_retry", &Communicator::allReduceMultipleWithRetry)
         .def("sync_shared_state", &Communicator::syncSharedState)
         .def("last_error_message", &Communicator::lastErrorMessage);

@@ -114,10 +114,23 @@ def test_signatures():
         assert params(getattr(pccl.Communicator, name)) == [("self", POS, E)]
     assert params(pccl.Communicator.sync_shared_state) == [
         ("self", POS, E), ("shared_state", POS, E), ("strategy", POS, pccl.SharedStateSyncStrategy.ENFORCE_POPULAR)]
-    for name in ("all_reduce", "all_reduce_async"):
+    reduce_params = [("self", POS, E), ("send", POS, E), ("recv", POS, E), ("op", KW, E), ("tag", KW, 0),
+                     ("operand_descriptor", KW, None), ("quantization_options", KW, None)]
+    assert params(pccl.Communicator.all_reduce) == reduce_params
+    # all_reduce_async: PCCL 1.0's, then the extension world_size (pcclAllReduceWorldAsync).
+    assert params(pccl.Communicator.all_reduce_async) == reduce_params + [("world_size", KW, 0)]
+    # The other collectives (extensions, docs/collectives.md).
+    for name in ("all_gather", "all_gather_async"):
         assert params(getattr(pccl.Communicator, name)) == [
-            ("self", POS, E), ("send", POS, E), ("recv", POS, E), ("op", KW, E), ("tag", KW, 0),
-            ("operand_descriptor", KW, None), ("quantization_options", KW, None)]
+            ("self", POS, E), ("send", POS, E), ("recv", POS, E), ("tag", KW, 0), ("counts", KW, None)]
+    for name in ("reduce_scatter", "reduce_scatter_async"):
+        assert params(getattr(pccl.Communicator, name)) == [
+            ("self", POS, E), ("send", POS, E), ("recv", POS, E), ("op", KW, E), ("tag", KW, 0), ("counts", KW, None),
+            ("quantization_options", KW, None)]
+    for name in ("broadcast", "broadcast_async"):
+        assert params(getattr(pccl.Communicator, name)) == [
+            ("self", POS, E), ("tensor", POS, E), ("root", KW, E), ("tag", KW, 0), ("world_size", KW, None)]
+    assert params(pccl.Communicator.barrier) == [("self", POS, E), ("tag", KW, 0)]
     assert params(pccl.Communicator.all_reduce_multiple_with_retry) == [
         ("self", POS, E), ("descriptors", POS, E), ("max_in_flight", KW, 4)]
     assert params(pccl.Communicator.get_attribute) == [("self", POS, E), ("attribute", POS, E)]
