@@ -516,6 +516,28 @@ bool parseIPv4(const std::string &text, uint8_t out[4]) {
 
 namespace {
 
+}  // namespace
+
+bool validColl(const std::string &coll) {
+    return coll == "allreduce" || coll == "allgather" || coll == "reducescatter" || coll == "broadcast";
+}
+
+double busFactor(const std::string &coll, int world) {
+    if (world <= 1) return 0.0;
+    if (coll == "allreduce") return 2.0 * (world - 1) / world;
+    if (coll == "broadcast") return 1.0;
+    return double(world - 1) / world;
+}
+
+size_t collCount(const std::string &coll, uint64_t bytes, size_t dtypeSize, int world) {
+    const size_t n = std::max<size_t>(1, bytes / dtypeSize);
+    if (coll != "allgather" && coll != "reducescatter") return n;
+    const size_t w = size_t(std::max(1, world));
+    return std::max<size_t>(1, n / w) * w;
+}
+
+namespace {
+
 void usage(FILE *out) {
     std::fprintf(out,
                  "usage: pccl-bench [options]\n"
@@ -528,7 +550,9 @@ void usage(FILE *out) {
                  "  --warmup N        warm-up iterations per size (default: iters/4, 1..5)\n"
                  "  --dtype T         %s (default f32)\n"
                  "  --op OP           %s (default sum)\n"
-                 "  --inplace         sendbuf == recvbuf\n"
+                 "  --inplace         sendbuf == recvbuf (all-gather/reduce-scatter: the rank's block)\n"
+                 "  --coll C          allreduce | allgather | reducescatter | broadcast (default allreduce);\n"
+                 "                    sizes are the whole buffer; busbw factor 2(N-1)/N, (N-1)/N or 1\n"
                  "  --seed N          data pattern seed (default 1)\n"
                  "  --gloo / --no-gloo  also run torch.distributed gloo (default: if torch imports)\n"
                  "  --csv             machine-readable output\n"
@@ -643,6 +667,10 @@ std::optional<Options> parseOptions(int argc, char **argv) {
             if (!o.op) return bad(v);
         } else if (a == "--inplace") {
             o.inplace = true;
+        } else if (a == "--coll") {
+            if (!next(v)) return std::nullopt;
+            if (!validColl(v)) return bad(v);
+            o.coll = v;
         } else if (a == "--seed") {
             if (!next(v)) return std::nullopt;
             auto n = toInt(v, 0, (1ll << 62));

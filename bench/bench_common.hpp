@@ -126,6 +126,9 @@ struct Options {
     const DType *dtype = nullptr;
     const RedOp *op = nullptr;
     bool inplace = false;
+    // --coll: allreduce | allgather | reducescatter | broadcast (sizes are the whole buffer, as in
+    // nccl-tests: all-gather's output, reduce-scatter's input, the broadcast buffer).
+    std::string coll = "allreduce";
     uint64_t seed = 1;
     int gloo = -1;  // -1: auto (on if torch imports), 0 off, 1 on
     bool csv = false;
@@ -161,6 +164,14 @@ struct Options {
     int pool = 0;
     std::vector<PlanEntry> plan;
 };
+
+// nccl-tests' bus bandwidth factor of a collective over `world` ranks: 2(N-1)/N for all-reduce,
+// (N-1)/N for all-gather and reduce-scatter, 1 for broadcast (0 for one rank).
+double busFactor(const std::string &coll, int world);
+bool validColl(const std::string &coll);
+// Elements of the whole buffer for a planned size: all-gather and reduce-scatter round down to a
+// multiple of the world size (at least one element per rank); others max(1, bytes / size).
+size_t collCount(const std::string &coll, uint64_t bytes, size_t dtypeSize, int world);
 
 // Dotted IPv4 into 4 bytes; false if malformed.
 bool parseIPv4(const std::string &text, uint8_t out[4]);

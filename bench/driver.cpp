@@ -79,7 +79,6 @@ struct GlooResult {
     std::string error;  // set if the run failed as a whole
 };
 
-double busFactor(int world) { return world > 1 ? 2.0 * (world - 1) / world : 0.0; }
 
 std::string fmtNum(double v, int prec, int width) {
     char b[64];
@@ -110,8 +109,8 @@ public:
 
     void header(int world, int pool) {
         if (opt_.csv) return;
-        std::printf("\n# pccl-bench  peers=%d pool=%d dtype=%s op=%s inplace=%d iters=%s seed=%llu quant=%s%s\n", world,
-                    pool, opt_.dtype->name, opt_.op->name, opt_.inplace ? 1 : 0,
+        std::printf("\n# pccl-bench  coll=%s peers=%d pool=%d dtype=%s op=%s inplace=%d iters=%s seed=%llu quant=%s%s\n",
+                    opt_.coll.c_str(), world, pool, opt_.dtype->name, opt_.op->name, opt_.inplace ? 1 : 0,
                     opt_.iters ? std::to_string(opt_.iters).c_str() : "auto", static_cast<unsigned long long>(opt_.seed),
                     formatQuant(opt_.quant, opt_.quant_type).c_str(), opt_.optimize ? " optimize" : "");
         std::printf("#      size  iters     time(ms)      min(ms)  algbw(GB/s)  busbw(GB/s)  check%s\n",
@@ -128,13 +127,13 @@ public:
     void row(int world, int pool, const Row &r, const Row *g) {
         const double bytes = double(r.count) * double(opt_.dtype->size);
         const double algbw = bytes / r.median_s / 1e9;
-        const double busbw = algbw * busFactor(world);
+        const double busbw = algbw * busFactor(opt_.coll, world);
         double gms = NAN, gmin = NAN, gbus = NAN, ratio = NAN;
         std::string gcheck;
         if (g) {
             gms = g->median_s * 1e3;
             gmin = g->min_s * 1e3;
-            gbus = bytes / g->median_s / 1e9 * busFactor(world);
+            gbus = bytes / g->median_s / 1e9 * busFactor(opt_.coll, world);
             ratio = busbw / gbus;
             gcheck = g->check;
         }
@@ -210,6 +209,8 @@ GlooResult runGloo(const Options &opt, int world, const std::vector<PlanEntry> &
                                      opt.dtype->name,
                                      "--op",
                                      opt.op->name,
+                                     "--coll",
+                                     opt.coll,
                                      "--seed",
                                      std::to_string(opt.seed),
                                      "--timeout",
@@ -415,7 +416,7 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
             }
             Row r;
             r.bytes = b;
-            r.count = std::max<size_t>(1, b / opt.dtype->size);
+            r.count = collCount(opt.coll, b, opt.dtype->size, world);
             r.iters = plan[next_row].iters;
             std::vector<double> slowest(size_t(r.iters), 0.0);
             bool fail = false, inexact = false;
@@ -427,9 +428,9 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
                     fail = true;
                     char buf[256];
                     std::snprintf(buf, sizeof buf,
-                                  "rank %zu: %s all-reduce of %s wrong: %llu bad elements, first at index %llu: "
+                                  "rank %zu: %s %s of %s wrong: %llu bad elements, first at index %llu: "
                                   "got %.9g expected %.9g",
-                                  k, opt.op->name, formatSize(b).c_str(), static_cast<unsigned long long>(rs.bad),
+                                  k, opt.op->name, opt.coll.c_str(), formatSize(b).c_str(), static_cast<unsigned long long>(rs.bad),
                                   static_cast<unsigned long long>(rs.first_bad), rs.got, rs.expected);
                     problem(buf);
                 }
@@ -440,7 +441,8 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
                     problem("rank " + std::to_string(k) + ": pcclReduceInfo_t.local_world_size " +
                             std::to_string(rs.local_world) + " != " + std::to_string(world));
             }
-            for (size_t k = 1; k < st.size(); ++k) {
+            // Every rank holds the same output, except in a reduce-scatter (each its own block).
+            for (size_t k = 1; k < st.size() && opt.coll != "reducescatter"; ++k) {
                 const std::string &h0 = st[0].sizes[b].hash, &hk = st[k].sizes[b].hash;
                 if (h0 != hk) {
                     fail = true;
@@ -557,7 +559,9 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
                                          "--master-addr",
                                          opt.master_addr,
                                          "--quant",
-                                         formatQuant(opt.quant, opt.quant_type)};
+                                         formatQuant(opt.quant, opt.quant_type),
+                                         "--coll",
+                                         opt.coll};
         argv.insert(argv.end(), worker.begin(), worker.end());
         if (opt.inplace) argv.push_back("--inplace");
         if (opt.optimize) argv.push_back("--optimize");
@@ -642,7 +646,7 @@ RunOutcome runPccl(const Options &opt, const std::string &self, int world, int p
     for (; next_row < plan.size(); ++next_row) {
         Row r;
         r.bytes = plan[next_row].bytes;
-        r.count = std::max<size_t>(1, r.bytes / opt.dtype->size);
+        r.count = collCount(opt.coll, r.bytes, opt.dtype->size, world);
         r.iters = plan[next_row].iters;
         r.check = timed_out ? "TIMEOUT" : "ERR";
         out.row(world, pool, r, nullptr);

@@ -254,15 +254,60 @@ def worker_body(args):
                 return "ok~"
         return "FAIL"
 
-    for nbytes, warmup, iters in parse_plan(args.plan):
-        count = max(1, nbytes // esize)
-        emit("begin", nbytes)
+    coll = args.coll
+
+    def filled(count, values):
         buf = torch.empty(count, dtype=tdtype)
         rows, rest = tiled(buf)
-        rows.copy_(mine.expand_as(rows))
-        rest.copy_(mine[: rest.numel()])
-        allreduce(buf)
-        status = check(buf)
+        rows.copy_(values.expand_as(rows))
+        rest.copy_(values[: rest.numel()])
+        return buf
+
+    def matches(buf, values):
+        rows, rest = tiled(buf)
+        return bool((rows == values).all()) and bool((rest == values[: rest.numel()]).all())
+
+    def setup(count):
+        """(run, check) of one size for --coll; the buffers as pccl-bench's worker lays them out."""
+        if coll == "allreduce":
+            buf = filled(count, mine)
+            return (lambda: allreduce(buf)), (lambda: check(buf))
+        if coll == "broadcast":
+            root = to_dtype(value(0))
+            buf = filled(count, root) if args.rank == 0 else torch.empty(count, dtype=tdtype)
+            run = lambda: dist.broadcast(buf, src=0)  # noqa: E731
+            return run, (lambda: "ok" if matches(buf, root) else "FAIL")
+        per = max(1, count // n)
+        if coll == "allgather":
+            inp, out = filled(per, mine), torch.empty(per * n, dtype=tdtype)
+            run = lambda: dist.all_gather_into_tensor(out, inp)  # noqa: E731
+            peers = [to_dtype(value(r)) for r in range(n)]
+            return run, (lambda: "ok" if all(matches(out[r * per:(r + 1) * per], peers[r]) for r in range(n))
+                         else "FAIL")
+        inp, out = filled(per * n, mine), torch.empty(per, dtype=tdtype)
+
+        def run():
+            dist.reduce_scatter_tensor(out, inp, op=red)
+            if op == "avg":
+                if kind == "float":
+                    out.div_(n)
+                else:
+                    out.copy_(torch.div(out, n, rounding_mode="trunc"))
+
+        def check_block():
+            want = torch.roll(expected, -((args.rank * per) % PERIOD))
+            return "ok" if matches(out, want) else ("ok~" if op == "avg" and kind == "float" else "FAIL")
+
+        return run, check_block
+
+    for nbytes, warmup, iters in parse_plan(args.plan):
+        count = max(1, nbytes // esize)
+        if coll in ("allgather", "reducescatter"):
+            count = max(1, count // n) * n
+        emit("begin", nbytes)
+        run_once, check_now = setup(count)
+        run_once()
+        status = check_now()
         last_progress = time.monotonic()
 
         def progress(phase, i):  # at most once a second (see the driver's inactivity deadline)
@@ -272,17 +317,17 @@ def worker_body(args):
                 emit("progress", nbytes, phase, i)
 
         for i in range(warmup):
-            allreduce(buf)
+            run_once()
             progress("warmup", i + 1)
         times = []
         for i in range(iters):
             t0 = time.perf_counter()
-            allreduce(buf)
+            run_once()
             times.append(time.perf_counter() - t0)
             progress("timed", i + 1)
         emit("check", nbytes, count, status)
         emit("times", nbytes, *(f"{t:.9f}" for t in times))
-        del buf, rows, rest
+        del run_once, check_now
     dist.barrier()
     dist.destroy_process_group()
     emit("done")
@@ -300,6 +345,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=-1)
     ap.add_argument("--dtype", type=find_dtype, default="float32")
     ap.add_argument("--op", type=find_op, default="sum")
+    ap.add_argument("--coll", default="allreduce", choices=["allreduce", "allgather", "reducescatter", "broadcast"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=60, help="inactivity deadline in seconds")
     ap.add_argument("--machine", action="store_true", help="only '@gloo' lines (for pccl-bench)")
@@ -370,7 +416,7 @@ def main():
     for r in range(args.peers):
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--rank", str(r), "--peers", str(args.peers),
                "--store-port", str(store.port), "--parent-pid", str(os.getpid()), "--plan", args.plan,
-               "--dtype", args.dtype, "--op", args.op, "--seed", str(args.seed), "--timeout", str(args.timeout)]
+               "--dtype", args.dtype, "--op", args.op, "--coll", args.coll, "--seed", str(args.seed), "--timeout", str(args.timeout)]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True, bufsize=1)
         procs.append(p)
         sel.register(p.stdout, selectors.EVENT_READ, r)
@@ -385,9 +431,11 @@ def main():
     startup = 120.0  # importing torch in N processes on a busy machine
     open_pipes = args.peers
     if not args.machine:
-        print(f"# gloo all-reduce  peers={args.peers} dtype={args.dtype} op={args.op} seed={args.seed}")
+        print(f"# gloo {args.coll}  peers={args.peers} dtype={args.dtype} op={args.op} seed={args.seed}")
         print("#      size  iters     time(ms)      min(ms)  algbw(GB/s)  busbw(GB/s)  check")
-    busf = 2.0 * (args.peers - 1) / args.peers if args.peers > 1 else 0.0
+    # nccl-tests' bus bandwidth factors (bench_common.cpp busFactor)
+    busf = {"allreduce": 2.0 * (args.peers - 1) / args.peers, "broadcast": 1.0}.get(
+        args.coll, (args.peers - 1) / args.peers) if args.peers > 1 else 0.0
 
     def emit_ready_rows():
         nonlocal emitted
@@ -400,6 +448,8 @@ def main():
             checks = {res[b]["check"] for res in results}
             check = "FAIL" if "FAIL" in checks else ("ok~" if "ok~" in checks else "ok")
             count = max(1, b // esize)
+            if args.coll in ("allgather", "reducescatter"):
+                count = max(1, count // args.peers) * args.peers
             if args.machine:
                 say("row", b, count, iters, f"{med:.9f}", f"{mn:.9f}", check)
             else:

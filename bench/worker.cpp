@@ -255,17 +255,48 @@ int runWorker(const Options &opt) {
 
     const std::vector<uint8_t> input = inputTable(dt, op, opt.seed, opt.rank);
     const std::vector<uint8_t> expected = expectedTable(dt, op, opt.seed, opt.world);
+    // All-gather checks every block against every rank's input (ring ranks are not bench ranks).
+    std::vector<std::vector<uint8_t>> inputs;
+    if (opt.coll == "allgather")
+        for (int q = 0; q < opt.world; ++q) inputs.push_back(inputTable(dt, op, opt.seed, q));
+    // Broadcast: the root (ring rank 0) sends rank 0's pattern.
+    const std::vector<uint8_t> rootInput = opt.coll == "broadcast" ? inputTable(dt, op, opt.seed, 0) : input;
+    const uint32_t world = uint32_t(opt.world);
+    const uint32_t ring = uint32_t(std::max(0, attribute(comm, PCCL_ATTRIBUTE_RANK)));
     uint64_t tag = 1;
 
     for (const PlanEntry &e : opt.plan) {
-        const size_t count = std::max<size_t>(1, e.bytes / dt.size);
+        const size_t count = collCount(opt.coll, e.bytes, dt.size, opt.world);
         const size_t bytes = count * dt.size;
+        const size_t block = count / world;  // all-gather, reduce-scatter
         emit("begin %llu", static_cast<unsigned long long>(e.bytes));
-        Buffer send = allocate(bytes);
-        Buffer recv = opt.inplace ? nullptr : allocate(bytes);
-        uint8_t *out = opt.inplace ? send.get() : recv.get();
-        fillFromTable(send.get(), count, dt, input);
-        if (!opt.inplace) std::memset(out, 0xA5, bytes);  // garbage the result must overwrite
+        // whole: every block (all-reduce's buffer, all-gather's output, reduce-scatter's input,
+        // the broadcast buffer); part: all-gather's input or reduce-scatter's output when separate.
+        const bool gather = opt.coll == "allgather", scatter = opt.coll == "reducescatter";
+        const bool bcast = opt.coll == "broadcast";
+        Buffer whole = allocate(bytes);
+        Buffer send = (opt.inplace || (!gather && !scatter && !bcast)) ? nullptr : allocate(gather || scatter ? block * dt.size : bytes);
+        Buffer recv = opt.inplace || gather || scatter || bcast ? nullptr : allocate(bytes);  // all-reduce out of place
+        uint8_t *own = whole.get() + size_t(ring) * block * dt.size;
+        const uint8_t *src = whole.get();
+        uint8_t *out = whole.get();
+        if (opt.coll == "allreduce") {
+            fillFromTable(whole.get(), count, dt, input);
+            if (!opt.inplace) out = recv.get(), std::memset(out, 0xA5, bytes);
+        } else if (gather) {
+            std::memset(whole.get(), 0xA5, bytes);
+            src = opt.inplace ? own : send.get();
+            fillFromTable(const_cast<uint8_t *>(src), block, dt, input);
+        } else if (scatter) {
+            fillFromTable(whole.get(), count, dt, input);
+            out = opt.inplace ? own : send.get();  // `send` holds the separate output block
+            if (!opt.inplace) std::memset(out, 0xA5, block * dt.size);
+        } else {
+            if (opt.inplace) fillFromTable(whole.get(), count, dt, ring == 0 ? rootInput : input);
+            else std::memset(whole.get(), 0xA5, bytes);
+            if (!opt.inplace && ring == 0) fillFromTable(send.get(), count, dt, rootInput);
+            src = opt.inplace ? whole.get() : (ring == 0 ? send.get() : nullptr);
+        }
 
         pcclReduceDescriptor_t desc{};
         desc.count = count;
@@ -275,22 +306,69 @@ int runWorker(const Options &opt) {
         desc.quantization_options.quantized_datatype = opt.quant == pcclQuantNone ? dt.id : opt.quant_type;
         desc.quantization_options.algorithm = opt.quant;
         const double tolerance = quantErrorBound(dt, op, opt.quant, opt.quant_type, opt.world);
+        auto call = [&](pcclReduceInfo_t *info) -> pcclResult_t {
+            const uint64_t t = tag++;
+            if (gather) {
+                const pcclAllGatherDescriptor_t d{block, nullptr, world, dt.id, t};
+                return pcclAllGather(src, whole.get(), &d, comm, info);
+            }
+            if (scatter) {
+                pcclReduceScatterDescriptor_t d{};
+                d.count = block;
+                d.world_size = world;
+                d.op = op.id;
+                d.tag = t;
+                d.src_descriptor = desc.src_descriptor;
+                d.quantization_options = desc.quantization_options;
+                return pcclReduceScatter(whole.get(), out, &d, comm, info);
+            }
+            if (bcast) {
+                const pcclBroadcastDescriptor_t d{count, 0, world, dt.id, t};
+                return pcclBroadcast(src, whole.get(), &d, comm, info);
+            }
+            desc.tag = t;
+            return pcclAllReduce(whole.get(), out, &desc, comm, info);
+        };
+        const std::string what = opt.coll + " (";
 
-        // Correctness: one all-reduce on fresh data, every element checked, not timed.
+        // Correctness: one operation on fresh data, every element checked, not timed.
         pcclReduceInfo_t info{};
-        desc.tag = tag++;
         const SocketView sockets_before = viewSockets();
-        if (pcclResult_t rc = pcclAllReduce(send.get(), out, &desc, comm, &info); rc != pcclSuccess)
-            fail(comm, "pcclAllReduce (check, " + formatSize(e.bytes) + ")", rc);
+        if (pcclResult_t rc = call(&info); rc != pcclSuccess) fail(comm, what + "check, " + formatSize(e.bytes) + ")", rc);
         if (&e == &opt.plan.front()) emitRing(sockets_before, viewSockets(), opt.port);
-        CheckResult cr = checkAgainstTable(out, count, dt, op, expected, tolerance);
-        const uint64_t out_hash = hashBytes(out, bytes);
-        if (!opt.inplace) {
-            // The send buffer of an out-of-place all-reduce must stay untouched.
-            CheckResult sr = checkAgainstTable(send.get(), count, dt, *findOp("sum"), input);
+        CheckResult cr;
+        uint64_t out_hash = 0;
+        if (gather) {
+            // Every block holds some rank's input, this rank's own at its ring rank.
+            for (uint32_t b = 0; b < world; ++b) {
+                const uint8_t *p = whole.get() + size_t(b) * block * dt.size;
+                CheckResult best = checkAgainstTable(p, block, dt, op, b == ring ? input : inputs[0]);
+                for (int q = 1; q < opt.world && !best.ok() && b != ring; ++q)
+                    best = checkAgainstTable(p, block, dt, op, inputs[size_t(q)]);
+                if (!best.ok() && cr.ok()) cr = best, cr.first_bad += size_t(b) * block;
+            }
+            out_hash = hashBytes(whole.get(), bytes);
+        } else if (scatter) {
+            // The reduction of this rank's block: the expected table from the block's offset on.
+            std::vector<uint8_t> rotated(expected.size());
+            const size_t shift = (size_t(ring) * block) % kPeriod;
+            for (size_t k = 0; k < kPeriod; ++k)
+                std::memcpy(&rotated[k * dt.size], &expected[((k + shift) % kPeriod) * dt.size], dt.size);
+            cr = checkAgainstTable(out, block, dt, op, rotated, tolerance);
+            out_hash = hashBytes(out, block * dt.size);
+        } else if (bcast) {
+            cr = checkAgainstTable(whole.get(), count, dt, *findOp("sum"), rootInput);
+            out_hash = hashBytes(whole.get(), bytes);
+        } else {
+            cr = checkAgainstTable(out, count, dt, op, expected, tolerance);
+            out_hash = hashBytes(out, bytes);
+        }
+        if (!opt.inplace && (opt.coll == "allreduce" || scatter)) {
+            // The input of an out-of-place operation must stay untouched.
+            CheckResult sr = checkAgainstTable(whole.get(), count, dt, *findOp("sum"), input);
             if (!sr.ok() || sr.inexact) {
-                emit("error send buffer modified by out-of-place all-reduce (%s): %llu elements, first at %llu",
-                     formatSize(e.bytes).c_str(), static_cast<unsigned long long>(sr.bad + sr.inexact),
+                emit("error send buffer modified by out-of-place %s (%s): %llu elements, first at %llu",
+                     opt.coll.c_str(), formatSize(e.bytes).c_str(), static_cast<unsigned long long>(sr.bad + sr.inexact),
                      static_cast<unsigned long long>(sr.first_bad));
                 cr.bad += sr.bad + sr.inexact;
             }
@@ -311,9 +389,8 @@ int runWorker(const Options &opt) {
             emit("progress %llu %s %d", static_cast<unsigned long long>(e.bytes), phase, i);
         };
         for (int i = 0; i < e.warmup; ++i) {
-            desc.tag = tag++;
-            if (pcclResult_t rc = pcclAllReduce(send.get(), out, &desc, comm, nullptr); rc != pcclSuccess)
-                fail(comm, "pcclAllReduce (warm-up, " + formatSize(e.bytes) + ")", rc);
+            if (pcclResult_t rc = call(nullptr); rc != pcclSuccess)
+                fail(comm, what + "warm-up, " + formatSize(e.bytes) + ")", rc);
             progress("warmup", i + 1);
         }
         // Zero-filled (its pages touched) before the RSS baseline, so that only the library's
@@ -321,11 +398,10 @@ int runWorker(const Options &opt) {
         std::vector<double> times(size_t(e.iters), 0.0);
         const long rssBefore = rssKiB();
         for (int i = 0; i < e.iters; ++i) {
-            desc.tag = tag++;
             const auto t0 = Clock::now();
-            const pcclResult_t rc = pcclAllReduce(send.get(), out, &desc, comm, nullptr);
+            const pcclResult_t rc = call(nullptr);
             const auto t1 = Clock::now();
-            if (rc != pcclSuccess) fail(comm, "pcclAllReduce (timed, " + formatSize(e.bytes) + ")", rc);
+            if (rc != pcclSuccess) fail(comm, what + "timed, " + formatSize(e.bytes) + ")", rc);
             times[size_t(i)] = std::chrono::duration<double>(t1 - t0).count();
             progress("timed", i + 1);
         }
