@@ -1,7 +1,7 @@
 """One rank of a torch.distributed run over backend="pccl" (or "gloo"), for test_torch_backend.py.
 
     python torch_backend_peer.py MODE --master HOST:PORT --rank R --world N [--backend pccl|gloo]
-                                 [--init URL] [--steps K]
+                                 [--init URL] [--steps K] [--hidden H]
 
 MODE: ddp (DDP training, prints the parameters' hash), fsdp (FSDP2 fully_shard training, prints
 the losses and the full parameters' hash), ops (every supported collective checked against its
@@ -42,10 +42,14 @@ def digest(tensors) -> str:
     return h.hexdigest()
 
 
+HIDDEN = 64
+
+
 def mlp(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
-                               torch.nn.Linear(64, 8))
+    h = HIDDEN
+    return torch.nn.Sequential(torch.nn.Linear(32, h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU(),
+                               torch.nn.Linear(h, 8))
 
 
 def batch(rank: int, step: int):
@@ -171,7 +175,10 @@ def main():
     p.add_argument("--backend", default="pccl")
     p.add_argument("--init", default="")
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--hidden", type=int, default=64, help="width of the MLP's hidden layers (timing runs)")
     args = p.parse_args()
+    global HIDDEN
+    HIDDEN = args.hidden
     torch.set_num_threads(1)
     out = {"ddp": ddp, "fsdp": fsdp, "ops": ops, "kill": kill}[args.mode](args)
     print("RESULT " + json.dumps(out), flush=True)
