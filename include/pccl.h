@@ -482,10 +482,15 @@ typedef struct pcclCommStats_t {
     /** The send rate to the ring successor achieved by the latest all-reduce that measured one,
      *  in bytes per second; 0 before. */
     uint64_t last_send_bytes_per_second;
+    /** Collectives of every kind (all-reduce, broadcast, all-gather, reduce-scatter, barrier)
+     *  that returned pcclSuccess, and that started and failed; all_reduces_* count the
+     *  all-reduces among them. */
+    uint64_t collectives_completed;
+    uint64_t collectives_failed;
 } pcclCommStats_t;
 
 #ifdef __cplusplus
-#define PCCL_COMM_STATS_INIT { sizeof(pcclCommStats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define PCCL_COMM_STATS_INIT { sizeof(pcclCommStats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 #else
 #define PCCL_COMM_STATS_INIT { .struct_size = sizeof(pcclCommStats_t) }
 #endif

@@ -132,9 +132,11 @@ void collectives(std::ostringstream &o, const json &s) {
     for (auto &d : c.at("durations"))
         durations[d.at("kind").get<std::string>()] = {d.at("count").get<uint64_t>(), d.at("sum_seconds").get<double>()};
     o << "\nCOLLECTIVES\n";
-    for (const char *kind : {"all_reduce", "shared_state_sync"}) {
-        auto &r = byKind[kind];
-        o << format("  %-17s  %llu completed, %llu aborted, %llu mismatched, %llu timed out", kind,
+    // all_reduce and shared_state_sync always; the other collectives once the master counted one.
+    byKind["all_reduce"];
+    byKind["shared_state_sync"];
+    for (auto &[kind, r] : byKind) {
+        o << format("  %-17s  %llu completed, %llu aborted, %llu mismatched, %llu timed out", kind.c_str(),
                     static_cast<unsigned long long>(r["completed"]), static_cast<unsigned long long>(r["aborted"]),
                     static_cast<unsigned long long>(r["mismatched"]), static_cast<unsigned long long>(r["timed_out"]));
         auto d = durations.find(kind);

@@ -60,8 +60,10 @@ FIELDS_IN_ORDER(pcclCommStats_t, struct_size, all_reduces_completed);
 FIELDS_IN_ORDER(pcclCommStats_t, last_all_reduce_bytes, world_size);
 FIELDS_IN_ORDER(pcclCommStats_t, peer_group, epoch);
 FIELDS_IN_ORDER(pcclCommStats_t, epoch, votes_completed);
+FIELDS_IN_ORDER(pcclCommStats_t, last_send_bytes_per_second, collectives_completed);
+FIELDS_IN_ORDER(pcclCommStats_t, collectives_completed, collectives_failed);
 FIELDS_IN_ORDER(pcclCommStats_t, votes_failed, last_send_bytes_per_second);
-static_assert(sizeof(pcclCommStats_t) == offsetof(pcclCommStats_t, last_send_bytes_per_second) + sizeof(uint64_t));
+static_assert(sizeof(pcclCommStats_t) == offsetof(pcclCommStats_t, collectives_failed) + sizeof(uint64_t));
 #undef FIELDS_IN_ORDER
 
 static_assert(std::is_same_v<pcclReduceOpDescriptor_t, struct pcclReduceSingleDescriptor_t>);

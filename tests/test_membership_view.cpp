@@ -5,6 +5,7 @@
 
 using namespace pccl::testing;
 using pccl::master::RunView;
+using pccl::CollectiveKind;
 
 namespace {
 
@@ -50,6 +51,60 @@ TEST_CASE("membership view: collectives are counted by result with their duratio
     // Committed all-reduces taught the master each hop's rate: the links of the ring.
     CHECK(v.links.size() == 3);
     for (auto &l : v.links) CHECK(l.probeBytesPerSecond == 1000);
+}
+
+TEST_CASE("membership view: each kind of collective is counted, named and shown under its own kind", "[master][status]") {
+    Cluster c;
+    acceptPeers(c, 3);
+    auto as = [](CollectiveInit m, CollectiveKind kind) {
+        m.desc.kind = static_cast<uint8_t>(kind);
+        m.desc.world = kind == CollectiveKind::Barrier ? 0 : 3;
+        return m;
+    };
+    // A broadcast runs to its commit.
+    c.m.setTime(1000);
+    Actions out;
+    for (ClientId id : {1, 2, 3}) out = c.m.onMessage(id, as(init(1), CollectiveKind::Broadcast));
+    auto commence = sent<CollectiveCommence>(out, 1);
+    REQUIRE(commence.size() == 1);
+    CHECK(c.m.view().inFlight.at(0).kind == "broadcast");
+    c.m.setTime(1040);
+    for (ClientId id : {1, 2, 3}) c.m.onMessage(id, CollectiveDone{1, commence[0].seq, true, "", 0, 0});
+    // An all-gather loses a peer while it runs: aborted, and the reason names the all-gather.
+    for (ClientId id : {1, 2, 3}) out = c.m.onMessage(id, as(init(2), CollectiveKind::AllGather));
+    REQUIRE(sent<CollectiveCommence>(out, 1).size() == 1);
+    out = c.m.onDisconnect(3, "connection reset");
+    auto aborted = sent<CollectiveAborted>(out, 1);
+    REQUIRE(aborted.size() == 1);
+    CHECK_THAT(aborted[0].reason, Catch::Contains("during all-gather tag 2"));
+
+    auto v = c.m.view();
+    CHECK(collectives(v, "broadcast", "completed") == 1);
+    CHECK(collectives(v, "all_gather", "aborted") == 1);
+    CHECK(collectives(v, "all_reduce", "completed") == 0);
+    CHECK(collectives(v, "all_reduce", "aborted") == 0);
+    REQUIRE(v.counters.durations.count("broadcast"));
+    CHECK(v.counters.durations.at("broadcast").sumSeconds == Approx(0.04));
+    CHECK(!v.counters.durations.count("all_reduce"));
+    // The metrics carry every kind from the first scrape.
+    const std::string metrics = pccl::master::renderMetrics(v);
+    CHECK_THAT(metrics, Catch::Contains("pccl_collectives_total{kind=\"broadcast\",result=\"completed\"} 1"));
+    CHECK_THAT(metrics, Catch::Contains("pccl_collectives_total{kind=\"reduce_scatter\",result=\"completed\"} 0"));
+    CHECK_THAT(metrics, Catch::Contains("pccl_collectives_total{kind=\"all_gather\",result=\"aborted\"} 1"));
+}
+
+TEST_CASE("membership view: a collective of an unknown kind kicks its sender", "[master]") {
+    Cluster c;
+    acceptPeers(c, 2);
+    CollectiveInit m = init(4);
+    m.desc.kind = 200;
+    auto out = c.m.onMessage(1, m);
+    CHECK(c.m.view().inFlight.empty());
+    auto v = c.m.view();
+    CHECK(v.peers.size() == 1);
+    CHECK(std::any_of(v.events.begin(), v.events.end(), [](auto &e) {
+        return e.text.find("unknown collective (kind 200)") != std::string::npos;
+    }));
 }
 
 TEST_CASE("membership view: a peer lost in a running all-reduce counts a crash and an aborted collective",

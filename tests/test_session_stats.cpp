@@ -87,6 +87,47 @@ TEST_CASE("session stats: all-reduces completed and failed, bytes, the last one'
     CHECK(d.s.stats().counters.allReducesFailed == 2);
 }
 
+TEST_CASE("session stats: other collectives count as collectives, not as all-reduces", "[session]") {
+    Driver d;
+    d.admit(ringWithSelfAt(2, 0), {2, 2, 1, 2});
+    completeAllReduce(d, 1, 1, OpStats{8, 8, 0});
+    const auto afterAllReduce = d.s.stats().counters;
+
+    ReduceArgs b = reduceArgs(2, 64);
+    b.kind = CollectiveKind::Broadcast;
+    b.world = 2;
+    auto start = d.startAllReduce(b);
+    REQUIRE(answer(start.out, start.id).status.ok());
+    auto w = d.awaitAllReduce(2);
+    REQUIRE(actionsOf<StartAllReduce>(d.message(CollectiveCommence{2, 2, ringWithSelfAt(2, 0)})).size() == 1);
+    d.allReduceFinished(2, 2, {}, OpStats{256, 0, 0});
+    REQUIRE(answer(d.message(CollectiveCommitted{2, 2}), w.id).status.ok());
+
+    ReduceArgs g = reduceArgs(3, 64);
+    g.kind = CollectiveKind::AllGather;
+    g.world = 2;
+    start = d.startAllReduce(g);
+    REQUIRE(answer(start.out, start.id).status.ok());
+    w = d.awaitAllReduce(3);
+    auto out = d.message(CollectiveAborted{3, 0, toWire(pcclMismatch), "peers disagree", {}});
+    REQUIRE(answer(out, w.id).status.code() == pcclMismatch);
+
+    auto c = d.s.stats().counters;
+    CHECK(c.collectivesCompleted == 2);
+    CHECK(c.collectivesFailed == 1);
+    CHECK(c.allReducesCompleted == 1);
+    CHECK(c.allReducesFailed == 0);
+    CHECK(c.lastAllReduceBytes == afterAllReduce.lastAllReduceBytes);  // of the all-reduce, not the broadcast
+    CHECK(c.lastAllReduceUs == afterAllReduce.lastAllReduceUs);
+    CHECK(c.txBytes == 8 + 256);  // bytes count for every kind
+
+    d.message(HeartbeatAck{});
+    auto reports = sent<StatsReport>(d.tickAt(d.now + kStatsReportPeriodMs + 1));
+    REQUIRE(reports.size() == 1);
+    CHECK(reports[0].collectives_completed == 2);
+    CHECK(reports[0].collectives_failed == 1);
+}
+
 TEST_CASE("session stats: syncs and votes, completed and failed", "[session]") {
     Driver d;
     d.admit();

@@ -424,6 +424,8 @@ PCCL_EXPORT pcclResult_t pcclGetCommunicatorStats(const pcclComm_t *comm, pcclCo
         out.votes_completed = c.votesCompleted;
         out.votes_failed = c.votesFailed;
         out.last_send_bytes_per_second = c.lastSendBytesPerS;
+        out.collectives_completed = c.collectivesCompleted;
+        out.collectives_failed = c.collectivesFailed;
         // Only the fields struct_size covers (a caller built against this version or a later one).
         std::memcpy(reinterpret_cast<char *>(stats_out) + sizeof(size_t), reinterpret_cast<const char *>(&out) + sizeof(size_t),
                     std::min(size, sizeof(out)) - sizeof(size_t));

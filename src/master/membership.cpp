@@ -279,14 +279,18 @@ void Membership::onCollectiveInit(Actions &out, Peer &p, const CollectiveInit &m
         if (c.inited.empty() && c.seq == 0) collectives_.erase(key);
         return kick(out, p.id, "started tag " + std::to_string(m.tag) + " twice");
     }
+    if (m.desc.kind >= kCollectiveKinds) {
+        if (c.inited.empty()) collectives_.erase(key);
+        return kick(out, p.id, "started tag " + std::to_string(m.tag) + " as an unknown collective (kind " +
+                                   std::to_string(m.desc.kind) + ")");
+    }
     if (c.inited.empty()) {
         c.desc = m.desc;
         c.first = p.id;
         c.sinceMs = now_;
     } else if (!(c.desc == m.desc) && c.mismatch.empty()) {
         const Peer &f = peers_.at(c.first);
-        c.mismatch = std::string("peers disagree on ") + collectiveName(static_cast<pccl::CollectiveKind>(c.desc.kind)) +
-                     " tag " + std::to_string(m.tag) + ": " + describe(f) + " has " +
+        c.mismatch = "peers disagree on " + c.name(m.tag) + ": " + describe(f) + " has " +
                      describeCollectiveDesc(c.desc) + ", " + describe(p) + " has " + describeCollectiveDesc(m.desc);
         c.mismatchResult = descMismatchResult(c.desc, m.desc);
         if (c.desc.segment_bytes != m.desc.segment_bytes)
@@ -320,7 +324,7 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
     if (!m.ok) {
         const auto result = failureFromWire(m.result) == pcclTimeout ? pcclTimeout : pcclRankConnectionLost;
         return abortCollective(out, p.group, m.tag, result,
-                               describe(p) + " reported during all-reduce tag " + std::to_string(m.tag) + ": " + m.error);
+                               describe(p) + " reported during " + c.name(m.tag) + ": " + m.error);
     }
     c.done.insert(p.id);
     if (m.send_bytes_per_s) c.sendRates[p.id] = m.send_bytes_per_s;
@@ -328,7 +332,7 @@ void Membership::onCollectiveDone(Actions &out, Peer &p, const CollectiveDone &m
     for (ClientId id : c.participants)
         if (!c.done.count(id)) return;
     learnFromTraffic(c);
-    countCollective("all_reduce", pcclSuccess, c.commencedMs);
+    countCollective(collectiveMetricName(c.kind()), pcclSuccess, c.commencedMs);
     for (ClientId id : c.participants) send(out, id, CollectiveCommitted{m.tag, c.seq});
     collectives_.erase(it);
 }
@@ -338,8 +342,8 @@ void Membership::abortCollective(Actions &out, uint32_t group, uint64_t tag, pcc
     auto it = collectives_.find({group, tag});
     if (it == collectives_.end()) return;
     Collective &c = it->second;
-    countCollective("all_reduce", result, 0);
-    record("collective", "all-reduce tag " + std::to_string(tag) + " of group " + std::to_string(group) +
+    countCollective(collectiveMetricName(c.kind()), result);
+    record("collective", c.name(tag) + " of group " + std::to_string(group) +
                              " failed (" + pcclGetErrorString(result) + "): " + reason);
     std::set<ClientId> to(c.inited.begin(), c.inited.end());
     to.insert(c.participants.begin(), c.participants.end());
@@ -381,7 +385,7 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
             const std::string phase = c.done.count(id) ? " (it had finished its transfer and waited for the commit)"
                                                        : " (its transfer was under way)";
             abortCollective(out, p.group, tag, pcclRankConnectionLost,
-                            describe(p) + " " + reason + " during all-reduce tag " + std::to_string(tag) + phase, {p.uuid});
+                            describe(p) + " " + reason + " during " + c.name(tag) + phase, {p.uuid});
         } else if (c.seq == 0) {
             c.inited.erase(id);
             c.awaiting.erase(id);
@@ -471,7 +475,7 @@ std::string Membership::activityOf(const Peer &p) const {
     if (probe_ && probe_->waiting.count(p.id)) parts.push_back("a link measurement (its report missing)");
     for (auto &[key, c] : collectives_) {
         if (key.first != p.group) continue;
-        const std::string tag = "all-reduce tag " + std::to_string(key.second);
+        const std::string tag = c.name(key.second);
         const bool participant = std::find(c.participants.begin(), c.participants.end(), p.id) != c.participants.end();
         if (c.seq != 0 && participant)
             parts.push_back(tag + (c.done.count(p.id) ? " (transfer finished, waiting for the commit)" : " (transfer under way)"));
@@ -596,7 +600,7 @@ void Membership::settleLateVotes(Actions &out) {
         std::vector<ClientId> voters, laggards;
         for (ClientId id : rings_[group]) (it->second.inited.count(id) ? voters : laggards).push_back(id);
         std::string reason;
-        if (removeLaggards(out, "all-reduce tag " + std::to_string(tag), "waiting to start", voters, laggards, &reason)) continue;
+        if (removeLaggards(out, it->second.name(tag), "waiting to start", voters, laggards, &reason)) continue;
         abortCollective(out, group, tag, pcclTimeout, reason);
     }
     // Shared-state syncs still collecting descriptions.
@@ -613,7 +617,7 @@ void Membership::settleLateVotes(Actions &out) {
                            "waiting to start: collecting the peers' state descriptions", voters, laggards, &reason))
             continue;
         for (ClientId id : voters) send(out, id, SharedStateAborted{0, toWire(pcclTimeout), reason, {}});
-        countCollective("shared_state_sync", pcclTimeout, 0);
+        countCollective("shared_state_sync", pcclTimeout);
         syncRounds_.erase(group);
     }
 }

@@ -22,6 +22,7 @@
 
 #include "master/run_view.h"
 #include "protocol/messages.h"
+#include "util/collective_kind.h"
 
 namespace pccl::master {
 
@@ -144,6 +145,9 @@ private:
         uint64_t commencedMs = 0;
         std::map<ClientId, uint64_t> sendRates;  // reported with CollectiveDone
         std::set<ClientId> awaiting;  // inited peers whose user thread waits for it (CollectiveAwait)
+        CollectiveKind kind() const { return static_cast<CollectiveKind>(desc.kind); }
+        // "broadcast tag 3": how messages name it.
+        std::string name(uint64_t tag) const { return collectiveTag(kind(), tag); }
     };
 
     // One handler per message a peer may send. Votes, collectives, syncs and reports are taken
@@ -333,7 +337,9 @@ private:
     void note(const char *kind, std::string line);
     void record(const char *kind, std::string line);  // the log only (failed collectives)
     void countLoss(const std::string &reason);
-    void countCollective(const char *kind, pcclResult_t result, uint64_t commencedMs);
+    // A collective's (or sync's) outcome; a commit with its commence time also feeds the durations
+    // (a commit resolved by a restarted master has none: it commenced under the old one).
+    void countCollective(const char *kind, pcclResult_t result, std::optional<uint64_t> commencedMs = std::nullopt);
     RunCounters counters_;
     std::deque<RunEvent> eventLog_;
 

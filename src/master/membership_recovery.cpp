@@ -191,10 +191,12 @@ void Membership::resolveCollectives(Actions &out, const std::vector<ClientId> &m
             if (op.seq) seqs.insert(op.seq);
         if (seqs.empty()) continue;
         const uint64_t seq = *seqs.rbegin();
+        const auto kind = static_cast<CollectiveKind>(holders.front().second.desc.kind);
+        const char *metric = collectiveMetricName(kind);
         if (seqs.size() == 1 && committed.count(seq)) {
             for (auto &[id, op] : holders)
                 if (op.seq == seq) send(out, id, CollectiveCommitted{tag, seq});
-            countCollective("all_reduce", pcclSuccess, 0);
+            countCollective(metric, pcclSuccess);
             continue;
         }
         const bool complete = seqs.size() == 1 && holders.size() == participants &&
@@ -202,12 +204,12 @@ void Membership::resolveCollectives(Actions &out, const std::vector<ClientId> &m
                                           [&](auto &h) { return h.second.seq == seq && finishedOk(h.second.phase); });
         if (complete) {
             for (auto &[id, op] : holders) send(out, id, CollectiveCommitted{tag, seq});
-            countCollective("all_reduce", pcclSuccess, 0);
+            countCollective(metric, pcclSuccess);
             continue;
         }
-        const std::string reason = "all-reduce tag " + std::to_string(tag) +
+        const std::string reason = collectiveTag(kind, tag) +
                                    " was under way when the master restarted and did not finish on every peer";
-        countCollective("all_reduce", pcclRankConnectionLost, 0);
+        countCollective(metric, pcclRankConnectionLost);
         record("collective", reason);
         for (auto &[id, op] : holders)
             send(out, id, CollectiveAborted{tag, op.seq, toWire(pcclRankConnectionLost), reason, {}});

@@ -157,7 +157,7 @@ void Membership::abortSync(Actions &out, uint32_t group, const std::string &reas
     if (it == syncRounds_.end()) return;
     const SyncRound round = std::move(it->second);
     syncRounds_.erase(it);
-    countCollective("shared_state_sync", result, 0);
+    countCollective("shared_state_sync", result);
     record("collective", "shared-state sync of group " + std::to_string(group) + " failed: " + reason);
     for (ClientId id : round.participants)
         if (peers_.count(id))

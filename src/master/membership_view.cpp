@@ -48,9 +48,10 @@ void Membership::record(const char *kind, std::string line) {
 void Membership::countLoss(const std::string &reason) { ++counters_.losses[lossReason(reason)]; }
 
 // commencedMs is used for a completed one only (its duration: commence to commit).
-void Membership::countCollective(const char *kind, pcclResult_t result, uint64_t commencedMs) {
+void Membership::countCollective(const char *kind, pcclResult_t result, std::optional<uint64_t> commencedMs) {
     ++counters_.collectives[{kind, resultName(result)}];
-    if (result == pcclSuccess) counters_.durations[kind].observe(static_cast<double>(now_ - commencedMs) / 1000.0);
+    if (result == pcclSuccess && commencedMs)
+        counters_.durations[kind].observe(static_cast<double>(now_ - *commencedMs) / 1000.0);
 }
 
 // Only admitted peers report (dispatch kicks others); the latest report replaces the previous one.
@@ -120,7 +121,7 @@ RunView Membership::view() const {
         v.links.back().to = key.second;
     }
     for (auto &[key, c] : collectives_) {
-        CollectiveView cv{"all_reduce", key.first, key.second, c.seq, c.seq ? "running" : "starting",
+        CollectiveView cv{collectiveMetricName(c.kind()), key.first, key.second, c.seq, c.seq ? "running" : "starting",
                           c.seq ? c.participants.size() : rings_.count(key.first) ? rings_.at(key.first).size() : 0,
                           c.inited.size(), c.done.size(), c.seq ? c.commencedMs : c.sinceMs};
         v.inFlight.push_back(cv);

@@ -101,7 +101,7 @@ std::string Membership::blockedIn(const Peer &p) const {
         return "a shared-state sync (waiting to start)";
     for (auto &[key, c] : collectives_)
         if (key.first == p.group && c.seq == 0 && c.awaiting.count(p.id))
-            return "all-reduce tag " + std::to_string(key.second) + " (waiting to start)";
+            return c.name(key.second) + " (waiting to start)";
     return "";
 }
 
@@ -112,11 +112,11 @@ void Membership::failMisorderedCalls(Actions &out) {
     const auto accepted = acceptedIds();
     if (accepted.size() < 2) return;
     std::string who;
-    std::set<std::string> kinds;  // "a vote", "all-reduce", "a shared-state sync"
+    std::set<std::string> kinds;  // "a vote", "a collective", "a shared-state sync"
     for (ClientId id : accepted) {
         const std::string in = blockedIn(peers_.at(id));
         if (in.empty()) return;  // this peer may still make the call the others wait for
-        kinds.insert(in.rfind("all-reduce", 0) == 0 ? "all-reduce" : in);  // tags are one kind
+        kinds.insert(in.find(" tag ") != std::string::npos ? "a collective" : in);  // tags are one kind
         who += (who.empty() ? "" : "; ") + describe(peers_.at(id)) + " is in " + in;
     }
     // Only calls of different kinds: peers awaiting different all-reduce tags may have other
@@ -155,7 +155,7 @@ void Membership::failMisorderedCalls(Actions &out) {
         }
         for (auto &[id, described] : it->second.described)
             send(out, id, SharedStateAborted{0, toWire(pcclMismatch), reason, {}});
-        countCollective("shared_state_sync", pcclMismatch, 0);
+        countCollective("shared_state_sync", pcclMismatch);
         it = syncRounds_.erase(it);
     }
 }

@@ -12,7 +12,7 @@ namespace pccl::master {
 namespace {
 
 const char *const kStates[] = {"connecting", "pending", "rejoining", "accepted", "voting"};
-const char *const kKinds[] = {"all_reduce", "shared_state_sync"};
+const char *const kKinds[] = {"all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "shared_state_sync"};
 const char *const kResults[] = {"completed", "aborted", "mismatched", "timed_out"};
 const char *const kLossReasons[] = {"crash", "heartbeat", "left", "vote_timeout", "link_failure", "shared_state",
                                     "protocol"};

@@ -35,7 +35,8 @@ struct DurationHistogram {
     }
 };
 
-// Counters since the master started. Kinds: "all_reduce", "shared_state_sync". Results:
+// Counters since the master started. Kinds: "all_reduce", "all_gather", "reduce_scatter",
+// "broadcast", "barrier" (collectiveMetricName), "shared_state_sync". Results:
 // "completed", "aborted" (a peer failed or was lost), "mismatched", "timed_out". Loss reasons:
 // "crash" (its connection closed), "heartbeat", "left", "vote_timeout", "link_failure",
 // "shared_state" (kicked by the shared-state election), "protocol" (kicked for a protocol error).
@@ -77,7 +78,7 @@ struct LinkView {
 };
 
 struct CollectiveView {
-    std::string kind;  // "all_reduce", "shared_state_sync"
+    std::string kind;  // "all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "shared_state_sync"
     uint32_t group = 0;
     uint64_t tag = 0, seq = 0;  // seq 0: not commenced yet
     std::string phase;          // "starting" or "running"

@@ -62,9 +62,9 @@ st.title=p.activity;const age=(s.now_unix_ms-p.last_heartbeat_unix_ms)/1000;
 tr.append(td(short(p.uuid),"mono"),td(p.group),td(p.rank<0?"-":p.rank),st,td(p.data_address,"mono"),
 td(p.stats?bytes(p.stats.tx_bytes):"-"),td(p.stats?bytes(p.stats.rx_bytes):"-"),td(age.toFixed(1)+" s ago"));
 body.appendChild(tr)}
-const c=s.counters,count=r=>c.collectives.filter(x=>x.kind==="all_reduce"&&x.result===r).reduce((a,x)=>a+x.count,0);
+const c=s.counters,count=r=>c.collectives.filter(x=>x.kind!=="shared_state_sync"&&x.result===r).reduce((a,x)=>a+x.count,0);
 const lost=Object.values(c.losses).reduce((a,x)=>a+x,0);
-$("counters").innerHTML="";for(const [k,v] of [["all-reduces completed",count("completed")],["failed",
+$("counters").innerHTML="";for(const [k,v] of [["collectives completed",count("completed")],["failed",
 count("aborted")+count("mismatched")+count("timed_out")],["joins",c.joins],["losses",lost],["in flight",s.in_flight.length]]){
 const e=document.createElement("span");e.innerHTML="<b></b> <span class=muted></span>";
 e.firstChild.textContent=v;e.lastChild.textContent=k;$("counters").appendChild(e)}}
@@ -86,13 +86,13 @@ svg.appendChild(el("circle",{cx:x,cy:y,r:17,fill:"#171d24",stroke:p&&p.state==="
 svg.appendChild(el("text",{x,y:y+4,"text-anchor":"middle"},String(i)));
 svg.appendChild(el("text",{x,y:y+32,"text-anchor":"middle",fill:"#8593a3"},short(u)))});
 box.appendChild(svg)}}
-// Bytes sent per second by all peers (their reports); all-reduces per second until a peer reports.
+// Bytes sent per second by all peers (their reports); collectives per second until a peer reports.
 let unit=null;
 function chart(s){const bytesKnown=s.peers.some(p=>p.stats),t=s.now_unix_ms;
 const tx=bytesKnown?s.peers.reduce((a,p)=>a+(p.stats?p.stats.tx_bytes:0),0):
-s.counters.collectives.filter(x=>x.kind==="all_reduce"&&x.result==="completed").reduce((a,x)=>a+x.count,0);
+s.counters.collectives.filter(x=>x.kind!=="shared_state_sync"&&x.result==="completed").reduce((a,x)=>a+x.count,0);
 const u=bytesKnown?"bytes":"ops";if(u!==unit){hist.length=0;prev=null;unit=u;
-$("charttitle").textContent=bytesKnown?"Throughput: bytes sent by all peers, last 10 minutes":"All-reduces completed per second, last 10 minutes"}
+$("charttitle").textContent=bytesKnown?"Throughput: bytes sent by all peers, last 10 minutes":"Collectives completed per second, last 10 minutes"}
 if(prev&&t>prev.t)hist.push({t,v:Math.max(0,(tx-prev.tx)*1000/(t-prev.t))});prev={t,tx};
 while(hist.length&&hist[0].t<t-600000)hist.shift();
 const cv=$("chart"),dpr=window.devicePixelRatio||1,w=cv.clientWidth,h=170;cv.width=w*dpr;cv.height=h*dpr;

@@ -31,8 +31,8 @@ Status waitedForMaster(const Status &death, const std::string &what) {
     return withLocal(death, what + " was waiting for the master");
 }
 
-std::string notStartedText(uint64_t tag) {
-    return "all-reduce tag " + std::to_string(tag) + ", waiting to start (not every peer had started it)";
+std::string notStartedText(CollectiveKind kind, uint64_t tag) {
+    return collectiveTag(kind, tag) + ", waiting to start (not every peer had started it)";
 }
 
 } // namespace
@@ -75,7 +75,7 @@ Status Session::checkUsable(const char *what) const {
 Status Session::pendingOpsError(const char *what) const {
     for (auto &[tag, op] : ops_)
         if (!op.done)
-            return {pcclPendingAsyncOps, std::string(what) + ": all-reduce tag " + std::to_string(tag) + " is still in flight"};
+            return {pcclPendingAsyncOps, std::string(what) + ": " + collectiveTag(op.args.kind, tag) + " is still in flight"};
     return {};
 }
 
@@ -112,9 +112,11 @@ void Session::answerVote(Actions &out, VoteKind kind, Status status, bool pendin
 
 Actions Session::startAllReduce(RequestId id, const ReduceArgs &args, uint64_t segmentBytes) {
     Actions out;
-    Status st = checkUsable("all-reduce");
+    const char *what = collectiveName(args.kind);
+    Status st = checkUsable(what);
     if (st.ok() && ops_.count(args.tag))
-        st = invalidUsage("all-reduce: tag " + std::to_string(args.tag) + " is already in flight on this communicator");
+        st = invalidUsage(std::string(what) + ": tag " + std::to_string(args.tag) + " is already in flight on this communicator" +
+                          (ops_.at(args.tag).args.kind == args.kind ? "" : " (started as " + std::string(collectiveName(ops_.at(args.tag).args.kind)) + ")"));
     if (st.ok()) {
         Op &op = ops_[args.tag];
         op.args = args;
@@ -145,7 +147,7 @@ Actions Session::awaitAllReduce(RequestId id, uint64_t tag) {
     Actions out;
     auto it = ops_.find(tag);
     if (it == ops_.end() || it->second.waiter) {
-        out.push_back(Complete{id, invalidUsage("await: no all-reduce with tag " + std::to_string(tag) + " is in flight"), {}});
+        out.push_back(Complete{id, invalidUsage("await: no collective with tag " + std::to_string(tag) + " is in flight"), {}});
         return out;
     }
     it->second.waiter = id;
@@ -211,7 +213,7 @@ void Session::fail(Actions &out, const Status &status) {
 
 void Session::stopOp(Actions &out, uint64_t tag, Op &op, const Status &status) {
     if (op.done || op.stopping) return;
-    if (!op.started) return finishOp(out, tag, op, withLocal(status, notStartedText(tag)));
+    if (!op.started) return finishOp(out, tag, op, withLocal(status, notStartedText(op.args.kind, tag)));
     op.stopping = true;
     out.push_back(StopAllReduce{tag, op.seq, status});
 }
@@ -312,13 +314,18 @@ Actions Session::onTick() {
 void Session::countOp(const Op &op) {
     counters_.txBytes += op.stats.txBytes;
     counters_.rxBytes += op.stats.rxBytes;
+    const bool allReduce = op.args.kind == CollectiveKind::AllReduce;
     if (!op.status.ok()) {
-        ++counters_.allReducesFailed;
+        ++counters_.collectivesFailed;
+        if (allReduce) ++counters_.allReducesFailed;
         return;
     }
-    ++counters_.allReducesCompleted;
-    counters_.lastAllReduceUs = op.endUs - op.startUs;
-    counters_.lastAllReduceBytes = op.args.count * dataTypeSize(op.args.dtype);
+    ++counters_.collectivesCompleted;
+    if (allReduce) {
+        ++counters_.allReducesCompleted;
+        counters_.lastAllReduceUs = op.endUs - op.startUs;
+        counters_.lastAllReduceBytes = op.args.count * dataTypeSize(op.args.dtype);
+    }
     if (op.stats.sendBytesPerS) {
         counters_.lastSendTo = op.next;
         counters_.lastSendBytesPerS = op.stats.sendBytesPerS;
@@ -338,8 +345,8 @@ void Session::maybeReport(Actions &out) {
     r.shared_state_rx_bytes = c.syncRxBytes;
     r.probe_tx_bytes = c.probeTxBytes;
     r.probe_rx_bytes = c.probeRxBytes;
-    r.collectives_completed = c.allReducesCompleted;
-    r.collectives_failed = c.allReducesFailed;
+    r.collectives_completed = c.collectivesCompleted;
+    r.collectives_failed = c.collectivesFailed;
     r.syncs_completed = c.syncsCompleted;
     r.syncs_failed = c.syncsFailed;
     r.last_op_micros = c.lastAllReduceUs;

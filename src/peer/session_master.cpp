@@ -231,7 +231,7 @@ void Session::on(Actions &out, const CollectiveCommence &m) {
     op.worldSize = n;
     op.next = m.ring[(rank + 1) % n].uuid;
     op.started = true;
-    PCCL_LOG(Debug, "all-reduce tag " << m.tag << " seq " << m.seq << " commences: rank " << rank << " of " << n
+    PCCL_LOG(Debug, collectiveTag(op.args.kind, m.tag) << " seq " << m.seq << " commences: rank " << rank << " of " << n
                                       << ", next " << memberName(m.ring[(rank + 1) % n]));
     out.push_back(StartAllReduce{op.args, m.seq, op.segmentBytes, rank, n, m.ring[(rank + n - 1) % n],
                                  m.ring[(rank + 1) % n]});
@@ -243,7 +243,7 @@ Actions Session::onAllReduceFinished(uint64_t tag, uint64_t seq, const Status &s
     if (it == ops_.end() || it->second.seq != seq || it->second.done) return out;
     it->second.stats = stats;
     it->second.finished = status.ok();
-    if (!status.ok()) PCCL_LOG(Info, "all-reduce tag " << tag << " failed locally: " << status.message());
+    if (!status.ok()) PCCL_LOG(Info, collectiveTag(it->second.args.kind, tag) << " failed locally: " << status.message());
     CollectiveDone done{tag, seq, status.ok(), status.message(), toWire(status.code()), 0};
     // A large enough transfer is a measurement of the link to the successor.
     if (status.ok() && stats.txBytes >= (4u << 20)) done.send_bytes_per_s = stats.sendBytesPerS;
@@ -266,7 +266,7 @@ void Session::on(Actions &out, const CollectiveAborted &m) {
     for (auto &u : m.lost) out.push_back(ClosePeer{u, "peer removed from the run"});
     auto it = ops_.find(m.tag);
     if (it == ops_.end() || it->second.seq != m.seq || it->second.done) return;
-    PCCL_LOG(Info, "all-reduce tag " << m.tag << " aborted: " << m.reason);
+    PCCL_LOG(Info, collectiveTag(it->second.args.kind, m.tag) << " aborted: " << m.reason);
     stopOp(out, m.tag, it->second, fromFailure(m.result, m.reason));
 }
 

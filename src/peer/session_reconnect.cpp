@@ -94,7 +94,7 @@ Actions Session::onReconnected(const Status &status) {
     Rejoin r = rejoinReport();
     r.hello = hello;
     PCCL_LOG(Info, "reconnected to a master after " << (now_ - downSinceMs_) << " ms; re-registering ("
-                                                    << r.ops.size() << " all-reduce(s) in flight)");
+                                                    << r.ops.size() << " collective(s) in flight)");
     out.push_back(SendToMaster{std::move(r)});
     return out;
 }

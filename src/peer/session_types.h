@@ -75,7 +75,8 @@ struct SyncResult {
 // by the session once per operation, at its end, from the bytes its engine reports: nothing is
 // counted per frame. Requests refused at once (usage errors) count nowhere.
 struct Counters {
-    uint64_t allReducesCompleted = 0, allReducesFailed = 0;
+    uint64_t allReducesCompleted = 0, allReducesFailed = 0;  // all-reduces only
+    uint64_t collectivesCompleted = 0, collectivesFailed = 0;  // every kind, all-reduces included
     uint64_t syncsCompleted = 0, syncsFailed = 0;
     uint64_t votesCompleted = 0, votesFailed = 0;
     // Data-plane bytes of all-reduces and shared-state transfers (not of bandwidth probes).

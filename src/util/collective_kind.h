@@ -3,6 +3,7 @@
 // ring engine. docs/collectives.md describes each one's buffers and layout.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace pccl {
 
@@ -26,6 +27,24 @@ inline const char *collectiveName(CollectiveKind k) {
         case CollectiveKind::Barrier: return "barrier";
     }
     return "unknown collective";
+}
+
+// How messages name one operation: "broadcast tag 3".
+inline std::string collectiveTag(CollectiveKind k, uint64_t tag) {
+    return std::string(collectiveName(k)) + " tag " + std::to_string(tag);
+}
+
+// The label value of the master's metrics and status JSON: "all_reduce", "all_gather",
+// "reduce_scatter", "broadcast", "barrier" (docs/observability.md).
+inline const char *collectiveMetricName(CollectiveKind k) {
+    switch (k) {
+        case CollectiveKind::AllReduce: return "all_reduce";
+        case CollectiveKind::AllGather: return "all_gather";
+        case CollectiveKind::ReduceScatter: return "reduce_scatter";
+        case CollectiveKind::Broadcast: return "broadcast";
+        case CollectiveKind::Barrier: return "barrier";
+    }
+    return "unknown";
 }
 
 // Whether the kind reduces (takes an op and quantization options).

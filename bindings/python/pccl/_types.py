@@ -142,6 +142,11 @@ class CommStats:
     votes_failed: int
     last_send_bytes_per_second: int
     """Send rate to the ring successor achieved by the latest all-reduce that measured one."""
+    collectives_completed: int = 0
+    """Collectives of every kind (all-reduce, broadcast, all-gather, reduce-scatter, barrier)
+    that succeeded; ``all_reduces_completed`` counts the all-reduces among them."""
+    collectives_failed: int = 0
+    """... and that started and failed."""
 
     @property
     def last_all_reduce_bytes_per_second(self) -> float:

@@ -471,7 +471,7 @@ public:
         return py::make_tuple(s.all_reduces_completed, s.all_reduces_failed, s.syncs_completed, s.syncs_failed,
                               s.tx_bytes, s.rx_bytes, s.last_all_reduce_micros, s.last_all_reduce_bytes, s.world_size,
                               s.group_world_size, s.rank, s.peer_group, s.epoch, s.votes_completed, s.votes_failed,
-                              s.last_send_bytes_per_second);
+                              s.last_send_bytes_per_second, s.collectives_completed, s.collectives_failed);
     }
 
     py::tuple allReduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint64_t tag, int hint,

@@ -1,4 +1,4 @@
-"""Communicator.stats() (pcclGetCommunicatorStats, issue 18): all-reduces completed and failed,
+"""Communicator.stats() (pcclGetCommunicatorStats, issue 18): all-reduces and collectives completed and failed,
 bytes moved, the latest all-reduce's size and duration, the world, rank and epoch."""
 
 from __future__ import annotations
@@ -61,3 +61,22 @@ def test_stats_count_all_reduces_bytes_and_failures():
             assert after.all_reduces_completed == N_OPS
             assert after.last_all_reduce_bytes == COUNT * 4  # of the last successful one
         assert sorted(r for _, _, r in results) == list(range(N_PEERS))
+
+
+def test_stats_count_every_collective_kind_and_all_reduces_apart():
+    with Cluster(N_PEERS) as cluster:
+        def work(rank, comm):
+            x = np.full(COUNT, rank + 1, dtype=np.float32)
+            comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, tag=1)
+            b = np.full(1000, rank, dtype=np.float32)
+            comm.broadcast(b, root=0, tag=2)
+            g = np.zeros(N_PEERS * 10, dtype=np.float32)
+            comm.all_gather(np.full(10, rank, dtype=np.float32), g, tag=3)
+            comm.barrier(tag=4)
+            return comm.stats()
+
+        for s in cluster.run(work):
+            assert s.collectives_completed == 4
+            assert s.collectives_failed == 0
+            assert s.all_reduces_completed == 1
+            assert s.last_all_reduce_bytes == COUNT * 4  # the all-reduce's, not the later collectives'
