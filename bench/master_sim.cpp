@@ -14,8 +14,8 @@
 //            into the measured ring (the all-reduces reported link rates)
 //   sync     a shared-state sync round of all N peers, one of them out of date
 //   loss     peers lost one at a time while idle, then during an all-reduce
-//   rebuild  EXTENSION POINT, not implemented yet: a restarted master rebuilt from all N peers
-//            (see runRebuild(); needs the re-registration message of issue 15, item 2)
+//   rebuild  a restarted master rebuilt from the N - 2L peers left (a Rejoin from each), then
+//            the next all-reduce on the rebuilt run
 //
 // Usage: pccl-master-sim [--peers 1000,10000] [--collectives 10] [--losses 10] [--secret] [--json]
 // --secret gives the master a run key, so that admissions also derive and send the pair keys.
@@ -79,20 +79,47 @@ SharedStateSync describe(uint64_t revision, uint8_t fill) {
     return s;
 }
 
-// ===== Extension point: "a restarted master rebuilt from all N peers" (issue 15, items 2 and 6).
-// Not implemented: Membership has no re-registration message yet (the lead adds it with
-// protocol version 7). When it has, this scenario:
-//   1. makes a fresh Sim (a new master, same options) and, for each peer of before.uuids(),
-//      connect()s it and post()s its re-registration instead of a plain Hello: its uuid, group 0,
-//      its place in before.lastRing(), before.lastRevision(), and before.lastSeq() as the last
-//      collective it completed (Sim::connect takes the uuid to reuse then);
-//   2. pumps, times it with measure(sim, "rebuild", "rebuild", N, 1, ...), and appends the Row;
-//   3. expect()s the rebuilt run: accepted() == N, the ring the peers are sent equal to
-//      before.lastRing(), then one all-reduce that commits on all N with a seq above lastSeq().
-// Target: under 1 s of master CPU for N = 1,000. The table and --json pick the row up as is.
-void runRebuild(const Sim &before, std::vector<Row> &rows) {
-    (void)before;
-    (void)rows;
+// A restarted master rebuilt from all N peers (issue 15, items 2 and 6): a fresh Membership (a
+// new master, same options) hears a Rejoin from every peer of `before`, each with what a real
+// peer reports (its uuid, the master epoch it saw, its topology epoch and ring, the last
+// committed revision and sequence); the run must come back whole: every peer accepted and sent
+// Rejoined with the same ring in the same order, and the next all-reduce committed on all of
+// them with a sequence above the old master's. Target: under 1 s of master CPU at N = 1,000.
+void runRebuild(const Sim &before, bool secret, std::vector<Row> &rows) {
+    Sim sim(secret);
+    const size_t n = before.uuids().size();
+    std::vector<Uuid> oldOrder;
+    for (auto &m : before.lastRing()) oldOrder.push_back(m.uuid);
+    rows.push_back(measure(sim, "rebuild", "rebuild", n, 1, [&] {
+        for (auto &[id, uuid] : before.uuids()) {
+            Rejoin r;
+            r.hello.uuid = uuid;
+            r.hello.master_epoch = before.lastMasterEpoch();
+            r.topology_epoch = before.lastTopologyEpoch();
+            r.ring = before.lastRing();
+            r.revision = before.lastRevision();
+            r.max_seq = before.lastSeq();
+            r.committed = {before.lastSeq()};
+            sim.rejoin(id, std::move(r));
+        }
+        sim.pump();
+    }));
+    expect(sim.accepted() == n, "all " + std::to_string(n) + " peers rebuilt into the run");
+    expect(sim.got().rejoined == n, "every peer told Rejoined");
+    std::vector<Uuid> newOrder;
+    for (auto &m : sim.lastRing()) newOrder.push_back(m.uuid);
+    expect(newOrder == oldOrder, "the rebuilt ring in the order the peers reported");
+    expect(sim.lastMasterEpoch() > before.lastMasterEpoch(), "the restarted master adopts a newer epoch");
+    const uint64_t tag = 1u << 20;
+    rows.push_back(measure(sim, "rebuild", "next collective", n, 1, [&] {
+        for (ClientId id : sim.alive()) {
+            sim.post(id, initOf(tag));
+            sim.post(id, CollectiveAwait{tag});
+        }
+        sim.pump();
+    }));
+    expect(sim.got().committed == n, "the all-reduce after the rebuild committed on every peer");
+    expect(sim.lastSeq() > before.lastSeq(), "sequence numbers continue past the old master's");
 }
 
 std::vector<Row> runSize(size_t n, size_t collectives, size_t losses, bool secret) {
@@ -187,7 +214,7 @@ std::vector<Row> runSize(size_t n, size_t collectives, size_t losses, bool secre
         }
     }));
     expect(sim.accepted() == before - silent, "the silent peers removed by the tick");
-    runRebuild(sim, rows);
+    runRebuild(sim, secret, rows);
     return rows;
 }
 

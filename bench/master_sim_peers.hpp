@@ -36,7 +36,7 @@ inline double cpuSeconds() {
 // What the simulated peers received, counted.
 struct Received {
     size_t welcome = 0, topologyDone = 0, committed = 0, aborted = 0, world = 0, pendingResult = 0, plans = 0,
-           syncCommitted = 0, keys = 0, closed = 0;
+           syncCommitted = 0, keys = 0, closed = 0, rejoined = 0;
     uint64_t ringEntries = 0;  // RingMember entries in the messages: the protocol's payload
 };
 
@@ -55,19 +55,25 @@ public:
     const std::vector<RingMember> &lastRing() const { return lastRing_; }
     uint64_t lastRevision() const { return lastRevision_; }
     uint64_t lastSeq() const { return lastSeq_; }
+    uint64_t lastTopologyEpoch() const { return lastTopologyEpoch_; }
+    uint64_t lastMasterEpoch() const { return lastMasterEpoch_; }
 
     // A new connection sends its Hello.
     void connect(ClientId id) {
-        NetAddr a;
-        a.family = 4;
-        a.ip = {10, static_cast<uint8_t>(id >> 16), static_cast<uint8_t>(id >> 8), static_cast<uint8_t>(id)};
-        a.port = 40000;
-        timed([&] { return m_.onConnect(id, a); });
+        timed([&] { return m_.onConnect(id, addressOf(id)); });
         Hello h;
         h.data_port = 5000;
         h.uuid = Uuid::random();
         uuids_[id] = h.uuid;
         post(id, h);
+    }
+    // A peer of an earlier master connects to this (restarted) one and re-registers with what
+    // it knows (docs/master_recovery.md).
+    void rejoin(ClientId id, Rejoin r) {
+        timed([&] { return m_.onConnect(id, addressOf(id)); });
+        r.hello.data_port = 5000;
+        uuids_[id] = r.hello.uuid;
+        post(id, std::move(r));
     }
     void post(ClientId from, ControlMessage msg) { inbox_.emplace_back(from, std::move(msg)); }
     void postAll(const ControlMessage &msg) {
@@ -78,8 +84,9 @@ public:
         while (!inbox_.empty()) {
             auto [from, msg] = std::move(inbox_.front());
             inbox_.pop_front();
-            if (!aliveSet_.count(from) && !std::holds_alternative<Hello>(msg)) continue;
-            if (std::holds_alternative<Hello>(msg)) aliveSet_.insert(from), alive_.push_back(from);
+            const bool registers = std::holds_alternative<Hello>(msg) || std::holds_alternative<Rejoin>(msg);
+            if (!aliveSet_.count(from) && !registers) continue;
+            if (registers) aliveSet_.insert(from), alive_.push_back(from);
             handle(timed([&] { return m_.onMessage(from, msg); }));
         }
     }
@@ -101,6 +108,13 @@ public:
     void dropHeld() { held_.clear(); }
 
 private:
+    static NetAddr addressOf(ClientId id) {
+        NetAddr a;
+        a.family = 4;
+        a.ip = {10, static_cast<uint8_t>(id >> 16), static_cast<uint8_t>(id >> 8), static_cast<uint8_t>(id)};
+        a.port = 40000;
+        return a;
+    }
     static master::MembershipOptions options(bool secret) {
         master::MembershipOptions o;
         o.voteTimeoutMs = 0;
@@ -132,6 +146,7 @@ private:
         if (auto *u = std::get_if<TopologyUpdate>(&msg)) {
             got_.ringEntries += u->ring.size();
             sawRing(to, u->ring);
+            lastTopologyEpoch_ = std::max(lastTopologyEpoch_, u->epoch);
             post(to, LinksReady{u->epoch, true, "", {}});
         } else if (auto *c = std::get_if<CollectiveCommence>(&msg)) {
             got_.ringEntries += c->ring.size();
@@ -146,10 +161,17 @@ private:
             ++got_.world;
             got_.ringEntries += w->ring.size();
             sawRing(to, w->ring);
+        } else if (auto *r = std::get_if<Rejoined>(&msg)) {
+            ++got_.rejoined;
+            got_.ringEntries += r->ring.size();
+            sawRing(to, r->ring);
+            lastTopologyEpoch_ = std::max(lastTopologyEpoch_, r->topology_epoch);
+            lastMasterEpoch_ = std::max(lastMasterEpoch_, r->master_epoch);
         } else if (auto *k = std::get_if<PeerKeys>(&msg)) {
             got_.keys += k->keys.size();
-        } else if (std::holds_alternative<Welcome>(msg)) {
+        } else if (auto *wl = std::get_if<Welcome>(&msg)) {
             ++got_.welcome;
+            lastMasterEpoch_ = std::max(lastMasterEpoch_, wl->master_epoch);
         } else if (std::holds_alternative<TopologyDone>(msg)) {
             ++got_.topologyDone;
         } else if (auto *cc = std::get_if<CollectiveCommitted>(&msg)) {
@@ -176,7 +198,7 @@ private:
     std::vector<std::pair<ClientId, ControlMessage>> held_;
     std::map<ClientId, Uuid> uuids_;
     std::vector<RingMember> lastRing_;
-    uint64_t lastRevision_ = 0, lastSeq_ = 0;
+    uint64_t lastRevision_ = 0, lastSeq_ = 0, lastTopologyEpoch_ = 0, lastMasterEpoch_ = 0;
 };
 
 } // namespace pccl::bench

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "protocol/codec.h"
+#include "transport/framed_connection.h"
 
 using namespace pccl_test;
 namespace proto = pccl::protocol;
@@ -339,4 +340,73 @@ TEST_CASE("master bounds: a joiner with a dead data port is removed alone; the h
         first.join([&] { master.process().signal(SIGKILL); });
         honest.join([&] { master.process().signal(SIGKILL); });
     });
+}
+
+TEST_CASE("master bounds: in an open run only a Rejoin may be a first frame over 4 KiB; one listing a 300-peer ring "
+          "is heard", "[bounds][master][recovery]") {
+    isolated(30, [&] {
+        openRun();
+        Master master({"--handshake-timeout-ms", "10000"});
+        // A Hello padded past 4 KiB (8 KiB announced and sent): closed with the reason, nothing read beyond the type.
+        {
+            Client c(master.port());
+            std::vector<uint8_t> frame{0x00, 0x20, 0x00, 0x00, 0x00, 0x00};  // 8192 bytes, type 0 (Hello)
+            frame.resize(6 + 8192);
+            c.send(frame);
+            PT_CHECK(c.waitClosed(5));
+            PT_CHECK(c.received().empty());
+        }
+        // A Rejoin-typed first frame of 8 KiB of garbage: read, refused as a protocol error.
+        {
+            Client c(master.port());
+            const auto rejoinType = static_cast<uint8_t>(proto::ControlMessage(proto::Rejoin{}).index());
+            std::vector<uint8_t> frame{0x00, 0x20, 0x00, 0x00, rejoinType, 0x00};
+            frame.resize(6 + 8192, 0xee);
+            c.send(frame);
+            PT_CHECK(c.waitClosed(5));
+        }
+        // A first frame announcing more than any Rejoin may hold: closed at once.
+        {
+            Client c(master.port());
+            const auto rejoinType = static_cast<uint8_t>(proto::ControlMessage(proto::Rejoin{}).index());
+            c.send(std::vector<uint8_t>{0x00, 0x00, 0x20, 0x00, rejoinType, 0x00});  // 2 MiB
+            PT_CHECK(c.waitClosed(5));
+        }
+        // A real Rejoin of a peer of a 300-peer ring (10.5 KB): the fresh master opens a recovery
+        // and welcomes it (a 4 KiB limit would drop every rejoiner of a ring over ~110 peers).
+        proto::Rejoin r;
+        r.hello = helloFor(deadPort());
+        r.topology_epoch = 3;
+        for (int i = 0; i < 300; ++i) {
+            proto::RingMember m;
+            m.uuid = i == 7 ? r.hello.uuid : pccl::Uuid::random();
+            m.data_addr.ip[0] = 127;
+            m.data_addr.ip[3] = 1;
+            m.data_addr.port = static_cast<uint16_t>(20000 + i);
+            r.ring.push_back(m);
+        }
+        std::vector<uint8_t> frame;
+        proto::encodeFrame(r, frame);
+        PT_CHECK(frame.size() > 10000);
+        Client c(master.port());
+        c.send(frame);
+        PT_CHECK_MSG(!c.waitClosed(1.0), "the master closed a rejoiner of a large ring");
+        PT_CHECK_MSG(c.received().size() > 6, "no Welcome within 1 s");
+        const auto welcomeType = static_cast<uint8_t>(proto::ControlMessage(proto::Welcome{}).index());
+        PT_CHECK_EQ(static_cast<int>(static_cast<uint8_t>(c.received()[4])), static_cast<int>(welcomeType));
+        PT_CHECK(master.alive());
+    });
+}
+
+TEST_CASE("master bounds: the first-frame budget refuses what does not fit and takes back what was given",
+          "[bounds]") {
+    pccl::transport::FirstFrameBudget b(100);
+    CHECK(b.take(60));
+    CHECK_FALSE(b.take(41));  // 40 left
+    CHECK(b.take(40));
+    CHECK_FALSE(b.take(1));
+    b.give(60);
+    CHECK(b.left() == 60);
+    CHECK(b.take(60));
+    CHECK(b.left() == 0);
 }

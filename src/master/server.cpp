@@ -71,6 +71,9 @@ struct Server::Impl {
     };
     std::unordered_map<ClientId, Conn> conns;
     std::map<asio::ip::address, size_t> perAddress;  // open connections by source address
+    // An open run's first frames above 4 KiB (Rejoins listing a large ring) share this.
+    std::shared_ptr<transport::FirstFrameBudget> firstFrames =
+        std::make_shared<transport::FirstFrameBudget>(transport::kFirstFrameBudgetBytes);
     ClientId nextId = 1;
     security::Settings security;
     // Accepting is paused while the process is out of descriptors (or memory for sockets).
@@ -195,7 +198,8 @@ struct Server::Impl {
                 forget(id);
                 membership.setTime(nowMs());
                 apply(membership.onDisconnect(id, reason));
-            });
+            },
+            firstFrames);
     }
 
     // Standby masters: a leader serves only until its lease may have expired. Checked before

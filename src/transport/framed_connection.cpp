@@ -55,7 +55,7 @@ void FramedConnection::start(MessageHandler onMessage, CloseHandler onClose) {
 
 void FramedConnection::accept(std::optional<security::Key> runKey, std::function<void()> onReady,
                               std::function<void(const std::string &)> onRefused, MessageHandler onMessage,
-                              CloseHandler onClose) {
+                              CloseHandler onClose, std::shared_ptr<FirstFrameBudget> budget) {
     onMessage_ = std::move(onMessage);
     onClose_ = std::move(onClose);
     onRefused_ = std::move(onRefused);
@@ -63,6 +63,7 @@ void FramedConnection::accept(std::optional<security::Key> runKey, std::function
     if (!runKey) {
         // An open run: the connection is as good as it gets now; the first frame is bounded.
         maxFrame_ = kMaxFirstFrame;
+        budget_ = std::move(budget);
         onReady();
         return readLength();
     }
@@ -118,12 +119,47 @@ void FramedConnection::onLength() {
         if (!writing_) writeNext();
         return;
     }
+    if (maxFrame_ == kMaxFirstFrame && size > kMaxFirstFrame && size <= kMaxFirstRejoinFrame && budget_)
+        return readFirstType(size);
     if (size > maxFrame_)
         return closeNow("frame of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(maxFrame_));
     maxFrame_ = protocol::kMaxControlFrame;
     bodySize_ = 2 + size + (channel_ ? security::kTagBytes : 0);
     body_.clear();
     readBody(0);
+}
+
+bool FirstFrameBudget::take(size_t n) {
+    size_t left = left_.load();
+    while (left >= n)
+        if (left_.compare_exchange_weak(left, left - n)) return true;
+    return false;
+}
+
+// A first frame over kMaxFirstFrame in an open run: only a Rejoin, and only while the budget has
+// room for all of it (a restarted master hears every peer of a large run at once).
+void FramedConnection::readFirstType(uint32_t size) {
+    body_.resize(2);
+    auto self = shared_from_this();
+    asio::async_read(socket_, asio::buffer(body_.data(), 2), [self, size](const asio::error_code &ec, size_t) {
+        if (ec) return self->closeNow(ec == asio::error::eof ? "connection closed by remote inside a frame" : ec.message());
+        static const uint16_t kRejoin = static_cast<uint16_t>(protocol::ControlMessage(protocol::Rejoin{}).index());
+        if (loadLE16(self->body_.data()) != kRejoin)
+            return self->closeNow("first frame of " + std::to_string(size) + " bytes exceeds the limit of " +
+                                  std::to_string(kMaxFirstFrame) + " (only a Rejoin may be larger)");
+        const size_t need = 2 + size_t{size};
+        if (!self->budget_->take(need))
+            return self->closeNow("a Rejoin of " + std::to_string(size) + " bytes does not fit in what other first "
+                                  "frames leave of their budget now (the peer retries)");
+        self->budgetHeld_ = need;
+        self->maxFrame_ = protocol::kMaxControlFrame;
+        self->bodySize_ = need;
+        self->readBody(2);
+    });
+}
+
+void FramedConnection::releaseBudget() {
+    if (budgetHeld_) budget_->give(std::exchange(budgetHeld_, 0));
 }
 
 // Reads the frame's body in steps of at most 64 KiB, growing the buffer only as bytes arrive.
@@ -145,6 +181,7 @@ void FramedConnection::onBody() {
         if (!channel_->openInPlace(security::Bytes(length_, 4), body_.data(), plain))
             return closeNow("a control frame from " + remote_.str() + " failed authentication (tampered, replayed or forged)");
     }
+    releaseBudget();
     const uint16_t type = loadLE16(body_.data());
     std::string error;
     auto msg = protocol::decodeMessage(type, body_.data() + 2, plain - 2, &error);
@@ -212,6 +249,7 @@ void FramedConnection::close(const std::string &reason) {
 void FramedConnection::closeNow(const std::string &reason) {
     if (closed_) return;
     closed_ = true;
+    releaseBudget();
     asio::error_code ec;
     socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
     socket_.close(ec);

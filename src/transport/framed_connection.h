@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,28 @@
 namespace pccl::transport {
 
 // The largest first frame an accepting side reads before it knows who is talking (a Hello is
-// under 100 bytes).
+// under 100 bytes), in a run without a secret.
 inline constexpr uint32_t kMaxFirstFrame = 4096;
+// Only a Rejoin may be larger (it lists its group's ring: 35 bytes a member, 4 KiB at about 110
+// members): up to this much (about 29,000 members), while the accepting side's
+// FirstFrameBudget has room for the whole frame.
+inline constexpr uint32_t kMaxFirstRejoinFrame = 1u << 20;
+
+// The bytes that first frames larger than kMaxFirstFrame may hold at once across one accepting
+// side's connections (the master: 64 MiB). A frame that does not fit is refused (its peer
+// retries with backoff); what a frame took is given back when it was read or its connection
+// closed. Any thread.
+class FirstFrameBudget {
+public:
+    explicit FirstFrameBudget(size_t bytes) : left_(bytes) {}
+    bool take(size_t n);
+    void give(size_t n) { left_.fetch_add(n); }
+    size_t left() const { return left_.load(); }
+
+private:
+    std::atomic<size_t> left_;
+};
+inline constexpr size_t kFirstFrameBudgetBytes = 64u << 20;
 
 protocol::NetAddr toNetAddr(const asio::ip::tcp::endpoint &ep);
 asio::ip::tcp::endpoint toEndpoint(const protocol::NetAddr &a);
@@ -41,11 +62,13 @@ public:
     // kHandshakeDeadline; a plaintext frame instead gets one plaintext Reject
     // (pcclAuthenticationFailed) and the connection closes. Without: a client that offers a
     // handshake is told this side has no secret; the first frame may hold at most
-    // kMaxFirstFrame bytes (a Hello). onReady runs once the connection is authenticated (at
+    // kMaxFirstFrame bytes (a Hello), or kMaxFirstRejoinFrame if it is a Rejoin and `budget` has
+    // room for it (no budget: kMaxFirstFrame for every type). onReady runs once the connection is authenticated (at
     // once in an open run), before any message; a connection closed before that reports its
     // reason to onRefused, never to onClose.
     void accept(std::optional<security::Key> runKey, std::function<void()> onReady,
-                std::function<void(const std::string &)> onRefused, MessageHandler onMessage, CloseHandler onClose);
+                std::function<void(const std::string &)> onRefused, MessageHandler onMessage, CloseHandler onClose,
+                std::shared_ptr<FirstFrameBudget> budget = nullptr);
     void send(protocol::ControlMessage m);
     void close(const std::string &reason);
     // Closes at once; io thread only (used when the loop is about to stop).
@@ -57,6 +80,8 @@ public:
 private:
     void readLength();
     void onLength();
+    void readFirstType(uint32_t size);
+    void releaseBudget();
     void readBody(size_t got);
     void onBody();
     void queueFrame(const protocol::ControlMessage &m);
@@ -71,6 +96,8 @@ private:
     std::function<void(const std::string &)> onRefused_;
     std::shared_ptr<asio::steady_timer> deadline_;
     uint32_t maxFrame_ = protocol::kMaxControlFrame;
+    std::shared_ptr<FirstFrameBudget> budget_;  // an open run's first frame may be a large Rejoin
+    size_t budgetHeld_ = 0;
     uint8_t length_[4];
     std::vector<uint8_t> body_;  // type, payload and, with a channel, the tag
     size_t bodySize_ = 0;
