@@ -162,10 +162,11 @@ void FramedConnection::releaseBudget() {
     if (budgetHeld_) budget_->give(std::exchange(budgetHeld_, 0));
 }
 
-// Reads the frame's body in steps of at most 64 KiB, growing the buffer only as bytes arrive.
+// Reads the frame's body in steps of at most 64 KiB (4 KiB for a large first frame, from a peer
+// nobody knows yet), growing the buffer only as bytes arrive.
 void FramedConnection::readBody(size_t got) {
     if (got == bodySize_) return onBody();
-    const size_t step = std::min<size_t>(bodySize_ - got, 64 << 10);
+    const size_t step = std::min<size_t>(bodySize_ - got, budgetHeld_ ? kMaxFirstFrame : 64 << 10);
     body_.resize(got + step);
     auto self = shared_from_this();
     asio::async_read(socket_, asio::buffer(body_.data() + got, step), [self, got](const asio::error_code &ec, size_t n) {
