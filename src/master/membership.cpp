@@ -23,6 +23,16 @@ void Membership::send(Actions &out, ClientId to, ControlMessage m) {
     out.push_back(std::move(a));
 }
 
+void Membership::reject(Actions &out, ClientId to, pcclResult_t result, std::string why, bool retry,
+                        std::string reason) {
+    Action a;
+    a.to = to;
+    a.message = Reject{toWire(result), std::move(why), retry};
+    a.close = true;
+    a.reason = std::move(reason);
+    out.push_back(std::move(a));
+}
+
 std::string Membership::describe(const Peer &p) const {
     return "peer " + p.uuid.shortStr() + " (" + p.dataAddr.str() + ")";
 }
@@ -138,13 +148,8 @@ bool Membership::registerPeer(Actions &out, Peer &p, const Hello &m, std::string
         kick(out, p.id, "second Hello");
         return false;
     }
-    auto refuse = [&](const std::string &why, const char *reason) {
-        Action a;
-        a.to = p.id;
-        a.message = Reject{toWire(pcclMasterConnectionFailed), why};
-        a.close = true;
-        a.reason = reason;
-        out.push_back(std::move(a));
+    auto refuse = [&](std::string why, const char *reason) {
+        reject(out, p.id, pcclMasterConnectionFailed, std::move(why), false, reason);
         return false;
     };
     if (m.magic != kMagic || m.version != kProtocolVersion)

@@ -278,6 +278,11 @@ private:
     // under way)", "the topology update vote (had not voted)", "no operation (idle)"); for messages.
     std::string activityOf(const Peer &p) const;
     static void send(Actions &out, ClientId to, protocol::ControlMessage m);
+    // Refuses `to`: sends Reject{result, why, retry} and closes the connection (`reason` for the
+    // log). Every refusal goes through it: a bad Hello, a stale epoch, a rejoin the run does not
+    // include, a follower sending peers to the leader.
+    static void reject(Actions &out, ClientId to, pcclResult_t result, std::string why, bool retry,
+                       std::string reason);
 
     struct SyncRound {
         std::map<ClientId, protocol::SharedStateSync> described;
