@@ -1,6 +1,7 @@
 #include "support/fault.h"
 
 #include "support/cluster.h"
+#include "support/spawn.h"
 
 #include <cerrno>
 #include <csignal>
@@ -112,48 +113,20 @@ int runCommand(const std::vector<std::string> &argv, std::string *output, double
         if (output) *output += argv[0] + ": not found\n";
         return -1;
     }
-    std::vector<char *> cargv;
-    for (auto &a : argv) cargv.push_back(const_cast<char *>(a.c_str()));
-    cargv.push_back(nullptr);
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return -1;
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-        ::close(fds[0]);
-        ::close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        ::dup2(fds[1], 1);
-        ::dup2(fds[1], 2);
-        ::execv(exe.c_str(), cargv.data());
-        ::_exit(127);
-    }
-    ::close(fds[1]);
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
-    bool timed_out = false;
-    for (;;) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-        if (left <= 0) {
-            timed_out = true;
-            break;
-        }
-        pollfd p{fds[0], POLLIN, 0};
-        const int n = ::poll(&p, 1, static_cast<int>(left));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) continue;
-        char chunk[1024];
-        const ssize_t r = ::read(fds[0], chunk, sizeof chunk);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        if (output) output->append(chunk, static_cast<size_t>(r));
-    }
-    ::close(fds[0]);
-    if (timed_out) ::kill(pid, SIGKILL);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (timed_out || !WIFEXITED(status)) return -1;
+    std::vector<std::string> args = argv;
+    args[0] = exe;
+    pccl_spawn::SpawnOptions options;
+    options.err = pccl_spawn::Stderr::Stdout;
+    options.dieWithParent = false;
+    std::string err;
+    const pccl_spawn::Spawned child = pccl_spawn::spawn(args, options, &err);
+    if (child.pid < 0) return -1;
+    const bool finished = pccl_spawn::readUntilEof(child.out, timeout_s, [&](const char *data, size_t n) {
+        if (output) output->append(data, n);
+    });
+    ::close(child.out);
+    const int status = finished ? pccl_spawn::reapBlocking(child.pid) : pccl_spawn::killAndReap(child.pid);
+    if (!finished || !WIFEXITED(status)) return -1;
     return WEXITSTATUS(status);
 }
 
