@@ -204,6 +204,10 @@ private:
     void abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost = {},
                    pcclResult_t result = pcclRankConnectionLost);
     void removePeer(Actions &out, ClientId id, const std::string &reason);
+    // The lost peer `p` leaves the collectives and the sync of its group: those it took part in
+    // abort, those still waiting for it may now start without it.
+    void leaveCollectives(Actions &out, const Peer &p, const std::string &reason);
+    void leaveSync(Actions &out, const Peer &p, const std::string &reason);
     // Removes the peer and tells it why: reason, then toPeer (details only it needs).
     void kick(Actions &out, ClientId id, const std::string &reason, const std::string &toPeer = "");
 
@@ -250,7 +254,13 @@ private:
     // Raises the known bandwidth of each ring hop to what a committed all-reduce achieved on it.
     void learnFromTraffic(const Collective &c);
     std::vector<std::vector<double>> bandwidthMatrix(const std::vector<ClientId> &ids) const;
+    // The deadlines (membership_deadlines.cpp): every vote, link report, collective start and
+    // sync description open for voteTimeoutMs is settled (removeLaggards).
     void settleLateVotes(Actions &out);
+    void settleLateGlobalVotes(Actions &out);
+    void settleLateStarts(Actions &out);
+    void settleLateSyncs(Actions &out);
+    bool isLate(uint64_t sinceMs) const { return now_ >= sinceMs + options_.voteTimeoutMs; }
     // The master did not run for `gap` ms: restarts every deadline that the gap ate more than
     // half of (heartbeats per peer, votes and collective starts, the probe's report deadline).
     void restartDeadlinesAfterStall(uint64_t gap);
@@ -339,6 +349,10 @@ private:
     void record(const char *kind, std::string line);  // the log only (failed collectives)
     void countLoss(const std::string &reason);
     void countCollective(const char *kind, pcclResult_t result, uint64_t commencedMs);
+    // The parts of view(): one peer, the links among the named peers, the operations in flight.
+    PeerView viewOf(const Peer &p) const;
+    std::vector<LinkView> viewLinks(const std::map<Uuid, std::string> &names) const;
+    std::vector<CollectiveView> viewInFlight() const;
     RunCounters counters_;
     std::deque<RunEvent> eventLog_;
 
