@@ -130,6 +130,33 @@ int runCommand(const std::vector<std::string> &argv, std::string *output, double
     return WEXITSTATUS(status);
 }
 
+bool runSetupStep(const std::vector<std::string> &argv, std::string *unavailable) {
+    if (!unavailable->empty()) return false;
+    std::string out;
+    if (runCommand(argv, &out) == 0) return true;
+    std::string cmd;
+    for (auto &a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+    *unavailable = "'" + cmd + "' failed: " + out;
+    return false;
+}
+
+void deleteStaleNamespaces(const std::string &ip, const std::string &prefix) {
+    std::string list;
+    if (runCommand({ip, "netns", "list"}, &list) != 0) return;
+    std::istringstream lines(list);
+    std::string line;
+    while (std::getline(lines, line)) {
+        const std::string name = line.substr(0, line.find(' '));
+        if (name.rfind(prefix, 0) != 0) continue;
+        const size_t digits = name.find_first_not_of("0123456789", prefix.size());
+        if (digits == prefix.size() || digits == std::string::npos || name.size() - digits > 2 ||
+            name.find_first_not_of("abcdefghijklmnopqrstuvwxyz", digits) != std::string::npos)
+            continue;
+        const unsigned long owner = std::stoul(name.substr(prefix.size(), digits - prefix.size()));
+        if (::kill(static_cast<pid_t>(owner), 0) != 0 && errno == ESRCH) runCommand({ip, "netns", "delete", name});
+    }
+}
+
 // ---------------------------------------------------------------- NetnsPair
 
 NetnsPair::NetnsPair() {
@@ -142,34 +169,15 @@ NetnsPair::NetnsPair() {
         unavailable_ = "iproute2 (ip) is not installed";
         return;
     }
-    // Pairs left behind by test processes that were killed before their destructor ran.
-    std::string list;
-    if (runCommand({ip_, "netns", "list"}, &list) == 0) {
-        std::istringstream lines(list);
-        std::string line;
-        while (std::getline(lines, line)) {
-            const std::string name = line.substr(0, line.find(' '));
-            unsigned long owner = 0;
-            char side = 0, tail = 0;
-            if (std::sscanf(name.c_str(), "pcclt%lu%c%c", &owner, &side, &tail) != 2 || (side != 'a' && side != 'b')) continue;
-            if (::kill(static_cast<pid_t>(owner), 0) != 0 && errno == ESRCH) runCommand({ip_, "netns", "delete", name});
-        }
-    }
+    deleteStaleNamespaces(ip_, "pcclt");
     const std::string id = std::to_string(::getpid());
     nsA_ = "pcclt" + id + "a";
     nsB_ = "pcclt" + id + "b";
     vethA_ = "pt" + id + "a";
     vethB_ = "pt" + id + "b";
-    std::string out;
     auto step = [&](std::vector<std::string> argv) {
-        if (!unavailable_.empty()) return false;
         argv.insert(argv.begin(), ip_);
-        out.clear();
-        if (runCommand(argv, &out) == 0) return true;
-        std::string cmd;
-        for (auto &a : argv) cmd += (cmd.empty() ? "" : " ") + a;
-        unavailable_ = "'" + cmd + "' failed: " + out;
-        return false;
+        return runSetupStep(argv, &unavailable_);
     };
     createdA_ = step({"netns", "add", nsA_});
     createdB_ = step({"netns", "add", nsB_});
