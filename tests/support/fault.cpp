@@ -157,6 +157,16 @@ void deleteStaleNamespaces(const std::string &ip, const std::string &prefix) {
     }
 }
 
+void enterNamespace(const std::string &name) {
+    const std::string path = "/run/netns/" + name;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    PT_CHECK_MSG(fd >= 0, "open " << path << ": " << std::strerror(errno));
+    const int r = ::setns(fd, CLONE_NEWNET);
+    const int err = errno;
+    ::close(fd);
+    PT_CHECK_MSG(r == 0, "setns " << path << ": " << std::strerror(err));
+}
+
 // ---------------------------------------------------------------- NetnsPair
 
 NetnsPair::NetnsPair() {
@@ -194,15 +204,7 @@ NetnsPair::~NetnsPair() {
     if (createdB_) runCommand({ip_, "netns", "delete", nsB_});
 }
 
-void NetnsPair::enterA() const {
-    const std::string path = "/run/netns/" + nsA_;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    PT_CHECK_MSG(fd >= 0, "open " << path << ": " << std::strerror(errno));
-    const int r = ::setns(fd, CLONE_NEWNET);
-    const int err = errno;
-    ::close(fd);
-    PT_CHECK_MSG(r == 0, "setns " << path << ": " << std::strerror(err));
-}
+void NetnsPair::enterA() const { enterNamespace(nsA_); }
 
 std::vector<std::string> NetnsPair::inB(const std::vector<std::string> &argv) const {
     std::vector<std::string> all{ip_, "netns", "exec", nsB_};

@@ -55,6 +55,9 @@ bool runSetupStep(const std::vector<std::string> &argv, std::string *unavailable
 // Deletes the namespaces named prefix + PID + one or two lowercase letters whose PID is gone:
 // fixtures left behind by test processes killed before their destructor ran. `ip`: iproute2.
 void deleteStaleNamespaces(const std::string &ip, const std::string &prefix);
+// Moves the calling thread into the network namespace `name` (/run/netns/NAME); fails the test
+// (PeerFailure) when it cannot.
+void enterNamespace(const std::string &name);
 
 // Two fresh network namespaces, pcclt<pid>a and pcclt<pid>b (pid: this process), joined by a veth
 // pair: pt<pid>a in a with kAddrA/30, pt<pid>b in b with kAddrB/30, loopback up in both. Nothing

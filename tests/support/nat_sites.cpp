@@ -94,15 +94,7 @@ NatSites::~NatSites() {
     for (const auto &ns : created_) runCommand({ip_, "netns", "delete", ns});
 }
 
-void NatSites::enterWan() const {
-    const std::string path = "/run/netns/pccln" + id_ + "w";
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    PT_CHECK_MSG(fd >= 0, "open " << path << ": " << std::strerror(errno));
-    const int r = ::setns(fd, CLONE_NEWNET);
-    const int err = errno;
-    ::close(fd);
-    PT_CHECK_MSG(r == 0, "setns " << path << ": " << std::strerror(err));
-}
+void NatSites::enterWan() const { enterNamespace("pccln" + id_ + "w"); }
 
 std::vector<std::string> NatSites::inSite(int site, const std::vector<std::string> &env,
                                           const std::vector<std::string> &argv) const {
