@@ -1,11 +1,11 @@
 // pccl-bench: child process management (see process.hpp).
 #include "process.hpp"
 
+#include "support/spawn.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace bench {
@@ -69,46 +70,16 @@ bool interrupted() { return g_interrupted.load(); }
 Child spawnChild(const std::vector<std::string> &argv, const std::string &name, bool quiet_stderr, std::string &err) {
     Child c;
     c.name = name;
-    std::vector<char *> cargv;
-    for (const auto &a : argv) cargv.push_back(const_cast<char *>(a.c_str()));
-    cargv.push_back(nullptr);
-
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-        err = std::string("pipe2: ") + std::strerror(errno);
-        return c;
-    }
-    const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    const pid_t parent = getpid();
-    const pid_t pid = fork();
-    if (pid < 0) {
-        err = std::string("fork: ") + std::strerror(errno);
-        close(fds[0]);
-        close(fds[1]);
-        if (devnull >= 0) close(devnull);
-        return c;
-    }
-    if (pid == 0) {
-        // Child of a multi-threaded process: async-signal-safe calls only until exec.
-        if (devnull >= 0) {
-            dup2(devnull, STDIN_FILENO);
-            if (quiet_stderr) dup2(devnull, STDERR_FILENO);
-        }
-        dup2(fds[1], STDOUT_FILENO);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(127);
-        execv(cargv[0], cargv.data());
-        static const char msg[] = "pccl-bench: exec failed\n";
-        ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
-        (void)ignored;
-        _exit(127);
-    }
-    registerPid(pid);
-    close(fds[1]);
-    if (devnull >= 0) close(devnull);
-    fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
-    c.pid = pid;
-    c.fd = fds[0];
+    pccl_spawn::SpawnOptions options;
+    options.stdinNull = true;
+    options.err = quiet_stderr ? pccl_spawn::Stderr::Null : pccl_spawn::Stderr::Inherit;
+    options.nonBlocking = true;
+    options.execFailed = "pccl-bench: exec failed\n";
+    const pccl_spawn::Spawned s = pccl_spawn::spawn(argv, options, &err);
+    if (s.pid < 0) return c;
+    registerPid(s.pid);
+    c.pid = s.pid;
+    c.fd = s.out;
     return c;
 }
 
@@ -116,15 +87,9 @@ namespace {
 
 void reap(Child &c) {
     if (c.pid <= 0 || c.exited) return;
-    int status = 0;
-    const pid_t r = waitpid(c.pid, &status, WNOHANG);
-    if (r == c.pid) {
+    if (auto status = pccl_spawn::tryReap(c.pid)) {
         c.exited = true;
-        c.status = status;
-        unregisterPid(c.pid);
-    } else if (r < 0 && errno == ECHILD) {
-        c.exited = true;
-        c.status = 0;
+        c.status = *status;
         unregisterPid(c.pid);
     }
 }
@@ -134,11 +99,7 @@ void drain(Child &c, size_t index, const std::function<void(size_t, std::string_
     while (c.fd >= 0) {
         const ssize_t n = read(c.fd, chunk, sizeof chunk);
         if (n > 0) {
-            c.buf.append(chunk, size_t(n));
-            size_t start = 0;
-            for (size_t nl; (nl = c.buf.find('\n', start)) != std::string::npos; start = nl + 1)
-                on_line(index, std::string_view(c.buf).substr(start, nl - start));
-            c.buf.erase(0, start);
+            pccl_spawn::splitLines(c.buf, chunk, size_t(n), [&](std::string_view line) { on_line(index, line); });
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
@@ -182,36 +143,24 @@ void pumpChildren(std::vector<Child> &children, int timeout_ms,
 }
 
 void stopChild(Child &c, int first_signal, double grace_s) {
+    reap(c);
     if (c.pid > 0 && !c.exited) {
-        reap(c);
-        if (!c.exited) {
-            kill(c.pid, first_signal);
-            const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_s);
-            while (!c.exited && std::chrono::steady_clock::now() < deadline) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(10));
-                reap(c);
-            }
-            if (!c.exited) {
-                kill(c.pid, SIGKILL);
-                const auto hard = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-                while (!c.exited && std::chrono::steady_clock::now() < hard) {
-                    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-                    reap(c);
-                }
-            }
+        kill(c.pid, first_signal);
+        std::optional<int> status = pccl_spawn::waitExit(c.pid, grace_s);
+        if (!status) {
+            kill(c.pid, SIGKILL);
+            status = pccl_spawn::waitExit(c.pid, 10);
+        }
+        if (status) {
+            c.exited = true;
+            c.status = *status;
+            unregisterPid(c.pid);
         }
     }
     if (c.fd >= 0) {
         close(c.fd);
         c.fd = -1;
     }
-}
-
-std::string describeStatus(int status) {
-    if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-    if (WIFSIGNALED(status))
-        return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
-    return "status " + std::to_string(status);
 }
 
 bool allExited(const std::vector<Child> &children) {

@@ -1,4 +1,5 @@
-// pccl-bench: child processes with piped stdout, line reading with deadlines, and cleanup.
+// pccl-bench: child processes with piped stdout, line reading with deadlines, and cleanup, over
+// the one spawning helper of tests, bench and stress (tests/support/spawn.h).
 //
 // Every child is registered until reaped; a fatal signal to the driver (SIGINT, SIGTERM,
 // SIGHUP) kills the registered children by PID and exits. Children also get
@@ -11,6 +12,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "support/spawn.h"
 
 namespace bench {
 
@@ -41,7 +44,7 @@ void pumpChildren(std::vector<Child> &children, int timeout_ms,
 void stopChild(Child &c, int first_signal, double grace_s);
 
 // "exit 0", "exit 3", "killed by signal 9 (Killed)".
-std::string describeStatus(int status);
+using pccl_spawn::describeStatus;
 
 bool allExited(const std::vector<Child> &children);
 

@@ -77,144 +77,154 @@ bool startHttp(const pccl::master::HttpConfig &config, bool hasSecret, pccl::mas
     return true;
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
+// What the flags ask for; the rest goes straight into ServerOptions and HttpConfig.
+struct Flags {
     std::string listen = "0.0.0.0:48148";
-    auto http = pccl::master::HttpConfig::fromEnvironment();
+    pccl::master::HttpConfig http = pccl::master::HttpConfig::fromEnvironment();
+    pccl::master::ServerOptions options = pccl::master::ServerOptions::fromEnvironment();
     bool endRun = false;  // --end-run-on-exit
     std::string etcd, runId, advertise;
     uint64_t leaseTtlS = 3;
-    auto options = pccl::master::ServerOptions::fromEnvironment();
-    auto millis = [](const char *flag, const char *text, uint64_t lo, uint64_t *out) {
-        char *end = nullptr;
-        const unsigned long long v = std::strtoull(text, &end, 10);
-        if (!*text || *end || v < lo || v > 24ull * 3600000) {
-            std::fprintf(stderr, "pccl-master: %s needs milliseconds in %llu..86400000, got '%s'\n", flag,
-                         static_cast<unsigned long long>(lo), text);
-            std::exit(2);
-        }
-        *out = v;
-    };
-    auto count = [](const char *flag, const char *text, size_t *out) {
-        char *end = nullptr;
-        const unsigned long long v = std::strtoull(text, &end, 10);
-        if (!*text || *end || v < 1 || v > pccl::master::kMaxConnectionsLimit) {
-            std::fprintf(stderr, "pccl-master: %s needs a count in 1..%llu, got '%s'\n", flag,
-                         static_cast<unsigned long long>(pccl::master::kMaxConnectionsLimit), text);
-            std::exit(2);
-        }
-        *out = v;
-    };
     pccl::log::Level level = pccl::log::Level::Info;
-    if (const char *env = std::getenv("PCCL_LOG_LEVEL")) pccl::log::parseLevel(env, &level);
-    for (int i = 1; i < argc; ++i) {
-        const std::string arg = argv[i];
-        auto value = [&](const char *name) -> const char * {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "pccl-master: %s needs a value\n", name);
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        if (arg == "--listen" || arg == "--listen-address") {
-            listen = value("--listen");
-        } else if (arg == "--log-level") {
-            if (!pccl::log::parseLevel(value("--log-level"), &level)) {
-                std::fprintf(stderr, "pccl-master: unknown log level '%s'\n", argv[i]);
-                return 2;
-            }
-        } else if (arg == "--heartbeat-timeout-ms") {
-            millis("--heartbeat-timeout-ms", value("--heartbeat-timeout-ms"), 100, &options.membership.heartbeatTimeoutMs);
-        } else if (arg == "--vote-timeout-ms") {
-            millis("--vote-timeout-ms", value("--vote-timeout-ms"), 0, &options.membership.voteTimeoutMs);
-        } else if (arg == "--secret-file") {
-            options.secretFile = value("--secret-file");
-        } else if (arg == "--require-secret") {
-            options.requireSecret = true;
-        } else if (arg == "--handshake-timeout-ms") {
-            millis("--handshake-timeout-ms", value("--handshake-timeout-ms"), 100, &options.membership.handshakeTimeoutMs);
-        } else if (arg == "--max-heartbeat-timeout-ms") {
-            millis("--max-heartbeat-timeout-ms", value("--max-heartbeat-timeout-ms"), 100,
-                   &options.membership.maxHeartbeatTimeoutMs);
-        } else if (arg == "--max-connections") {
-            count("--max-connections", value("--max-connections"), &options.maxConnections);
-        } else if (arg == "--max-connections-per-address") {
-            count("--max-connections-per-address", value("--max-connections-per-address"),
-                  &options.maxConnectionsPerAddress);
-        } else if (arg == "--end-run-on-exit") {
-            endRun = true;
-        } else if (arg == "--epoch") {
-            count("--epoch", value("--epoch"), &options.membership.masterEpoch);
-        } else if (arg == "--http") {
-            http.listen = value("--http");
-        } else if (arg == "--http-token-file") {
-            http.tokenFile = value("--http-token-file");
-        } else if (arg == "--etcd") {
-            etcd = value("--etcd");
-        } else if (arg == "--run-id") {
-            runId = value("--run-id");
-        } else if (arg == "--advertise") {
-            advertise = value("--advertise");
-        } else if (arg == "--lease-ttl-s") {
-            size_t ttl = 0;
-            count("--lease-ttl-s", value("--lease-ttl-s"), &ttl);
-            leaseTtlS = ttl;
-        } else if (arg == "--help" || arg == "-h") {
-            usage(stdout);
-            return 0;
-        } else {
-            std::fprintf(stderr, "pccl-master: unknown argument '%s'\n", arg.c_str());
-            usage(stderr);
+};
+
+// A flag's number or exit(2) with the reason: milliseconds in lo..24 h, or a count in 1..kMaxConnectionsLimit.
+void millis(const char *flag, const char *text, uint64_t lo, uint64_t *out) {
+    char *end = nullptr;
+    const unsigned long long v = std::strtoull(text, &end, 10);
+    if (!*text || *end || v < lo || v > 24ull * 3600000) {
+        std::fprintf(stderr, "pccl-master: %s needs milliseconds in %llu..86400000, got '%s'\n", flag,
+                     static_cast<unsigned long long>(lo), text);
+        std::exit(2);
+    }
+    *out = v;
+}
+
+template <class T>
+void count(const char *flag, const char *text, T *out) {
+    char *end = nullptr;
+    const unsigned long long v = std::strtoull(text, &end, 10);
+    if (!*text || *end || v < 1 || v > pccl::master::kMaxConnectionsLimit) {
+        std::fprintf(stderr, "pccl-master: %s needs a count in 1..%llu, got '%s'\n", flag,
+                     static_cast<unsigned long long>(pccl::master::kMaxConnectionsLimit), text);
+        std::exit(2);
+    }
+    *out = static_cast<T>(v);
+}
+
+// One flag at argv[i] (its value, if any, consumed). Returns -1 to go on, else the exit code.
+int parseFlag(int argc, char **argv, int &i, Flags &f) {
+    const std::string arg = argv[i];
+    auto value = [&](const char *name) -> const char * {
+        if (i + 1 >= argc) {
+            std::fprintf(stderr, "pccl-master: %s needs a value\n", name);
+            std::exit(2);
+        }
+        return argv[++i];
+    };
+    auto &m = f.options.membership;
+    if (arg == "--listen" || arg == "--listen-address") f.listen = value("--listen");
+    else if (arg == "--log-level") {
+        if (!pccl::log::parseLevel(value("--log-level"), &f.level)) {
+            std::fprintf(stderr, "pccl-master: unknown log level '%s'\n", argv[i]);
             return 2;
         }
+    } else if (arg == "--heartbeat-timeout-ms") millis(arg.c_str(), value(arg.c_str()), 100, &m.heartbeatTimeoutMs);
+    else if (arg == "--vote-timeout-ms") millis(arg.c_str(), value(arg.c_str()), 0, &m.voteTimeoutMs);
+    else if (arg == "--secret-file") f.options.secretFile = value("--secret-file");
+    else if (arg == "--require-secret") f.options.requireSecret = true;
+    else if (arg == "--handshake-timeout-ms") millis(arg.c_str(), value(arg.c_str()), 100, &m.handshakeTimeoutMs);
+    else if (arg == "--max-heartbeat-timeout-ms") millis(arg.c_str(), value(arg.c_str()), 100, &m.maxHeartbeatTimeoutMs);
+    else if (arg == "--max-connections") count(arg.c_str(), value(arg.c_str()), &f.options.maxConnections);
+    else if (arg == "--max-connections-per-address") count(arg.c_str(), value(arg.c_str()), &f.options.maxConnectionsPerAddress);
+    else if (arg == "--end-run-on-exit") f.endRun = true;
+    else if (arg == "--epoch") count(arg.c_str(), value(arg.c_str()), &m.masterEpoch);
+    else if (arg == "--http") f.http.listen = value("--http");
+    else if (arg == "--http-token-file") f.http.tokenFile = value("--http-token-file");
+    else if (arg == "--etcd") f.etcd = value("--etcd");
+    else if (arg == "--run-id") f.runId = value("--run-id");
+    else if (arg == "--advertise") f.advertise = value("--advertise");
+    else if (arg == "--lease-ttl-s") count(arg.c_str(), value(arg.c_str()), &f.leaseTtlS);
+    else if (arg == "--help" || arg == "-h") {
+        usage(stdout);
+        return 0;
+    } else {
+        std::fprintf(stderr, "pccl-master: unknown argument '%s'\n", arg.c_str());
+        usage(stderr);
+        return 2;
     }
-    pccl::log::setLevel(level);
-    if (etcd.empty() != runId.empty() || (etcd.empty() && !advertise.empty())) {
+    return -1;
+}
+
+// The flags into f, checked; -1 to go on, else the exit code.
+int parseFlags(int argc, char **argv, Flags &f) {
+    if (const char *env = std::getenv("PCCL_LOG_LEVEL")) pccl::log::parseLevel(env, &f.level);
+    for (int i = 1; i < argc; ++i)
+        if (int rc = parseFlag(argc, argv, i, f); rc >= 0) return rc;
+    pccl::log::setLevel(f.level);
+    if (f.etcd.empty() != f.runId.empty() || (f.etcd.empty() && !f.advertise.empty())) {
         std::fprintf(stderr, "pccl-master: --etcd and --run-id go together (--advertise needs them)\n");
         return 2;
     }
 #ifndef PCCL_HAVE_ETCD
-    if (!etcd.empty()) {
+    if (!f.etcd.empty()) {
         std::fprintf(stderr, "pccl-master: --etcd: this build has no etcd client (built with -DPCCL_HTTP=OFF or -DPCCL_ETCD=OFF)\n");
         return 2;
     }
 #endif
-    auto addr = pccl::transport::parseSocketAddress(listen, 48148);
+    auto addr = pccl::transport::parseSocketAddress(f.listen, 48148);
     if (!addr.ok()) {
         std::fprintf(stderr, "pccl-master: %s\n", addr.status().message().c_str());
         return 2;
     }
-    options.listen = *addr;
-    options.printStatus = true;
-    options.handleSignals = true;
-    options.endRunOnStop = endRun;
+    f.options.listen = *addr;
+    f.options.printStatus = true;
+    f.options.handleSignals = true;
+    f.options.endRunOnStop = f.endRun;
+    f.options.membership.standby = !f.etcd.empty();
+    return -1;
+}
+
+#ifdef PCCL_HAVE_ETCD
+// With --etcd: campaigns for the leadership and tells the server who leads; nullptr without.
+std::unique_ptr<pccl::master::EtcdElection> startElection(const Flags &f, const std::string &shown,
+                                                          pccl::master::Server &server, int *rc) {
+    if (f.etcd.empty()) return nullptr;
+    pccl::master::EtcdElectionOptions eo{f.etcd, f.runId, f.advertise.empty() ? shown : f.advertise,
+                                         static_cast<int64_t>(f.leaseTtlS)};
+    auto election = std::make_unique<pccl::master::EtcdElection>(
+        eo, [&server](const pccl::master::Leadership &l) { server.setLeadership(l); });
+    if (auto st = election->start(); !st.ok()) {
+        std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
+        *rc = 2;
+        return nullptr;
+    }
+    std::printf("pccl-master standing by for run %s (etcd %s, advertising %s)\n", f.runId.c_str(), f.etcd.c_str(),
+                eo.advertise.c_str());
+    return election;
+}
+#endif
+
+} // namespace
+
+int main(int argc, char **argv) {
+    Flags f;
+    if (int rc = parseFlags(argc, argv, f); rc >= 0) return rc;
     std::shared_ptr<pccl::master::HttpStatus> status;
-    if (!http.listen.empty()) options.status = status = std::make_shared<pccl::master::HttpStatus>();
-    options.membership.standby = !etcd.empty();
-    pccl::master::Server server(options);
+    if (!f.http.listen.empty()) f.options.status = status = std::make_shared<pccl::master::HttpStatus>();
+    pccl::master::Server server(f.options);
     if (auto st = server.bind(); !st.ok()) {
         std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
         return 1;
     }
-    auto shown = options.listen;
+    auto shown = f.options.listen;
     shown.port = server.port();
     std::printf("pccl-master listening on %s\n", shown.str().c_str());
-    if (!startHttp(http, server.hasSecret(), status.get())) return 1;
+    if (!startHttp(f.http, server.hasSecret(), status.get())) return 1;
 #ifdef PCCL_HAVE_ETCD
-    std::unique_ptr<pccl::master::EtcdElection> election;
-    if (!etcd.empty()) {
-        pccl::master::EtcdElectionOptions eo{etcd, runId, advertise.empty() ? shown.str() : advertise,
-                                             static_cast<int64_t>(leaseTtlS)};
-        election = std::make_unique<pccl::master::EtcdElection>(
-            eo, [&server](const pccl::master::Leadership &l) { server.setLeadership(l); });
-        if (auto st = election->start(); !st.ok()) {
-            std::fprintf(stderr, "pccl-master: %s\n", st.message().c_str());
-            return 2;
-        }
-        std::printf("pccl-master standing by for run %s (etcd %s, advertising %s)\n", runId.c_str(), etcd.c_str(),
-                    eo.advertise.c_str());
-    }
+    int rc = 0;
+    auto election = startElection(f, shown.str(), server, &rc);
+    if (rc) return rc;
 #endif
     std::fflush(stdout);
     server.run();

@@ -101,12 +101,14 @@ bool number(const char *text, long lo, long hi, long *out) {
     return true;
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
+struct Args {
     std::string http, tokenFile;
     bool once = false;
     long interval = 2000, events = 10;
+};
+
+// The flags into a; -1 to go on, else the exit code.
+int parseArgs(int argc, char **argv, Args &a) {
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         auto value = [&]() -> const char * {
@@ -117,18 +119,18 @@ int main(int argc, char **argv) {
             return argv[++i];
         };
         if (arg == "--http") {
-            http = value();
+            a.http = value();
         } else if (arg == "--token-file") {
-            tokenFile = value();
+            a.tokenFile = value();
         } else if (arg == "--once") {
-            once = true;
+            a.once = true;
         } else if (arg == "--interval-ms") {
-            if (!number(value(), 100, 3600000, &interval)) {
+            if (!number(value(), 100, 3600000, &a.interval)) {
                 std::fprintf(stderr, "pccl-top: --interval-ms needs milliseconds in 100..3600000, got '%s'\n", argv[i]);
                 return kUsage;
             }
         } else if (arg == "--events") {
-            if (!number(value(), 0, 200, &events)) {
+            if (!number(value(), 0, 200, &a.events)) {
                 std::fprintf(stderr, "pccl-top: --events needs a count in 0..200, got '%s'\n", argv[i]);
                 return kUsage;
             }
@@ -141,12 +143,18 @@ int main(int argc, char **argv) {
             return kUsage;
         }
     }
-    if (http.empty()) {
+    if (a.http.empty()) {
         std::fprintf(stderr, "pccl-top: --http HOST:PORT is required\n");
         usage(stderr);
         return kUsage;
     }
+    return -1;
+}
+
+// The status server of --http (and its token); -1 to go on, else the exit code.
+int makeTarget(const Args &a, Target &target) {
     // The same forms as pccl-master --http: a bare PORT or ":PORT" is 127.0.0.1.
+    const std::string &http = a.http;
     std::string text = http.find(':') == std::string::npos ? "127.0.0.1:" + http : http[0] == ':' ? "127.0.0.1" + http : http;
     auto addr = pccl::transport::parseSocketAddress(text, 0);
     if (!addr.ok() || addr->port == 0) {
@@ -154,26 +162,21 @@ int main(int argc, char **argv) {
                      addr.ok() ? "needs a port" : addr.status().message().c_str());
         return kUsage;
     }
-    Target target;
     target.port = addr->port;
     target.shown = addr->str();
     target.host = target.shown.substr(0, target.shown.rfind(':'));
     if (!target.host.empty() && target.host.front() == '[') target.host = target.host.substr(1, target.host.size() - 2);
-    if (!tokenFile.empty()) {
-        if (auto st = pccl::master::readTokenFile(tokenFile, &target.token); !st.ok()) {
+    if (!a.tokenFile.empty()) {
+        if (auto st = pccl::master::readTokenFile(a.tokenFile, &target.token); !st.ok()) {
             std::fprintf(stderr, "pccl-top: %s\n", st.message().c_str());
             return kUsage;
         }
     }
-    pccl::top::FrameOptions options;
-    options.source = target.shown;
-    options.events = static_cast<size_t>(events);
-    if (once) {
-        Fetched f = fetch(target, options);
-        if (f.exit == kOk) std::fputs(f.text.c_str(), stdout);
-        else std::fprintf(stderr, "pccl-top: %s\n", f.text.c_str());
-        return f.exit;
-    }
+    return -1;
+}
+
+// Redraws every interval until SIGINT or SIGTERM; a failed first fetch is the exit code.
+int watch(const Target &target, const pccl::top::FrameOptions &options, long interval) {
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
@@ -197,4 +200,21 @@ int main(int argc, char **argv) {
         if (!waitOrSignal(signals, interval)) break;
     }
     return kOk;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    Args a;
+    if (int rc = parseArgs(argc, argv, a); rc >= 0) return rc;
+    Target target;
+    if (int rc = makeTarget(a, target); rc >= 0) return rc;
+    pccl::top::FrameOptions options;
+    options.source = target.shown;
+    options.events = static_cast<size_t>(a.events);
+    if (!a.once) return watch(target, options, a.interval);
+    Fetched f = fetch(target, options);
+    if (f.exit == kOk) std::fputs(f.text.c_str(), stdout);
+    else std::fprintf(stderr, "pccl-top: %s\n", f.text.c_str());
+    return f.exit;
 }

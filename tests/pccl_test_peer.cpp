@@ -83,7 +83,7 @@ long long flagInt(const std::map<std::string, std::string> &f, const char *name,
 ccoip_socket_address_t flagMaster(const std::map<std::string, std::string> &f) {
     auto it = f.find("master");
     ccoip_socket_address_t a{};
-    if (it == f.end() || !parseV4(it->second, a)) throw PeerFailure("missing or bad --master IP:PORT");
+    if (it == f.end() || pcclParseSocketAddress(it->second.c_str(), &a) != pcclSuccess) throw PeerFailure("missing or bad --master IP:PORT");
     return a;
 }
 

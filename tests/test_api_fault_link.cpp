@@ -69,7 +69,7 @@ TEST_CASE("all-reduce: a peer whose network link is cut mid-operation is declare
         ::setenv("PCCL_MASTER_RECONNECT_TIMEOUT_MS", "1000", 1);
         net.enterA();
         ccoip_socket_address_t listen{};
-        PT_CHECK(parseV4(std::string(NetnsPair::kAddrA) + ":0", listen));
+        PT_OK(nullptr, pcclParseSocketAddress((std::string(NetnsPair::kAddrA) + ":0").c_str(), &listen));
         NamespaceMaster master(listen);
         std::unique_ptr<ChildProcess> victim;
         auto release = [&] {

@@ -24,12 +24,8 @@ namespace {
 class RawSocket {
 public:
     explicit RawSocket(uint16_t port) {
-        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(port);
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        connected_ = fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0;
+        fd_ = connectLoopback(port);
+        connected_ = fd_ >= 0;
     }
     ~RawSocket() {
         if (fd_ >= 0) ::close(fd_);
@@ -71,16 +67,8 @@ struct BusyPort {
     int fd = -1;
     uint16_t port = 0;
     BusyPort() {
-        fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        sa.sin_port = 0;
-        PT_CHECK(::bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0);
-        PT_CHECK(::listen(fd, 4) == 0);
-        socklen_t len = sizeof sa;
-        PT_CHECK(::getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &len) == 0);
-        port = ntohs(sa.sin_port);
+        fd = listenLoopback(&port, 4);
+        PT_CHECK(fd >= 0);
     }
     ~BusyPort() {
         if (fd >= 0) ::close(fd);

@@ -29,7 +29,7 @@ TEST_CASE("NAT: peers behind port-forwarding routers sync shared state and all-r
         ::setenv("PCCL_SECRET", "nat-test-secret-0123456789abcdef", 1);
         net.enterWan();
         ccoip_socket_address_t listen{};
-        PT_CHECK(parseV4(std::string(NatSites::kWanA) + ":0", listen));
+        PT_OK(nullptr, pcclParseSocketAddress((std::string(NatSites::kWanA) + ":0").c_str(), &listen));
         pcclMasterInstance_t *master = nullptr;
         PT_OK(nullptr, pcclCreateMaster(listen, &master));
         PT_OK(nullptr, pcclRunMaster(master));

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/common.h"
 #include "transport/bandwidth_probe.h"
 #include "transport/data_plane.h"
 #include "transport/same_host.h"
@@ -32,12 +33,8 @@ using pccl::transport::SegmentHeader;
 namespace {
 
 int connectTo(uint16_t port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0);
+    const int fd = pccl_test::connectLoopback(port);
+    REQUIRE(fd >= 0);
     return fd;
 }
 

@@ -150,19 +150,6 @@ void openRun() {
     ::unsetenv("PCCL_SECRET_FILE");
 }
 
-// A port on 127.0.0.1 that nobody listens on (bound, then closed).
-uint16_t deadPort() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
-    socklen_t len = sizeof sa;
-    ::getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &len);
-    ::close(fd);
-    return ntohs(sa.sin_port);
-}
-
 // A one-peer run that this master admits within timeout_s.
 void joinAlone(uint16_t port, double timeout_s) {
     ClusterOptions o;
@@ -268,7 +255,7 @@ TEST_CASE("master bounds: at its descriptor limit with only registered connectio
         openRun();
         raiseDescriptorLimit();
         Master master({"--heartbeat-timeout-ms", "30000"}, "-n 1024");
-        const uint16_t dead = deadPort();
+        const uint16_t dead = freeLoopbackPort();
         std::vector<std::unique_ptr<Client>> flood;
         for (int i = 0; i < 1100; ++i) {
             flood.push_back(std::make_unique<Client>(master.port(), source(1, 1 + i / 55).c_str()));
@@ -323,7 +310,7 @@ TEST_CASE("master bounds: a joiner with a dead data port is removed alone; the h
         PT_CHECK(waitUntil([&] { return first.allConnected() || first.failed(); }, 15));
         // The fake joiner: a valid Hello for a data port nobody listens on; it never links up.
         Client fake(master.port(), "127.0.0.1");
-        fake.send(helloFor(deadPort()));
+        fake.send(helloFor(freeLoopbackPort()));
         ClusterOptions late;
         late.groups = {0};
         late.expected_world = 3;

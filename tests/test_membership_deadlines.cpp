@@ -2,7 +2,6 @@
 // collective starts that stay open too long, and the timeout kind of a failure report.
 #include <catch2/catch.hpp>
 
-#include "shared_state/hashing.h"
 #include "support/membership_driver.h"
 
 using namespace pccl;
@@ -28,20 +27,7 @@ Actions tickAt(Cluster &c, uint64_t t, size_t n) {
 
 bool kicked(const Actions &out, ClientId id) { return !sent<Kicked>(out, id).empty() && closed(out, id); }
 
-SharedStateSync describe(uint64_t revision) {
-    SharedStateSync s;
-    s.revision = revision;
-    EntryDesc e;
-    e.name = "w";
-    e.dtype = pcclFloat;
-    e.count = 4;
-    const float w[4] = {1, 2, 3, 4};
-    auto h = shared_state::hashEntry(w, sizeof w);
-    e.digest = h.digest;
-    e.chunks = h.chunks;
-    s.entries.push_back(e);
-    return s;
-}
+SharedStateSync describe(uint64_t revision) { return floatState({1, 2, 3, 4}, revision); }
 
 } // namespace
 

@@ -2,7 +2,6 @@
 // the ring carries the address and port a peer advertises, not the ones the master observes.
 #include <catch2/catch.hpp>
 
-#include "shared_state/hashing.h"
 #include "support/membership_driver.h"
 
 using namespace pccl;
@@ -46,20 +45,7 @@ std::vector<RingMember> ringWith(Cluster &c, const NetAddr &advertised) {
 }
 
 // A one-entry shared state of 1024 floats, all `value`, at revision 1.
-SharedStateSync state(float value) {
-    std::vector<float> w(1024, value);
-    auto h = shared_state::hashEntry(w.data(), w.size() * sizeof(float));
-    EntryDesc e;
-    e.name = "w";
-    e.dtype = pcclFloat;
-    e.count = w.size();
-    e.digest = h.digest;
-    e.chunks = h.chunks;
-    SharedStateSync s;
-    s.revision = 1;
-    s.entries.push_back(e);
-    return s;
-}
+SharedStateSync state(float value) { return floatState(std::vector<float>(1024, value)); }
 
 } // namespace
 

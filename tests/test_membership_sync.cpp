@@ -3,7 +3,6 @@
 #include <catch2/catch.hpp>
 
 #include "master/shared_state_election.h"
-#include "shared_state/hashing.h"
 #include "support/membership_driver.h"
 
 using namespace pccl;
@@ -22,17 +21,7 @@ SharedStateSync state(std::array<float, 3> value) {
     std::vector<float> w((9u << 20) / sizeof(float));
     const size_t perChunk = protocol::kStateChunkBytes / sizeof(float);
     for (size_t i = 0; i < w.size(); ++i) w[i] = value[i / perChunk];
-    auto h = shared_state::hashEntry(w.data(), w.size() * sizeof(float));
-    EntryDesc e;
-    e.name = "w";
-    e.dtype = pcclFloat;
-    e.count = w.size();
-    e.digest = h.digest;
-    e.chunks = h.chunks;
-    SharedStateSync s;
-    s.revision = 1;
-    s.entries.push_back(e);
-    return s;
+    return floatState(w);
 }
 
 } // namespace

@@ -25,24 +25,10 @@ namespace {
 
 const char *const kSecret = "mitm-test-secret-0123456789abcdef";
 
-int listenLoopback(uint16_t *port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 || ::listen(fd, 64) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0)
-        throw PeerFailure("relay: cannot listen on loopback");
-    *port = ntohs(a.sin_port);
+int listenOn(uint16_t *port) {
+    const int fd = listenLoopback(port);
+    if (fd < 0) throw PeerFailure("relay: cannot listen on loopback");
     return fd;
-}
-
-// A port nobody listens on right now (bound, then released).
-uint16_t freePort() {
-    uint16_t port = 0;
-    ::close(listenLoopback(&port));
-    return port;
 }
 
 // Relays every connection to 127.0.0.1:target; while `tamper` is set, flips the lowest bit of
@@ -50,7 +36,7 @@ uint16_t freePort() {
 class Relay {
 public:
     explicit Relay(uint16_t target) : target_(target) {
-        listener_ = listenLoopback(&port_);
+        listener_ = listenOn(&port_);
         thread_ = std::thread([this] { acceptLoop(); });
     }
     ~Relay() {
@@ -74,14 +60,9 @@ private:
         }
     }
     void pipe(int client) {
-        const int server = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(target_);
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (::connect(server, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
+        const int server = connectLoopback(target_);
+        if (server < 0) {
             ::close(client);
-            ::close(server);
             return;
         }
         pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
@@ -186,7 +167,7 @@ TEST_CASE("secured run: a man in the middle who flips a bit of a data frame fail
         ccoip_socket_address_t addr = listen;
         addr.port = masterPort;
 
-        const uint16_t realPort = freePort();
+        const uint16_t realPort = freeLoopbackPort();
         Relay relay(realPort);
         relay.tamper = true;
         const std::string advertised = "127.0.0.1:" + std::to_string(relay.port());

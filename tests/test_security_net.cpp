@@ -48,18 +48,7 @@ void useSecret(const char *secret) {
     else ::unsetenv("PCCL_SECRET");
 }
 
-int connectTo(uint16_t port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
-        if (fd >= 0) ::close(fd);
-        return -1;
-    }
-    return fd;
-}
+int connectTo(uint16_t port) { return pccl_test::connectLoopback(port); }
 
 bool sendAll(int fd, const uint8_t *p, size_t n) { return ::send(fd, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n); }
 
@@ -353,15 +342,8 @@ std::vector<uint8_t> pattern(size_t n, uint8_t salt) {
 class Proxy {
 public:
     Proxy(uint16_t target, size_t flipAt) : target_(target), flipAt_(flipAt) {
-        listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        REQUIRE(::bind(listener_, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0);
-        REQUIRE(::listen(listener_, 4) == 0);
-        REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr *>(&a), &len) == 0);
-        port_ = ntohs(a.sin_port);
+        listener_ = pccl_test::listenLoopback(&port_, 4);
+        REQUIRE(listener_ >= 0);
         thread_ = std::thread([this] { run(); });
     }
     ~Proxy() {

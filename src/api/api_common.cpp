@@ -63,4 +63,30 @@ const char *lastErrorFor(const pcclComm_t *comm) {
     return t_staticError ? t_staticError : t_lastError.c_str();
 }
 
+protocol::NetAddr fromCcoip(const ccoip_socket_address_t &a) {
+    protocol::NetAddr n;
+    if (a.inet.protocol == inetIPv6) {
+        n.family = 6;
+        std::memcpy(n.ip.data(), a.inet.ipv6.data, 16);
+    } else {
+        n.family = 4;
+        std::memcpy(n.ip.data(), a.inet.ipv4.data, 4);
+    }
+    n.port = a.port;
+    return n;
+}
+
+ccoip_socket_address_t toCcoip(const protocol::NetAddr &n) {
+    ccoip_socket_address_t a{};
+    if (n.family == 6) {
+        a.inet.protocol = inetIPv6;
+        std::memcpy(a.inet.ipv6.data, n.ip.data(), 16);
+    } else {
+        a.inet.protocol = inetIPv4;
+        std::memcpy(a.inet.ipv4.data, n.ip.data(), 4);
+    }
+    a.port = n.port;
+    return a;
+}
+
 } // namespace pccl::api

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "api/handles.h"
+#include "protocol/messages.h"
 
 namespace pccl::api {
 
@@ -30,5 +31,9 @@ long long rawEnum(const E &e) {
     std::memcpy(&v, &e, sizeof v);
     return static_cast<long long>(v);
 }
+
+// ccoip_socket_address_t <-> the wire's NetAddr (family 4 or 6, the bytes and port as they are).
+protocol::NetAddr fromCcoip(const ccoip_socket_address_t &a);
+ccoip_socket_address_t toCcoip(const protocol::NetAddr &n);
 
 } // namespace pccl::api

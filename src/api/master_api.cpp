@@ -44,14 +44,7 @@ PCCL_EXPORT pcclResult_t pcclCreateMasterEx(ccoip_socket_address_t listen_addres
         if (protocol != inetIPv4 && protocol != inetIPv6)
             return fail(nullptr, invalidArgument("listen address protocol must be inetIPv4 or inetIPv6"));
         auto options = master::ServerOptions::fromEnvironment();
-        if (listen_address.inet.protocol == inetIPv6) {
-            options.listen.family = 6;
-            std::memcpy(options.listen.ip.data(), listen_address.inet.ipv6.data, 16);
-        } else {
-            options.listen.family = 4;
-            std::memcpy(options.listen.ip.data(), listen_address.inet.ipv4.data, 4);
-        }
-        options.listen.port = listen_address.port;
+        options.listen = api::fromCcoip(listen_address);
         auto http = master::HttpConfig::fromEnvironment();
         if (params) {
             constexpr size_t kFirstSize = offsetof(pcclMasterCreateParamsEx_t, require_secret) + sizeof(uint32_t);

@@ -24,35 +24,11 @@ using pccl::api::checkComm;
 using pccl::api::fail;
 using pccl::api::guarded;
 using pccl::api::validComm;
+using pccl::api::fromCcoip;
+using pccl::api::toCcoip;
 
 
 namespace {
-
-protocol::NetAddr fromCcoip(const ccoip_socket_address_t &a) {
-    protocol::NetAddr n;
-    if (a.inet.protocol == inetIPv6) {
-        n.family = 6;
-        std::memcpy(n.ip.data(), a.inet.ipv6.data, 16);
-    } else {
-        n.family = 4;
-        std::memcpy(n.ip.data(), a.inet.ipv4.data, 4);
-    }
-    n.port = a.port;
-    return n;
-}
-
-ccoip_socket_address_t toCcoip(const protocol::NetAddr &n) {
-    ccoip_socket_address_t a{};
-    if (n.family == 6) {
-        a.inet.protocol = inetIPv6;
-        std::memcpy(a.inet.ipv6.data, n.ip.data(), 16);
-    } else {
-        a.inet.protocol = inetIPv4;
-        std::memcpy(a.inet.ipv4.data, n.ip.data(), 4);
-    }
-    a.port = n.port;
-    return a;
-}
 
 Status checkAddress(const ccoip_socket_address_t &a) {
     const long long protocol = api::rawEnum(a.inet.protocol);
@@ -282,69 +258,70 @@ PCCL_EXPORT pcclResult_t pcclCreateCommunicator(const pcclCommCreateParams_t *pa
     });
 }
 
+// The deadlines and tuning fields of pcclCommCreateParamsEx_t (0: keep the default).
+static Status tuningOptions(const pcclCommCreateParamsEx_t &params, peer::CommOptions *options) {
+    using ms = std::chrono::milliseconds;
+    auto atLeast = [&](const char *name, uint32_t v, uint32_t lo) -> Status {
+        if (v != 0 && v < lo) return invalidArgument(std::string(name) + " " + std::to_string(v) + " is below " + std::to_string(lo));
+        return {};
+    };
+    PCCL_RETURN_IF_ERROR(atLeast("heartbeat_timeout_ms", params.heartbeat_timeout_ms, 100));
+    PCCL_RETURN_IF_ERROR(atLeast("op_timeout_ms", params.op_timeout_ms, 100));
+    if (params.state_compression_level > 19)
+        return invalidArgument("state_compression_level " + std::to_string(params.state_compression_level) +
+                               " is not a zstd level (1..19, 0 = default)");
+    if (params.io_threads > 64)
+        return invalidArgument("io_threads " + std::to_string(params.io_threads) + " is too large (at most 64)");
+    if (params.connect_timeout_ms) options->connectTimeout = ms(params.connect_timeout_ms);
+    if (params.heartbeat_timeout_ms) options->heartbeatTimeout = ms(params.heartbeat_timeout_ms);
+    if (params.op_timeout_ms) options->opTimeout = ms(params.op_timeout_ms);
+    if (params.admission_timeout_ms) options->admissionTimeout = ms(params.admission_timeout_ms);
+    if (params.io_threads) options->ioThreads = static_cast<int>(params.io_threads);
+    if (params.state_compression_level) options->stateCompressionLevel = static_cast<int>(params.state_compression_level);
+    return {};
+}
+
+// Validates pcclCommCreateParamsEx_t into options. Fields appended later are read only when
+// struct_size covers them.
+static Status exOptions(const pcclCommCreateParamsEx_t &params, peer::CommOptions *options) {
+    constexpr size_t kFirstSize = offsetof(pcclCommCreateParamsEx_t, tcp_congestion);
+    if (params.struct_size < kFirstSize)
+        return invalidArgument("struct_size " + std::to_string(params.struct_size) +
+                               " is smaller than the first pcclCommCreateParamsEx_t (" + std::to_string(kFirstSize) +
+                               " bytes); initialise with PCCL_COMM_CREATE_PARAMS_EX_INIT");
+#define PCCL_EX_FIELD(field, absent) \
+    (params.struct_size >= offsetof(pcclCommCreateParamsEx_t, field) + sizeof(params.field) ? params.field : (absent))
+    const char *congestion = PCCL_EX_FIELD(tcp_congestion, nullptr);
+    const uint32_t sameHost = PCCL_EX_FIELD(same_host, PCCL_SAME_HOST_DEFAULT);
+    const char *secret = PCCL_EX_FIELD(secret, nullptr);
+    const uint32_t encrypt = PCCL_EX_FIELD(encrypt, 0);
+    const char *advertised = PCCL_EX_FIELD(advertised_address, nullptr);
+    const char *portRange = PCCL_EX_FIELD(port_range, nullptr);
+    const char *masters = PCCL_EX_FIELD(master_addresses, nullptr);
+    const uint32_t reconnectMs = PCCL_EX_FIELD(master_reconnect_timeout_ms, 0);
+#undef PCCL_EX_FIELD
+    if (sameHost > PCCL_SAME_HOST_OFF)
+        return invalidArgument("same_host " + std::to_string(sameHost) +
+                               " is not PCCL_SAME_HOST_DEFAULT (0), PCCL_SAME_HOST_ON (1) or PCCL_SAME_HOST_OFF (2)");
+    if (congestion && (!*congestion || std::strlen(congestion) > 15))
+        return invalidArgument(std::string("tcp_congestion \"") + congestion +
+                               "\" is not a congestion control name (1..15 characters, or auto, or system)");
+    PCCL_RETURN_IF_ERROR(baseOptions(params.params, options, secret, encrypt, advertised, portRange, masters));
+    if (reconnectMs == PCCL_MASTER_RECONNECT_OFF) options->reconnectTimeout = std::chrono::milliseconds(0);
+    else if (reconnectMs) options->reconnectTimeout = std::chrono::milliseconds(reconnectMs);
+    PCCL_RETURN_IF_ERROR(tuningOptions(params, options));
+    if (congestion) options->tcpCongestion = congestion;
+    if (sameHost != PCCL_SAME_HOST_DEFAULT) options->sameHost = sameHost == PCCL_SAME_HOST_ON;
+    return {};
+}
+
 PCCL_EXPORT pcclResult_t pcclCreateCommunicatorEx(const pcclCommCreateParamsEx_t *params, pcclComm_t **comm_out) {
     return guarded(nullptr, [&] {
         if (!api::initialized()) return fail(nullptr, {pcclNotInitialized, "pcclInit has not been called"});
         if (!params) return fail(nullptr, invalidArgument("params is NULL"));
         if (!comm_out) return fail(nullptr, invalidArgument("comm_out is NULL"));
-        // Fields appended later are read only when struct_size covers them.
-        constexpr size_t kFirstSize = offsetof(pcclCommCreateParamsEx_t, tcp_congestion);
-        if (params->struct_size < kFirstSize)
-            return fail(nullptr, invalidArgument("struct_size " + std::to_string(params->struct_size) +
-                                                 " is smaller than the first pcclCommCreateParamsEx_t (" +
-                                                 std::to_string(kFirstSize) +
-                                                 " bytes); initialise with PCCL_COMM_CREATE_PARAMS_EX_INIT"));
-        const auto covers = [&](size_t offset, size_t size) { return params->struct_size >= offset + size; };
-        const char *congestion =
-            covers(offsetof(pcclCommCreateParamsEx_t, tcp_congestion), sizeof(params->tcp_congestion)) ? params->tcp_congestion : nullptr;
-        const uint32_t sameHost =
-            covers(offsetof(pcclCommCreateParamsEx_t, same_host), sizeof(params->same_host)) ? params->same_host : PCCL_SAME_HOST_DEFAULT;
-        if (sameHost > PCCL_SAME_HOST_OFF)
-            return fail(nullptr, invalidArgument("same_host " + std::to_string(sameHost) +
-                                                 " is not PCCL_SAME_HOST_DEFAULT (0), PCCL_SAME_HOST_ON (1) or PCCL_SAME_HOST_OFF (2)"));
-        const char *secret = covers(offsetof(pcclCommCreateParamsEx_t, secret), sizeof(params->secret)) ? params->secret : nullptr;
-        const uint32_t encrypt = covers(offsetof(pcclCommCreateParamsEx_t, encrypt), sizeof(params->encrypt)) ? params->encrypt : 0;
-        const char *advertised = covers(offsetof(pcclCommCreateParamsEx_t, advertised_address), sizeof(params->advertised_address))
-                                     ? params->advertised_address
-                                     : nullptr;
-        const char *portRange =
-            covers(offsetof(pcclCommCreateParamsEx_t, port_range), sizeof(params->port_range)) ? params->port_range : nullptr;
-        if (congestion && (!*congestion || std::strlen(congestion) > 15))
-            return fail(nullptr, invalidArgument(std::string("tcp_congestion \"") + congestion +
-                                                 "\" is not a congestion control name (1..15 characters, or auto, or system)"));
-        const char *masters = covers(offsetof(pcclCommCreateParamsEx_t, master_addresses), sizeof(params->master_addresses))
-                                  ? params->master_addresses
-                                  : nullptr;
-        const uint32_t reconnectMs =
-            covers(offsetof(pcclCommCreateParamsEx_t, master_reconnect_timeout_ms), sizeof(params->master_reconnect_timeout_ms))
-                ? params->master_reconnect_timeout_ms
-                : 0;
         peer::CommOptions options;
-        if (auto st = baseOptions(params->params, &options, secret, encrypt, advertised, portRange, masters); !st.ok())
-            return fail(nullptr, st);
-        if (reconnectMs == PCCL_MASTER_RECONNECT_OFF) options.reconnectTimeout = std::chrono::milliseconds(0);
-        else if (reconnectMs) options.reconnectTimeout = std::chrono::milliseconds(reconnectMs);
-        using ms = std::chrono::milliseconds;
-        auto atLeast = [&](const char *name, uint32_t v, uint32_t lo) -> Status {
-            if (v != 0 && v < lo) return invalidArgument(std::string(name) + " " + std::to_string(v) + " is below " + std::to_string(lo));
-            return {};
-        };
-        for (auto st : {atLeast("heartbeat_timeout_ms", params->heartbeat_timeout_ms, 100),
-                        atLeast("op_timeout_ms", params->op_timeout_ms, 100)})
-            if (!st.ok()) return fail(nullptr, st);
-        if (params->state_compression_level > 19)
-            return fail(nullptr, invalidArgument("state_compression_level " + std::to_string(params->state_compression_level) +
-                                                 " is not a zstd level (1..19, 0 = default)"));
-        if (params->io_threads > 64)
-            return fail(nullptr, invalidArgument("io_threads " + std::to_string(params->io_threads) + " is too large (at most 64)"));
-        if (params->connect_timeout_ms) options.connectTimeout = ms(params->connect_timeout_ms);
-        if (params->heartbeat_timeout_ms) options.heartbeatTimeout = ms(params->heartbeat_timeout_ms);
-        if (params->op_timeout_ms) options.opTimeout = ms(params->op_timeout_ms);
-        if (params->admission_timeout_ms) options.admissionTimeout = ms(params->admission_timeout_ms);
-        if (params->io_threads) options.ioThreads = static_cast<int>(params->io_threads);
-        if (params->state_compression_level) options.stateCompressionLevel = static_cast<int>(params->state_compression_level);
-        if (congestion) options.tcpCongestion = congestion;
-        if (sameHost != PCCL_SAME_HOST_DEFAULT) options.sameHost = sameHost == PCCL_SAME_HOST_ON;
+        if (auto st = exOptions(*params, &options); !st.ok()) return fail(nullptr, st);
         return createWith(options, comm_out);
     });
 }

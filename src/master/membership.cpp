@@ -23,6 +23,16 @@ void Membership::send(Actions &out, ClientId to, ControlMessage m) {
     out.push_back(std::move(a));
 }
 
+void Membership::reject(Actions &out, ClientId to, pcclResult_t result, std::string why, bool retry,
+                        std::string reason) {
+    Action a;
+    a.to = to;
+    a.message = Reject{toWire(result), std::move(why), retry};
+    a.close = true;
+    a.reason = std::move(reason);
+    out.push_back(std::move(a));
+}
+
 std::string Membership::describe(const Peer &p) const {
     return "peer " + p.uuid.shortStr() + " (" + p.dataAddr.str() + ")";
 }
@@ -138,13 +148,8 @@ bool Membership::registerPeer(Actions &out, Peer &p, const Hello &m, std::string
         kick(out, p.id, "second Hello");
         return false;
     }
-    auto refuse = [&](const std::string &why, const char *reason) {
-        Action a;
-        a.to = p.id;
-        a.message = Reject{toWire(pcclMasterConnectionFailed), why};
-        a.close = true;
-        a.reason = reason;
-        out.push_back(std::move(a));
+    auto refuse = [&](std::string why, const char *reason) {
+        reject(out, p.id, pcclMasterConnectionFailed, std::move(why), false, reason);
         return false;
     };
     if (m.magic != kMagic || m.version != kProtocolVersion)
@@ -372,6 +377,16 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
     // World sizes first: a survivor that sees the abort below already knows the new size
     // (pcclAllReduceMultipleWithRetry decides on it whether to retry).
     sendWorld(out);
+    leaveCollectives(out, p, reason);
+    leaveSync(out, p, reason);
+    if (linksWaiting_.erase(id) && linksWaiting_.empty()) finishLinksRound(out);
+    linksRound_.erase(id);
+    std::erase(optimizeAnswer_, id);
+    if (probe_ && probe_->waiting.erase(id) && probe_->waiting.empty()) finishProbe(out);
+    maybeFinishVotes(out);
+}
+
+void Membership::leaveCollectives(Actions &out, const Peer &p, const std::string &reason) {
     // Every collective of its group that it took part in fails; those it had not joined yet
     // may now be complete without it.
     std::vector<uint64_t> tags;
@@ -379,41 +394,39 @@ void Membership::removePeer(Actions &out, ClientId id, const std::string &reason
         if (key.first == p.group) tags.push_back(key.second);
     for (uint64_t tag : tags) {
         auto &c = collectives_.at({p.group, tag});
-        const bool involved = c.seq != 0 && std::find(c.participants.begin(), c.participants.end(), id) != c.participants.end();
+        const bool involved = c.seq != 0 && std::find(c.participants.begin(), c.participants.end(), p.id) != c.participants.end();
         if (involved) {
             // The master knows of the lost peer's phase only whether it had reported its part done.
-            const std::string phase = c.done.count(id) ? " (it had finished its transfer and waited for the commit)"
+            const std::string phase = c.done.count(p.id) ? " (it had finished its transfer and waited for the commit)"
                                                        : " (its transfer was under way)";
             abortCollective(out, p.group, tag, pcclRankConnectionLost,
                             describe(p) + " " + reason + " during " + c.name(tag) + phase, {p.uuid});
         } else if (c.seq == 0) {
-            c.inited.erase(id);
-            c.awaiting.erase(id);
+            c.inited.erase(p.id);
+            c.awaiting.erase(p.id);
             if (c.inited.empty()) {
                 collectives_.erase({p.group, tag});
             } else {
-                if (c.first == id) c.first = *c.inited.begin();
+                if (c.first == p.id) c.first = *c.inited.begin();
                 maybeCommence(out, p.group, tag);
             }
         }
     }
+}
+
+void Membership::leaveSync(Actions &out, const Peer &p, const std::string &reason) {
     if (auto sr = syncRounds_.find(p.group); sr != syncRounds_.end()) {
         if (sr->second.seq == 0) {
-            sr->second.described.erase(id);
+            sr->second.described.erase(p.id);
             maybeRunSync(out, p.group);
-        } else if (sr->second.participants.count(id)) {
-            const std::string phase = sr->second.done.count(id) ? ", transfer phase (it had finished its part)"
+        } else if (sr->second.participants.count(p.id)) {
+            const std::string phase = sr->second.done.count(p.id) ? ", transfer phase (it had finished its part)"
                                                                 : ", transfer phase";
-            onSyncParticipantLost(out, p.group, id, p.uuid,
+            onSyncParticipantLost(out, p.group, p.id, p.uuid,
                                   describe(p) + " " + reason + " during shared-state sync revision " +
                                       std::to_string(sr->second.revision) + phase);
         }
     }
-    if (linksWaiting_.erase(id) && linksWaiting_.empty()) finishLinksRound(out);
-    linksRound_.erase(id);
-    std::erase(optimizeAnswer_, id);
-    if (probe_ && probe_->waiting.erase(id) && probe_->waiting.empty()) finishProbe(out);
-    maybeFinishVotes(out);
 }
 
 void Membership::sendWorld(Actions &out) {
@@ -457,11 +470,6 @@ Actions Membership::shedUnregistered(size_t count, uint64_t minAgeMs, const std:
     return out;
 }
 
-uint64_t Membership::silenceLimitMs(const Peer &p) const {
-    if (p.state == State::Connected) return options_.handshakeTimeoutMs;
-    return p.heartbeatTimeoutMs ? p.heartbeatTimeoutMs : options_.heartbeatTimeoutMs;
-}
-
 std::string Membership::activityOf(const Peer &p) const {
     std::vector<std::string> parts;
     if (p.state == State::Pending) parts.push_back("admission (waiting for the accepted peers' vote)");
@@ -493,133 +501,6 @@ std::string Membership::activityOf(const Peer &p) const {
     std::string s;
     for (size_t i = 0; i < parts.size(); ++i) s += (i ? ", " : "") + parts[i];
     return s;
-}
-
-void Membership::restartDeadlinesAfterStall(uint64_t gap) {
-    auto eaten = [&](uint64_t deadline) { return gap > options_.tickPeriodMs + deadline / 2; };
-    size_t restarted = 0;
-    for (auto &[id, p] : peers_) {
-        if (!eaten(silenceLimitMs(p))) continue;
-        p.lastSeenMs = std::max(p.lastSeenMs, now_);
-        ++restarted;
-    }
-    if (options_.voteTimeoutMs != 0 && eaten(options_.voteTimeoutMs)) {
-        for (auto *since : {&topologySince_, &pendingSince_, &optimizeSince_})
-            if (*since) *since = now_;
-        linksSince_ = now_;
-        for (auto &[key, c] : collectives_)
-            if (c.seq == 0) c.sinceMs = now_;
-        for (auto &[group, round] : syncRounds_)
-            if (round.seq == 0) round.sinceMs = now_;
-    }
-    // Reports of a probe round may be waiting unread: they get their grace again.
-    if (probe_ && eaten(kProbeReportGraceMs))
-        probe_->deadlineMs = std::max(probe_->deadlineMs, now_ + kProbeReportGraceMs);
-    if (restarted)
-        note("master", "the master did not run for " + std::to_string(gap) + " ms (stopped or suspended); " +
-                          std::to_string(restarted) + " heartbeat deadline(s) restarted");
-}
-
-Actions Membership::onTick() {
-    Actions out;
-    if (lastTick_ && now_ > *lastTick_) restartDeadlinesAfterStall(now_ - *lastTick_);
-    lastTick_ = now_;
-    std::vector<ClientId> silent;
-    for (auto &[id, p] : peers_)
-        if (now_ > p.lastSeenMs + silenceLimitMs(p)) silent.push_back(id);
-    for (ClientId id : silent) {
-        auto it = peers_.find(id);
-        if (it == peers_.end()) continue;
-        if (it->second.state == State::Connected)
-            kick(out, id, "no Hello within the handshake deadline of " + std::to_string(options_.handshakeTimeoutMs) + " ms");
-        else
-            kick(out, id, "no heartbeat for " + std::to_string(now_ - it->second.lastSeenMs) + " ms",
-                 "; it was in " + activityOf(it->second));
-    }
-    if (options_.voteTimeoutMs != 0) settleLateVotes(out);
-    if (probe_ && now_ >= probe_->deadlineMs) finishProbe(out);
-    if (recoveryDeadline_ && now_ >= *recoveryDeadline_) finishRecovery(out);
-    return out;
-}
-
-bool Membership::removeLaggards(Actions &out, const std::string &what, const std::string &phase,
-                                const std::vector<ClientId> &voters, const std::vector<ClientId> &laggards,
-                                std::string *reason) {
-    const std::string after = " within " + std::to_string(options_.voteTimeoutMs) + " ms (phase: " + phase + ")";
-    if (voters.size() > laggards.size()) {
-        for (ClientId id : laggards)
-            if (peers_.count(id))
-                kick(out, id, "did not take part in " + what + after + " while " + std::to_string(voters.size()) +
-                                  " peers waited");
-        return true;
-    }
-    *reason = what + " did not complete" + after + "; still waiting for";
-    for (size_t i = 0; i < laggards.size(); ++i) *reason += (i ? ", " : " ") + describe(peers_.at(laggards[i]));
-    return false;
-}
-
-void Membership::settleLateVotes(Actions &out) {
-    auto late = [&](uint64_t since) { return now_ >= since + options_.voteTimeoutMs; };
-    // Global votes over all accepted peers.
-    struct Global {
-        std::optional<uint64_t> *since;
-        bool Peer::*flag;
-        VoteKind kind;
-        const char *what;
-    };
-    for (const Global &v : {Global{&topologySince_, &Peer::votedTopology, VoteKind::Topology, "the topology update vote"},
-                            Global{&pendingSince_, &Peer::votedPending, VoteKind::PeersPending, "the peers-pending vote"},
-                            Global{&optimizeSince_, &Peer::votedOptimize, VoteKind::Optimize, "the optimize-topology vote"}}) {
-        if (!*v.since || !late(**v.since)) continue;
-        std::vector<ClientId> voters, laggards;
-        for (ClientId id : acceptedIds()) (peers_.at(id).*v.flag ? voters : laggards).push_back(id);
-        std::string reason;
-        if (!laggards.empty() && removeLaggards(out, v.what, "voting", voters, laggards, &reason)) continue;
-        for (ClientId id : voters) {
-            peers_.at(id).*v.flag = false;
-            send(out, id, VoteFailed{static_cast<uint8_t>(v.kind), toWire(pcclTimeout), reason});
-        }
-        v.since->reset();
-    }
-    // An admission round whose link reports do not come: a healthy peer answers within its
-    // connect timeout, so the silent ones are removed and the round ends without them.
-    if (!linksWaiting_.empty() && late(linksSince_)) {
-        const std::vector<ClientId> silent(linksWaiting_.begin(), linksWaiting_.end());
-        for (ClientId id : silent)
-            if (peers_.count(id))
-                kick(out, id, "did not report its links within " + std::to_string(options_.voteTimeoutMs) +
-                                  " ms (phase: admission round, connecting the ring)");
-    }
-    // The start of collectives: members of the group that have not started the tag.
-    std::vector<std::pair<uint32_t, uint64_t>> lateTags;
-    for (auto &[key, c] : collectives_)
-        if (c.seq == 0 && late(c.sinceMs)) lateTags.push_back(key);
-    for (auto [group, tag] : lateTags) {
-        auto it = collectives_.find({group, tag});
-        if (it == collectives_.end() || it->second.seq != 0) continue;
-        std::vector<ClientId> voters, laggards;
-        for (ClientId id : rings_[group]) (it->second.inited.count(id) ? voters : laggards).push_back(id);
-        std::string reason;
-        if (removeLaggards(out, it->second.name(tag), "waiting to start", voters, laggards, &reason)) continue;
-        abortCollective(out, group, tag, pcclTimeout, reason);
-    }
-    // Shared-state syncs still collecting descriptions.
-    std::vector<uint32_t> lateSyncs;
-    for (auto &[group, round] : syncRounds_)
-        if (round.seq == 0 && late(round.sinceMs)) lateSyncs.push_back(group);
-    for (uint32_t group : lateSyncs) {
-        auto it = syncRounds_.find(group);
-        if (it == syncRounds_.end() || it->second.seq != 0) continue;
-        std::vector<ClientId> voters, laggards;
-        for (ClientId id : rings_[group]) (it->second.described.count(id) ? voters : laggards).push_back(id);
-        std::string reason;
-        if (removeLaggards(out, "the shared-state sync of group " + std::to_string(group),
-                           "waiting to start: collecting the peers' state descriptions", voters, laggards, &reason))
-            continue;
-        for (ClientId id : voters) send(out, id, SharedStateAborted{0, toWire(pcclTimeout), reason, {}});
-        countCollective("shared_state_sync", pcclTimeout);
-        syncRounds_.erase(group);
-    }
 }
 
 // The accepted peers are the members of the rings: O(groups), not O(peers) (the server prints it

@@ -208,6 +208,10 @@ private:
     void abortSync(Actions &out, uint32_t group, const std::string &reason, const std::vector<Uuid> &lost = {},
                    pcclResult_t result = pcclRankConnectionLost);
     void removePeer(Actions &out, ClientId id, const std::string &reason);
+    // The lost peer `p` leaves the collectives and the sync of its group: those it took part in
+    // abort, those still waiting for it may now start without it.
+    void leaveCollectives(Actions &out, const Peer &p, const std::string &reason);
+    void leaveSync(Actions &out, const Peer &p, const std::string &reason);
     // Removes the peer and tells it why: reason, then toPeer (details only it needs).
     void kick(Actions &out, ClientId id, const std::string &reason, const std::string &toPeer = "");
 
@@ -254,7 +258,13 @@ private:
     // Raises the known bandwidth of each ring hop to what a committed all-reduce achieved on it.
     void learnFromTraffic(const Collective &c);
     std::vector<std::vector<double>> bandwidthMatrix(const std::vector<ClientId> &ids) const;
+    // The deadlines (membership_deadlines.cpp): every vote, link report, collective start and
+    // sync description open for voteTimeoutMs is settled (removeLaggards).
     void settleLateVotes(Actions &out);
+    void settleLateGlobalVotes(Actions &out);
+    void settleLateStarts(Actions &out);
+    void settleLateSyncs(Actions &out);
+    bool isLate(uint64_t sinceMs) const { return now_ >= sinceMs + options_.voteTimeoutMs; }
     // The master did not run for `gap` ms: restarts every deadline that the gap ate more than
     // half of (heartbeats per peer, votes and collective starts, the probe's report deadline).
     void restartDeadlinesAfterStall(uint64_t gap);
@@ -282,6 +292,11 @@ private:
     // under way)", "the topology update vote (had not voted)", "no operation (idle)"); for messages.
     std::string activityOf(const Peer &p) const;
     static void send(Actions &out, ClientId to, protocol::ControlMessage m);
+    // Refuses `to`: sends Reject{result, why, retry} and closes the connection (`reason` for the
+    // log). Every refusal goes through it: a bad Hello, a stale epoch, a rejoin the run does not
+    // include, a follower sending peers to the leader.
+    static void reject(Actions &out, ClientId to, pcclResult_t result, std::string why, bool retry,
+                       std::string reason);
 
     struct SyncRound {
         std::map<ClientId, protocol::SharedStateSync> described;
@@ -340,6 +355,10 @@ private:
     // A collective's (or sync's) outcome; a commit with its commence time also feeds the durations
     // (a commit resolved by a restarted master has none: it commenced under the old one).
     void countCollective(const char *kind, pcclResult_t result, std::optional<uint64_t> commencedMs = std::nullopt);
+    // The parts of view(): one peer, the links among the named peers, the operations in flight.
+    PeerView viewOf(const Peer &p) const;
+    std::vector<LinkView> viewLinks(const std::map<Uuid, std::string> &names) const;
+    std::vector<CollectiveView> viewInFlight() const;
     RunCounters counters_;
     std::deque<RunEvent> eventLog_;
 

@@ -35,15 +35,10 @@ bool Membership::checkEpoch(Actions &out, Peer &p, uint64_t reported) {
         return true;
     }
     if (reported <= masterEpoch_) return true;
-    Action a;
-    a.to = p.id;
-    a.message = Reject{toWire(pcclMasterConnectionFailed),
-                       "stale master: its epoch is " + std::to_string(masterEpoch_) + ", this peer has seen epoch " +
-                           std::to_string(reported),
-                       true};
-    a.close = true;
-    a.reason = "stale master epoch";
-    out.push_back(std::move(a));
+    reject(out, p.id, pcclMasterConnectionFailed,
+           "stale master: its epoch is " + std::to_string(masterEpoch_) + ", this peer has seen epoch " +
+               std::to_string(reported),
+           true, "stale master epoch");
     return false;
 }
 
@@ -61,14 +56,10 @@ void Membership::onRejoin(Actions &out, Peer &p, const Rejoin &m) {
     if (founded_) {
         if (!checkEpoch(out, p, m.hello.master_epoch)) return;
         // Its connection broke and this master removed it (or it belongs to another run).
-        Action a;
-        a.to = p.id;
-        a.message = Reject{toWire(pcclKicked), "this master's run (epoch " + std::to_string(masterEpoch_) +
-                                                   ") does not include this peer: it was removed while its "
-                                                   "connection to the master was down"};
-        a.close = true;
-        a.reason = "rejoin refused";
-        out.push_back(std::move(a));
+        reject(out, p.id, pcclKicked,
+               "this master's run (epoch " + std::to_string(masterEpoch_) +
+                   ") does not include this peer: it was removed while its connection to the master was down",
+               false, "rejoin refused");
         return;
     }
     checkEpoch(out, p, m.hello.master_epoch);

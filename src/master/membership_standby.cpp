@@ -15,19 +15,11 @@ std::string tryLeader(const std::string &leaderAddress) {
     return leaderAddress.empty() ? "no leader is known yet; try the other masters" : "try " + leaderAddress;
 }
 
-Action retryElsewhere(ClientId to, const std::string &why, const char *reason) {
-    Action a;
-    a.to = to;
-    a.message = Reject{toWire(pcclMasterConnectionFailed), why, true};
-    a.close = true;
-    a.reason = reason;
-    return a;
-}
-
 } // namespace
 
 void Membership::refuseNotLeader(Actions &out, Peer &p) {
-    out.push_back(retryElsewhere(p.id, "not the leader, " + tryLeader(leaderAddress_), "not the leader"));
+    reject(out, p.id, pcclMasterConnectionFailed, "not the leader, " + tryLeader(leaderAddress_), true,
+           "not the leader");
 }
 
 Actions Membership::setLeader(bool leader, uint64_t epoch, const std::string &leaderAddress) {
@@ -51,7 +43,7 @@ Actions Membership::setLeader(bool leader, uint64_t epoch, const std::string &le
     const std::string why = "this master (epoch " + std::to_string(masterEpoch_) + ") is not the leader any more, " +
                             tryLeader(leaderAddress);
     for (auto &[id, p] : peers_) {
-        out.push_back(retryElsewhere(id, why, "stepped down"));
+        reject(out, id, pcclMasterConnectionFailed, why, true, "stepped down");
         out.back().unregistered = p.state == State::Connected;
     }
     // Forget the run: the next leader rebuilds it from the peers, and this master, should it

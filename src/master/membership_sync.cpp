@@ -1,6 +1,7 @@
 // Membership: shared-state sync rounds per peer group (docs/shared_state.md): descriptions in,
 // the election, the plans, commit or abort.
 #include <algorithm>
+#include <functional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -13,6 +14,49 @@
 namespace pccl::master {
 
 using namespace protocol;
+
+namespace {
+
+// The plans of one sync round from the election's outcome: per participant the peers it talks
+// to, the chunks it fetches and from whom, and the receivers it serves. needsOf gets, per
+// receiver and fetched entry, the sources it may use.
+std::map<ClientId, SharedStatePlan> planRound(const ElectionOutcome &e, uint64_t seq,
+                                              const std::vector<ClientId> &participants,
+                                              const std::function<RingMember(ClientId)> &memberOf,
+                                              std::map<ClientId, std::vector<std::set<ClientId>>> &needsOf) {
+    std::map<ClientId, SharedStatePlan> plans;
+    for (ClientId id : participants) plans[id] = SharedStatePlan{seq, e.revision, {}, {}, {}};
+    // Each plan names peers by index into its own `peers` table; the index of a peer in a plan
+    // is looked up, not searched (a receiver may list every other peer as a source).
+    std::map<ClientId, std::unordered_map<ClientId, uint32_t>> indices;
+    std::map<ClientId, std::unordered_set<ClientId>> served;  // per source: the receivers in its `serve`
+    auto indexIn = [&](ClientId owner, ClientId peer) {
+        SharedStatePlan &plan = plans[owner];
+        auto [slot, added] = indices[owner].try_emplace(peer, static_cast<uint32_t>(plan.peers.size()));
+        if (!added) return slot->second;
+        plan.peers.push_back(memberOf(peer));
+        return slot->second;
+    };
+    for (auto &[receiver, fetches] : e.receive) {
+        auto &needs = needsOf[receiver];
+        for (auto &f : fetches) {
+            ChunkFetch cf;
+            cf.entry = f.entry;
+            cf.chunks = f.chunks;
+            cf.digests = f.digests;
+            needs.push_back(std::set<ClientId>(f.sources.begin(), f.sources.end()));
+            for (ClientId source : f.sources) {
+                cf.sources.push_back(indexIn(receiver, source));
+                const uint32_t r = indexIn(source, receiver);
+                if (served[source].insert(receiver).second) plans[source].serve.push_back(r);
+            }
+            plans[receiver].receive.push_back(std::move(cf));
+        }
+    }
+    return plans;
+}
+
+} // namespace
 
 void Membership::onSharedStateSync(Actions &out, Peer &p, const SharedStateSync &m) {
     auto &round = syncRounds_[p.group];
@@ -66,39 +110,8 @@ void Membership::maybeRunSync(Actions &out, uint32_t group) {
         round.commencedMs = now_;
         round.revision = e.revision;
         round.participants.insert(participants.begin(), participants.end());
-        std::map<ClientId, SharedStatePlan> plans;
-        for (ClientId id : participants) plans[id] = SharedStatePlan{round.seq, e.revision, {}, {}, {}};
-        // Each plan names peers by index into its own `peers` table; the index of a peer in a plan
-        // is looked up, not searched (a receiver may list every other peer as a source).
-        std::map<ClientId, std::unordered_map<ClientId, uint32_t>> indices;
-        std::map<ClientId, std::unordered_set<ClientId>> served;  // per source: the receivers in its `serve`
-        auto indexIn = [&](ClientId owner, ClientId peer) {
-            SharedStatePlan &plan = plans[owner];
-            auto [slot, added] = indices[owner].try_emplace(peer, static_cast<uint32_t>(plan.peers.size()));
-            if (!added) return slot->second;
-            const Peer &q = peers_.at(peer);
-            RingMember m;
-            m.uuid = q.uuid;
-            m.data_addr = q.dataAddr;
-            plan.peers.push_back(m);
-            return slot->second;
-        };
-        for (auto &[receiver, fetches] : e.receive) {
-            auto &needs = round.needs[receiver];
-            for (auto &f : fetches) {
-                ChunkFetch cf;
-                cf.entry = f.entry;
-                cf.chunks = f.chunks;
-                cf.digests = f.digests;
-                needs.push_back(std::set<ClientId>(f.sources.begin(), f.sources.end()));
-                for (ClientId source : f.sources) {
-                    cf.sources.push_back(indexIn(receiver, source));
-                    const uint32_t r = indexIn(source, receiver);
-                    if (served[source].insert(receiver).second) plans[source].serve.push_back(r);
-                }
-                plans[receiver].receive.push_back(std::move(cf));
-            }
-        }
+        auto memberOf = [&](ClientId id) { return RingMember{peers_.at(id).uuid, peers_.at(id).dataAddr}; };
+        const auto plans = planRound(e, round.seq, participants, memberOf, round.needs);
         for (auto &[id, plan] : plans) send(out, id, plan);
         syncRounds_[group] = std::move(round);
     }

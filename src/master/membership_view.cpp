@@ -62,6 +62,70 @@ void Membership::on(Actions &, Peer &p, const StatsReport &m) {
     ++counters_.statsReports;
 }
 
+PeerView Membership::viewOf(const Peer &p) const {
+    PeerView pv;
+    pv.address = p.remote.str();
+    pv.dataAddress = p.dataAddr.str();
+    pv.uuid = p.uuid.str();
+    pv.group = p.group;
+    const bool voting = p.votedTopology || p.votedPending || p.votedOptimize;
+    pv.state = p.state == State::Pending     ? "pending"
+               : p.state == State::Rejoining ? "rejoining"
+               : voting                      ? "voting"
+                                             : "accepted";
+    pv.activity = activityOf(p);
+    pv.connectedMs = p.connectedMs;
+    pv.joinedMs = p.joinedMs;
+    pv.lastSeenMs = p.lastSeenMs;
+    pv.stats = p.stats;
+    pv.statsMs = p.statsMs;
+    if (auto ring = rings_.find(p.group); ring != rings_.end()) {
+        auto at = std::find(ring->second.begin(), ring->second.end(), p.id);
+        if (at != ring->second.end()) pv.rank = at - ring->second.begin();
+    }
+    return pv;
+}
+
+// Links: measured ones between present peers, merged with what senders report.
+std::vector<LinkView> Membership::viewLinks(const std::map<Uuid, std::string> &names) const {
+    std::map<std::pair<std::string, std::string>, LinkView> links;
+    for (auto &[pair, rate] : bandwidth_) {
+        auto from = names.find(pair.first), to = names.find(pair.second);
+        if (from == names.end() || to == names.end()) continue;
+        auto &l = links[{from->second, to->second}];
+        l.probeBytesPerSecond = rate;
+    }
+    for (auto &[id, p] : peers_) {
+        auto self = names.find(p.uuid);
+        if (!p.stats || self == names.end()) continue;
+        for (auto &r : p.stats->links) {
+            auto to = names.find(r.to);
+            if (to != names.end()) links[{self->second, to->second}].liveBytesPerSecond = r.bytes_per_second;
+        }
+    }
+    std::vector<LinkView> out;
+    for (auto &[key, l] : links) {
+        out.push_back(l);
+        out.back().from = key.first;
+        out.back().to = key.second;
+    }
+    return out;
+}
+
+std::vector<CollectiveView> Membership::viewInFlight() const {
+    std::vector<CollectiveView> out;
+    auto members = [&](uint32_t group) { return rings_.count(group) ? rings_.at(group).size() : 0; };
+    for (auto &[key, c] : collectives_)
+        out.push_back({collectiveMetricName(c.kind()), key.first, key.second, c.seq, c.seq ? "running" : "starting",
+                       c.seq ? c.participants.size() : members(key.first), c.inited.size(), c.done.size(),
+                       c.seq ? c.commencedMs : c.sinceMs});
+    for (auto &[group, r] : syncRounds_)
+        out.push_back({"shared_state_sync", group, 0, r.seq, r.seq ? "running" : "starting",
+                       r.seq ? r.participants.size() : members(group), r.described.size(), r.done.size(),
+                       r.seq ? r.commencedMs : r.sinceMs});
+    return out;
+}
+
 RunView Membership::view() const {
     RunView v;
     v.nowMs = now_;
@@ -75,63 +139,13 @@ RunView Membership::view() const {
             ++v.connecting;
             continue;
         }
-        PeerView pv;
-        pv.address = p.remote.str();
-        pv.dataAddress = p.dataAddr.str();
-        pv.uuid = p.uuid.str();
-        names[p.uuid] = pv.uuid;
-        pv.group = p.group;
-        const bool voting = p.votedTopology || p.votedPending || p.votedOptimize;
-        pv.state = p.state == State::Pending     ? "pending"
-                   : p.state == State::Rejoining ? "rejoining"
-                   : voting                      ? "voting"
-                                                 : "accepted";
-        pv.activity = activityOf(p);
-        pv.connectedMs = p.connectedMs;
-        pv.joinedMs = p.joinedMs;
-        pv.lastSeenMs = p.lastSeenMs;
-        pv.stats = p.stats;
-        pv.statsMs = p.statsMs;
-        if (auto ring = rings_.find(p.group); ring != rings_.end()) {
-            auto at = std::find(ring->second.begin(), ring->second.end(), id);
-            if (at != ring->second.end()) pv.rank = at - ring->second.begin();
-        }
-        v.peers.push_back(std::move(pv));
+        v.peers.push_back(viewOf(p));
+        names[p.uuid] = v.peers.back().uuid;
     }
     for (auto &[group, ring] : rings_)
         for (ClientId id : ring) v.rings[group].push_back(peers_.at(id).uuid.str());
-    // Links: measured ones between present peers, merged with what senders report.
-    std::map<std::pair<std::string, std::string>, LinkView> links;
-    for (auto &[pair, rate] : bandwidth_) {
-        auto from = names.find(pair.first), to = names.find(pair.second);
-        if (from == names.end() || to == names.end()) continue;
-        auto &l = links[{from->second, to->second}];
-        l.probeBytesPerSecond = rate;
-    }
-    for (auto &[id, p] : peers_) {
-        if (!p.stats || !names.count(p.uuid)) continue;
-        for (auto &r : p.stats->links) {
-            auto to = names.find(r.to);
-            if (to != names.end()) links[{names[p.uuid], to->second}].liveBytesPerSecond = r.bytes_per_second;
-        }
-    }
-    for (auto &[key, l] : links) {
-        v.links.push_back(l);
-        v.links.back().from = key.first;
-        v.links.back().to = key.second;
-    }
-    for (auto &[key, c] : collectives_) {
-        CollectiveView cv{collectiveMetricName(c.kind()), key.first, key.second, c.seq, c.seq ? "running" : "starting",
-                          c.seq ? c.participants.size() : rings_.count(key.first) ? rings_.at(key.first).size() : 0,
-                          c.inited.size(), c.done.size(), c.seq ? c.commencedMs : c.sinceMs};
-        v.inFlight.push_back(cv);
-    }
-    for (auto &[group, r] : syncRounds_) {
-        CollectiveView cv{"shared_state_sync", group, 0, r.seq, r.seq ? "running" : "starting",
-                          r.seq ? r.participants.size() : rings_.count(group) ? rings_.at(group).size() : 0,
-                          r.described.size(), r.done.size(), r.seq ? r.commencedMs : r.sinceMs};
-        v.inFlight.push_back(cv);
-    }
+    v.links = viewLinks(names);
+    v.inFlight = viewInFlight();
     return v;
 }
 

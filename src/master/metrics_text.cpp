@@ -58,6 +58,17 @@ private:
     std::string out_;
 };
 
+// One counter family with a tx and an rx sample per peer that reported, from its latest report.
+void writeDirections(Text &t, const RunView &v, const char *name, const char *help,
+                     uint64_t protocol::StatsReport::*tx, uint64_t protocol::StatsReport::*rx) {
+    t.family(name, "counter", help);
+    for (auto &p : v.peers)
+        if (p.stats) {
+            t.sample(name, {"peer", p.uuid, "direction", "tx"}, static_cast<double>((*p.stats).*tx));
+            t.sample(name, {"peer", p.uuid, "direction", "rx"}, static_cast<double>((*p.stats).*rx));
+        }
+}
+
 void writePeers(Text &t, const RunView &v) {
     t.family("pccl_peers", "gauge", "Peers known to the master, by state (connecting: no Hello accepted yet).");
     for (const char *state : kStates) {
@@ -83,24 +94,12 @@ void writePeers(Text &t, const RunView &v) {
     for (auto &p : v.peers)
         if (p.stats) t.sample("pccl_peer_rx_bytes_total", {"peer", p.uuid}, static_cast<double>(p.stats->rx_bytes));
     // The parts of those that shared-state transfers and bandwidth probes moved, per direction.
-    t.family("pccl_shared_state_transfer_bytes_total", "counter",
-             "Bytes a peer sent (tx) or received (rx) in shared-state transfers (its latest report).");
-    for (auto &p : v.peers)
-        if (p.stats) {
-            t.sample("pccl_shared_state_transfer_bytes_total", {"peer", p.uuid, "direction", "tx"},
-                     static_cast<double>(p.stats->shared_state_tx_bytes));
-            t.sample("pccl_shared_state_transfer_bytes_total", {"peer", p.uuid, "direction", "rx"},
-                     static_cast<double>(p.stats->shared_state_rx_bytes));
-        }
-    t.family("pccl_bandwidth_probe_bytes_total", "counter",
-             "Bytes a peer sent (tx) or received (rx) in bandwidth probes (its latest report).");
-    for (auto &p : v.peers)
-        if (p.stats) {
-            t.sample("pccl_bandwidth_probe_bytes_total", {"peer", p.uuid, "direction", "tx"},
-                     static_cast<double>(p.stats->probe_tx_bytes));
-            t.sample("pccl_bandwidth_probe_bytes_total", {"peer", p.uuid, "direction", "rx"},
-                     static_cast<double>(p.stats->probe_rx_bytes));
-        }
+    writeDirections(t, v, "pccl_shared_state_transfer_bytes_total",
+                    "Bytes a peer sent (tx) or received (rx) in shared-state transfers (its latest report).",
+                    &protocol::StatsReport::shared_state_tx_bytes, &protocol::StatsReport::shared_state_rx_bytes);
+    writeDirections(t, v, "pccl_bandwidth_probe_bytes_total",
+                    "Bytes a peer sent (tx) or received (rx) in bandwidth probes (its latest report).",
+                    &protocol::StatsReport::probe_tx_bytes, &protocol::StatsReport::probe_rx_bytes);
 }
 
 void writeCollectives(Text &t, const RunView &v) {

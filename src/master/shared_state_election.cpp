@@ -1,6 +1,7 @@
 #include "master/shared_state_election.h"
 
 #include <algorithm>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -42,16 +43,14 @@ std::string noStateReason(const std::map<PeerKey, const SharedStateSync *> &live
     return why;
 }
 
-} // namespace
+using Live = std::map<PeerKey, const SharedStateSync *>;
 
-ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &described,
-                                 std::optional<uint64_t> lastRevision) {
-    ElectionOutcome out;
-    // Strategies: ENFORCE_POPULAR mixed with the others is a usage error for the others.
+// Strategies: ENFORCE_POPULAR mixed with the others is a usage error for the others.
+Live checkStrategies(const std::map<PeerKey, SharedStateSync> &described, ElectionOutcome &out) {
     const bool anyEnforce = std::any_of(described.begin(), described.end(), [](auto &kv) {
         return kv.second.strategy == PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR;
     });
-    std::map<PeerKey, const SharedStateSync *> live;
+    Live live;
     for (auto &[id, s] : described) {
         if (anyEnforce && s.strategy != PCCL_SHARED_STATE_SYNC_STRATEGY_ENFORCE_POPULAR) {
             out.usageErrors[id] = "this peer used the receive-only/send-only strategy while other peers of the group "
@@ -60,9 +59,11 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
         }
         live[id] = &s;
     }
-    if (live.empty()) return out;
+    return live;
+}
 
-    // Structure: the most common layout wins (ties: the one described by the lowest peer id).
+// Structure: the most common layout wins (ties: the one described by the lowest peer id).
+void keepCommonLayout(Live &live, ElectionOutcome &out) {
     std::vector<std::pair<const std::vector<EntryDesc> *, size_t>> layouts;
     for (auto &[id, s] : live) {
         auto it = std::find_if(layouts.begin(), layouts.end(), [&](auto &l) { return sameLayout(*l.first, s->entries); });
@@ -72,17 +73,16 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
     const auto *layout = std::max_element(layouts.begin(), layouts.end(), [](auto &a, auto &b) {
                              return a.second < b.second;  // stable: first maximum wins
                          })->first;
-    for (auto it = live.begin(); it != live.end();) {
-        if (!sameLayout(*layout, it->second->entries)) {
-            out.removed[it->first] = "shared state layout differs from the group's (entry names, order, data types or "
-                                     "element counts)";
-            it = live.erase(it);
-        } else {
-            ++it;
-        }
-    }
+    std::erase_if(live, [&](const auto &kv) {
+        if (sameLayout(*layout, kv.second->entries)) return false;
+        out.removed[kv.first] = "shared state layout differs from the group's (entry names, order, data types or "
+                                "element counts)";
+        return true;
+    });
+}
 
-    // Revision.
+// Revision: the last committed one plus one, else the most common (ties: the highest).
+void chooseRevision(Live &live, std::optional<uint64_t> lastRevision, ElectionOutcome &out) {
     if (lastRevision) {
         out.revision = *lastRevision + 1;
     } else {
@@ -95,17 +95,18 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
                 out.revision = rev;
             }
     }
-    for (auto it = live.begin(); it != live.end();) {
-        if (it->second->revision > out.revision) {
-            out.removed[it->first] = "shared state revision " + std::to_string(it->second->revision) +
-                                     " jumped ahead of the group's next revision " + std::to_string(out.revision);
-            it = live.erase(it);
-        } else {
-            ++it;
-        }
-    }
+    std::erase_if(live, [&](const auto &kv) {
+        if (kv.second->revision <= out.revision) return false;
+        out.removed[kv.first] = "shared state revision " + std::to_string(kv.second->revision) +
+                                " jumped ahead of the group's next revision " + std::to_string(out.revision);
+        return true;
+    });
+}
 
-    // Content: candidates are peers at the target revision that may win.
+// Content: candidates are peers at the target revision that may win; the most common content
+// wins. Sources hold it; the first of them also defines the allow_content_inequality entries a
+// newcomer receives. False when no peer can provide the state.
+bool electSources(const Live &live, ElectionOutcome &out) {
     std::vector<std::pair<std::vector<Digest>, std::vector<PeerKey>>> votes;
     for (auto &[id, s] : live) {
         if (s->revision != out.revision || s->strategy == PCCL_SHARED_STATE_SYNC_STRATEGY_RECEIVE_ONLY) continue;
@@ -114,28 +115,47 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
         if (it == votes.end()) votes.push_back({std::move(key), {id}});
         else it->second.push_back(id);
     }
-    if (votes.empty()) {
-        out.noStateReason = noStateReason(live, out.revision, lastRevision);
-        return out;
-    }
+    if (votes.empty()) return false;
     std::sort(votes.begin(), votes.end(), [](auto &a, auto &b) {
         if (a.second.size() != b.second.size()) return a.second.size() > b.second.size();
         return a.first < b.first;  // deterministic tie-break: the smallest digest sequence
     });
-    const auto &winner = votes.front();
-    // Sources hold the popular content; the first of them also defines the
-    // allow_content_inequality entries a newcomer receives.
-    out.sources = winner.second;
+    out.sources = votes.front().second;
     out.popular = live.at(out.sources.front())->entries;
+    return true;
+}
 
-    // Receivers start on different sources (rotation by receiver), so that downloads spread.
-    // Looked up, and rotated only for a peer that receives: with N peers in sync, each of them a
-    // source, these are O(N log N) per round, not O(N^2).
+// What peer `s` lacks of the popular state: per entry, the chunks that differ and where to get
+// them (`rotation()`: the sources starting at this receiver's turn).
+std::vector<ElectionOutcome::Fetch> fetchesOf(const SharedStateSync &s, bool isSource, const ElectionOutcome &out,
+                                              const std::function<const std::vector<PeerKey> &()> &rotation) {
+    std::vector<ElectionOutcome::Fetch> want;
+    for (uint32_t i = 0; i < out.popular.size(); ++i) {
+        const auto &pop = out.popular[i];
+        const auto &mine = s.entries[i];
+        if (pop.allow_inequality ? (s.synced_before || isSource) : mine.digest == pop.digest) continue;
+        ElectionOutcome::Fetch f;
+        f.entry = i;
+        for (uint32_t c = 0; c < pop.chunks.size(); ++c)
+            if (c >= mine.chunks.size() || mine.chunks[c] != pop.chunks[c]) {
+                f.chunks.push_back(c);
+                f.digests.push_back(pop.chunks[c]);
+            }
+        // Entries allowed to differ come from the source whose digests were published.
+        if (pop.allow_inequality) f.sources = {out.sources.front()};
+        else f.sources = rotation();
+        if (!f.chunks.empty()) want.push_back(std::move(f));
+    }
+    return want;
+}
+
+// Receivers start on different sources (rotation by receiver), so that downloads spread.
+// Looked up, and rotated only for a peer that receives: with N peers in sync, each of them a
+// source, these are O(N log N) per round, not O(N^2).
+void planReceivers(const Live &live, ElectionOutcome &out) {
     const std::set<PeerKey> isSourceOf(out.sources.begin(), out.sources.end());
     size_t rr = 0;
     for (auto &[id, s] : live) {
-        const bool isSource = isSourceOf.count(id) != 0;
-        std::vector<ElectionOutcome::Fetch> want;
         std::vector<PeerKey> rotated;
         auto rotation = [&]() -> const std::vector<PeerKey> & {
             if (rotated.empty())
@@ -143,22 +163,7 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
                     rotated.push_back(out.sources[(rr + k) % out.sources.size()]);
             return rotated;
         };
-        for (uint32_t i = 0; i < out.popular.size(); ++i) {
-            const auto &pop = out.popular[i];
-            const auto &mine = s->entries[i];
-            if (pop.allow_inequality ? (s->synced_before || isSource) : mine.digest == pop.digest) continue;
-            ElectionOutcome::Fetch f;
-            f.entry = i;
-            for (uint32_t c = 0; c < pop.chunks.size(); ++c)
-                if (c >= mine.chunks.size() || mine.chunks[c] != pop.chunks[c]) {
-                    f.chunks.push_back(c);
-                    f.digests.push_back(pop.chunks[c]);
-                }
-            // Entries allowed to differ come from the source whose digests were published.
-            if (pop.allow_inequality) f.sources = {out.sources.front()};
-            else f.sources = rotation();
-            if (!f.chunks.empty()) want.push_back(std::move(f));
-        }
+        auto want = fetchesOf(*s, isSourceOf.count(id) != 0, out, rotation);
         if (want.empty()) continue;
         if (s->strategy == PCCL_SHARED_STATE_SYNC_STRATEGY_SEND_ONLY) {
             out.removed[id] = "this send-only peer does not hold the group's popular shared state";
@@ -167,6 +172,22 @@ ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &descr
         ++rr;
         out.receive[id] = std::move(want);
     }
+}
+
+} // namespace
+
+ElectionOutcome electSharedState(const std::map<PeerKey, SharedStateSync> &described,
+                                 std::optional<uint64_t> lastRevision) {
+    ElectionOutcome out;
+    Live live = checkStrategies(described, out);
+    if (live.empty()) return out;
+    keepCommonLayout(live, out);
+    chooseRevision(live, lastRevision, out);
+    if (!electSources(live, out)) {
+        out.noStateReason = noStateReason(live, out.revision, lastRevision);
+        return out;
+    }
+    planReceivers(live, out);
     return out;
 }
 

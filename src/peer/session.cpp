@@ -288,10 +288,10 @@ Actions Session::onTick() {
         // The new master does not answer: try again. With other masters listed (standby
         // masters), a silent one is also left for them when it was serving: another may be
         // leading by now (docs/master_recovery.md). The silent master is tried last.
-        const size_t masters = std::max<size_t>(options_.masterCount, 1);
-        if (link_ == MasterLink::Rejoining || (masters > 1 && link_ == MasterLink::Up)) {
-            address_ = (address_ + 1) % masters;
-            out.push_back(DisconnectMaster{masters > 1 ? why + "; trying the other masters" : why});
+        const size_t count = masters();
+        if (link_ == MasterLink::Rejoining || (count > 1 && link_ == MasterLink::Up)) {
+            address_ = (address_ + 1) % count;
+            out.push_back(DisconnectMaster{count > 1 ? why + "; trying the other masters" : why});
             return out;
         }
         // A single stopped master keeps its connections; its kernel still acknowledges. Wait for

@@ -159,6 +159,8 @@ private:
     void toMaster(Actions &out, protocol::ControlMessage m);
     // Master recovery (session_reconnect.cpp).
     bool reconnecting() const { return options_.reconnectTimeoutMs > 0; }
+    // How many master addresses the driver rotates through (at least one).
+    size_t masters() const { return std::max<size_t>(options_.masterCount, 1); }
     void masterLost(Actions &out, const std::string &reason);
     void nextAttempt(Actions &out);
     void giveUp(Actions &out);

@@ -54,7 +54,7 @@ void Session::on(Actions &out, const Welcome &m) {
         const std::string why = "stale master: its epoch " + std::to_string(m.master_epoch) +
                                 " is older than the epoch " + std::to_string(masterEpoch_) + " this peer has seen";
         PCCL_LOG(Warn, "refusing the master " << options_.masterName << ": " << why);
-        address_ = (address_ + 1) % std::max<size_t>(options_.masterCount, 1);  // not this one next
+        address_ = (address_ + 1) % masters();  // not this one next
         out.push_back(DisconnectMaster{why});
         return;
     }
@@ -79,7 +79,7 @@ void Session::on(Actions &out, const Reject &m) {
     if (m.retry && reconnecting() && phase_ != Phase::Dead) {
         PCCL_LOG(Warn, "the master " << options_.masterName << " sent this peer elsewhere: " << m.reason);
         // The next attempt goes to the next address: this master just said it will not serve.
-        address_ = (address_ + 1) % std::max<size_t>(options_.masterCount, 1);
+        address_ = (address_ + 1) % masters();
         return;
     }
     fail(out, fromFailure(m.result, "master rejected this peer: " + m.reason));

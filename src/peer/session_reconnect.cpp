@@ -55,8 +55,7 @@ void Session::nextAttempt(Actions &out) {
     if (now_ >= giveUpAtMs_) return giveUp(out);
     // The first attempt goes to the master that was lost (restarted in place); later ones
     // rotate through the list.
-    const size_t n = std::max<size_t>(options_.masterCount, 1);
-    const size_t address = (address_ + attempts_) % n;
+    const size_t address = (address_ + attempts_) % masters();
     out.push_back(ReconnectMaster{address, backoffMs(attempts_)});
     ++attempts_;
 }
@@ -80,7 +79,7 @@ Actions Session::onReconnected(const Status &status) {
         nextAttempt(out);
         return out;
     }
-    address_ = (address_ + attempts_ - 1) % std::max<size_t>(options_.masterCount, 1);
+    address_ = (address_ + attempts_ - 1) % masters();
     attempts_ = 0;
     link_ = MasterLink::Rejoining;
     lastAck_ = now_;

@@ -1,4 +1,5 @@
 #include "support/cluster.h"
+#include "support/spawn.h"
 
 #include <catch2/catch.hpp>
 
@@ -144,27 +145,11 @@ struct ChildProcess::Reader {
 };
 
 ChildProcess::ChildProcess(const std::vector<std::string> &argv) {
-    int fds[2];
-    PT_CHECK_MSG(pipe2(fds, O_CLOEXEC) == 0, "pipe2: " << std::strerror(errno));
-    std::vector<char *> cargv;
-    for (auto &a : argv) cargv.push_back(const_cast<char *>(a.c_str()));
-    cargv.push_back(nullptr);
-    const pid_t parent = getpid();
-    pid_ = fork();
-    if (pid_ < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        fail(__FILE__, __LINE__, std::string("fork: ") + std::strerror(errno));
-    }
-    if (pid_ == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(126);
-        dup2(fds[1], 1);
-        execv(cargv[0], cargv.data());
-        _exit(127);
-    }
-    close(fds[1]);
-    out_fd_ = fds[0];
+    std::string err;
+    const pccl_spawn::Spawned child = pccl_spawn::spawn(argv, {}, &err);
+    if (child.pid < 0) fail(__FILE__, __LINE__, err);
+    pid_ = child.pid;
+    out_fd_ = child.out;
     auto reader = std::make_shared<Reader>();
     reader_ = reader;
     const int fd = out_fd_;
@@ -181,12 +166,8 @@ ChildProcess::ChildProcess(const std::vector<std::string> &argv) {
                 reader->cv.notify_all();
                 return;
             }
-            buf.append(chunk, static_cast<size_t>(n));
-            size_t pos;
-            while ((pos = buf.find('\n')) != std::string::npos) {
-                reader->lines.push_back(buf.substr(0, pos));
-                buf.erase(0, pos + 1);
-            }
+            pccl_spawn::splitLines(buf, chunk, static_cast<size_t>(n),
+                                   [&](std::string_view line) { reader->lines.emplace_back(line); });
             reader->cv.notify_all();
         }
     });
@@ -223,27 +204,16 @@ void ChildProcess::signal(int sig) {
 
 std::optional<int> ChildProcess::wait(double timeout_s) {
     if (reaped_) return status_;
-    const auto deadline = Clock::now() + seconds(timeout_s);
-    for (;;) {
-        int st = 0;
-        const pid_t r = ::waitpid(pid_, &st, WNOHANG);
-        if (r == pid_) {
-            reaped_ = true;
-            status_ = st;
-            return st;
-        }
-        if (r < 0 && errno != EINTR) return std::nullopt;
-        if (Clock::now() >= deadline) return std::nullopt;
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    auto st = pccl_spawn::waitExit(pid_, timeout_s);
+    if (!st) return std::nullopt;
+    reaped_ = true;
+    status_ = *st;
+    return st;
 }
 
 ChildProcess::~ChildProcess() {
     if (pid_ > 0 && !reaped_) {
-        ::kill(pid_, SIGKILL);
-        int st = 0;
-        while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
-        }
+        pccl_spawn::killAndReap(pid_);
         reaped_ = true;
     }
     auto reader = reader_;
@@ -487,23 +457,8 @@ void isolated(double timeout_s, const std::function<void()> &fn) {
     ::close(fds[1]);
     std::vector<std::string> messages;
     std::string buf;
-    bool timed_out = false;
-    const auto deadline = Clock::now() + seconds(timeout_s);
-    for (;;) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-        if (left <= 0) {
-            timed_out = true;
-            break;
-        }
-        pollfd p{fds[0], POLLIN, 0};
-        const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) continue;
-        char chunk[4096];
-        const ssize_t r = ::read(fds[0], chunk, sizeof chunk);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break; // EOF: the child exited
-        buf.append(chunk, static_cast<size_t>(r));
+    const bool finished = pccl_spawn::readUntilEof(fds[0], timeout_s, [&](const char *data, size_t n) {
+        buf.append(data, n);
         while (buf.size() >= 4) {
             uint32_t len;
             std::memcpy(&len, buf.data(), 4);
@@ -511,12 +466,10 @@ void isolated(double timeout_s, const std::function<void()> &fn) {
             messages.push_back(buf.substr(4, len));
             buf.erase(0, 4 + len);
         }
-    }
+    });
     ::close(fds[0]);
-    if (timed_out) ::kill(pid, SIGKILL);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    const bool timed_out = !finished;
+    const int status = timed_out ? pccl_spawn::killAndReap(pid) : pccl_spawn::reapBlocking(pid);
     for (const auto &m : messages) FAIL_CHECK(m);
     if (timed_out) {
         FAIL("the test did not finish within " << timeout_s << " s; its process was killed");

@@ -142,6 +142,39 @@ inline ccoip_socket_address_t loopbackV4(uint16_t port) {
     return a;
 }
 
+// Raw TCP sockets on 127.0.0.1, for the tests that talk to a listener byte by byte (garbage
+// input, proxies, busy ports): -1 on failure (what was opened is closed); the caller closes the
+// descriptor it gets.
+// A socket connected to 127.0.0.1:port.
+inline int connectLoopback(uint16_t port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
+        if (fd >= 0) ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// A socket listening on 127.0.0.1 at a free port, written to *port.
+inline int listenLoopback(uint16_t *port, int backlog = 64) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 || ::listen(fd, backlog) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0) {
+        if (fd >= 0) ::close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
 // A loopback port nobody listens on right now (bound to port 0, then released): for a master
 // that must be restarted on the same address.
 inline uint16_t freeLoopbackPort() {
@@ -165,22 +198,6 @@ inline ccoip_socket_address_t loopbackV6(uint16_t port) {
     a.inet.ipv6.data[15] = 1;
     a.port = port;
     return a;
-}
-
-// Parse "a.b.c.d:port" (IPv4 only; enough for the helper's command line).
-inline bool parseV4(const std::string &s, ccoip_socket_address_t &out) {
-    unsigned a, b, c, d, p;
-    char tail;
-    if (std::sscanf(s.c_str(), "%u.%u.%u.%u:%u%c", &a, &b, &c, &d, &p, &tail) != 5) return false;
-    if (a > 255 || b > 255 || c > 255 || d > 255 || p > 65535) return false;
-    out = ccoip_socket_address_t{};
-    out.inet.protocol = inetIPv4;
-    out.inet.ipv4.data[0] = static_cast<uint8_t>(a);
-    out.inet.ipv4.data[1] = static_cast<uint8_t>(b);
-    out.inet.ipv4.data[2] = static_cast<uint8_t>(c);
-    out.inet.ipv4.data[3] = static_cast<uint8_t>(d);
-    out.port = static_cast<uint16_t>(p);
-    return true;
 }
 
 inline int attribute(const pcclComm_t *comm, pcclAttribute_t attr) {

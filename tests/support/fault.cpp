@@ -1,6 +1,7 @@
 #include "support/fault.h"
 
 #include "support/cluster.h"
+#include "support/spawn.h"
 
 #include <cerrno>
 #include <csignal>
@@ -112,49 +113,58 @@ int runCommand(const std::vector<std::string> &argv, std::string *output, double
         if (output) *output += argv[0] + ": not found\n";
         return -1;
     }
-    std::vector<char *> cargv;
-    for (auto &a : argv) cargv.push_back(const_cast<char *>(a.c_str()));
-    cargv.push_back(nullptr);
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return -1;
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-        ::close(fds[0]);
-        ::close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        ::dup2(fds[1], 1);
-        ::dup2(fds[1], 2);
-        ::execv(exe.c_str(), cargv.data());
-        ::_exit(127);
-    }
-    ::close(fds[1]);
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
-    bool timed_out = false;
-    for (;;) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-        if (left <= 0) {
-            timed_out = true;
-            break;
-        }
-        pollfd p{fds[0], POLLIN, 0};
-        const int n = ::poll(&p, 1, static_cast<int>(left));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) continue;
-        char chunk[1024];
-        const ssize_t r = ::read(fds[0], chunk, sizeof chunk);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        if (output) output->append(chunk, static_cast<size_t>(r));
-    }
-    ::close(fds[0]);
-    if (timed_out) ::kill(pid, SIGKILL);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (timed_out || !WIFEXITED(status)) return -1;
+    std::vector<std::string> args = argv;
+    args[0] = exe;
+    pccl_spawn::SpawnOptions options;
+    options.err = pccl_spawn::Stderr::Stdout;
+    options.dieWithParent = false;
+    std::string err;
+    const pccl_spawn::Spawned child = pccl_spawn::spawn(args, options, &err);
+    if (child.pid < 0) return -1;
+    const bool finished = pccl_spawn::readUntilEof(child.out, timeout_s, [&](const char *data, size_t n) {
+        if (output) output->append(data, n);
+    });
+    ::close(child.out);
+    const int status = finished ? pccl_spawn::reapBlocking(child.pid) : pccl_spawn::killAndReap(child.pid);
+    if (!finished || !WIFEXITED(status)) return -1;
     return WEXITSTATUS(status);
+}
+
+bool runSetupStep(const std::vector<std::string> &argv, std::string *unavailable) {
+    if (!unavailable->empty()) return false;
+    std::string out;
+    if (runCommand(argv, &out) == 0) return true;
+    std::string cmd;
+    for (auto &a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+    *unavailable = "'" + cmd + "' failed: " + out;
+    return false;
+}
+
+void deleteStaleNamespaces(const std::string &ip, const std::string &prefix) {
+    std::string list;
+    if (runCommand({ip, "netns", "list"}, &list) != 0) return;
+    std::istringstream lines(list);
+    std::string line;
+    while (std::getline(lines, line)) {
+        const std::string name = line.substr(0, line.find(' '));
+        if (name.rfind(prefix, 0) != 0) continue;
+        const size_t digits = name.find_first_not_of("0123456789", prefix.size());
+        if (digits == prefix.size() || digits == std::string::npos || name.size() - digits > 2 ||
+            name.find_first_not_of("abcdefghijklmnopqrstuvwxyz", digits) != std::string::npos)
+            continue;
+        const unsigned long owner = std::stoul(name.substr(prefix.size(), digits - prefix.size()));
+        if (::kill(static_cast<pid_t>(owner), 0) != 0 && errno == ESRCH) runCommand({ip, "netns", "delete", name});
+    }
+}
+
+void enterNamespace(const std::string &name) {
+    const std::string path = "/run/netns/" + name;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    PT_CHECK_MSG(fd >= 0, "open " << path << ": " << std::strerror(errno));
+    const int r = ::setns(fd, CLONE_NEWNET);
+    const int err = errno;
+    ::close(fd);
+    PT_CHECK_MSG(r == 0, "setns " << path << ": " << std::strerror(err));
 }
 
 // ---------------------------------------------------------------- NetnsPair
@@ -169,34 +179,15 @@ NetnsPair::NetnsPair() {
         unavailable_ = "iproute2 (ip) is not installed";
         return;
     }
-    // Pairs left behind by test processes that were killed before their destructor ran.
-    std::string list;
-    if (runCommand({ip_, "netns", "list"}, &list) == 0) {
-        std::istringstream lines(list);
-        std::string line;
-        while (std::getline(lines, line)) {
-            const std::string name = line.substr(0, line.find(' '));
-            unsigned long owner = 0;
-            char side = 0, tail = 0;
-            if (std::sscanf(name.c_str(), "pcclt%lu%c%c", &owner, &side, &tail) != 2 || (side != 'a' && side != 'b')) continue;
-            if (::kill(static_cast<pid_t>(owner), 0) != 0 && errno == ESRCH) runCommand({ip_, "netns", "delete", name});
-        }
-    }
+    deleteStaleNamespaces(ip_, "pcclt");
     const std::string id = std::to_string(::getpid());
     nsA_ = "pcclt" + id + "a";
     nsB_ = "pcclt" + id + "b";
     vethA_ = "pt" + id + "a";
     vethB_ = "pt" + id + "b";
-    std::string out;
     auto step = [&](std::vector<std::string> argv) {
-        if (!unavailable_.empty()) return false;
         argv.insert(argv.begin(), ip_);
-        out.clear();
-        if (runCommand(argv, &out) == 0) return true;
-        std::string cmd;
-        for (auto &a : argv) cmd += (cmd.empty() ? "" : " ") + a;
-        unavailable_ = "'" + cmd + "' failed: " + out;
-        return false;
+        return runSetupStep(argv, &unavailable_);
     };
     createdA_ = step({"netns", "add", nsA_});
     createdB_ = step({"netns", "add", nsB_});
@@ -213,15 +204,7 @@ NetnsPair::~NetnsPair() {
     if (createdB_) runCommand({ip_, "netns", "delete", nsB_});
 }
 
-void NetnsPair::enterA() const {
-    const std::string path = "/run/netns/" + nsA_;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    PT_CHECK_MSG(fd >= 0, "open " << path << ": " << std::strerror(errno));
-    const int r = ::setns(fd, CLONE_NEWNET);
-    const int err = errno;
-    ::close(fd);
-    PT_CHECK_MSG(r == 0, "setns " << path << ": " << std::strerror(err));
-}
+void NetnsPair::enterA() const { enterNamespace(nsA_); }
 
 std::vector<std::string> NetnsPair::inB(const std::vector<std::string> &argv) const {
     std::vector<std::string> all{ip_, "netns", "exec", nsB_};

@@ -48,6 +48,17 @@ std::string findExecutable(const std::string &name);
 // stdout and stderr are appended to *output if given.
 int runCommand(const std::vector<std::string> &argv, std::string *output = nullptr, double timeout_s = 10);
 
+// One setup step of a namespace fixture: runs argv unless *unavailable is already set; a failure
+// sets it to the command and its output. Returns whether the step ran and succeeded.
+bool runSetupStep(const std::vector<std::string> &argv, std::string *unavailable);
+
+// Deletes the namespaces named prefix + PID + one or two lowercase letters whose PID is gone:
+// fixtures left behind by test processes killed before their destructor ran. `ip`: iproute2.
+void deleteStaleNamespaces(const std::string &ip, const std::string &prefix);
+// Moves the calling thread into the network namespace `name` (/run/netns/NAME); fails the test
+// (PeerFailure) when it cannot.
+void enterNamespace(const std::string &name);
+
 // Two fresh network namespaces, pcclt<pid>a and pcclt<pid>b (pid: this process), joined by a veth
 // pair: pt<pid>a in a with kAddrA/30, pt<pid>b in b with kAddrB/30, loopback up in both. Nothing
 // is created in the caller's namespace and the addresses exist only inside the pair, so traffic

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "master/membership.h"
+#include "shared_state/hashing.h"
 
 namespace pccl::testing {
 
@@ -77,6 +78,21 @@ struct Cluster {
         REQUIRE(sent<TopologyDone>(done, id).size() == 1);
     }
 };
+
+// A one-entry shared state "w" holding `w`, described as a peer would (with its real digests).
+inline SharedStateSync floatState(const std::vector<float> &w, uint64_t revision = 1) {
+    auto h = shared_state::hashEntry(w.data(), w.size() * sizeof(float));
+    EntryDesc e;
+    e.name = "w";
+    e.dtype = pcclFloat;
+    e.count = w.size();
+    e.digest = h.digest;
+    e.chunks = h.chunks;
+    SharedStateSync s;
+    s.revision = revision;
+    s.entries.push_back(e);
+    return s;
+}
 
 inline CollectiveInit init(uint64_t tag, uint64_t count = 100, uint8_t dtype = pcclFloat, uint8_t op = pcclSum) {
     CollectiveInit c;

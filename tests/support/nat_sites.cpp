@@ -37,15 +37,7 @@ std::string routerRules(const std::string &out, const std::string &in, const std
 
 } // namespace
 
-bool NatSites::run(std::vector<std::string> argv) {
-    if (!unavailable_.empty()) return false;
-    std::string out;
-    if (runCommand(argv, &out) == 0) return true;
-    std::string cmd;
-    for (auto &a : argv) cmd += (cmd.empty() ? "" : " ") + a;
-    unavailable_ = "'" + cmd + "' failed: " + out;
-    return false;
-}
+bool NatSites::run(std::vector<std::string> argv) { return runSetupStep(argv, &unavailable_); }
 
 NatSites::NatSites() {
     if (::geteuid() != 0) {
@@ -58,19 +50,7 @@ NatSites::NatSites() {
         unavailable_ = ip_.empty() ? "iproute2 (ip) is not installed" : "nftables (nft) is not installed";
         return;
     }
-    // Sets left behind by test processes that were killed before their destructor ran.
-    std::string list;
-    if (runCommand({ip_, "netns", "list"}, &list) == 0) {
-        std::istringstream lines(list);
-        std::string line;
-        while (std::getline(lines, line)) {
-            const std::string name = line.substr(0, line.find(' '));
-            unsigned long owner = 0;
-            char kind[3] = {};
-            if (std::sscanf(name.c_str(), "pccln%lu%2[a-z]", &owner, kind) != 2) continue;
-            if (::kill(static_cast<pid_t>(owner), 0) != 0 && errno == ESRCH) runCommand({ip_, "netns", "delete", name});
-        }
-    }
+    deleteStaleNamespaces(ip_, "pccln");
     id_ = std::to_string(::getpid());
     const std::string w = "pccln" + id_ + "w";
     const std::string router[2] = {"pccln" + id_ + "ra", "pccln" + id_ + "rb"};
@@ -114,15 +94,7 @@ NatSites::~NatSites() {
     for (const auto &ns : created_) runCommand({ip_, "netns", "delete", ns});
 }
 
-void NatSites::enterWan() const {
-    const std::string path = "/run/netns/pccln" + id_ + "w";
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    PT_CHECK_MSG(fd >= 0, "open " << path << ": " << std::strerror(errno));
-    const int r = ::setns(fd, CLONE_NEWNET);
-    const int err = errno;
-    ::close(fd);
-    PT_CHECK_MSG(r == 0, "setns " << path << ": " << std::strerror(err));
-}
+void NatSites::enterWan() const { enterNamespace("pccln" + id_ + "w"); }
 
 std::vector<std::string> NatSites::inSite(int site, const std::vector<std::string> &env,
                                           const std::vector<std::string> &argv) const {
