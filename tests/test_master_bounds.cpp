@@ -362,7 +362,7 @@ TEST_CASE("master bounds: in an open run only a Rejoin may be a first frame over
         // A real Rejoin of a peer of a 300-peer ring (10.5 KB): the fresh master opens a recovery
         // and welcomes it (a 4 KiB limit would drop every rejoiner of a ring over ~110 peers).
         proto::Rejoin r;
-        r.hello = helloFor(deadPort());
+        r.hello = helloFor(freeLoopbackPort());
         r.topology_epoch = 3;
         for (int i = 0; i < 300; ++i) {
             proto::RingMember m;
