@@ -37,7 +37,7 @@ def parse_address(text: str, *, default_port: int = DEFAULT_MASTER_PORT, allow_p
     if s.startswith("["):
         close = s.find("]")
         if close < 0:
-            raise ValueError(f"bad address '{text}': missing ']'")
+            raise ValueError(f"bad address '{text}': missing ']' after the IPv6 address")
         host = s[1:close]
         rest = s[close + 1:]
         if rest:
@@ -45,23 +45,25 @@ def parse_address(text: str, *, default_port: int = DEFAULT_MASTER_PORT, allow_p
                 raise ValueError(f"bad address '{text}': expected ':port' after ']'")
             port_text = rest[1:]
             if not port_text:
-                raise ValueError(f"bad address '{text}': empty port")
+                raise ValueError(f"bad address '{text}': empty port after ':'")
     elif s.count(":") == 1:
         host, port_text = s.split(":")
         if not port_text:
-            raise ValueError(f"bad address '{text}': empty port")
+            raise ValueError(f"bad address '{text}': empty port after ':'")
     else:
         host = s  # no port, or a bare IPv6 address
     if not host:
         raise ValueError(f"bad address '{text}': empty host")
     if port_text:
-        if not port_text.isdigit():
-            raise ValueError(f"bad port in address '{text}'")
+        # The C library's words (src/transport/address.cpp): pccl-master and the Python
+        # pccl-master answer a bad --listen alike.
+        if not (port_text.isascii() and port_text.isdigit()):
+            raise ValueError(f"bad address '{text}': port '{port_text}' is not a decimal number")
         port = int(port_text)
+        if port > 65535:
+            raise ValueError(f"bad address '{text}': port '{port_text}' is above 65535")
     else:
         port = default_port
-    if port > 65535:
-        raise ValueError(f"bad port in address '{text}'")  # the C library's words (transport/address.cpp)
     if port == 0 and not allow_port_zero:
         raise ValueError(f"bad port 0 in address '{text}' (must be 1..65535)")
     try:

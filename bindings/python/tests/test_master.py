@@ -146,7 +146,7 @@ def test_master_command_errors():
     p = python_subprocess(["-m", "pccl.master", "--listen-address", "nonsense:xx"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
     out, err = p.communicate(timeout=30)
-    assert p.returncode == 2 and "bad port" in err
+    assert p.returncode == 2 and "port 'xx' is not a decimal number" in err
     with pccl.MasterNode("127.0.0.1:0") as m:
         m.run()
         p = python_subprocess(["-m", "pccl.master", "--listen", f"127.0.0.1:{m.port}"], stdout=subprocess.PIPE,
