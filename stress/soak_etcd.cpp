@@ -20,6 +20,10 @@
 namespace soak {
 
 #ifdef PCCL_HAVE_ETCD
+namespace {
+std::string runId(const Options &o) { return "soak-" + std::to_string(o.seed); }
+}  // namespace
+
 struct Soak::EtcdSide {
     std::unique_ptr<pccl_test::EtcdServer> server;
     std::unique_ptr<pccl::master::EtcdClient> client;
@@ -31,9 +35,6 @@ struct Soak::EtcdSide {};
 
 void Soak::DropEtcd::operator()(EtcdSide *e) const { delete e; }
 
-namespace {
-std::string runId(const Options &o) { return "soak-" + std::to_string(o.seed); }
-}  // namespace
 
 int Soak::startEtcd() {
     if (!opt_.etcd) return 0;
