@@ -84,7 +84,7 @@ int Soak::finish(double t) {
         failed = n == 0 || g_signal.load() != 0;
     }
     if (events_) std::fclose(events_);
-    if (own_dir_ && !failed && !opt_.keep_logs && opt_.expect_violation.empty()) {
+    if (own_dir_ && !failed && !opt_.keep_logs) {
         std::error_code ec;
         std::filesystem::remove_all(dir_, ec);
     } else {
