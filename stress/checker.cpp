@@ -160,8 +160,8 @@ void Checker::onExit(double now, PeerRecord &p, int status) {
     violation(now, "peer_exit", p.name, why + (p.ever_stopped ? "" : ", never stopped"));
 }
 
-void Checker::onMasterExit(double now, int status) {
-    violation(now, "master_exit", "master",
+void Checker::onMasterExit(double now, int status, const std::string &who) {
+    violation(now, "master_exit", who,
               WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
                                   : "exited with " + std::to_string(WEXITSTATUS(status)));
 }
@@ -213,7 +213,8 @@ void Checker::sampleRss(double now, const std::string &who, RssTrack &t, long ki
     }
 }
 
-void Checker::report(FILE *out, const std::vector<PeerRecord> &peers, const RssTrack &master_rss) const {
+void Checker::report(FILE *out, const std::vector<PeerRecord> &peers,
+                     const std::vector<std::pair<std::string, RssTrack>> &masters) const {
     std::fprintf(out, "soak: exits:");
     for (auto &[why, n] : exits_) std::fprintf(out, " %s=%d", why.c_str(), n);
     std::fprintf(out, "\nsoak: slowest calls:");
@@ -231,7 +232,7 @@ void Checker::report(FILE *out, const std::vector<PeerRecord> &peers, const RssT
                             t.base_kib / 1024.0, t.max_kib / 1024.0, t.last_at - t.base_at);
     };
     std::fprintf(out, "soak: rss:");
-    rss("master", master_rss);
+    for (const auto &[name, track] : masters) rss(name.c_str(), track);
     if (longest) rss(("longest-lived peer " + longest->name).c_str(), longest->rss);
     std::fprintf(out, "\n");
     if (!by_kind_.empty()) {

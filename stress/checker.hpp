@@ -68,7 +68,7 @@ public:
     void onMasterUp(double now);
     // The peer's process was reaped (waitpid status).
     void onExit(double now, PeerRecord &p, int status);
-    void onMasterExit(double now, int status);
+    void onMasterExit(double now, int status, const std::string &who = "master");
     // Deadlines: silent peers, admission, global progress.
     void tick(double now, std::vector<PeerRecord> &peers);
     // One RSS sample; the first one with warmed_up set is the baseline.
@@ -77,11 +77,16 @@ public:
     void violation(double now, const std::string &kind, const std::string &who, const std::string &detail);
 
     int violations() const { return violations_; }
+    int violations(const std::string &kind) const {
+        const auto it = by_kind_.find(kind);
+        return it == by_kind_.end() ? 0 : it->second;
+    }
     uint64_t allreduces() const { return allreduces_; }
     uint64_t syncs() const { return syncs_; }
     uint64_t steps() const { return steps_; }
-    // Violations by kind, exits by reason, slowest calls, RSS of the longest-lived peer and the master.
-    void report(FILE *out, const std::vector<PeerRecord> &peers, const RssTrack &master_rss) const;
+    // Violations by kind, exits by reason, slowest calls, RSS of the longest-lived peer and the masters.
+    void report(FILE *out, const std::vector<PeerRecord> &peers,
+                const std::vector<std::pair<std::string, RssTrack>> &masters) const;
 
 private:
     struct OpResult {

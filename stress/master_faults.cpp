@@ -1,6 +1,8 @@
 // pccl-soak: the master fault schedule (see master_faults.hpp).
 #include "master_faults.hpp"
 
+#include <algorithm>
+
 namespace soak {
 
 MasterFaults::MasterFaults(const MasterFaultOptions &o, uint64_t seed)
@@ -21,7 +23,12 @@ void MasterFaults::scheduleNext(double t) {
 }
 
 MasterFaults::Action MasterFaults::poll(double t, bool quiet) {
-    if (!opt_.enabled || t < next_at_) return Action::None;
+    if (!opt_.enabled) return Action::None;
+    if (t >= lease_at_) {
+        lease_at_ = 1e300;
+        return Action::LeaseExpired;
+    }
+    if (t < next_at_) return Action::None;
     switch (state_) {
         case State::Up:
             if (!quiet) {
@@ -31,6 +38,9 @@ MasterFaults::Action MasterFaults::poll(double t, bool quiet) {
                 return Action::Skip;
             }
             next_at_ = t + planned_s_;
+            fault_at_ = t;
+            if (opt_.lease_ttl_s > 0) lease_at_ = t + opt_.lease_ttl_s;
+            rebuilt_early_ = false;
             if (next_is_kill_) {
                 ++kills_;
                 state_ = State::Down;
@@ -41,11 +51,18 @@ MasterFaults::Action MasterFaults::poll(double t, bool quiet) {
             return Action::Stop;
         case State::Stopped:
             state_ = State::Up;
+            lease_at_ = 1e300;  // resumed before its lease expired: it is back itself
+            if (opt_.lease_ttl_s > 0) settle_until_ = t + opt_.settle_s;
             scheduleNext(t);
             return Action::Resume;
         case State::Down:
+            if (rebuilt_early_) {
+                state_ = State::Up;
+                scheduleNext(t);
+                return Action::Restart;
+            }
             state_ = State::Rebuilding;
-            next_at_ = t + opt_.rebuild_timeout_s;
+            next_at_ = std::max(t, fault_at_ + opt_.lease_ttl_s) + opt_.rebuild_timeout_s;
             return Action::Restart;
         case State::Rebuilding:
             state_ = State::Up;
@@ -56,12 +73,15 @@ MasterFaults::Action MasterFaults::poll(double t, bool quiet) {
 }
 
 void MasterFaults::rebuilt(double t) {
+    if (state_ == State::Down && opt_.lease_ttl_s > 0) rebuilt_early_ = true;
     if (state_ != State::Rebuilding) return;
     state_ = State::Up;
     scheduleNext(t);
 }
 
-bool MasterFaults::holdJoins(double t) const { return opt_.enabled && (state_ != State::Up || t >= next_at_); }
+bool MasterFaults::holdJoins(double t) const {
+    return opt_.enabled && (state_ != State::Up || t >= next_at_ || t < settle_until_);
+}
 
 const char *masterStateName(MasterFaults::State s) {
     switch (s) {

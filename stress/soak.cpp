@@ -4,10 +4,12 @@
 // intervals drawn from --seed, SIGKILLs a peer, SIGSTOPs one (later SIGCONT or SIGKILL) or
 // starts a new one, keeping between 2 and --peers peers. With --master-faults it also
 // SIGKILLs the master and restarts it on the same port, or SIGSTOPs and SIGCONTs it
-// (master_faults.hpp); the peers are never restarted for it. Every peer event goes to the
-// Checker, which counts violations. At the end it prints one summary line
+// (master_faults.hpp); the peers are never restarted for it. With --etcd it starts a single-node
+// etcd and --masters standby masters, and the master faults hit the leader. Every peer event
+// goes to the Checker, which counts violations. At the end it prints one summary line
 //   soak: seed=S duration=Ds peers_started=N kills=K stops=S joins=J master_kills=MK master_stops=MS
 //         allreduces=A syncs=Y violations=V
+// (with --etcd: masters=M leader_kills=MK leader_stops=MS takeovers=T instead of master_*).
 // and exits 1 if V > 0 or no all-reduce completed (0 otherwise; 2 on setup errors; 128+signal
 // after SIGINT/SIGTERM/SIGHUP, which also kill the children). Logs (events.log with every
 // event line and action, master.log, one log per peer) stay in the log directory when the
@@ -74,7 +76,7 @@ void Soak::spawnPeer(double t) {
     p.name = "p" + std::to_string(peers_.size());
     p.slot = slot;
     p.spawned_at = p.last_event_at = t;
-    std::vector<std::string> argv = {opt_.peer_bin, master_addr_, "--slot", std::to_string(slot), "--seed",
+    std::vector<std::string> argv = {opt_.peer_bin, masters_[0].addr, "--slot", std::to_string(slot), "--seed",
                                      std::to_string(opt_.seed), "--name", p.name, "--pause-ms",
                                      std::to_string(opt_.pause_ms), "--log", dir_ + "/" + p.name + ".log"};
     if (peers_.empty() && !opt_.inject.empty()) argv.insert(argv.end(), {"--inject", opt_.inject});
@@ -95,23 +97,15 @@ void Soak::onLine(size_t child, std::string_view line) {
     const double t = now();
     const std::string &name = children_[child].name;
     std::fprintf(events_, "%.3f %s %.*s\n", t, name.c_str(), static_cast<int>(line.size()), line.data());
-    if (child == 0) {
-        const std::string addr = bench::listeningAddress(line);
-        if (master_addr_.empty() && !addr.empty()) {
-            master_addr_ = addr;
-            master_port_ = static_cast<uint16_t>(std::atoi(addr.substr(addr.rfind(':') + 1).c_str()));
-        }
-        if (line.find("pccl-master: run rebuilt from ") == 0) master_faults_.rebuilt(t);
-        return;
-    }
+    if (child < masters_.size()) return onMasterLine(child, t, line);
     Event e;
-    if (parseEvent(line, e)) checker_.onEvent(t, peers_[child - 1], e);
+    if (parseEvent(line, e)) checker_.onEvent(t, peers_[child - masters_.size()], e);
 }
 
 void Soak::reapExited(double t) {
     for (size_t i = 0; i < peers_.size(); ++i) {
         PeerRecord &p = peers_[i];
-        const bench::Child &c = children_[i + 1];
+        const bench::Child &c = children_[i + masters_.size()];
         if (!c.exited || p.phase == PeerRecord::Phase::Gone) continue;
         used_slots_ &= ~(uint64_t{1} << p.slot);
         logAction(t, "reaped (" + bench::describeStatus(c.status) + ")", p);
@@ -193,8 +187,10 @@ void Soak::resolveStops(double t) {
 }
 
 void Soak::sampleRss(double t) {
-    if (!children_[0].exited)
-        checker_.sampleRss(t, "master", master_rss_, readRssKib(children_[0].pid), t - master_started_at_ >= opt_.rss_warmup_s);
+    for (size_t i = 0; i < masters_.size(); ++i)
+        if (!children_[i].exited)
+            checker_.sampleRss(t, masters_[i].name, masters_[i].rss, readRssKib(children_[i].pid),
+                               t - masters_[i].started_at >= opt_.rss_warmup_s);
     for (PeerRecord &p : peers_) {
         if (p.phase == PeerRecord::Phase::Gone || p.killed) continue;
         const bool warm = t - p.spawned_at >= opt_.rss_warmup_s && p.steps >= 10;
@@ -202,30 +198,12 @@ void Soak::sampleRss(double t) {
     }
 }
 
-void Soak::progress(double t) {
-    int up = 0, stopped = 0;
-    for (const PeerRecord &p : peers_) {
-        if (p.phase == PeerRecord::Phase::Gone || p.killed) continue;
-        (p.stopped ? stopped : up) += 1;
-    }
-    std::printf("soak: +%.0fs peers up=%d stopped=%d steps=%llu allreduces=%llu syncs=%llu kills=%llu stops=%llu "
-                "joins=%llu master=%s master_kills=%llu master_stops=%llu violations=%d\n",
-                t, up, stopped, static_cast<unsigned long long>(checker_.steps()),
-                static_cast<unsigned long long>(checker_.allreduces()), static_cast<unsigned long long>(checker_.syncs()),
-                static_cast<unsigned long long>(kills_), static_cast<unsigned long long>(stops_),
-                static_cast<unsigned long long>(joins_), masterStateName(master_faults_.state()),
-                static_cast<unsigned long long>(master_faults_.kills()), static_cast<unsigned long long>(master_faults_.stops()),
-                checker_.violations());
-    std::fflush(stdout);
-    std::fflush(events_);
-}
-
-int Soak::run() {
+bool Soak::openLogs() {
     if (opt_.log_dir.empty()) {
         char tmpl[] = "/tmp/pccl-soak.XXXXXX";
         if (!mkdtemp(tmpl)) {
             std::perror("pccl-soak: mkdtemp");
-            return 2;
+            return false;
         }
         dir_ = tmpl;
         own_dir_ = true;
@@ -236,27 +214,45 @@ int Soak::run() {
     events_ = std::fopen((dir_ + "/events.log").c_str(), "w");
     if (!events_) {
         std::perror("pccl-soak: events.log");
-        return 2;
+        return false;
     }
     checker_.setLog(events_);
-    char master_faults[96] = "off";
+    return true;
+}
+
+void Soak::banner() {
+    char master_faults[128] = "off";
     if (opt_.master.enabled)
-        std::snprintf(master_faults, sizeof master_faults, "every %d..%dms, down <= %dms", opt_.master.min_ms,
-                      opt_.master.max_ms, opt_.master.down_max_ms);
-    std::printf("soak: seed=%llu duration=%.0fs peers=%d heartbeat=%dms margin=%dms churn=%d..%dms master_faults=%s "
-                "logs=%s\n",
+        std::snprintf(master_faults, sizeof master_faults, "%severy %d..%dms, down <= %dms",
+                      opt_.etcd ? "leader " : "", opt_.master.min_ms, opt_.master.max_ms, opt_.master.down_max_ms);
+    std::printf("soak: seed=%llu duration=%.0fs peers=%d heartbeat=%dms margin=%dms churn=%d..%dms master_faults=%s",
                 static_cast<unsigned long long>(opt_.seed), opt_.duration, opt_.peers, opt_.heartbeat_ms, opt_.margin_ms,
-                opt_.churn_min_ms, opt_.churn_max_ms, master_faults, dir_.c_str());
+                opt_.churn_min_ms, opt_.churn_max_ms, master_faults);
+    if (opt_.etcd) std::printf(" masters=%d lease_ttl=%ds", opt_.masters, opt_.lease_ttl_s);
+    std::printf(" logs=%s\n", dir_.c_str());
     std::printf("soak: replay: %s\n", replayCommand(opt_).c_str());
     std::fflush(stdout);
+}
 
+int Soak::run() {
+    if (!openLogs()) return 2;
+    banner();
     const std::string hb = std::to_string(opt_.heartbeat_ms);
     setenv("PCCL_HEARTBEAT_TIMEOUT_MS", hb.c_str(), 1);
     setenv("PCCL_LOG_LEVEL", opt_.log_level.c_str(), 1);
-    if (!startMaster()) {
+    if (const int rc = startEtcd(); rc != 0) {
+        if (events_) std::fclose(events_);
+        events_ = nullptr;
+        if (own_dir_) std::filesystem::remove_all(dir_);
+        return rc;
+    }
+    if (!startMasters()) {
         finish(now());
         return 2;
     }
+    std::string all;  // every master, for the peers (the first one is also their address argument)
+    for (const MasterRecord &m : masters_) all += (all.empty() ? "" : ",") + m.addr;
+    if (opt_.etcd) setenv("PCCL_MASTER_ADDRESSES", all.c_str(), 1);
     double t = now();
     for (int i = 0; i < opt_.peers; ++i) spawnPeer(t);
     master_faults_.start(t);
@@ -266,10 +262,7 @@ int Soak::run() {
     for (;;) {
         bench::pumpChildren(children_, 50, [&](size_t i, std::string_view l) { onLine(i, l); });
         t = now();
-        if (children_[0].exited && master_faults_.state() != MasterFaults::State::Down) {
-            checker_.onMasterExit(t, children_[0].status);
-            break;
-        }
+        if (masterExited(t)) break;
         reapExited(t);
         if (g_signal.load() || t >= opt_.duration) break;
         resolveStops(t);
@@ -292,36 +285,6 @@ int Soak::run() {
         }
     }
     return finish(t);
-}
-
-// Kills the peers, stops the master (it must exit cleanly), prints the report and the summary.
-int Soak::finish(double t) {
-    for (size_t i = 1; i < children_.size(); ++i) bench::stopChild(children_[i], SIGKILL, 0);
-    if (!children_.empty() && !children_[0].exited) {
-        if (master_faults_.state() == MasterFaults::State::Stopped) kill(children_[0].pid, SIGCONT);
-        bench::stopChild(children_[0], SIGTERM, 5);
-        if (!WIFEXITED(children_[0].status) || WEXITSTATUS(children_[0].status) != 0)
-            checker_.onMasterExit(t, children_[0].status);
-    }
-    checker_.report(stdout, peers_, master_rss_);
-    const int v = checker_.violations();
-    std::printf("soak: seed=%llu duration=%.0fs peers_started=%zu kills=%llu stops=%llu joins=%llu master_kills=%llu "
-                "master_stops=%llu allreduces=%llu syncs=%llu violations=%d\n",
-                static_cast<unsigned long long>(opt_.seed), t, peers_.size(), static_cast<unsigned long long>(kills_),
-                static_cast<unsigned long long>(stops_), static_cast<unsigned long long>(joins_),
-                static_cast<unsigned long long>(master_faults_.kills()), static_cast<unsigned long long>(master_faults_.stops()),
-                static_cast<unsigned long long>(checker_.allreduces()), static_cast<unsigned long long>(checker_.syncs()), v);
-    const bool failed = v > 0 || checker_.allreduces() == 0 || g_signal.load() != 0;
-    if (events_) std::fclose(events_);
-    if (own_dir_ && !failed && !opt_.keep_logs) {
-        std::error_code ec;
-        std::filesystem::remove_all(dir_, ec);
-    } else {
-        std::printf("soak: logs kept in %s\n", dir_.c_str());
-    }
-    std::fflush(stdout);
-    if (g_signal.load()) return 128 + g_signal.load();
-    return failed ? 1 : 0;
 }
 
 }  // namespace soak

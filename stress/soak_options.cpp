@@ -14,7 +14,8 @@ namespace {
                  "                 [--margin-ms MS] [--churn-min-ms MS] [--churn-max-ms MS] [--max-stopped N]\n"
                  "                 [--survivors N] [--pause-ms MS] [--rss-slack-mib MIB] [--rss-warmup S]\n"
                  "                 [--master-faults] [--master-fault-min-ms MS] [--master-fault-max-ms MS]\n"
-                 "                 [--master-down-max-ms MS]\n"
+                 "                 [--master-down-max-ms MS] [--etcd [--masters N (2..5)] [--lease-ttl-s S]]\n"
+                 "                 [--min-master-kills N] [--min-master-stops N] [--expect-violation KIND]\n"
                  "                 [--log-level LEVEL] [--log-dir DIR] [--keep-logs] [--master-bin PATH]\n"
                  "                 [--peer-bin PATH] [--inject flip|hang|leak]\n",
                  msg);
@@ -50,6 +51,12 @@ Options parseOptions(int argc, char **argv) {
         else if (a == "--master-fault-min-ms") o.master.min_ms = integer();
         else if (a == "--master-fault-max-ms") o.master.max_ms = integer();
         else if (a == "--master-down-max-ms") o.master.down_max_ms = integer();
+        else if (a == "--etcd") o.etcd = true;
+        else if (a == "--masters") o.masters = integer();
+        else if (a == "--lease-ttl-s") o.lease_ttl_s = integer();
+        else if (a == "--min-master-kills") o.min_master_kills = integer();
+        else if (a == "--min-master-stops") o.min_master_stops = integer();
+        else if (a == "--expect-violation") o.expect_violation = value();
         else if (a == "--log-level") o.log_level = value();
         else if (a == "--log-dir") o.log_dir = value();
         else if (a == "--keep-logs") o.keep_logs = true;
@@ -67,7 +74,17 @@ Options parseOptions(int argc, char **argv) {
     if (o.master.min_ms < 1 || o.master.max_ms < o.master.min_ms)
         usage("need 1 <= --master-fault-min-ms <= --master-fault-max-ms");
     if (o.master.down_max_ms < 50) usage("--master-down-max-ms must be at least 50");
+#ifndef PCCL_HAVE_ETCD
+    if (o.etcd) usage("--etcd: this build has no etcd client (built with -DPCCL_HTTP=OFF or -DPCCL_ETCD=OFF)");
+#endif
+    if (o.masters < 2 || o.masters > 5) usage("--masters must be in 2..5");
+    if (o.lease_ttl_s < 2) usage("--lease-ttl-s must be at least 2 (etcd's minimum)");
     const double deadline_s = (o.heartbeat_ms + o.margin_ms) / 1000.0;
+    if (o.etcd) {
+        o.master.enabled = true;
+        o.master.lease_ttl_s = o.lease_ttl_s;
+        o.master.settle_s = o.lease_ttl_s + o.heartbeat_ms / 1000.0;
+    }
     o.master.heartbeat_ms = o.heartbeat_ms;
     o.master.rebuild_timeout_s = deadline_s;
     o.master.quiet_wait_s = 3 * deadline_s;
@@ -87,6 +104,7 @@ std::string replayCommand(const Options &o) {
                       o.master.min_ms, o.master.max_ms, o.master.down_max_ms);
         s += buf;
     }
+    if (o.etcd) s += " --etcd --masters " + std::to_string(o.masters) + " --lease-ttl-s " + std::to_string(o.lease_ttl_s);
     return s;
 }
 

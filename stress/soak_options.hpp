@@ -21,6 +21,11 @@ struct Options {
     double rss_slack_mib = 64;
     double rss_warmup_s = 20;
     MasterFaultOptions master;  // --master-faults and its intervals
+    bool etcd = false;          // standby masters elected through a single-node etcd (implies master faults)
+    int masters = 2;            // with --etcd: pccl-master processes
+    int lease_ttl_s = 2;        // with --etcd: the masters' --lease-ttl-s
+    int min_master_kills = 0, min_master_stops = 0;  // fewer master faults than this: a violation
+    std::string expect_violation;  // self-test: succeed only if a violation of this kind was found
     std::string log_level = "warn";
     std::string master_bin;
     std::string peer_bin;

@@ -185,3 +185,98 @@ TEST_CASE("soak master faults: disabled, nothing happens and no join is held", "
         CHECK_FALSE(f.holdJoins(t));
     }
 }
+
+namespace {
+
+// Standby masters (--etcd): lease TTL 1 s, joins held 0.5 s after a resumed stop, a killed leader
+// restarted up to 3 s later.
+MasterFaultOptions withEtcd() {
+    MasterFaultOptions o = enabled();
+    o.down_max_ms = 3000;
+    o.lease_ttl_s = 1;
+    o.settle_s = 0.5;
+    return o;
+}
+
+// The first seed whose first fault (polled at 10 s, always quiet) is `want` with a planned length
+// that `fits`.
+uint64_t seedWhoseFirstFaultIs(Action want, bool (*fits)(double)) {
+    for (uint64_t seed = 1;; ++seed) {
+        MasterFaults probe(withEtcd(), seed);
+        probe.start(0);
+        if (probe.poll(10, true) == want && fits(probe.plannedSeconds())) return seed;
+    }
+}
+
+bool any(double) { return true; }
+
+} // namespace
+
+TEST_CASE("soak master faults with etcd: a leader kill reports the lease expiry; a rebuild by the other master "
+          "before the restart ends the fault at the restart", "[soak]") {
+    MasterFaults f(withEtcd(), seedWhoseFirstFaultIs(Action::Kill, [](double s) { return s > 1.3; }));
+    f.start(0);
+    REQUIRE(f.poll(10, true) == Action::Kill);
+    const double restart = 10 + f.plannedSeconds();
+    CHECK(f.poll(10.5, true) == Action::None);
+    CHECK(f.poll(10.99, true) == Action::None);
+    CHECK(f.poll(11.0, true) == Action::LeaseExpired);  // kill + lease TTL
+    CHECK(f.poll(11.01, true) == Action::None);        // once
+    f.rebuilt(11.2);                                     // the follower took over and rebuilt the run
+    CHECK(f.state() == State::Down);
+    CHECK(f.holdJoins(11.2));
+    CHECK(f.poll(restart - 0.01, true) == Action::None);
+    CHECK(f.poll(restart + 0.01, true) == Action::Restart);  // the victim, as a follower
+    CHECK(f.state() == State::Up);
+    CHECK_FALSE(f.holdJoins(restart + 0.02));
+}
+
+TEST_CASE("soak master faults with etcd: a victim restarted before its lease expired gives the new leader lease "
+          "TTL + rebuild_timeout from the kill", "[soak]") {
+    MasterFaults f(withEtcd(), seedWhoseFirstFaultIs(Action::Kill, [](double s) { return s < 0.5; }));
+    f.start(0);
+    REQUIRE(f.poll(10, true) == Action::Kill);
+    REQUIRE(f.poll(10.5, true) == Action::Restart);
+    CHECK(f.state() == State::Rebuilding);
+    CHECK(f.poll(11.0, true) == Action::LeaseExpired);
+    CHECK(f.poll(10 + 1 + 3 - 0.01, true) == Action::None);         // lease TTL (1 s) + rebuild_timeout (3 s)
+    CHECK(f.poll(10 + 1 + 3 + 0.01, true) == Action::RebuildMissing);
+}
+
+TEST_CASE("soak master faults with etcd: a stop longer than the lease reports its expiry, and joins stay held "
+          "for settle_s after the SIGCONT", "[soak]") {
+    MasterFaults f(withEtcd(), seedWhoseFirstFaultIs(Action::Stop, [](double s) { return s > 0; }));
+    f.start(0);
+    REQUIRE(f.poll(10, true) == Action::Stop);
+    const double resume = 10 + f.plannedSeconds();  // 0.1 .. 0.8 s: shorter than the lease
+    CHECK(f.poll(resume + 0.01, true) == Action::Resume);
+    CHECK(f.poll(resume + 0.95, true) == Action::None);  // resumed in time: no lease expiry at 11 s
+    CHECK(f.holdJoins(resume + 0.45));
+    CHECK_FALSE(f.holdJoins(resume + 0.55));  // the next fault is 1..2 s after the SIGCONT
+
+    MasterFaultOptions longStops = withEtcd();
+    longStops.heartbeat_ms = 2000;  // stops of 0.5 .. 4 s against a lease of 1 s
+    uint64_t seed = 1;
+    for (;; ++seed) {
+        MasterFaults probe(longStops, seed);
+        probe.start(0);
+        if (probe.poll(10, true) == Action::Stop && probe.plannedSeconds() > 1.2) break;
+    }
+    MasterFaults g(longStops, seed);
+    g.start(0);
+    REQUIRE(g.poll(10, true) == Action::Stop);
+    CHECK(g.poll(11.01, true) == Action::LeaseExpired);
+    CHECK(g.state() == State::Stopped);
+    CHECK(g.poll(10 + g.plannedSeconds() + 0.01, true) == Action::Resume);
+}
+
+TEST_CASE("soak master faults without etcd: no lease expiry is reported, and no settle time after a stop",
+          "[soak]") {
+    MasterFaults f(enabled(), seedWhoseFirstFaultIs(Action::Stop, any));
+    f.start(0);
+    REQUIRE(f.poll(10, true) == Action::Stop);
+    for (double t = 10.01; t < 10 + f.plannedSeconds(); t += 0.01) CHECK(f.poll(t, true) == Action::None);
+    const double resume = 10 + f.plannedSeconds() + 0.01;
+    CHECK(f.poll(resume, true) == Action::Resume);
+    CHECK_FALSE(f.holdJoins(resume + 0.01));
+}

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "master/etcd_election.h"
+#include "support/cluster.h"
 #include "support/etcd_server.h"
 
 using namespace pccl;

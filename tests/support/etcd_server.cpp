@@ -3,13 +3,16 @@
 #ifdef PCCL_HAVE_ETCD
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "master/etcd_client.h"
 #include "support/common.h"
+#include "support/spawn.h"
 
 namespace pccl_test {
 
@@ -37,19 +40,41 @@ EtcdServer::EtcdServer() {
     const std::string cmd = "exec '" + bin + "' --name pccl-test --data-dir '" + dir_ + "/data' --listen-client-urls " +
                             client + " --advertise-client-urls " + client + " --listen-peer-urls " + peer +
                             " --initial-advertise-peer-urls " + peer + " --initial-cluster pccl-test=" + peer +
-                            " 2>'" + dir_ + "/etcd.log'";
-    proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{"/bin/sh", "-c", cmd});
+                            " >'" + dir_ + "/etcd.log' 2>&1";
+    pccl_spawn::SpawnOptions so;
+    so.stdinNull = true;
+    std::string err;
+    const pccl_spawn::Spawned s = pccl_spawn::spawn({"/bin/sh", "-c", cmd}, so, &err);
+    PT_CHECK_MSG(s.pid > 0, "cannot start " << bin << ": " << err);
+    pid_ = s.pid;
+    ::close(s.out);  // it writes nothing there: its output goes to etcd.log
     auto etcd = pccl::master::EtcdClient::create(endpoint_, 1000);
-    PT_CHECK_MSG(etcd.ok(), etcd.status().message());
-    const bool up = waitUntil([&] { return (*etcd)->get("/pccl-test/ready").ok() || proc_->wait(0).has_value(); }, 15);
-    PT_CHECK_MSG(up && (*etcd)->get("/pccl-test/ready").ok(), "etcd did not come up at " << endpoint_ << ": " << log());
+    if (!etcd.ok()) stopAndFail(etcd.status().message());
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    bool up = false, exited = false;
+    while (!up && !exited && std::chrono::steady_clock::now() < deadline) {
+        up = (*etcd)->get("/pccl-test/ready").ok();
+        exited = !up && pccl_spawn::tryReap(pid_).has_value();
+        if (!up && !exited) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (exited) pid_ = -1;
+    if (!up) stopAndFail("etcd did not come up at " + endpoint_ + (exited ? " (it exited)" : "") + ": " + log());
 }
 
-EtcdServer::~EtcdServer() {
-    proc_.reset();  // SIGKILL + reap
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+// A constructor that throws runs no destructor: the process and the directory go first.
+void EtcdServer::stopAndFail(const std::string &why) {
+    stop();
+    ::pccl_test::fail(__FILE__, __LINE__, why);
 }
+
+void EtcdServer::stop() {
+    if (pid_ > 0) pccl_spawn::killAndReap(pid_);
+    pid_ = -1;
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+}
+
+EtcdServer::~EtcdServer() { stop(); }
 
 std::string EtcdServer::log() const {
     std::ifstream in(dir_ + "/etcd.log");
