@@ -95,3 +95,46 @@ TEST_CASE("session: at info an all-reduce that succeeds logs nothing", "[session
     }
     CHECK(logs.take().empty());
 }
+
+TEST_CASE("session: a master that sends the peer elsewhere is named, and warned about once while it repeats itself",
+          "[session][log][reconnect]") {
+    SessionOptions o = Driver::defaults();
+    o.reconnectTimeoutMs = 60000;
+    o.masterCount = 2;
+    o.masterNames = {"10.0.0.1:48148", "10.0.0.2:48148"};
+    Driver d(std::move(o));
+    d.admit(ringWithSelfAt(3, 1), WorldInfo{3, 3, 1, 3});
+    LogCapture logs;
+    const Reject follower{toWire(pcclMasterConnectionFailed), "not the leader, try 10.0.0.9:48148", true};
+    auto warnings = [&](const std::string &master) {
+        auto lines = logs.take();
+        return std::count_if(lines.begin(), lines.end(), [&](auto &l) {
+            return contains(l, "the master " + master + " sent this peer elsewhere: not the leader");
+        });
+    };
+    // Lost, reconnected to the first address: the follower there redirects; then the second.
+    d.controlClosed();
+    d.reconnected();
+    d.message(follower);
+    CHECK(warnings("10.0.0.1:48148") == 1);
+    d.controlClosed("closed by this peer");
+    d.reconnected();
+    d.message(follower);
+    CHECK(warnings("10.0.0.2:48148") == 1);
+    // Both keep saying the same while the peer alternates between them: quiet from now on.
+    for (int i = 0; i < 6; ++i) {
+        d.controlClosed("closed by this peer");
+        d.reconnected();
+        d.message(follower);
+    }
+    auto rest = logs.take();
+    CHECK(std::none_of(rest.begin(), rest.end(), [](auto &l) { return contains(l, "sent this peer elsewhere"); }));
+    // What a master says changes: warned again, naming that master.
+    d.controlClosed("closed by this peer");
+    d.reconnected();
+    d.message(Reject{toWire(pcclMasterConnectionFailed), "not the leader, try 10.0.0.8:48148", true});
+    auto changed = logs.take();
+    CHECK(std::count_if(changed.begin(), changed.end(), [](auto &l) {
+              return contains(l, "sent this peer elsewhere: not the leader, try 10.0.0.8:48148");
+          }) == 1);
+}

@@ -96,6 +96,7 @@ Communicator::Communicator(CommOptions options)
           if (options_.admissionTimeout) o.admissionTimeoutMs = static_cast<uint64_t>(options_.admissionTimeout->count());
           o.reconnectTimeoutMs = static_cast<uint64_t>(options_.reconnectTimeout.count());
           o.masterCount = std::max<size_t>(options_.masters.size(), 1);
+          for (auto &m : options_.masters) o.masterNames.push_back(m.str());
           return o;
       }()) {}
 

@@ -252,7 +252,7 @@ Actions Session::onControlClosed(const std::string &reason) {
         return out;
     }
     fail(out, Status{phase_ == Phase::Connecting ? pcclMasterConnectionFailed : pcclMasterConnectionLost,
-                     "connection to the master " + options_.masterName + " lost: " + reason});
+                     "connection to the master " + currentMaster() + " lost: " + reason});
     return out;
 }
 
@@ -279,7 +279,7 @@ Actions Session::onTick() {
     }
     const uint64_t silent = now_ - lastAck_;
     if (silent > options_.heartbeatTimeoutMs) {
-        const std::string why = "the master " + options_.masterName + " answered no heartbeat for " +
+        const std::string why = "the master " + currentMaster() + " answered no heartbeat for " +
                                 std::to_string(silent) + " ms";
         if (!reconnecting() || silent > options_.reconnectTimeoutMs) {
             fail(out, Status{pcclMasterConnectionLost, reconnecting() ? "gave up on the master: " + why : why});
@@ -300,7 +300,7 @@ Actions Session::onTick() {
             PCCL_LOG(Warn, why << "; waiting for it (gives up after " << options_.reconnectTimeoutMs << " ms)");
         silenceWarned_ = true;
     } else if (silenceWarned_ && link_ == MasterLink::Up) {
-        PCCL_LOG(Info, "the master " << options_.masterName << " answers again");
+        PCCL_LOG(Info, "the master " << currentMaster() << " answers again");
         silenceWarned_ = false;
     }
     // Heartbeats also while rejoining: the new master must not take this peer for silent.

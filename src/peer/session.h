@@ -161,6 +161,10 @@ private:
     bool reconnecting() const { return options_.reconnectTimeoutMs > 0; }
     // How many master addresses the driver rotates through (at least one).
     size_t masters() const { return std::max<size_t>(options_.masterCount, 1); }
+    // The master address now tried or served, for messages.
+    const std::string &currentMaster() const {
+        return address_ < options_.masterNames.size() ? options_.masterNames[address_] : options_.masterName;
+    }
     void masterLost(Actions &out, const std::string &reason);
     void nextAttempt(Actions &out);
     void giveUp(Actions &out);
@@ -202,6 +206,8 @@ private:
     std::vector<uint64_t> committed_;  // the latest committed sequences, oldest first (bounded)
     uint64_t downSinceMs_ = 0, giveUpAtMs_ = 0;  // while the link is not Up
     std::string downReason_;
+    // Per master address, the last "sent elsewhere" reason warned about (a follower repeats it).
+    std::map<size_t, std::string> lastRedirect_;
     size_t address_ = 0;            // the master address in use (or being tried)
     size_t attempts_ = 0;           // reconnection attempts since the link went down
     bool silenceWarned_ = false;

@@ -53,7 +53,7 @@ void Session::on(Actions &out, const Welcome &m) {
     if (m.master_epoch < masterEpoch_) {
         const std::string why = "stale master: its epoch " + std::to_string(m.master_epoch) +
                                 " is older than the epoch " + std::to_string(masterEpoch_) + " this peer has seen";
-        PCCL_LOG(Warn, "refusing the master " << options_.masterName << ": " << why);
+        PCCL_LOG(Warn, "refusing the master " << currentMaster() << ": " << why);
         address_ = (address_ + 1) % masters();  // not this one next
         out.push_back(DisconnectMaster{why});
         return;
@@ -77,7 +77,11 @@ void Session::on(Actions &out, const Reject &m) {
     // Another master may serve the run (this one is stale, or not the leader): the connection
     // closes next and the peer tries the next address.
     if (m.retry && reconnecting() && phase_ != Phase::Dead) {
-        PCCL_LOG(Warn, "the master " << options_.masterName << " sent this peer elsewhere: " << m.reason);
+        // Warned once per master and reason: a follower answers every retry (~10 a second) alike.
+        std::string &last = lastRedirect_[address_];
+        if (last != m.reason) PCCL_LOG(Warn, "the master " << currentMaster() << " sent this peer elsewhere: " << m.reason);
+        else PCCL_LOG(Debug, "the master " << currentMaster() << " sent this peer elsewhere: " << m.reason);
+        last = m.reason;
         // The next attempt goes to the next address: this master just said it will not serve.
         address_ = (address_ + 1) % masters();
         return;

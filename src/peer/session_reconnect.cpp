@@ -42,7 +42,7 @@ void Session::masterLost(Actions &out, const std::string &reason) {
         downSinceMs_ = now_;
         giveUpAtMs_ = now_ + options_.reconnectTimeoutMs;
         attempts_ = 0;
-        PCCL_LOG(Warn, "lost the master " << options_.masterName << ": " << reason << "; reconnecting for up to "
+        PCCL_LOG(Warn, "lost the master " << currentMaster() << ": " << reason << "; reconnecting for up to "
                                           << options_.reconnectTimeoutMs << " ms");
     }
     downReason_ = reason;
@@ -125,6 +125,7 @@ Rejoin Session::rejoinReport() const {
 }
 
 void Session::on(Actions &out, const Rejoined &m) {
+    lastRedirect_.clear();  // a later redirect is news again
     if (link_ != MasterLink::Rejoining || phase_ != Phase::Connected) return unexpected(out, m);
     link_ = MasterLink::Up;
     masterEpoch_ = std::max(masterEpoch_, m.master_epoch);
@@ -139,7 +140,7 @@ void Session::on(Actions &out, const Rejoined &m) {
 }
 
 void Session::on(Actions &out, const MasterShutdown &m) {
-    fail(out, Status{pcclMasterConnectionLost, "the master " + options_.masterName + " shut down (" + m.reason +
+    fail(out, Status{pcclMasterConnectionLost, "the master " + currentMaster() + " shut down (" + m.reason +
                                                    "): the run has ended"});
 }
 

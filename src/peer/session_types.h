@@ -32,6 +32,7 @@ struct SessionOptions {
     // to a closed one) before every call fails with pcclMasterConnectionLost; 0: at once.
     uint64_t reconnectTimeoutMs = 60000;
     size_t masterCount = 1;  // addresses to try in turn (CommOptions::masters)
+    std::vector<std::string> masterNames;  // those addresses, for messages (empty: masterName)
 };
 
 // The peer's link to the master (docs/master_recovery.md): Up; Down (no connection, the driver
