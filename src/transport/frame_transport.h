@@ -52,11 +52,17 @@ class FrameTransport {
 public:
     virtual ~FrameTransport() = default;
 
-    // Queues a frame of operation h.seq to `peer` on one connection of its pool. Any thread;
+    // Queues a frame of operation h.seq to `peer`. The frames to a peer wait in one queue per pool
+    // and each goes to whichever connection of the pool has room first (not to a connection
+    // chosen when it is queued: a slow connection takes fewer frames, and every connection stays
+    // busy until the queue is empty; docs/design.md, Segment scheduling). Any thread;
     // returns at once. `data` (h.bytes) must stay valid and unchanged until `done` runs; `done`
     // runs exactly once, on a transport thread, or inline before send returns when there is no
     // live connection to `peer` (so the caller must not hold a lock that `done` takes).
     virtual void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) = 0;
+    // Live connections in the pool to `peer` (0: none), so that an operation can cut its data
+    // into enough frames to keep all of them busy. Any thread.
+    virtual int connections(const Uuid &peer) const = 0;
     // Fails (`done` with "cancelled") every queued frame of operation `seq` not yet started; a
     // frame partly written completes normally, so the streams stay in step (its receiver drops
     // it). Any thread; returns at once, the callbacks follow on transport threads.

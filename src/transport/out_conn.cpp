@@ -115,23 +115,51 @@ void OutConn::onAck(Handshake &hs) {
         hs.pending->owner->pools[peer].push_back(shared_from_this());
     }
     watchForClose();
+    writeNext();  // frames already waiting for this pool, or joins the idle list
     hs.pending->finish({});
 }
 
 // ---- sending
 
-void OutConn::enqueue(Item item) {
-    queuedBytes += item.bytes;
+void OutConn::pull() {
     auto self = shared_from_this();
-    asio::post(strand, [self, item = std::move(item)]() mutable {
-        if (self->closed) {
-            self->queuedBytes -= item.bytes;
-            item.done(false, "data connection to " + self->peer.shortStr() + " is closed");
-            return;
-        }
-        self->queue.push_back(std::move(item));
-        if (!self->writing) self->writeNext();
+    asio::post(strand, [self] {
+        if (!self->closed && !self->writing) self->writeNext();
     });
+}
+
+void OutConn::fill() {
+    auto o = owner.lock();
+    if (!o) return;
+    std::vector<DataPlane::Impl::Waiting> got;
+    size_t bytes = queuedBytes.load(), items = queue.size();
+    {
+        std::lock_guard lock(o->mu);
+        auto it = o->queues.find(peer);
+        if (it != o->queues.end()) {
+            auto &frames = it->second.frames;
+            while (!frames.empty() && (bytes == 0 || (bytes < kAhead && items < kGatherItems))) {
+                bytes += frames.front().h.bytes;
+                ++items;
+                got.push_back(std::move(frames.front()));
+                frames.pop_front();
+            }
+        }
+        if (bytes == 0 && got.empty() && !idleListed) {
+            o->queues[peer].idle.push_back(weak_from_this());
+            idleListed = true;
+        }
+    }
+    for (auto &w : got) {
+        Item item;
+        item.byRef = sameHost && w.h.bytes >= kRefMinBytes;
+        encodeFrameHeader({w.h, item.byRef, reinterpret_cast<uintptr_t>(w.data)}, sameHost, item.header);
+        item.data = w.data;
+        item.bytes = w.h.bytes;
+        item.done = std::move(w.done);
+        queuedBytes += item.bytes;
+        queue.push_back(std::move(item));
+    }
 }
 
 void OutConn::writeNext() {
@@ -141,6 +169,7 @@ void OutConn::writeNext() {
         return failQueued("data connection to " + peer.shortStr() + " is closed");
     }
     completeAcked();
+    fill();
     if (queue.empty()) return;
     writing = true;
     std::vector<asio::const_buffer> iov;
@@ -237,6 +266,7 @@ void OutConn::onWritten(const asio::error_code &ec, size_t n) {
         auto item = std::move(queue.front());
         queue.pop_front();
         queuedBytes -= item.bytes;
+        if (connStatsEnabled()) stats.record(item.bytes);
         recycle(item);
         item.done(true, {});
     }
@@ -301,6 +331,7 @@ void OutConn::readAcks() {
                              return self->closeNow("malformed acknowledgement from the receiver");
                          self->ackTotal = total;
                          self->completeAcked();
+                         if (!self->writing) self->writeNext();  // room again: take more frames
                          self->readAcks();
                      }));
 }
@@ -311,6 +342,7 @@ void OutConn::completeAcked() {
         unacked.pop_front();
         ++acked;
         queuedBytes -= item.bytes;
+        if (connStatsEnabled()) stats.record(item.bytes);
         tsan::acquire(item.data);
         item.done(true, {});
     }
@@ -338,7 +370,7 @@ void OutConn::closeNow(const std::string &reason) {
     // The items of the write in progress are failed by its handler.
     failQueued("data connection to " + peer.shortStr() + " closed: " + reason, writing ? inWrite : 0);
     failUnacked("data connection to " + peer.shortStr() + " closed before the receiver copied the frame: " + reason);
-    if (auto o = owner.lock()) o->removeOut(peer, this);
+    if (auto o = owner.lock()) o->removeOut(peer, this, "data connection to " + peer.shortStr() + " closed: " + reason);
 }
 
 void OutConn::close(const std::string &reason) {
