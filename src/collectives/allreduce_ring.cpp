@@ -104,9 +104,9 @@ uint32_t RingAllReduce::chunkOf(size_t offset) const {
     return lo;
 }
 
-size_t frameElems(size_t segElems, size_t unitElems, size_t elemBytes, int connections) {
+size_t frameElems(size_t segElems, size_t unitElems, size_t elemBytes, int connections, size_t minBytes) {
     const size_t k = static_cast<size_t>(std::max(1, connections));
-    size_t want = std::max((segElems + k - 1) / k, kMinFrameBytes / std::max<size_t>(1, elemBytes));
+    size_t want = std::max((segElems + k - 1) / k, minBytes / std::max<size_t>(1, elemBytes));
     want = std::min(want, segElems);
     return std::max<size_t>(1, (want + unitElems - 1) / unitElems) * unitElems;
 }
@@ -159,7 +159,7 @@ void RingAllReduce::start() {
     std::unique_lock lock(mu_);
     if (aborted_ || finished_ || started_) return;
     started_ = true;
-    frameElems_ = frameElems(segElems_, unitElems_, accSize_, transport_.connections(p_.next));
+    frameElems_ = frameElems(segElems_, unitElems_, accSize_, transport_.connections(p_.next), p_.minFrameBytes);
     if (p_.worldSize <= 1) {
         copyAlone();
         settle(lock);

@@ -55,6 +55,16 @@ namespace pccl::collectives {
 // - Broadcast: recv of count elements; send (read on the root only; NULL elsewhere) of count
 //   elements (send == recv: in place).
 // - Barrier: no data (count 0).
+// Frames: at most this many units per segment (one bit each in a mask), and a sender's frames are
+// at least kMinFrameBytes (or the whole segment): smaller ones cost more per byte than they gain
+// in balance (docs/design.md, Segment scheduling).
+inline constexpr size_t kUnitsPerSegment = 64;
+inline constexpr size_t kMinFrameBytes = 256 << 10;
+// The elements of each frame a sender with `connections` connections to its successor cuts a
+// segment of `segElems` into: about one per connection, at least `minBytes` (at most the segment),
+// a multiple of `unitElems`.
+size_t frameElems(size_t segElems, size_t unitElems, size_t elemBytes, int connections, size_t minBytes = kMinFrameBytes);
+
 struct RingAllReduceParams {
     uint64_t seq = 0;
     CollectiveKind kind = CollectiveKind::AllReduce;
@@ -73,6 +83,7 @@ struct RingAllReduceParams {
     std::string prevName, nextName;  // "peer 1a2b3c4d (10.0.0.7:48150)", for error messages
     uint64_t tag = 0;                // for error messages
     size_t segmentBytes = 0;  // 0: autoSegmentBytes()
+    size_t minFrameBytes = kMinFrameBytes;  // see frameElems (tests lower it to cut small segments)
     // pcclQuantNone: exact. Otherwise segments travel quantized (collectives/quantize.h); the
     // caller has checked the combination with checkQuantization().
     pcclQuantizationOptions_t quant{pcclUint8, pcclQuantNone};
@@ -88,14 +99,6 @@ struct RingAllReduceParams {
 // knows alike, so all of them cut the same segments.
 size_t autoSegmentBytes(size_t chunkBytes);
 
-// Frames: at most this many units per segment (one bit each in a mask), and a sender's frames are
-// at least kMinFrameBytes (or the whole segment): smaller ones cost more per byte than they gain
-// in balance.
-inline constexpr size_t kUnitsPerSegment = 64;
-inline constexpr size_t kMinFrameBytes = 256 << 10;
-// The elements of each frame a sender with `connections` connections to its successor cuts a
-// segment of `segElems` into (a multiple of `unitElems`; at least one unit).
-size_t frameElems(size_t segElems, size_t unitElems, size_t elemBytes, int connections);
 
 class RingAllReduce : public transport::DataOperation {
 public:
