@@ -34,8 +34,8 @@ def add_parser(sub, with_profile):
     p.add_argument("--iters", type=int, default=2, help="timed calls after the first (check) call")
     p.add_argument("--rounds", type=int, default=1, help="repeat the pool sweep (alternating builds)")
     p.add_argument("--streams", default="1,4,16")
-    p.add_argument("--iperf-seconds", type=int, default=15)
-    p.add_argument("--iperf-omit", type=int, default=2, help="iperf3 -O: seconds of ramp-up not counted")
+    p.add_argument("--iperf-seconds", type=int, default=10)
+    p.add_argument("--iperf-omit", type=int, default=0, help="iperf3 -O: seconds of ramp-up not counted (default 0: like a call, the ceiling includes it)")
     p.add_argument("--bench", action="append",
                    help="NAME=PATH of a pccl-bench build (repeat to compare builds; default: the one found)")
     p.add_argument("--env", action="append", help="K=V for the bench processes")

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -16,6 +17,8 @@
 
 namespace pccl::transport {
 namespace {
+
+constexpr size_t kDefaultNotsentLowat = 512 << 10;
 
 bool kernelOffers(const std::string &name) {
     static const std::string available = [] {
@@ -48,6 +51,36 @@ void setCongestion(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, 
 #endif
 }
 
+// Unsent bytes a connection to a remote peer may leave in its kernel send buffer
+// (TCP_NOTSENT_LOWAT): the kernel stops taking data beyond it, so frames stay in the pool's shared
+// queue, where any connection can take them, instead of in the buffer of one that may turn out
+// slower (docs/design.md, Segment scheduling). PCCL_TCP_NOTSENT_LOWAT overrides it (0: off).
+size_t notsentLowat() {
+    static const size_t v = [] {
+        const char *env = std::getenv("PCCL_TCP_NOTSENT_LOWAT");
+        if (!env || !*env) return size_t{kDefaultNotsentLowat};
+        char *end = nullptr;
+        const unsigned long long n = std::strtoull(env, &end, 10);
+        if (*end || n > (1ull << 30)) {
+            PCCL_LOG(Warn, "ignoring PCCL_TCP_NOTSENT_LOWAT=" << env << " (bytes, 0..1073741824; 0 = off)");
+            return size_t{kDefaultNotsentLowat};
+        }
+        return static_cast<size_t>(n);
+    }();
+    return v;
+}
+
+void setNotsentLowat(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to) {
+#ifdef TCP_NOTSENT_LOWAT
+    const size_t v = notsentLowat();
+    if (v == 0 || to.address().is_loopback()) return;
+    const int n = static_cast<int>(v);
+    ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &n, sizeof n);
+#else
+    (void)s, (void)to;
+#endif
+}
+
 } // namespace
 
 // ---- handshake
@@ -64,6 +97,7 @@ void OutConn::open(std::shared_ptr<Handshake> hs) {
                                        if (ec) return hs->fail("connect", ec);
                                        tuneSocket(self->socket);
                                        setCongestion(self->socket, hs->endpoint, hs->congestion);
+                                       setNotsentLowat(self->socket, hs->endpoint);
                                        if (hs->key) return self->authenticate(hs);
                                        self->sendHello(hs);
                                    }));

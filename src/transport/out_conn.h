@@ -98,7 +98,7 @@ private:
     // What a connection takes from the shared queue beyond its first frame: enough small frames
     // for a gathered write; more would tie frames to a connection that may turn out slower
     // (the kernel's send buffer already holds a window of data ahead of the wire).
-    static constexpr size_t kAhead = 1 << 20;
+    static constexpr size_t kAhead = 64 << 10;
     // Encrypted copies made per write, beyond the first item's: bounds the memory of a write.
     static constexpr size_t kSealAhead = 8 << 20;
     size_t tagBytes() const { return channel ? security::kTagBytes : 0; }
