@@ -49,7 +49,9 @@ TEST_CASE("frames: a segment is cut into about one frame per connection, on the 
     // The default: 8 MiB float segments over 16 connections travel as 512 KiB frames.
     const size_t seg = (8 << 20) / 4, unit = (seg + 63) / 64;
     CHECK(frameElems(seg, unit, 4, 16) * 4 == size_t{512} << 10);
-    CHECK(frameElems(seg, unit, 4, 64) * 4 == size_t{256} << 10);  // the 256 KiB floor
+    CHECK(frameElems(seg, unit, 4, 64) * 4 == size_t{128} << 10);  // one unit
+    // A 1 MiB segment over 64 connections: the 64 KiB floor (16 KiB units).
+    CHECK(frameElems(size_t{1} << 18, size_t{1} << 12, 4, 64) * 4 == size_t{64} << 10);
 }
 
 TEST_CASE("ring over memory: a segment's frames travel on several connections of the pool and reduce exactly",

@@ -59,7 +59,7 @@ namespace pccl::collectives {
 // at least kMinFrameBytes (or the whole segment): smaller ones cost more per byte than they gain
 // in balance (docs/design.md, Segment scheduling).
 inline constexpr size_t kUnitsPerSegment = 64;
-inline constexpr size_t kMinFrameBytes = 256 << 10;
+inline constexpr size_t kMinFrameBytes = 64 << 10;
 // The elements of each frame a sender with `connections` connections to its successor cuts a
 // segment of `segElems` into: about one per connection, at least `minBytes` (at most the segment),
 // a multiple of `unitElems`.

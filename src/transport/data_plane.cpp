@@ -356,6 +356,7 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
         hs->addr = addr;
         hs->endpoint = endpoint;
         hs->congestion = cc;
+        hs->poolSize = n;
         hs->offer = offer;
         const auto plain = encodeDataHello(hello);
         std::copy(plain.begin(), plain.end(), hs->hello.begin());

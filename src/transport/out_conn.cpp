@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstdlib>
+#include <optional>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -18,7 +20,9 @@
 namespace pccl::transport {
 namespace {
 
-constexpr size_t kDefaultNotsentLowat = 512 << 10;
+// The unsent bytes the connections of one pool may hold in their kernels, together, and the
+// bounds for one connection (see notsentLowat).
+constexpr size_t kPoolNotsent = 2 << 20, kMinNotsent = 64 << 10, kMaxNotsent = 512 << 10;
 
 bool kernelOffers(const std::string &name) {
     static const std::string available = [] {
@@ -54,30 +58,33 @@ void setCongestion(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, 
 // Unsent bytes a connection to a remote peer may leave in its kernel send buffer
 // (TCP_NOTSENT_LOWAT): the kernel stops taking data beyond it, so frames stay in the pool's shared
 // queue, where any connection can take them, instead of in the buffer of one that may turn out
-// slower (docs/design.md, Segment scheduling). PCCL_TCP_NOTSENT_LOWAT overrides it (0: off).
-size_t notsentLowat() {
-    static const size_t v = [] {
+// slower (docs/design.md, Segment scheduling). The pool shares kPoolNotsent: a connection's share
+// drains in about the same time whatever the pool size. PCCL_TCP_NOTSENT_LOWAT fixes it (bytes;
+// 0: off).
+size_t notsentLowat(int poolSize) {
+    static const std::optional<size_t> fixed = []() -> std::optional<size_t> {
         const char *env = std::getenv("PCCL_TCP_NOTSENT_LOWAT");
-        if (!env || !*env) return size_t{kDefaultNotsentLowat};
+        if (!env || !*env) return std::nullopt;
         char *end = nullptr;
         const unsigned long long n = std::strtoull(env, &end, 10);
         if (*end || n > (1ull << 30)) {
             PCCL_LOG(Warn, "ignoring PCCL_TCP_NOTSENT_LOWAT=" << env << " (bytes, 0..1073741824; 0 = off)");
-            return size_t{kDefaultNotsentLowat};
+            return std::nullopt;
         }
         return static_cast<size_t>(n);
     }();
-    return v;
+    if (fixed) return *fixed;
+    return std::clamp(kPoolNotsent / static_cast<size_t>(std::max(1, poolSize)), kMinNotsent, kMaxNotsent);
 }
 
-void setNotsentLowat(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to) {
+void setNotsentLowat(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, int poolSize) {
 #ifdef TCP_NOTSENT_LOWAT
-    const size_t v = notsentLowat();
+    const size_t v = notsentLowat(poolSize);
     if (v == 0 || to.address().is_loopback()) return;
     const int n = static_cast<int>(v);
     ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &n, sizeof n);
 #else
-    (void)s, (void)to;
+    (void)s, (void)to, (void)poolSize;
 #endif
 }
 
@@ -97,7 +104,7 @@ void OutConn::open(std::shared_ptr<Handshake> hs) {
                                        if (ec) return hs->fail("connect", ec);
                                        tuneSocket(self->socket);
                                        setCongestion(self->socket, hs->endpoint, hs->congestion);
-                                       setNotsentLowat(self->socket, hs->endpoint);
+                                       setNotsentLowat(self->socket, hs->endpoint, hs->poolSize);
                                        if (hs->key) return self->authenticate(hs);
                                        self->sendHello(hs);
                                    }));

@@ -40,6 +40,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
         protocol::NetAddr addr;  // for messages
         asio::ip::tcp::endpoint endpoint;
         std::string congestion;  // DataPlane::setCongestionControl's mode
+        int poolSize = 1;        // of the pool it joins (its share of the unsent bytes)
         bool offer = false;      // the hello offers same-host copies
         std::array<uint8_t, kDataHelloBytes + security::kTagBytes> hello{};
         std::array<uint8_t, kDataAckBytes + security::kTagBytes> ack{};
