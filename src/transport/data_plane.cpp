@@ -135,6 +135,7 @@ void PendingConnect::finish(Status s) {
 
 void DataPlane::Impl::removeOut(const Uuid &peer, const OutConn *c, const std::string &why) {
     std::vector<Waiting> orphans;
+    std::shared_ptr<OutConn> standby;
     {
         std::lock_guard lock(mu);
         auto it = pools.find(peer);
@@ -143,9 +144,18 @@ void DataPlane::Impl::removeOut(const Uuid &peer, const OutConn *c, const std::s
         if (it->second.empty()) {
             pools.erase(it);
             orphans = takeQueuedLocked(peer);  // no connection is left to take them
+        } else if (auto q = queues.find(peer); q != queues.end() && c->holding) {
+            // Its place among the sending connections goes to one standing by.
+            --q->second.sending;
+            while (!standby && !q->second.idle.empty()) {
+                standby = q->second.idle.back().lock();
+                q->second.idle.pop_back();
+                if (standby) standby->idleListed = false;
+            }
         }
     }
     for (auto &w : orphans) w.done(false, why);
+    if (standby) standby->pull();
 }
 
 std::vector<DataPlane::Impl::Waiting> DataPlane::Impl::takeQueuedLocked(const Uuid &peer, std::optional<uint64_t> seq) {
@@ -396,7 +406,8 @@ int DataPlane::connections(const Uuid &peer) const {
     std::lock_guard lock(impl_->mu);
     auto it = impl_->pools.find(peer);
     if (it == impl_->pools.end()) return 0;
-    return static_cast<int>(std::count_if(it->second.begin(), it->second.end(), [](auto &c) { return !c->dead; }));
+    const auto live = std::count_if(it->second.begin(), it->second.end(), [](auto &c) { return !c->dead; });
+    return static_cast<int>(std::min<long>(live, Impl::kMaxSending));
 }
 
 void DataPlane::registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink) {

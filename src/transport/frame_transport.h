@@ -60,8 +60,9 @@ public:
     // runs exactly once, on a transport thread, or inline before send returns when there is no
     // live connection to `peer` (so the caller must not hold a lock that `done` takes).
     virtual void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) = 0;
-    // Live connections in the pool to `peer` (0: none), so that an operation can cut its data
-    // into enough frames to keep all of them busy. Any thread.
+    // How many connections to `peer` carry frames at once (its live ones, at most 16 of a larger
+    // pool; 0: none), so that an operation can cut its data into enough frames to keep all of
+    // them busy. Any thread.
     virtual int connections(const Uuid &peer) const = 0;
     // Fails (`done` with "cancelled") every queued frame of operation `seq` not yet started; a
     // frame partly written completes normally, so the streams stay in step (its receiver drops

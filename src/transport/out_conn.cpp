@@ -176,19 +176,26 @@ void OutConn::fill() {
     size_t bytes = queuedBytes.load(), items = queue.size();
     {
         std::lock_guard lock(o->mu);
-        auto it = o->queues.find(peer);
-        if (it != o->queues.end()) {
-            auto &frames = it->second.frames;
-            while (!frames.empty() && (bytes == 0 || (bytes < kAhead && items < kGatherItems))) {
-                bytes += frames.front().h.bytes;
-                ++items;
-                got.push_back(std::move(frames.front()));
-                frames.pop_front();
-            }
+        auto &q = o->queues[peer];
+        if (!holding && !q.frames.empty() && q.sending < DataPlane::Impl::kMaxSending) {
+            holding = true;
+            ++q.sending;
         }
-        if (bytes == 0 && got.empty() && !idleListed) {
-            o->queues[peer].idle.push_back(weak_from_this());
-            idleListed = true;
+        while (holding && !q.frames.empty() && (bytes == 0 || (bytes < kAhead && items < kGatherItems))) {
+            bytes += q.frames.front().h.bytes;
+            ++items;
+            got.push_back(std::move(q.frames.front()));
+            q.frames.pop_front();
+        }
+        if (bytes == 0 && got.empty()) {
+            if (holding) {
+                holding = false;
+                --q.sending;
+            }
+            if (!idleListed) {
+                q.idle.push_back(weak_from_this());
+                idleListed = true;
+            }
         }
     }
     for (auto &w : got) {

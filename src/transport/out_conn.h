@@ -73,6 +73,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     std::atomic<size_t> queuedBytes{0};
     std::atomic<bool> dead{false};
     bool idleListed = false;  // in the pool's idle list (guarded by the owner's mu)
+    bool holding = false;     // counted in the pool's `sending` (guarded by the owner's mu)
     ConnStats stats;  // PCCL_CONN_STATS=1 only
 
 private:
