@@ -200,7 +200,7 @@ void RingAllReduce::startSends(std::unique_lock<std::mutex> &lock) {
     auto deferred = std::move(deferred_);
     deferred_.clear();
     lock.unlock();
-    for (auto &d : deferred) sendFrame(d.phase, d.offset, d.n, d.data, d.bytes);
+    for (auto &d : deferred) sendFrame(d.phase, d.offset, d.n, d.data, d.bytes, d.forward);
     if (!gather.empty() && !inPlace_) {
         const size_t first = p_.kind == CollectiveKind::AllGather ? chunkBegin(p_.rank) : 0;
         const size_t len = p_.kind == CollectiveKind::AllGather ? chunkBegin(p_.rank + 1) - first : p_.count;
@@ -208,7 +208,7 @@ void RingAllReduce::startSends(std::unique_lock<std::mutex> &lock) {
     }
     ioDone();
     for (auto &s : gather) {
-        sendFrame(kAllGather, s.offset, s.len, outPtr(s.offset));
+        sendFrame(kAllGather, s.offset, s.len, outPtr(s.offset), 0, false);
         ioDone();
     }
     for (auto &s : segs) {
@@ -221,24 +221,24 @@ void RingAllReduce::startSends(std::unique_lock<std::mutex> &lock) {
             }
             const size_t idx = chunkFirstSegment_[c] + (s.offset - chunkBegin(c)) / segElems_;
             quantize(spec_, values, s.len, qout(kReduceScatter, idx));
-            sendFrame(kReduceScatter, s.offset, s.len, qout(kReduceScatter, idx), quantizedBytes(spec_, s.len));
+            sendFrame(kReduceScatter, s.offset, s.len, qout(kReduceScatter, idx), quantizedBytes(spec_, s.len), false);
         } else if (accType_ == p_.dtype) {
-            sendFrame(kReduceScatter, s.offset, s.len, localPtr(s.offset));
+            sendFrame(kReduceScatter, s.offset, s.len, localPtr(s.offset), 0, false);
         } else {
             toAccum(p_.dtype, p_.op, localPtr(s.offset), accPtr(s.offset), s.len);
-            sendFrame(kReduceScatter, s.offset, s.len, accPtr(s.offset));
+            sendFrame(kReduceScatter, s.offset, s.len, accPtr(s.offset), 0, false);
         }
         ioDone();
     }
     lock.lock();
 }
 
-void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes) {
+void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes, bool forward) {
     size_t cut;
     {
         std::lock_guard lock(mu_);
         if (!started_ && !aborted_) {
-            deferred_.push_back({phase, offset, n, data, bytes});
+            deferred_.push_back({phase, offset, n, data, bytes, forward});
             return;
         }
         cut = frameElems_;
@@ -249,7 +249,7 @@ void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *
     if (bytes) {  // quantized: the segment is one frame
         h.offset = offset;
         h.bytes = static_cast<uint32_t>(bytes);
-        sendCounted(p_.next, h, data);
+        sendCounted(p_.next, h, data, nullptr, forward);
         return;
     }
     // [offset, offset + n) lies in one segment and starts on its unit grid, and `cut` is a
@@ -259,7 +259,7 @@ void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *
         const size_t k = std::min(cut, n - done);
         h.offset = offset + done;
         h.bytes = static_cast<uint32_t>(k * wireElem);
-        if (!sendCounted(p_.next, h, static_cast<const uint8_t *>(data) + done * wireElem)) return;
+        if (!sendCounted(p_.next, h, static_cast<const uint8_t *>(data) + done * wireElem, nullptr, forward)) return;
     }
 }
 

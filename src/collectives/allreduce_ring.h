@@ -155,8 +155,9 @@ private:
     }
     uint8_t *backupPtr(size_t offset) const { return backup_.data() + (offset - outBase_) * elemSize_; }
     void backup(size_t offset, size_t n);
-    // bytes: the payload size; 0 = n elements of the phase's exact wire type.
-    void sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes = 0);
+    // bytes: the payload size; 0 = n elements of the phase's exact wire type. forward: made from
+    // a received frame (it goes ahead of this peer's own first sends: FrameTransport::send).
+    void sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes = 0, bool forward = true);
     // Quantized transport: the receive slot and the per-phase send slots of segment idx.
     bool quantized() const { return spec_.algorithm != pcclQuantNone; }
     uint8_t *qin(size_t idx) { return qin_.data() + idx * qSlot_; }
@@ -195,6 +196,7 @@ private:
         size_t offset, n;
         const void *data;
         size_t bytes;
+        bool forward;
     };
     std::vector<Deferred> deferred_;
 };

@@ -162,15 +162,15 @@ std::vector<DataPlane::Impl::Waiting> DataPlane::Impl::takeQueuedLocked(const Uu
     std::vector<Waiting> out;
     auto it = queues.find(peer);
     if (it == queues.end()) return out;
-    auto &frames = it->second.frames;
-    for (auto f = frames.begin(); f != frames.end();) {
-        if (seq && f->h.seq != *seq) {
-            ++f;
-            continue;
+    for (auto *frames : {&it->second.ahead, &it->second.frames})
+        for (auto f = frames->begin(); f != frames->end();) {
+            if (seq && f->h.seq != *seq) {
+                ++f;
+                continue;
+            }
+            out.push_back(std::move(*f));
+            f = frames->erase(f);
         }
-        out.push_back(std::move(*f));
-        f = frames.erase(f);
-    }
     if (!seq) queues.erase(it);
     return out;
 }
@@ -376,7 +376,7 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
     }
 }
 
-void DataPlane::send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) {
+void DataPlane::send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done, bool ahead) {
     std::shared_ptr<OutConn> wake;
     bool queued = false;
     {
@@ -386,7 +386,7 @@ void DataPlane::send(const Uuid &peer, const SegmentHeader &h, const void *data,
                           std::any_of(it->second.begin(), it->second.end(), [](auto &c) { return !c->dead; });
         if (live) {
             auto &q = impl_->queues[peer];
-            q.frames.push_back({h, data, std::move(done)});
+            (ahead ? q.ahead : q.frames).push_back({h, data, std::move(done)});
             queued = true;
             while (!wake && !q.idle.empty()) {
                 wake = q.idle.back().lock();

@@ -77,7 +77,8 @@ public:
     // Queues a frame in the pool's shared queue; the first connection with room takes it
     // (OutConn::fill). `data` must stay valid until `done` runs; `done` runs exactly once, on an
     // I/O thread (or inline if there is no live connection to `peer`).
-    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) override;
+    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done, bool ahead) override;
+    using FrameTransport::send;
     int connections(const Uuid &peer) const override;
 
     void registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink) override;

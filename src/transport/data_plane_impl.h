@@ -69,7 +69,15 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
         SendDone done;
     };
     struct SendQueue {
-        std::deque<Waiting> frames;
+        std::deque<Waiting> ahead, frames;  // taken in this order (FrameTransport::send's `ahead`)
+        bool empty() const { return ahead.empty() && frames.empty(); }
+        Waiting take() {
+            auto &q = ahead.empty() ? frames : ahead;
+            Waiting w = std::move(q.front());
+            q.pop_front();
+            return w;
+        }
+        const Waiting &next() const { return ahead.empty() ? frames.front() : ahead.front(); }
         std::vector<std::weak_ptr<OutConn>> idle;
         int sending = 0;  // connections holding frames (OutConn::holding), at most kMaxSending
     };

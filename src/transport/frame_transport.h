@@ -59,7 +59,12 @@ public:
     // returns at once. `data` (h.bytes) must stay valid and unchanged until `done` runs; `done`
     // runs exactly once, on a transport thread, or inline before send returns when there is no
     // live connection to `peer` (so the caller must not hold a lock that `done` takes).
-    virtual void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) = 0;
+    // `ahead`: the frame goes before every frame queued without it (a ring forward, which the
+    // peers downstream wait for, before this peer's own data, which nobody waits for yet).
+    virtual void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done, bool ahead) = 0;
+    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) {
+        send(peer, h, data, std::move(done), false);
+    }
     // How many connections to `peer` carry frames at once (its live ones, at most 16 of a larger
     // pool; 0: none), so that an operation can cut its data into enough frames to keep all of
     // them busy. Any thread.

@@ -177,15 +177,14 @@ void OutConn::fill() {
     {
         std::lock_guard lock(o->mu);
         auto &q = o->queues[peer];
-        if (!holding && !q.frames.empty() && q.sending < DataPlane::Impl::kMaxSending) {
+        if (!holding && !q.empty() && q.sending < DataPlane::Impl::kMaxSending) {
             holding = true;
             ++q.sending;
         }
-        while (holding && !q.frames.empty() && (bytes == 0 || (bytes < kAhead && items < kGatherItems))) {
-            bytes += q.frames.front().h.bytes;
+        while (holding && !q.empty() && (bytes == 0 || (bytes < kAhead && items < kGatherItems))) {
+            bytes += q.next().h.bytes;
             ++items;
-            got.push_back(std::move(q.frames.front()));
-            q.frames.pop_front();
+            got.push_back(q.take());
         }
         if (bytes == 0 && got.empty()) {
             if (holding) {

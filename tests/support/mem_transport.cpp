@@ -70,6 +70,7 @@ struct MemNetwork::Frame {
     MemFault fault;
     uint64_t ticket = 0;     // send order, over the network
     uint64_t index = 0;      // MemFrameInfo::index
+    bool ahead = false;      // FrameTransport::send's `ahead`
     uint64_t notBefore = 0;  // Delay: the step from which it may be written
 };
 namespace {
@@ -128,8 +129,8 @@ struct MemNetwork::Event {
 class MemNetwork::Endpoint final : public pccl::transport::FrameTransport {
 public:
     Endpoint(MemNetwork &net, Uuid self) : net_(net), self_(self) {}
-    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) override {
-        net_.send(self_, peer, h, data, std::move(done));
+    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done, bool ahead) override {
+        net_.send(self_, peer, h, data, std::move(done), ahead);
     }
     void cancelSends(uint64_t seq) override { net_.cancelSends(self_, seq); }
     void closePeer(const Uuid &peer, const std::string &reason) override { net_.closePeer(self_, peer, reason); }
@@ -248,7 +249,8 @@ int MemNetwork::connections(const Uuid &self, const Uuid &peer) const {
     return liveLocked(self, peer);
 }
 
-void MemNetwork::send(const Uuid &self, const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) {
+void MemNetwork::send(const Uuid &self, const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done,
+                      bool ahead) {
     std::unique_lock lock(mu_);
     if (!liveLocked(self, peer)) {
         lock.unlock();
@@ -261,7 +263,11 @@ void MemNetwork::send(const Uuid &self, const Uuid &peer, const SegmentHeader &h
     f.done = std::move(done);
     f.ticket = ticket_++;
     f.index = queued_[{self, peer}]++;
-    shared_[{self, peer}].push_back(std::move(f));
+    f.ahead = ahead;
+    auto &q = shared_[{self, peer}];
+    // An `ahead` frame goes behind the other `ahead` ones, before the rest.
+    auto at = ahead ? std::find_if(q.begin(), q.end(), [](const Frame &x) { return !x.ahead; }) : q.end();
+    q.insert(at, std::move(f));
     cv_.notify_all();
 }
 

@@ -5,7 +5,8 @@
 //
 // The model is what the data plane does over TCP (transport/frame_transport.h):
 // - A pool of connections per (sender, receiver), opened with connect(). send() queues a frame in
-//   the pool's shared queue, or fails it inline when the pool has no live connection; a
+//   the pool's shared queue (an `ahead` one behind the other `ahead` ones, before the rest), or
+//   fails it inline when the pool has no live connection; a
 //   connection with nothing queued of its own takes the queue's head when the scheduler runs its
 //   write event (which connection does is the scheduler's choice: any frame may go on any
 //   connection, and a stalled or delayed connection leaves the rest to the others). When the
@@ -147,7 +148,7 @@ private:
 
     // FrameTransport calls of peer `self` (Endpoint forwards them).
     void send(const pccl::Uuid &self, const pccl::Uuid &peer, const pccl::transport::SegmentHeader &h, const void *data,
-              pccl::transport::SendDone done);
+              pccl::transport::SendDone done, bool ahead);
     void cancelSends(const pccl::Uuid &self, uint64_t seq);
     void closePeer(const pccl::Uuid &self, const pccl::Uuid &peer, const std::string &reason);
     void registerSink(const pccl::Uuid &self, uint64_t seq, std::shared_ptr<pccl::transport::FrameSink> sink);
