@@ -67,7 +67,8 @@ public:
     }
     // How many connections to `peer` carry frames at once (its live ones, at most 16 of a larger
     // pool; 0: none), so that an operation can cut its data into enough frames to keep all of
-    // them busy. Any thread.
+    // them busy; 1 for a peer on this host (loopback or same-host copies), where smaller frames
+    // only cost CPU. Any thread.
     virtual int connections(const Uuid &peer) const = 0;
     // Fails (`done` with "cancelled") every queued frame of operation `seq` not yet started; a
     // frame partly written completes normally, so the streams stay in step (its receiver drops

@@ -153,6 +153,7 @@ void OutConn::onAck(Handshake &hs) {
     if (!ack || ack->magic != kDataMagic || !ack->accepted || (ack->same_host && !hs.offer))
         return hs.fail("handshake", asio::error::access_denied);
     sameHost = ack->same_host;
+    local = sameHost || hs.endpoint.address().is_loopback();
     {
         // The owner outlives every handler (its I/O threads are joined before it is destroyed).
         std::lock_guard lock(hs.pending->owner->mu);

@@ -70,6 +70,9 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     // frames carry the payload's address; such a frame waits in `unacked` until the receiver says
     // it copied it, and only then is the sender's memory free (its `done` runs).
     bool sameHost = false;
+    // On this host (same-host copies, or a loopback address): frames are not cut for it
+    // (DataPlane::connections). Set before the connection joins its pool.
+    bool local = false;
     std::atomic<size_t> queuedBytes{0};
     std::atomic<bool> dead{false};
     bool idleListed = false;  // in the pool's idle list (guarded by the owner's mu)
