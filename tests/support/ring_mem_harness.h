@@ -308,7 +308,7 @@ void abortAllAndRequireRestored(Ring &ring) {
 }
 
 // Frames the fault-free ring sends from `from` to `to` (the same for every schedule).
-uint64_t framesBetween(const Spec &s, int from, int to) {
+[[maybe_unused]] uint64_t framesBetween(const Spec &s, int from, int to) {
     Ring ring(s);
     ring.run();
     requireExact(ring);
@@ -316,7 +316,7 @@ uint64_t framesBetween(const Spec &s, int from, int to) {
 }
 
 // A fault rule hitting the k-th frame from `from` to `to`.
-MemFaultRule onFrame(int from, int to, uint64_t k, MemFault fault) {
+[[maybe_unused]] MemFaultRule onFrame(int from, int to, uint64_t k, MemFault fault) {
     return [from, to, k, fault](const MemFrameInfo &f) {
         if (f.from == peerId(from) && f.to == peerId(to) && f.index == k) return fault;
         return MemFault{};
@@ -333,7 +333,7 @@ std::optional<std::string> waitForStall(Ring &ring, int r, std::chrono::millisec
     return std::nullopt;
 }
 
-bool quantizable(pcclDataType_t t, pcclRedOp_t op) {
+[[maybe_unused]] bool quantizable(pcclDataType_t t, pcclRedOp_t op) {
     return collectives::checkQuantization(t, op, {pcclUint8, pcclQuantMinMax}).ok();
 }
 
