@@ -11,6 +11,7 @@
 //             <tx bytes> <rx bytes> <local world size> <hash of the output, hex>
 //   @pb ring <my ip> <successor ip> <successor port> <my listening ports, comma-separated>
 //             (the data connection that carried most of the check all-reduce: the successor)
+//   @pb first <bytes> <seconds of the check call> (the first call of that size; of the run, for the first size)
 //   @pb times <bytes> <seconds of iteration 1> ...
 //   @pb rss <bytes> <KiB after the warm-up> <KiB after the timed iterations>   (VmRSS)
 //   @pb error <text>                      fatal; the worker exits with status 2
@@ -334,7 +335,10 @@ int runWorker(const Options &opt) {
         // Correctness: one operation on fresh data, every element checked, not timed.
         pcclReduceInfo_t info{};
         const SocketView sockets_before = viewSockets();
+        const auto check0 = std::chrono::steady_clock::now();
         if (pcclResult_t rc = call(&info); rc != pcclSuccess) fail(comm, what + "check, " + formatSize(e.bytes) + ")", rc);
+        emit("first %llu %.9f", static_cast<unsigned long long>(e.bytes),
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - check0).count());
         if (&e == &opt.plan.front()) emitRing(sockets_before, viewSockets(), opt.port);
         CheckResult cr;
         uint64_t out_hash = 0;

@@ -2,12 +2,16 @@
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <optional>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -184,11 +188,10 @@ std::string congestionTo(uint16_t port) {
 }
 
 // Brings up a pool of `n` connections from `from` to the plane `to` (listening on loopback).
-void connectPool(DataPlane &from, const DataPlane &to, const Uuid &toId, int n) {
+void connectPool(DataPlane &from, const DataPlane &to, const Uuid &toId, int n, std::array<uint8_t, 4> ip = {127, 0, 0, 1}) {
     protocol::NetAddr addr;
     addr.family = 4;
-    addr.ip[0] = 127;
-    addr.ip[3] = 1;
+    std::copy(ip.begin(), ip.end(), addr.ip.begin());
     addr.port = to.port();
     std::promise<Status> done;
     from.connect(toId, addr, n, std::chrono::seconds(5), [&](Status s) { done.set_value(s); });
@@ -234,6 +237,52 @@ TEST_CASE("data plane: outgoing connections use the congestion control asked for
     INFO("ss: " << automatic);
     CHECK(automatic.find(" " + system + " ") != std::string::npos);
     CHECK(automatic.find(" " + other + " ") == std::string::npos);
+}
+
+namespace {
+
+// An IPv4 address of this machine that is not loopback (the listener takes every address), if any.
+std::optional<std::array<uint8_t, 4>> interfaceAddress() {
+    ifaddrs *list = nullptr;
+    if (::getifaddrs(&list) != 0) return std::nullopt;
+    std::optional<std::array<uint8_t, 4>> out;
+    for (auto *i = list; i && !out; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK) || !(i->ifa_flags & IFF_UP)) continue;
+        std::array<uint8_t, 4> a{};
+        std::memcpy(a.data(), &reinterpret_cast<sockaddr_in *>(i->ifa_addr)->sin_addr, 4);
+        out = a;
+    }
+    ::freeifaddrs(list);
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("data plane: a pool to a peer on this host counts as one connection for cutting frames; a remote pool as its "
+          "live connections",
+          "[transport][data_plane]") {
+    DataPlane to(1);
+    const Uuid toId = Uuid::random();
+    to.setSelf(toId);
+    REQUIRE(to.listen(0).ok());
+    DataPlane from(1);
+    from.setSelf(Uuid::random());
+    from.setSameHost(false);
+    REQUIRE(from.listen(0).ok());
+    CHECK(from.connections(toId) == 0);  // no pool
+    connectPool(from, to, toId, 3);      // 127.0.0.1: loopback
+    CHECK(from.connections(toId) == 1);
+    from.closePeer(toId, "test");
+    CHECK(from.connections(toId) == 0);
+    const auto ip = interfaceAddress();
+    if (!ip) {
+        WARN("skipped the remote half: this machine has no IPv4 address besides loopback");
+        return;
+    }
+    // The same machine through an interface address and without same-host copies: treated as
+    // remote, every live connection carries frames.
+    connectPool(from, to, toId, 3, *ip);
+    CHECK(from.connections(toId) == 3);
 }
 
 namespace {

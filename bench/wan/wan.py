@@ -16,6 +16,8 @@ Everything it creates is named with the prefix (default pcclw); `down` removes a
   wan.py ceiling [PROFILE]                1- and 16-stream TCP throughput of every directed link
   wan.py allreduce PROFILE --peers 3 --size 256M [--pool 1,4,16]
                                           pccl-bench with master and peers in the hosts
+  wan.py compare PROFILE --peers 2 --size 256M [--pool 1,4,16,64]
+                                          iperf3 ring ceiling (1/4/16 streams) vs the all-reduce per pool
   wan.py selftest                         short CI check (exit 77 = skipped)
 
 Commands that take a PROFILE use the network that is up (it must be that profile), or bring
@@ -31,6 +33,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import compare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -1017,6 +1021,7 @@ def main(argv=None):
     p.add_argument("--join-order", choices=["concurrent", "sequential"],
                    help="pccl-bench --join-order (sequential: ring 0,1,...,N-1)")
     p.add_argument("--verbose", action="store_true")
+    compare.add_parser(sub, with_profile)
     p = sub.add_parser("selftest")
     p = sub.add_parser("ringtest", help="CI: asym, naive ring vs pcclOptimizeTopology (exit 77 = skipped)")
     p.add_argument("--size", default="4M")
@@ -1038,7 +1043,8 @@ def main(argv=None):
     signal.signal(signal.SIGHUP, on_signal)
     commands = {"profiles": cmd_profiles, "up": cmd_up, "down": cmd_down, "status": cmd_status,
                 "stats": cmd_stats, "exec": cmd_exec, "link": cmd_link, "ping": cmd_ping, "ceiling": cmd_ceiling,
-                "allreduce": cmd_allreduce, "selftest": cmd_selftest, "ringtest": cmd_ringtest}
+                "allreduce": cmd_allreduce, "selftest": cmd_selftest, "ringtest": cmd_ringtest,
+                "compare": lambda e, a: compare.cmd_compare(sys.modules[__name__], e, a)}
     try:
         rc = commands[args.command](env, args)
         return rc or 0

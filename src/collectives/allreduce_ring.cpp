@@ -23,6 +23,8 @@ RingAllReduce::RingAllReduce(transport::FrameTransport &transport, RingAllReduce
     const size_t chunkElems = kind == CollectiveKind::AllReduce ? p_.count / n : largest;
     const size_t segmentBytes = p_.segmentBytes ? p_.segmentBytes : autoSegmentBytes(chunkElems * accSize_);
     segElems_ = std::max<size_t>(1, segmentBytes / accSize_);
+    unitElems_ = (segElems_ + kUnitsPerSegment - 1) / kUnitsPerSegment;
+    frameElems_ = segElems_;
     chunkFirstSegment_.resize(n + 1);
     size_t seg = 0;
     for (uint32_t c = 0; c < n; ++c) {
@@ -32,8 +34,10 @@ RingAllReduce::RingAllReduce(transport::FrameTransport &transport, RingAllReduce
     }
     chunkFirstSegment_[n] = seg;
     numSegments_ = seg;
-    received_[0].assign(numSegments_, 0);
-    received_[1].assign(numSegments_, 0);
+    for (int ph = 0; ph < 2; ++ph) {
+        received_[ph].assign(numSegments_, 0);
+        arrived_[ph].assign(numSegments_, 0);
+    }
     backedUp_.assign(numSegments_, 0);
     const auto *send = static_cast<const uint8_t *>(p_.send);
     auto *recv = static_cast<uint8_t *>(p_.recv);
@@ -100,13 +104,39 @@ uint32_t RingAllReduce::chunkOf(size_t offset) const {
     return lo;
 }
 
-size_t RingAllReduce::segmentIndex(size_t offset, size_t *length) const {
-    if (offset >= p_.count) return SIZE_MAX;
-    const uint32_t c = chunkOf(offset);
+size_t frameElems(size_t segElems, size_t unitElems, size_t elemBytes, int connections, size_t minBytes) {
+    const size_t k = static_cast<size_t>(std::max(1, connections));
+    size_t want = std::max((segElems + k - 1) / k, minBytes / std::max<size_t>(1, elemBytes));
+    want = std::min(want, segElems);
+    return std::max<size_t>(1, (want + unitElems - 1) / unitElems) * unitElems;
+}
+
+uint64_t RingAllReduce::fullMask(size_t segLen) const {
+    const size_t units = (segLen + unitElems_ - 1) / unitElems_;
+    return units >= 64 ? ~uint64_t{0} : (uint64_t{1} << units) - 1;
+}
+
+bool RingAllReduce::locate(const transport::SegmentHeader &h, FrameSpan *f) const {
+    if (h.offset >= p_.count || h.phase > kAllGather || h.bytes == 0) return false;
+    const uint32_t c = chunkOf(h.offset);
     const size_t begin = chunkBegin(c), end = chunkBegin(c + 1);
-    if ((offset - begin) % segElems_ != 0) return SIZE_MAX;
-    *length = std::min(segElems_, end - offset);
-    return chunkFirstSegment_[c] + (offset - begin) / segElems_;
+    const size_t k = (h.offset - begin) / segElems_;
+    f->idx = chunkFirstSegment_[c] + k;
+    f->segBegin = begin + k * segElems_;
+    f->segLen = std::min(segElems_, end - f->segBegin);
+    const size_t segEnd = f->segBegin + f->segLen;
+    if (quantized()) {
+        f->n = f->segLen;
+        if (h.offset != f->segBegin || h.bytes != quantizedBytes(spec_, f->segLen)) return false;
+    } else {
+        const size_t wireElem = h.phase == kReduceScatter ? accSize_ : elemSize_;
+        f->n = h.bytes / wireElem;
+        if (h.bytes % wireElem || (h.offset - f->segBegin) % unitElems_ || f->n > segEnd - h.offset) return false;
+        if (f->n % unitElems_ && h.offset + f->n != segEnd) return false;
+    }
+    const size_t a = (h.offset - f->segBegin) / unitElems_, b = (h.offset + f->n - f->segBegin + unitElems_ - 1) / unitElems_;
+    f->bits = (b - a >= 64 ? ~uint64_t{0} : (uint64_t{1} << (b - a)) - 1) << a;
+    return true;
 }
 
 const uint8_t *RingAllReduce::localPtr(size_t offset) const {
@@ -129,6 +159,7 @@ void RingAllReduce::start() {
     std::unique_lock lock(mu_);
     if (aborted_ || finished_ || started_) return;
     started_ = true;
+    frameElems_ = frameElems(segElems_, unitElems_, accSize_, transport_.connections(p_.next), p_.minFrameBytes);
     if (p_.worldSize <= 1) {
         copyAlone();
         settle(lock);
@@ -169,7 +200,7 @@ void RingAllReduce::startSends(std::unique_lock<std::mutex> &lock) {
     auto deferred = std::move(deferred_);
     deferred_.clear();
     lock.unlock();
-    for (auto &d : deferred) sendFrame(d.phase, d.offset, d.n, d.data, d.bytes);
+    for (auto &d : deferred) sendFrame(d.phase, d.offset, d.n, d.data, d.bytes, d.forward);
     if (!gather.empty() && !inPlace_) {
         const size_t first = p_.kind == CollectiveKind::AllGather ? chunkBegin(p_.rank) : 0;
         const size_t len = p_.kind == CollectiveKind::AllGather ? chunkBegin(p_.rank + 1) - first : p_.count;
@@ -177,7 +208,7 @@ void RingAllReduce::startSends(std::unique_lock<std::mutex> &lock) {
     }
     ioDone();
     for (auto &s : gather) {
-        sendFrame(kAllGather, s.offset, s.len, outPtr(s.offset));
+        sendFrame(kAllGather, s.offset, s.len, outPtr(s.offset), 0, false);
         ioDone();
     }
     for (auto &s : segs) {
@@ -190,32 +221,46 @@ void RingAllReduce::startSends(std::unique_lock<std::mutex> &lock) {
             }
             const size_t idx = chunkFirstSegment_[c] + (s.offset - chunkBegin(c)) / segElems_;
             quantize(spec_, values, s.len, qout(kReduceScatter, idx));
-            sendFrame(kReduceScatter, s.offset, s.len, qout(kReduceScatter, idx), quantizedBytes(spec_, s.len));
+            sendFrame(kReduceScatter, s.offset, s.len, qout(kReduceScatter, idx), quantizedBytes(spec_, s.len), false);
         } else if (accType_ == p_.dtype) {
-            sendFrame(kReduceScatter, s.offset, s.len, localPtr(s.offset));
+            sendFrame(kReduceScatter, s.offset, s.len, localPtr(s.offset), 0, false);
         } else {
             toAccum(p_.dtype, p_.op, localPtr(s.offset), accPtr(s.offset), s.len);
-            sendFrame(kReduceScatter, s.offset, s.len, accPtr(s.offset));
+            sendFrame(kReduceScatter, s.offset, s.len, accPtr(s.offset), 0, false);
         }
         ioDone();
     }
     lock.lock();
 }
 
-void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes) {
+void RingAllReduce::sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes, bool forward) {
+    size_t cut;
     {
         std::lock_guard lock(mu_);
         if (!started_ && !aborted_) {
-            deferred_.push_back({phase, offset, n, data, bytes});
+            deferred_.push_back({phase, offset, n, data, bytes, forward});
             return;
         }
+        cut = frameElems_;
     }
     transport::SegmentHeader h;
     h.seq = p_.seq;
-    h.offset = offset;
     h.phase = phase;
-    h.bytes = static_cast<uint32_t>(bytes ? bytes : n * (phase == kReduceScatter ? accSize_ : elemSize_));
-    sendCounted(p_.next, h, data);
+    if (bytes) {  // quantized: the segment is one frame
+        h.offset = offset;
+        h.bytes = static_cast<uint32_t>(bytes);
+        sendCounted(p_.next, h, data, nullptr, forward);
+        return;
+    }
+    // [offset, offset + n) lies in one segment and starts on its unit grid, and `cut` is a
+    // multiple of the unit: every frame does too.
+    const size_t wireElem = phase == kReduceScatter ? accSize_ : elemSize_;
+    for (size_t done = 0; done < n; done += cut) {
+        const size_t k = std::min(cut, n - done);
+        h.offset = offset + done;
+        h.bytes = static_cast<uint32_t>(k * wireElem);
+        if (!sendCounted(p_.next, h, static_cast<const uint8_t *>(data) + done * wireElem, nullptr, forward)) return;
+    }
 }
 
 std::string RingAllReduce::waitingForLocked() const {

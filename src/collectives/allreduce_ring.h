@@ -8,8 +8,13 @@
 // reduction starts at position c+1, flows around the ring (each peer adds its contribution to
 // the partial and forwards it), and is finished by the owner, which writes the final value and
 // starts the all-gather of that chunk; every other peer stores it and forwards it. Each chunk
-// is cut into segments that travel independently, so a segment is forwarded as soon as it was
-// reduced (pipelining), and segments are striped over all connections of the pool.
+// is cut into segments (the unit of bookkeeping and of in-place backups, the same on every peer),
+// and a segment travels as one or more frames, each covering whole units of it (a fixed grid of
+// at most 64 units per segment): the sender cuts a segment into about as many frames as it has
+// connections to its successor, and the pool's shared queue hands each frame to whichever
+// connection has room, so all connections carry the last segment of a phase too (docs/design.md,
+// Segment scheduling). A frame is reduced and forwarded as soon as it arrived (pipelining),
+// whatever connection it came on and in whatever order; a quantized segment is one frame.
 //
 // Memory: partials are received straight into the output buffer (or, when partials travel in a
 // wider accumulator type, into a staging buffer); all-gather data straight into the output.
@@ -50,6 +55,16 @@ namespace pccl::collectives {
 // - Broadcast: recv of count elements; send (read on the root only; NULL elsewhere) of count
 //   elements (send == recv: in place).
 // - Barrier: no data (count 0).
+// Frames: at most this many units per segment (one bit each in a mask), and a sender's frames are
+// at least kMinFrameBytes (or the whole segment): smaller ones cost more per byte than they gain
+// in balance (docs/design.md, Segment scheduling).
+inline constexpr size_t kUnitsPerSegment = 64;
+inline constexpr size_t kMinFrameBytes = 64 << 10;
+// The elements of each frame a sender with `connections` connections to its successor cuts a
+// segment of `segElems` into: about one per connection, at least `minBytes` (at most the segment),
+// a multiple of `unitElems`.
+size_t frameElems(size_t segElems, size_t unitElems, size_t elemBytes, int connections, size_t minBytes = kMinFrameBytes);
+
 struct RingAllReduceParams {
     uint64_t seq = 0;
     CollectiveKind kind = CollectiveKind::AllReduce;
@@ -68,6 +83,7 @@ struct RingAllReduceParams {
     std::string prevName, nextName;  // "peer 1a2b3c4d (10.0.0.7:48150)", for error messages
     uint64_t tag = 0;                // for error messages
     size_t segmentBytes = 0;  // 0: autoSegmentBytes()
+    size_t minFrameBytes = kMinFrameBytes;  // see frameElems (tests lower it to cut small segments)
     // pcclQuantNone: exact. Otherwise segments travel quantized (collectives/quantize.h); the
     // caller has checked the combination with checkQuantization().
     pcclQuantizationOptions_t quant{pcclUint8, pcclQuantNone};
@@ -82,6 +98,7 @@ struct RingAllReduceParams {
 // knobs). Depends only on what every peer of the operation
 // knows alike, so all of them cut the same segments.
 size_t autoSegmentBytes(size_t chunkBytes);
+
 
 class RingAllReduce : public transport::DataOperation {
 public:
@@ -120,8 +137,16 @@ private:
 
     size_t chunkBegin(uint32_t c) const;
     uint32_t chunkOf(size_t offset) const;
-    // Index of the segment starting at `offset`, or SIZE_MAX if no segment starts there.
-    size_t segmentIndex(size_t offset, size_t *length) const;
+    // What a frame from the predecessor covers: its segment, that segment's extent, the frame's
+    // elements and its units (bits of the segment's mask). False if it does not fit the
+    // segmentation (not inside one segment, not on the unit grid, a length that is not whole
+    // elements; a quantized frame must be its whole segment).
+    struct FrameSpan {
+        size_t idx = 0, segBegin = 0, segLen = 0, n = 0;
+        uint64_t bits = 0;
+    };
+    bool locate(const transport::SegmentHeader &h, FrameSpan *f) const;
+    uint64_t fullMask(size_t segLen) const;
     const uint8_t *localPtr(size_t offset) const;
     uint8_t *accPtr(size_t offset) const;
     // Where the result at `offset` of the whole buffer goes (ReduceScatter: this rank's block only).
@@ -130,8 +155,9 @@ private:
     }
     uint8_t *backupPtr(size_t offset) const { return backup_.data() + (offset - outBase_) * elemSize_; }
     void backup(size_t offset, size_t n);
-    // bytes: the payload size; 0 = n elements of the phase's exact wire type.
-    void sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes = 0);
+    // bytes: the payload size; 0 = n elements of the phase's exact wire type. forward: made from
+    // a received frame (it goes ahead of this peer's own first sends: FrameTransport::send).
+    void sendFrame(Phase phase, size_t offset, size_t n, const void *data, size_t bytes = 0, bool forward = true);
     // Quantized transport: the receive slot and the per-phase send slots of segment idx.
     bool quantized() const { return spec_.algorithm != pcclQuantNone; }
     uint8_t *qin(size_t idx) { return qin_.data() + idx * qSlot_; }
@@ -147,6 +173,8 @@ private:
     size_t outBase_ = 0;     // the offset recv starts at (ReduceScatter: this rank's block)
     std::vector<size_t> begin_;  // worldSize + 1 block starts
     size_t segElems_;
+    size_t unitElems_ = 1;   // the frame grid: ceil(segElems_ / 64)
+    size_t frameElems_ = 0;  // how this peer cuts its sends (set by start(): from its pool size)
     ScratchPool::Scratch staging_;  // partials in the accumulator type (only when it differs)
     ScratchPool::Scratch backup_;   // the input, in place only
     QuantSpec spec_;
@@ -156,7 +184,8 @@ private:
     std::vector<size_t> chunkFirstSegment_;
 
     // Guarded by mu_:
-    std::vector<uint8_t> received_[2];  // per phase, per segment
+    std::vector<uint64_t> received_[2];  // per phase, per segment: the units whose frames began
+    std::vector<uint64_t> arrived_[2];   // ... and whose payload arrived (a segment counts in got_ when full)
     std::vector<uint8_t> backedUp_;     // per segment
     size_t expected_[2] = {0, 0};       // segments to receive per phase
     size_t got_[2] = {0, 0};
@@ -167,6 +196,7 @@ private:
         size_t offset, n;
         const void *data;
         size_t bytes;
+        bool forward;
     };
     std::vector<Deferred> deferred_;
 };

@@ -25,26 +25,25 @@ void *RingAllReduce::beginFrame(const transport::SegmentHeader &h, const Uuid &f
         *error = "phase " + std::to_string(h.phase) + " is not part of a " + collectiveName(p_.kind);
         return nullptr;
     }
-    size_t len = 0;
-    const size_t idx = segmentIndex(h.offset, &len);
-    const size_t wireElem = h.phase == kReduceScatter ? accSize_ : elemSize_;
-    if (idx == SIZE_MAX || h.bytes != (quantized() ? quantizedBytes(spec_, len) : len * wireElem)) {
+    FrameSpan f;
+    if (!locate(h, &f)) {
         *error = "frame at offset " + std::to_string(h.offset) + " with " + std::to_string(h.bytes) +
                  " bytes does not match the segmentation of operation " + std::to_string(p_.seq);
         return nullptr;
     }
+    const size_t idx = f.idx;
     const uint32_t c = chunkOf(h.offset);
     const bool expected = h.phase == kReduceScatter ? c != (p_.rank + n - 1) % n : c != p_.rank;
     std::lock_guard lock(mu_);
     // In an all-reduce, an all-gather frame can only follow this peer's reduce-scatter work on the
     // same segment.
     const bool early = p_.kind == CollectiveKind::AllReduce && h.phase == kAllGather && !backedUp_[idx];
-    if (!expected || received_[h.phase][idx] || early) {
+    if (!expected || (received_[h.phase][idx] & f.bits) || early) {
         *error = "unexpected or duplicate frame at offset " + std::to_string(h.offset);
         return nullptr;
     }
     if (aborted_) return nullptr;  // dropped by the transport
-    received_[h.phase][idx] = 1;
+    received_[h.phase][idx] |= f.bits;
     ++inflight_;
     // First touch of a segment whose in-place input is about to be overwritten: save it (an
     // all-reduce's partial lands in the buffer; a reduce-scatter's own block is finished in place;
@@ -53,7 +52,7 @@ void *RingAllReduce::beginFrame(const transport::SegmentHeader &h, const Uuid &f
                                                    : p_.kind == CollectiveKind::Broadcast;
     if (touches && !backedUp_[idx]) {
         backedUp_[idx] = 1;
-        backup(h.offset, len);
+        backup(f.segBegin, f.segLen);  // the whole segment: its other frames may come on other connections
     }
     if (h.phase == kReduceScatter) return quantized() ? qin(idx) : accPtr(h.offset);
     return quantized() ? qin(idx) : outPtr(h.offset);
@@ -90,8 +89,9 @@ bool RingAllReduce::onQuantizedPayload(const transport::SegmentHeader &h, size_t
 void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
     const uint32_t n = p_.worldSize;
     rx_ += h.bytes;
-    size_t len = 0;
-    segmentIndex(h.offset, &len);
+    FrameSpan f;
+    locate(h, &f);  // checked by beginFrame
+    const size_t len = f.n;
     const uint32_t c = chunkOf(h.offset);
     bool aborted;
     {
@@ -99,8 +99,7 @@ void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
         aborted = aborted_;
     }
     if (!aborted && quantized()) {
-        const size_t idx = segmentIndex(h.offset, &len);
-        if (!onQuantizedPayload(h, idx, len, c)) {
+        if (!onQuantizedPayload(h, f.idx, len, c)) {
             std::unique_lock lock(mu_);
             failLocked(lock, Status{pcclRankConnectionLost,
                                     "malformed quantized frame from " + p_.prevName + " (" + waitingForLocked() + ")"});
@@ -120,7 +119,8 @@ void RingAllReduce::onPayload(const transport::SegmentHeader &h) {
     }
     {
         std::lock_guard lock(mu_);
-        ++got_[h.phase];
+        arrived_[h.phase][f.idx] |= f.bits;
+        if (arrived_[h.phase][f.idx] == fullMask(f.segLen)) ++got_[h.phase];
     }
     ioDone();
 }

@@ -365,9 +365,16 @@ void Communicator::startAllReduceEngine(const StartAllReduce &a) {
     // The engine reports its own end; it is reached through a weak pointer set once it exists
     // (it cannot finish before start()).
     auto self = std::make_shared<std::weak_ptr<collectives::RingAllReduce>>();
-    auto engine = std::make_shared<collectives::RingAllReduce>(data_, p, [this, tag, seq, self](Status st) {
+    const auto began = std::chrono::steady_clock::now();
+    const Uuid next = a.next.uuid, prev = a.prev.uuid;
+    auto engine = std::make_shared<collectives::RingAllReduce>(data_, p, [this, tag, seq, self, began, next, prev](Status st) {
         OpStats stats;
         if (auto e = self->lock()) stats = {e->txBytes(), e->rxBytes(), e->sendRate()};
+        // PCCL_CONN_STATS=1: how the pools shared this operation (docs/design.md, Segment scheduling).
+        if (auto report = data_.connectionReport(next, prev, began); !report.empty())
+            log::write(log::Level::Info, "connections of operation " + std::to_string(seq) + " (" +
+                                             std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count()) +
+                                             " s):" + report);
         post([tag, seq, st = std::move(st), stats](Session &s) { return s.onAllReduceFinished(tag, seq, st, stats); });
     });
     *self = engine;

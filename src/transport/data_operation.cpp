@@ -8,7 +8,8 @@ DataOperation::DataOperation(FrameTransport &transport, uint64_t seq, std::funct
     : transport_(transport), seq_(seq), lastProgress_(std::chrono::steady_clock::now().time_since_epoch().count()),
       onFinished_(std::move(onFinished)) {}
 
-bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const void *data, std::shared_ptr<void> keepalive) {
+bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const void *data, std::shared_ptr<void> keepalive,
+                                bool ahead) {
     {
         std::lock_guard lock(mu_);
         if (aborted_) return false;
@@ -30,7 +31,7 @@ bool DataOperation::sendCounted(const Uuid &to, const SegmentHeader &h, const vo
             self->afterSendFailed();
         }
         self->ioDone();
-    });
+    }, ahead);
     return true;
 }
 

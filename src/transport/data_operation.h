@@ -73,7 +73,9 @@ protected:
 
     // Queues a frame of this operation to `to`, counted as I/O; `keepalive` (if any) is held until
     // the send completes. Returns false after an abort.
-    bool sendCounted(const Uuid &to, const SegmentHeader &h, const void *data, std::shared_ptr<void> keepalive = nullptr);
+    // `ahead`: see FrameTransport::send.
+    bool sendCounted(const Uuid &to, const SegmentHeader &h, const void *data, std::shared_ptr<void> keepalive = nullptr,
+                     bool ahead = false);
     void ioDone();
     void failLocked(std::unique_lock<std::mutex> &lock, Status status);
     void settle(std::unique_lock<std::mutex> &lock);

@@ -74,9 +74,12 @@ public:
     // when they are (or with the first failure, or after `timeout`).
     void connect(const Uuid &peer, const protocol::NetAddr &addr, int n, std::chrono::milliseconds timeout,
                  std::function<void(Status)> done);
-    // Queues a frame on the least-loaded connection to `peer`. `data` must stay valid until
-    // `done` runs; `done` runs exactly once, on an I/O thread (or inline if there is no pool).
-    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) override;
+    // Queues a frame in the pool's shared queue; the first connection with room takes it
+    // (OutConn::fill). `data` must stay valid until `done` runs; `done` runs exactly once, on an
+    // I/O thread (or inline if there is no live connection to `peer`).
+    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done, bool ahead) override;
+    using FrameTransport::send;
+    int connections(const Uuid &peer) const override;
 
     void registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink) override;
     void unregisterSink(uint64_t seq) override;
@@ -88,6 +91,10 @@ public:
     // Closes every data connection, incoming and outgoing; queued sends fail, reads in progress
     // fail (onPayloadFailed). Returns at once; callbacks follow on the I/O threads.
     void closeAll(const std::string &reason);
+    // PCCL_CONN_STATS=1: one line per connection to `next` and from `prev` since the last report
+    // (bytes, frames, first and last frame relative to `since`; TCP_INFO of the outgoing ones),
+    // and the counters reset. Empty when off. Any thread.
+    std::string connectionReport(const Uuid &next, const Uuid &prev, std::chrono::steady_clock::time_point since);
 
     struct Impl;  // internal (data_plane_impl.h); public so the connection types can name it
 

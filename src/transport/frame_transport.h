@@ -52,11 +52,24 @@ class FrameTransport {
 public:
     virtual ~FrameTransport() = default;
 
-    // Queues a frame of operation h.seq to `peer` on one connection of its pool. Any thread;
+    // Queues a frame of operation h.seq to `peer`. The frames to a peer wait in one queue per pool
+    // and each goes to whichever connection of the pool has room first (not to a connection
+    // chosen when it is queued: a slow connection takes fewer frames, and every connection stays
+    // busy until the queue is empty; docs/design.md, Segment scheduling). Any thread;
     // returns at once. `data` (h.bytes) must stay valid and unchanged until `done` runs; `done`
     // runs exactly once, on a transport thread, or inline before send returns when there is no
     // live connection to `peer` (so the caller must not hold a lock that `done` takes).
-    virtual void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) = 0;
+    // `ahead`: the frame goes before every frame queued without it (a ring forward, which the
+    // peers downstream wait for, before this peer's own data, which nobody waits for yet).
+    virtual void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done, bool ahead) = 0;
+    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) {
+        send(peer, h, data, std::move(done), false);
+    }
+    // How many connections to `peer` carry frames at once (its live ones, at most 16 of a larger
+    // pool; 0: none), so that an operation can cut its data into enough frames to keep all of
+    // them busy; 1 for a peer on this host (loopback or same-host copies), where smaller frames
+    // only cost CPU. Any thread.
+    virtual int connections(const Uuid &peer) const = 0;
     // Fails (`done` with "cancelled") every queued frame of operation `seq` not yet started; a
     // frame partly written completes normally, so the streams stay in step (its receiver drops
     // it). Any thread; returns at once, the callbacks follow on transport threads.

@@ -169,6 +169,7 @@ void InConn::dispatch() {
             sink->onPayloadFailed(c.current, "receiving from " + c.from.shortStr() + " failed: " + error);
             return c.closeNow(error);
         }
+        if (connStatsEnabled()) c.stats.record(c.current.bytes);
         sink->onPayload(c.current);
         if (!c.closed) c.readHeader();
     });
@@ -198,6 +199,7 @@ void InConn::copyIn(std::shared_ptr<FrameSink> sink, uint8_t *dest) {
         tsan::release(source);
     }
     acknowledge();
+    if (connStatsEnabled()) stats.record(current.bytes);
     sink->onPayload(current);
     if (!closed) readHeader();
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "transport/conn_stats.h"
 #include "transport/data_plane_impl.h"
 #include "transport/data_wire.h"
 #include "transport/secure_channel.h"
@@ -34,6 +35,7 @@ struct InConn : std::enable_shared_from_this<InConn> {
     asio::ip::tcp::socket socket;
     std::weak_ptr<DataPlane::Impl> owner;
     Uuid from;
+    ConnStats stats;  // PCCL_CONN_STATS=1 only
 
 private:
     // error: empty when the payload arrived whole (and, with a channel, authentic).

@@ -5,6 +5,9 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <cstdlib>
+#include <optional>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -16,6 +19,10 @@
 
 namespace pccl::transport {
 namespace {
+
+// The unsent bytes the connections of one pool may hold in their kernels, together, and the
+// bounds for one connection (see notsentLowat).
+constexpr size_t kPoolNotsent = 2 << 20, kMinNotsent = 64 << 10, kMaxNotsent = 512 << 10;
 
 bool kernelOffers(const std::string &name) {
     static const std::string available = [] {
@@ -48,6 +55,42 @@ void setCongestion(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, 
 #endif
 }
 
+// Unsent bytes a connection to a remote peer may leave in its kernel send buffer
+// (TCP_NOTSENT_LOWAT): the kernel stops taking data beyond it, so frames stay in the pool's shared
+// queue, where any connection can take them, instead of in the buffer of one that may turn out
+// slower (docs/design.md, Segment scheduling). The connections that carry frames at once (the
+// pool, at most DataPlane::Impl::kMaxSending of it) share kPoolNotsent: a connection's share
+// drains in about the same time whatever the pool size, and a pool of 64 holds as much ahead of
+// the wire as one of 16 (divided by 64, the 16 senders held half as much: 77-81% of the link
+// against 91%). PCCL_TCP_NOTSENT_LOWAT fixes it (bytes; 0: off).
+size_t notsentLowat(int poolSize) {
+    static const std::optional<size_t> fixed = []() -> std::optional<size_t> {
+        const char *env = std::getenv("PCCL_TCP_NOTSENT_LOWAT");
+        if (!env || !*env) return std::nullopt;
+        char *end = nullptr;
+        const unsigned long long n = std::strtoull(env, &end, 10);
+        if (*end || n > (1ull << 30)) {
+            PCCL_LOG(Warn, "ignoring PCCL_TCP_NOTSENT_LOWAT=" << env << " (bytes, 0..1073741824; 0 = off)");
+            return std::nullopt;
+        }
+        return static_cast<size_t>(n);
+    }();
+    if (fixed) return *fixed;
+    const int senders = std::clamp(poolSize, 1, DataPlane::Impl::kMaxSending);
+    return std::clamp(kPoolNotsent / static_cast<size_t>(senders), kMinNotsent, kMaxNotsent);
+}
+
+void setNotsentLowat(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, int poolSize) {
+#ifdef TCP_NOTSENT_LOWAT
+    const size_t v = notsentLowat(poolSize);
+    if (v == 0 || to.address().is_loopback()) return;
+    const int n = static_cast<int>(v);
+    ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &n, sizeof n);
+#else
+    (void)s, (void)to, (void)poolSize;
+#endif
+}
+
 } // namespace
 
 // ---- handshake
@@ -64,6 +107,7 @@ void OutConn::open(std::shared_ptr<Handshake> hs) {
                                        if (ec) return hs->fail("connect", ec);
                                        tuneSocket(self->socket);
                                        setCongestion(self->socket, hs->endpoint, hs->congestion);
+                                       setNotsentLowat(self->socket, hs->endpoint, hs->poolSize);
                                        if (hs->key) return self->authenticate(hs);
                                        self->sendHello(hs);
                                    }));
@@ -109,29 +153,64 @@ void OutConn::onAck(Handshake &hs) {
     if (!ack || ack->magic != kDataMagic || !ack->accepted || (ack->same_host && !hs.offer))
         return hs.fail("handshake", asio::error::access_denied);
     sameHost = ack->same_host;
+    local = sameHost || hs.endpoint.address().is_loopback();
     {
         // The owner outlives every handler (its I/O threads are joined before it is destroyed).
         std::lock_guard lock(hs.pending->owner->mu);
         hs.pending->owner->pools[peer].push_back(shared_from_this());
     }
     watchForClose();
+    writeNext();  // frames already waiting for this pool, or joins the idle list
     hs.pending->finish({});
 }
 
 // ---- sending
 
-void OutConn::enqueue(Item item) {
-    queuedBytes += item.bytes;
+void OutConn::pull() {
     auto self = shared_from_this();
-    asio::post(strand, [self, item = std::move(item)]() mutable {
-        if (self->closed) {
-            self->queuedBytes -= item.bytes;
-            item.done(false, "data connection to " + self->peer.shortStr() + " is closed");
-            return;
-        }
-        self->queue.push_back(std::move(item));
-        if (!self->writing) self->writeNext();
+    asio::post(strand, [self] {
+        if (!self->closed && !self->writing) self->writeNext();
     });
+}
+
+void OutConn::fill() {
+    auto o = owner.lock();
+    if (!o) return;
+    std::vector<DataPlane::Impl::Waiting> got;
+    size_t bytes = queuedBytes.load(), items = queue.size();
+    {
+        std::lock_guard lock(o->mu);
+        auto &q = o->queues[peer];
+        if (!holding && !q.empty() && q.sending < DataPlane::Impl::kMaxSending) {
+            holding = true;
+            ++q.sending;
+        }
+        while (holding && !q.empty() && (bytes == 0 || (bytes < kAhead && items < kGatherItems))) {
+            bytes += q.next().h.bytes;
+            ++items;
+            got.push_back(q.take());
+        }
+        if (bytes == 0 && got.empty()) {
+            if (holding) {
+                holding = false;
+                --q.sending;
+            }
+            if (!idleListed) {
+                q.idle.push_back(weak_from_this());
+                idleListed = true;
+            }
+        }
+    }
+    for (auto &w : got) {
+        Item item;
+        item.byRef = sameHost && w.h.bytes >= kRefMinBytes;
+        encodeFrameHeader({w.h, item.byRef, reinterpret_cast<uintptr_t>(w.data)}, sameHost, item.header);
+        item.data = w.data;
+        item.bytes = w.h.bytes;
+        item.done = std::move(w.done);
+        queuedBytes += item.bytes;
+        queue.push_back(std::move(item));
+    }
 }
 
 void OutConn::writeNext() {
@@ -141,6 +220,7 @@ void OutConn::writeNext() {
         return failQueued("data connection to " + peer.shortStr() + " is closed");
     }
     completeAcked();
+    fill();
     if (queue.empty()) return;
     writing = true;
     std::vector<asio::const_buffer> iov;
@@ -237,6 +317,7 @@ void OutConn::onWritten(const asio::error_code &ec, size_t n) {
         auto item = std::move(queue.front());
         queue.pop_front();
         queuedBytes -= item.bytes;
+        if (connStatsEnabled()) stats.record(item.bytes);
         recycle(item);
         item.done(true, {});
     }
@@ -301,6 +382,7 @@ void OutConn::readAcks() {
                              return self->closeNow("malformed acknowledgement from the receiver");
                          self->ackTotal = total;
                          self->completeAcked();
+                         if (!self->writing) self->writeNext();  // room again: take more frames
                          self->readAcks();
                      }));
 }
@@ -311,6 +393,7 @@ void OutConn::completeAcked() {
         unacked.pop_front();
         ++acked;
         queuedBytes -= item.bytes;
+        if (connStatsEnabled()) stats.record(item.bytes);
         tsan::acquire(item.data);
         item.done(true, {});
     }
@@ -338,7 +421,7 @@ void OutConn::closeNow(const std::string &reason) {
     // The items of the write in progress are failed by its handler.
     failQueued("data connection to " + peer.shortStr() + " closed: " + reason, writing ? inWrite : 0);
     failUnacked("data connection to " + peer.shortStr() + " closed before the receiver copied the frame: " + reason);
-    if (auto o = owner.lock()) o->removeOut(peer, this);
+    if (auto o = owner.lock()) o->removeOut(peer, this, "data connection to " + peer.shortStr() + " closed: " + reason);
 }
 
 void OutConn::close(const std::string &reason) {

@@ -1,7 +1,7 @@
-// One outgoing data connection: this peer opens it (handshake in open()), then queues frames on
-// it and writes them in gathered sendmsg calls. Internal to the data plane (data_plane_impl.h).
+// One outgoing data connection: this peer opens it (handshake in open()), then takes frames from
+// its pool's shared queue as it has room (fill) and writes them in gathered sendmsg calls. Internal to the data plane (data_plane_impl.h).
 //
-// Threads: enqueue, cancel and close may be called from any thread (they post to the strand);
+// Threads: pull, cancel and close may be called from any thread (they post to the strand);
 // every other method runs on the strand. `queuedBytes`, `dead` and, once the connection is in a
 // pool, `sameHost` may be read from any thread.
 #pragma once
@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "transport/conn_stats.h"
 #include "transport/data_plane_impl.h"
 #include "transport/data_wire.h"
 #include "transport/secure_channel.h"
@@ -39,6 +40,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
         protocol::NetAddr addr;  // for messages
         asio::ip::tcp::endpoint endpoint;
         std::string congestion;  // DataPlane::setCongestionControl's mode
+        int poolSize = 1;        // of the pool it joins (its share of the unsent bytes)
         bool offer = false;      // the hello offers same-host copies
         std::array<uint8_t, kDataHelloBytes + security::kTagBytes> hello{};
         std::array<uint8_t, kDataAckBytes + security::kTagBytes> ack{};
@@ -53,7 +55,9 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     // Connects, sends the hello and checks the acknowledgement; then joins the owner's pool for
     // `peer` and counts one up in hs->pending, or fails hs->pending. Returns at once.
     void open(std::shared_ptr<Handshake> hs);
-    void enqueue(Item item);
+    // Takes frames from the pool's shared queue if this connection has room (DataPlane::send
+    // wakes an idle connection with it).
+    void pull();
     // Fails the queued frames of operation `seq` that have not started (see DataPlane::cancelSends).
     void cancel(uint64_t seq);
     void close(const std::string &reason);
@@ -66,14 +70,24 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     // frames carry the payload's address; such a frame waits in `unacked` until the receiver says
     // it copied it, and only then is the sender's memory free (its `done` runs).
     bool sameHost = false;
+    // On this host (same-host copies, or a loopback address): frames are not cut for it
+    // (DataPlane::connections). Set before the connection joins its pool.
+    bool local = false;
     std::atomic<size_t> queuedBytes{0};
     std::atomic<bool> dead{false};
+    bool idleListed = false;  // in the pool's idle list (guarded by the owner's mu)
+    bool holding = false;     // counted in the pool's `sending` (guarded by the owner's mu)
+    ConnStats stats;  // PCCL_CONN_STATS=1 only
 
 private:
     void authenticate(std::shared_ptr<Handshake> hs);
     void sendHello(std::shared_ptr<Handshake> hs);
     void onAck(Handshake &hs);
     void writeNext();
+    // Moves frames from the pool's shared queue into `queue` while this connection has room: at
+    // least one when it holds none, more while it holds under kAhead bytes (unacknowledged
+    // same-host frames count); with none to take and none held, it joins the idle list.
+    void fill();
     void onWritten(const asio::error_code &ec, size_t n);
     void failQueued(const std::string &why, size_t first = 0);
     void watchForClose();
@@ -86,6 +100,10 @@ private:
     // async_write is: it would cost one syscall, and one wakeup, per 64 KiB). Frames are
     // completed as the bytes the kernel took cover them.
     static constexpr size_t kGatherItems = 16;
+    // What a connection takes from the shared queue beyond its first frame: enough small frames
+    // for a gathered write; more would tie frames to a connection that may turn out slower
+    // (the kernel's send buffer already holds a window of data ahead of the wire).
+    static constexpr size_t kAhead = 64 << 10;
     // Encrypted copies made per write, beyond the first item's: bounds the memory of a write.
     static constexpr size_t kSealAhead = 8 << 20;
     size_t tagBytes() const { return channel ? security::kTagBytes : 0; }

@@ -63,15 +63,17 @@ MemFault MemFault::stall(size_t keep) {
 
 // ---- the model
 
-namespace {
-struct Frame {
+struct MemNetwork::Frame {
     SegmentHeader h;
     const void *data = nullptr;
     SendDone done;
     MemFault fault;
     uint64_t ticket = 0;     // send order, over the network
+    uint64_t index = 0;      // MemFrameInfo::index
+    bool ahead = false;      // FrameTransport::send's `ahead`
     uint64_t notBefore = 0;  // Delay: the step from which it may be written
 };
+namespace {
 constexpr size_t kHeader = pccl::transport::kSegmentHeaderBytes;
 } // namespace
 
@@ -127,8 +129,8 @@ struct MemNetwork::Event {
 class MemNetwork::Endpoint final : public pccl::transport::FrameTransport {
 public:
     Endpoint(MemNetwork &net, Uuid self) : net_(net), self_(self) {}
-    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) override {
-        net_.send(self_, peer, h, data, std::move(done));
+    void send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done, bool ahead) override {
+        net_.send(self_, peer, h, data, std::move(done), ahead);
     }
     void cancelSends(uint64_t seq) override { net_.cancelSends(self_, seq); }
     void closePeer(const Uuid &peer, const std::string &reason) override { net_.closePeer(self_, peer, reason); }
@@ -136,6 +138,7 @@ public:
         net_.registerSink(self_, seq, std::move(sink));
     }
     void unregisterSink(uint64_t seq) override { net_.unregisterSink(self_, seq); }
+    int connections(const Uuid &peer) const override { return net_.connections(self_, peer); }
 
 private:
     MemNetwork &net_;
@@ -235,36 +238,62 @@ void MemNetwork::kill(const Uuid &peer, const std::string &reason) {
 
 // ---- FrameTransport
 
-void MemNetwork::send(const Uuid &self, const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done) {
+int MemNetwork::liveLocked(const Uuid &from, const Uuid &to) const {
+    int n = 0;
+    for (auto &c : conns_) n += c->from == from && c->to == to && c->sendOpen;
+    return n;
+}
+
+int MemNetwork::connections(const Uuid &self, const Uuid &peer) const {
+    std::lock_guard lock(mu_);
+    return liveLocked(self, peer);
+}
+
+void MemNetwork::send(const Uuid &self, const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done,
+                      bool ahead) {
     std::unique_lock lock(mu_);
-    std::vector<Conn *> best;
-    for (auto &c : conns_) {
-        if (c->from != self || c->to != peer || !c->sendOpen) continue;
-        if (!best.empty() && c->queuedBytes > best.front()->queuedBytes) continue;
-        if (!best.empty() && c->queuedBytes < best.front()->queuedBytes) best.clear();
-        best.push_back(c.get());
-    }
-    if (best.empty()) {
+    if (!liveLocked(self, peer)) {
         lock.unlock();
         done(false, "no data connection to peer " + peer.shortStr());
         return;
     }
-    Conn &c = *best[best.size() == 1 ? 0 : nextRandom() % best.size()];
     Frame f;
     f.h = h;
     f.data = data;
     f.done = std::move(done);
     f.ticket = ticket_++;
-    const uint64_t index = queued_[{self, peer}]++;
-    if (rule_) f.fault = rule_(MemFrameInfo{self, peer, c.index, index, h});
-    if (f.fault.kind == MemFault::Kind::Delay) f.notBefore = step_ + f.fault.steps;
-    c.queuedBytes += h.bytes;
-    c.queue.push_back(std::move(f));
+    f.index = queued_[{self, peer}]++;
+    f.ahead = ahead;
+    auto &q = shared_[{self, peer}];
+    // An `ahead` frame goes behind the other `ahead` ones, before the rest.
+    auto at = ahead ? std::find_if(q.begin(), q.end(), [](const Frame &x) { return !x.ahead; }) : q.end();
+    q.insert(at, std::move(f));
     cv_.notify_all();
+}
+
+void MemNetwork::takeLocked(Conn &c) {
+    auto &q = shared_[{c.from, c.to}];
+    Frame f = std::move(q.front());
+    q.pop_front();
+    if (rule_) f.fault = rule_(MemFrameInfo{c.from, c.to, c.index, f.index, f.h});
+    if (f.fault.kind == MemFault::Kind::Delay) f.notBefore = step_ + f.fault.steps;
+    c.queuedBytes += f.h.bytes;
+    c.queue.push_back(std::move(f));
 }
 
 void MemNetwork::cancelSends(const Uuid &self, uint64_t seq) {
     std::lock_guard lock(mu_);
+    for (auto &[key, q] : shared_) {
+        if (key.first != self) continue;
+        for (auto it = q.begin(); it != q.end();) {
+            if (it->h.seq != seq) {
+                ++it;
+                continue;
+            }
+            postLocked(self, [done = std::move(it->done)] { done(false, "cancelled"); });
+            it = q.erase(it);
+        }
+    }
     for (auto &c : conns_) {
         if (c->from != self) continue;
         for (auto it = c->queue.begin(); it != c->queue.end();) {
@@ -333,6 +362,11 @@ void MemNetwork::breakSenderLocked(Conn &c, const std::string &reason) {
     for (auto &f : c.queue) postLocked(c.from, [done = std::move(f.done), why] { done(false, why); });
     c.queue.clear();
     c.queuedBytes = 0;
+    // The pool's last connection: the frames no connection took fail with it.
+    if (liveLocked(c.from, c.to)) return;
+    auto &q = shared_[{c.from, c.to}];
+    for (auto &f : q) postLocked(c.from, [done = std::move(f.done), why] { done(false, why); });
+    q.clear();
 }
 
 void MemNetwork::closeLocked(Conn &c, const std::string &senderWhy, const std::string &receiverWhy,
@@ -370,9 +404,13 @@ std::optional<MemNetwork::Event> MemNetwork::pickLocked() {
             if (!peerLocked(posted_[i]->owner).frozen) ready.push_back({Event::Kind::Post, nullptr, i, posted_[i]->ticket});
         for (auto &cp : conns_) {
             Conn &c = *cp;
-            if (c.sendOpen && !c.stalled && !c.writeBusy && !c.queue.empty() && !peerLocked(c.from).frozen) {
-                if (c.queue.front().notBefore <= step_) ready.push_back({Event::Kind::Write, &c, 0, c.queue.front().ticket});
-                else nextDelayed = std::min(nextDelayed, c.queue.front().notBefore);
+            if (c.sendOpen && !c.stalled && !c.writeBusy && !peerLocked(c.from).frozen) {
+                if (!c.queue.empty()) {
+                    if (c.queue.front().notBefore <= step_) ready.push_back({Event::Kind::Write, &c, 0, c.queue.front().ticket});
+                    else nextDelayed = std::min(nextDelayed, c.queue.front().notBefore);
+                } else if (auto q = shared_.find({c.from, c.to}); q != shared_.end() && !q->second.empty()) {
+                    ready.push_back({Event::Kind::Write, &c, 0, q->second.front().ticket});  // takes it, then writes
+                }
             }
             if (!c.readOpen || c.busy || peerLocked(c.to).frozen) continue;
             const uint64_t t = c.tickets.empty() ? c.curTicket : c.tickets.front();
@@ -443,6 +481,10 @@ void MemNetwork::execute(std::unique_lock<std::mutex> &lock, const Event &e) {
 }
 
 void MemNetwork::write(std::unique_lock<std::mutex> &lock, Conn &c) {
+    if (c.queue.empty()) {
+        takeLocked(c);
+        if (c.queue.front().notBefore > step_) return;  // delayed: written when its time comes
+    }
     Frame f = std::move(c.queue.front());
     c.queue.pop_front();
     c.queuedBytes -= f.h.bytes;
@@ -638,6 +680,8 @@ std::string MemNetwork::trace() const {
     std::lock_guard lock(mu_);
     std::ostringstream os;
     os << "step " << step_ << ", " << posted_.size() << " posted callbacks\n";
+    for (auto &[key, q] : shared_)
+        if (!q.empty()) os << "  " << key.first.shortStr() << " -> " << key.second.shortStr() << ": " << q.size() << " frames not taken\n";
     for (auto &[id, p] : peers_)
         if (p->frozen) os << "  peer " << id.shortStr() << " frozen\n";
     static const char *rd[] = {"header", "payload", "discard", "parked", "redispatch"};

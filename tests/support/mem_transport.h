@@ -4,9 +4,13 @@
 // fault paths and its segment striping are tested without processes or sockets.
 //
 // The model is what the data plane does over TCP (transport/frame_transport.h):
-// - A pool of connections per (sender, receiver), opened with connect(). send() queues a frame
-//   on the least-loaded live connection of the pool (ties broken by the scheduler's RNG, so that
-//   striping is explored), or fails it inline when the pool has no live connection.
+// - A pool of connections per (sender, receiver), opened with connect(). send() queues a frame in
+//   the pool's shared queue (an `ahead` one behind the other `ahead` ones, before the rest), or
+//   fails it inline when the pool has no live connection; a
+//   connection with nothing queued of its own takes the queue's head when the scheduler runs its
+//   write event (which connection does is the scheduler's choice: any frame may go on any
+//   connection, and a stalled or delayed connection leaves the rest to the others). When the
+//   pool's last connection breaks, the frames no connection took fail with it.
 // - A connection is a byte stream. Its write event copies the head frame from the sender's memory
 //   into the stream (the 24-byte wire header of data_wire.h, then the payload) and completes the
 //   send. Its read events decode the header with the data plane's own decoder, route the frame to
@@ -32,6 +36,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <functional>
 #include <map>
 #include <memory>
@@ -46,10 +51,10 @@
 
 namespace pccl_test {
 
-// One frame as the fault rule sees it, when it is queued.
+// One frame as the fault rule sees it, when a connection takes it from the pool's queue.
 struct MemFrameInfo {
     pccl::Uuid from, to;
-    int connection = 0;  // its connection's index in the pool
+    int connection = 0;  // the index in the pool of the connection that took it
     uint64_t index = 0;  // frames queued from `from` to `to` before this one (over the whole pool)
     pccl::transport::SegmentHeader header;
 };
@@ -81,7 +86,7 @@ struct MemFault {
     static MemFault stall(size_t keep);
 };
 
-// Decides each frame's fate when it is queued. Runs under the network's lock: it must not call
+// Decides each frame's fate when a connection takes it. Runs under the network's lock: it must not call
 // the network or a transport.
 using MemFaultRule = std::function<MemFault(const MemFrameInfo &)>;
 
@@ -143,11 +148,15 @@ private:
 
     // FrameTransport calls of peer `self` (Endpoint forwards them).
     void send(const pccl::Uuid &self, const pccl::Uuid &peer, const pccl::transport::SegmentHeader &h, const void *data,
-              pccl::transport::SendDone done);
+              pccl::transport::SendDone done, bool ahead);
     void cancelSends(const pccl::Uuid &self, uint64_t seq);
     void closePeer(const pccl::Uuid &self, const pccl::Uuid &peer, const std::string &reason);
     void registerSink(const pccl::Uuid &self, uint64_t seq, std::shared_ptr<pccl::transport::FrameSink> sink);
     void unregisterSink(const pccl::Uuid &self, uint64_t seq);
+    int connections(const pccl::Uuid &self, const pccl::Uuid &peer) const;
+    int liveLocked(const pccl::Uuid &from, const pccl::Uuid &to) const;
+    // `c` (nothing queued of its own) takes the head of its pool's shared queue; the fault rule runs.
+    void takeLocked(Conn &c);
 
     std::optional<Event> pickLocked();
     void execute(std::unique_lock<std::mutex> &lock, const Event &e);
@@ -176,6 +185,8 @@ private:
     std::map<pccl::Uuid, std::unique_ptr<Peer>> peers_;
     std::vector<std::unique_ptr<Conn>> conns_;  // never shrinks: connections are marked closed
     std::map<std::pair<pccl::Uuid, pccl::Uuid>, uint64_t> queued_;
+    struct Frame;
+    std::map<std::pair<pccl::Uuid, pccl::Uuid>, std::list<Frame>> shared_;  // per pool: not yet taken
     std::deque<std::unique_ptr<Posted>> posted_;
     std::vector<Close> closes_;
 };
