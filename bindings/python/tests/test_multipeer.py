@@ -105,19 +105,27 @@ def test_peer_groups_and_attributes():
 
 
 def test_membership_votes_and_async_rules():
+    # Rank 1 starts its all-reduce only after rank 0 has checked the rules, so rank 0's is surely
+    # still in flight then (it cannot finish alone; a fast machine once finished both first).
+    checked = threading.Event()
     with Cluster(2) as cluster:
         def peer(rank, comm):
             assert comm.are_peers_pending() is False
             comm.optimize_topology()
             comm.update_topology()
             x = torch.ones(100_000)
+            if rank == 1:
+                assert checked.wait(60)
             h = comm.all_reduce_async(x, x, op=pccl.ReduceOp.SUM, tag=9)
-            with pytest.raises(pccl.PCCLError) as ei:
-                comm.update_topology()  # not while an all-reduce is in flight
-            assert ei.value.result == pccl.Result.PENDING_ASYNC_OPS
+            if rank == 0:
+                with pytest.raises(pccl.PCCLError) as ei:
+                    comm.update_topology()  # not while an all-reduce is in flight
+                assert ei.value.result == pccl.Result.PENDING_ASYNC_OPS
             with pytest.raises(pccl.PCCLError) as ei:
                 comm.all_reduce_async(x, x, op=pccl.ReduceOp.SUM, tag=9)  # tag already in flight
             assert ei.value.result == pccl.Result.INVALID_USAGE
+            if rank == 0:
+                checked.set()
             ok, status, info = h.wait()
             assert ok and status == 0 and info.local_world_size == 2
             assert (x == 2).all()
