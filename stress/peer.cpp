@@ -166,7 +166,7 @@ private:
 
 uint64_t freshLineage(int slot) {
     const auto t = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-    return splitmix64(t ^ (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(slot));
+    return splitmix64Hash(t ^ (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(slot));
 }
 
 SoakPeer::SoakPeer(const Options &o) : opt_(o), state_(o.seed, freshLineage(o.slot), o.slot) {

@@ -8,7 +8,7 @@ namespace {
 
 // A float in [-0.5, 0.5) from (key, i).
 float unit(uint64_t key, uint64_t i) {
-    return static_cast<float>(splitmix64(key + i) >> 40) * (1.0f / 16777216.0f) - 0.5f;
+    return static_cast<float>(splitmix64Hash(key + i) >> 40) * (1.0f / 16777216.0f) - 0.5f;
 }
 
 pcclTensorInfo_t entry(const char *name, void *data, size_t count, pcclDataType_t dtype, bool allow_inequality) {
@@ -26,7 +26,7 @@ pcclTensorInfo_t entry(const char *name, void *data, size_t count, pcclDataType_
 
 PeerState::PeerState(uint64_t seed, uint64_t lineage, int slot)
     : slot_(slot), weights_(256 << 10), moments_(64 << 10), counters_(1024, 0), local_(4096) {
-    const uint64_t kw = splitmix64(seed ^ 0x57), km = splitmix64(seed ^ 0x4d);
+    const uint64_t kw = splitmix64Hash(seed ^ 0x57), km = splitmix64Hash(seed ^ 0x4d);
     for (size_t i = 0; i < weights_.size(); ++i) weights_[i] = unit(kw, i);
     for (size_t i = 0; i < moments_.size(); ++i) moments_[i] = f32ToBf16(unit(km, i));
     counters_[0] = static_cast<int64_t>(lineage);
@@ -47,7 +47,7 @@ uint64_t PeerState::hash() const {
 }
 
 void PeerState::applyStep(uint64_t step_hash) {
-    const uint64_t kw = splitmix64(step_hash ^ 1), km = splitmix64(step_hash ^ 2);
+    const uint64_t kw = splitmix64Hash(step_hash ^ 1), km = splitmix64Hash(step_hash ^ 2);
     for (size_t i = 0; i < weights_.size(); ++i) weights_[i] = 0.5f * weights_[i] + unit(kw, i);
     for (size_t i = 0; i < moments_.size(); ++i) moments_[i] = f32ToBf16(unit(km, i));
     counters_[1] += 1;  // steps applied by the lineage

@@ -33,7 +33,7 @@ const std::vector<OpSpec> &opPlan() {
 }
 
 size_t opCount(const OpSpec &spec, uint64_t rev) {
-    return spec.base_count + splitmix64(rev * 1000 + spec.tag) % (spec.base_count / 8 + 1);
+    return spec.base_count + splitmix64Hash(rev * 1000 + spec.tag) % (spec.base_count / 8 + 1);
 }
 
 size_t maxOpCount(const OpSpec &spec) { return spec.base_count + spec.base_count / 8; }
@@ -56,13 +56,6 @@ const char *opName(pcclRedOp_t op) {
         case pcclMin: return "min";
     }
     return "?";
-}
-
-uint64_t splitmix64(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
 }
 
 uint64_t fnv1a(const void *data, size_t bytes, uint64_t h) {
@@ -213,7 +206,7 @@ uint64_t maskBits(const Layout &l, uint64_t mask, size_t i) {
 }
 
 uint64_t slotKey(uint64_t key, int slot) {
-    return splitmix64(key ^ (static_cast<uint64_t>(slot + 1) * 0xD6E8FEB86659FD93ull));
+    return splitmix64Hash(key ^ (static_cast<uint64_t>(slot + 1) * 0xD6E8FEB86659FD93ull));
 }
 
 // A slot's value at data index i: 0..7 (unsigned types) or -4..3.
@@ -235,7 +228,7 @@ const char *dtypeName(pcclDataType_t dtype) {
 }
 
 uint64_t opKey(uint64_t seed, uint64_t lineage, uint64_t rev, uint64_t tag) {
-    return splitmix64(splitmix64(splitmix64(seed) ^ lineage) ^ (rev * 0x9E3779B97F4A7C15ull + tag));
+    return splitmix64Hash(splitmix64Hash(splitmix64Hash(seed) ^ lineage) ^ (rev * 0x9E3779B97F4A7C15ull + tag));
 }
 
 void fillInput(const OpSpec &spec, size_t count, uint64_t key, int slot, void *out) {

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "util/splitmix.h"
+
 namespace soak {
 
 constexpr int kMaxSlots = 64;
@@ -47,7 +49,7 @@ const char *dtypeName(pcclDataType_t dtype);
 const char *opName(pcclRedOp_t op);
 const char *howName(How how);
 
-uint64_t splitmix64(uint64_t x);
+using pccl::util::splitmix64Hash;  // the library's one splitmix64 (util/splitmix.h)
 constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ull;
 // FNV-1a over 64-bit little-endian words (and a byte tail); chainable through h.
 uint64_t fnv1a(const void *data, size_t bytes, uint64_t h = kFnvOffset);

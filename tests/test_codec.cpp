@@ -17,6 +17,7 @@
 #include "protocol/wire_result.h"
 #include "transport/data_wire.h"
 #include "util/bytes.h"
+#include "util/splitmix.h"
 
 // The largest single allocation made by this thread while tracking is on: decoding must never
 // allocate for a length the input does not hold. (Replaces the global operator new for the test
@@ -43,13 +44,6 @@ using namespace pccl::protocol;
 
 namespace {
 
-uint64_t mix(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 // Sets every field, recursively, to a value other than its default: integers with their high
 // bytes set (byte order shows), strings with a NUL and bytes above 127, two items in every vector.
 struct Filler {
@@ -63,11 +57,11 @@ struct Filler {
         } else if constexpr (std::is_integral_v<T>) {
             using U = std::make_unsigned_t<T>;
             const uint64_t range = (uint64_t{1} << (8 * sizeof(T) - 1)) - 1;  // k in [1, range]: never 0 mod 2^bits
-            v = static_cast<T>(static_cast<U>(static_cast<U>(v) + static_cast<U>(1 + mix(++n) % range)));
+            v = static_cast<T>(static_cast<U>(static_cast<U>(v) + static_cast<U>(1 + util::splitmix64Hash(++n) % range)));
         } else if constexpr (std::is_same_v<T, std::string>) {
             v = "field " + std::to_string(++n) + std::string("\0\xff", 2);
         } else if constexpr (std::is_same_v<T, Uuid>) {
-            for (auto &b : v.bytes) b = static_cast<uint8_t>(mix(++n) | 1);
+            for (auto &b : v.bytes) b = static_cast<uint8_t>(util::splitmix64Hash(++n) | 1);
         } else if constexpr (IsArray<T>::value) {
             for (auto &x : v) fill(x);
         } else if constexpr (IsVector<T>::value) {

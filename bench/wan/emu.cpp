@@ -47,6 +47,8 @@
 #include <string>
 #include <vector>
 
+#include "util/splitmix.h"  // header-only: this tool does not link pccl
+
 namespace {
 
 volatile sig_atomic_t g_stop = 0, g_reload = 0;
@@ -58,18 +60,6 @@ int64_t nowNs() {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
-
-// splitmix64: fast, good enough for Bernoulli loss.
-struct Rng {
-    uint64_t s;
-    uint64_t next() {
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return double(next() >> 11) * 0x1.0p-53; }
-};
 
 constexpr size_t kMaxPacket = 65536;
 
@@ -362,7 +352,7 @@ int main(int argc, char **argv) {
     std::printf("ready %d\n", n);
     std::fflush(stdout);
 
-    Rng rng{seed};
+    pccl::util::SplitMix64 rng{seed};  // Bernoulli loss
     std::vector<uint8_t> pkt(kMaxPacket);
     uint64_t bad_dst = 0;
     int64_t next_stats = t0 + 1000000000;
@@ -409,7 +399,7 @@ int main(int argc, char **argv) {
             ++l.drop_down;
             return;
         }
-        if (l.p.loss > 0 && rng.uniform() < l.p.loss) {
+        if (l.p.loss > 0 && rng.unit() < l.p.loss) {
             ++l.drop_loss;
             return;
         }

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "util/splitmix.h"
+
 using pccl::Uuid;
 using pccl::transport::FrameSink;
 using pccl::transport::SegmentHeader;
@@ -145,7 +147,7 @@ private:
     const Uuid self_;
 };
 
-MemNetwork::MemNetwork(uint64_t seed, Order order) : rng_(seed * 0x9e3779b97f4a7c15ull + 1), order_(order) {}
+MemNetwork::MemNetwork(uint64_t seed, Order order) : rng_(seed * pccl::util::kSplitMixGamma + 1), order_(order) {}
 
 MemNetwork::~MemNetwork() {
     // Pending callbacks and frames hold operations alive; destroy them outside the lock.
@@ -160,13 +162,7 @@ MemNetwork::~MemNetwork() {
     }
 }
 
-uint64_t MemNetwork::nextRandom() {
-    // splitmix64: the same on every platform, unlike the standard distributions.
-    uint64_t z = (rng_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+uint64_t MemNetwork::nextRandom() { return pccl::util::splitmix64(rng_); }
 
 pccl::transport::FrameTransport &MemNetwork::addPeer(const Uuid &id) {
     std::lock_guard lock(mu_);

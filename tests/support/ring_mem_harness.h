@@ -21,6 +21,7 @@
 #include "collectives/reduce_kernels.h"
 #include "support/dtypes.h"
 #include "support/mem_transport.h"
+#include "util/splitmix.h"
 
 using namespace pccl;
 using namespace pccl_test;
@@ -29,18 +30,8 @@ using Catch::Contains;
 
 namespace {
 
-// splitmix64, for the tests' own choices (the network has its own generator).
-struct Rng {
-    uint64_t s;
-    uint64_t next() {
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    size_t below(size_t n) { return n ? static_cast<size_t>(next() % n) : 0; }
-    double unit() { return static_cast<double>(next() >> 11) / 9007199254740992.0; }
-};
+// The tests' own choices (the network has its own generator).
+using Rng = util::SplitMix64;
 
 enum class Inputs { Small, Random, Wave };
 
