@@ -4,7 +4,7 @@
 // byte for byte against a reference reduction and across peers; fault paths are checked for
 // the failure each peer reports, its message, quiescence and the restored in-place input.
 // Every case prints (INFO) its parameters and seed, so a failure replays.
-#include "support/ring_mem_harness.h"
+#include "support/ring_mem_checks.h"
 
 // ---------------------------------------------------------------------------------------------
 // Results

@@ -3,7 +3,7 @@
 // whichever connection takes it first, so frames of one segment arrive on any connection and in
 // any order, a connection held back leaves the rest of the phase to the others, and faults on
 // one connection of a pool keep the all-or-nothing semantics.
-#include "support/ring_mem_harness.h"
+#include "support/ring_mem_checks.h"
 
 #include <map>
 #include <set>

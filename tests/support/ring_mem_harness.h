@@ -1,6 +1,7 @@
 // The harness of the ring tests over the in-memory transport (test_ring_mem.cpp,
-// test_ring_sched_mem.cpp): N RingAllReduce engines over one MemNetwork in one thread, their
-// inputs, the reference result, and the checks of results, aborts and restores.
+// test_ring_sched_mem.cpp, test_ring_collectives_mem.cpp): N RingAllReduce engines of one
+// collective kind over one MemNetwork in one thread, their inputs and the all-reduce reference
+// result. The checks of results, aborts and restores are in ring_mem_checks.h.
 #pragma once
 #include <catch2/catch.hpp>
 
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -36,8 +38,11 @@ using Rng = util::SplitMix64;
 enum class Inputs { Small, Random, Wave };
 
 struct Spec {
+    CollectiveKind kind = CollectiveKind::AllReduce;
     int n = 3;
-    size_t count = 37;
+    size_t count = 37;  // elements (all but all-gather and reduce-scatter, which use blocks)
+    std::vector<size_t> blocks;  // all-gather, reduce-scatter: elements per ring rank, n of them
+    uint32_t root = 0;           // broadcast
     pcclDataType_t dtype = pcclFloat;
     pcclRedOp_t op = pcclSum;
     size_t segElems = 0;  // elements of the accumulation type per segment; 0: the engine's default
@@ -53,8 +58,18 @@ struct Spec {
     bool staggeredStarts = true;  // peers start at steps chosen by the seed, not all at once
 
     bool quantized() const { return quant.algorithm != pcclQuantNone; }
+    bool hasBlocks() const { return kind == CollectiveKind::AllGather || kind == CollectiveKind::ReduceScatter; }
+    // Elements of the whole buffer (all-gather's output, reduce-scatter's input), and where rank r's block starts.
+    size_t total() const { return hasBlocks() ? std::accumulate(blocks.begin(), blocks.end(), size_t{0}) : count; }
+    size_t offset(int r) const { return std::accumulate(blocks.begin(), blocks.begin() + r, size_t{0}); }
     std::string str() const {
         std::ostringstream os;
+        if (kind != CollectiveKind::AllReduce) os << collectiveName(kind) << " root=" << root << " ";
+        if (hasBlocks()) {
+            os << "blocks=";
+            for (size_t b : blocks) os << b << ",";
+            os << " ";
+        }
         os << "n=" << n << " count=" << count << " " << dtypeName(dtype) << " " << opName(op) << " segElems=" << segElems
            << " pool=" << pool << " minFrame=" << minFrameBytes << (inPlace ? " in-place" : "") << " seed=" << seed
            << (order == MemNetwork::Order::Fifo ? " fifo" : "");
@@ -75,17 +90,23 @@ Uuid peerId(int r) {
 std::string shortId(int r) { return peerId(r).shortStr(); }
 std::string peerName(int r) { return "peer " + shortId(r) + " (rank " + std::to_string(r) + ")"; }
 
-// N ring all-reduce engines over one MemNetwork, their buffers and what each one reported.
-// Everything runs on the test thread, except under MemNetwork::runConcurrently.
+// N ring engines of one kind over one MemNetwork, their buffers and what each one reported.
+// input[r] is rank r's data (all-gather: its block; otherwise the whole buffer) and send[r] a
+// copy of it; recv[r] the output (all-gather: every block; reduce-scatter: its block; in place:
+// the whole buffer, all-gather's holding its block, the rest's holding the input). In place, the
+// engine works on recv[r] alone. Everything runs on the test thread, except under
+// MemNetwork::runConcurrently.
 class Ring {
 public:
     explicit Ring(const Spec &s, MemFaultRule rule = nullptr) : spec(s), net(s.seed, s.order) {
-        const size_t bytes = s.count * dtypeSize(s.dtype);
+        REQUIRE((!s.hasBlocks() || s.blocks.size() == static_cast<size_t>(s.n)));
+        const size_t es = dtypeSize(s.dtype);
         Rng rng{s.seed * 7919 + 17};
         out.resize(static_cast<size_t>(s.n));
         for (int r = 0; r < s.n; ++r) {
-            std::vector<uint8_t> in(bytes);
-            for (size_t i = 0; i < s.count; ++i) {
+            const size_t elems = s.kind == CollectiveKind::AllGather ? s.blocks[static_cast<size_t>(r)] : s.total();
+            std::vector<uint8_t> in(elems * es);
+            for (size_t i = 0; i < elems; ++i) {
                 switch (s.inputs) {
                     case Inputs::Small: storeInt(s.dtype, in.data(), i, smallInput(s.dtype, s.op, r, i)); break;
                     case Inputs::Wave:
@@ -102,8 +123,7 @@ public:
                 }
             }
             input.push_back(in);
-            recv.emplace_back(bytes, 0xee);
-            if (s.inPlace) recv.back() = in;
+            recv.push_back(initialRecv(r, in));
             send.push_back(in);
         }
         for (int r = 0; r < s.n; ++r) net.addPeer(peerId(r));
@@ -112,9 +132,11 @@ public:
             const int prev = (r + s.n - 1) % s.n, next = (r + 1) % s.n;
             collectives::RingAllReduceParams p;
             p.seq = kSeq;
-            p.send = s.inPlace ? recv[r].data() : send[r].data();
-            p.recv = recv[r].data();
-            p.count = s.count;
+            p.kind = s.kind;
+            p.root = s.root;
+            if (s.hasBlocks()) p.blocks = s.blocks;
+            bindBuffers(r, p);
+            p.count = s.total();
             p.dtype = s.dtype;
             p.op = s.op;
             p.rank = static_cast<uint32_t>(r);
@@ -188,8 +210,26 @@ public:
             std::lock_guard lock(mu);
             auto &o = out[static_cast<size_t>(r)];
             ++o.quiescentCalls;
-            o.restoredAtQuiescence = !spec.inPlace || recv[static_cast<size_t>(r)] == input[static_cast<size_t>(r)];
+            o.restoredAtQuiescence = inputRestored(r);
         });
+    }
+
+    // Whether an aborted rank's in-place buffer holds its input again (all-gather: its block).
+    bool inputRestored(int r) const {
+        const auto i = static_cast<size_t>(r);
+        if (!spec.inPlace) return true;
+        if (spec.kind != CollectiveKind::AllGather) return recv[i] == input[i];
+        return input[i].empty() ||
+               std::memcmp(recv[i].data() + spec.offset(r) * dtypeSize(spec.dtype), input[i].data(), input[i].size()) == 0;
+    }
+
+    // Rank r's result: recv[r], or (reduce-scatter in place) its block of it.
+    std::vector<uint8_t> result(int r) const {
+        const auto &w = recv[static_cast<size_t>(r)];
+        if (spec.kind != CollectiveKind::ReduceScatter || !spec.inPlace) return w;
+        const size_t es = dtypeSize(spec.dtype);
+        const auto *b = w.data() + spec.offset(r) * es;
+        return {b, b + spec.blocks[static_cast<size_t>(r)] * es};
     }
 
     std::vector<uint8_t> reference() const {
@@ -236,96 +276,39 @@ public:
     std::vector<size_t> startAt;
     size_t stepsRun = 0;
     std::mutex mu;
+
+private:
+    std::vector<uint8_t> initialRecv(int r, const std::vector<uint8_t> &in) const {
+        const size_t es = dtypeSize(spec.dtype);
+        std::vector<uint8_t> w(spec.total() * es, 0xee);
+        switch (spec.kind) {
+            case CollectiveKind::AllGather:
+                if (spec.inPlace && !in.empty()) std::memcpy(w.data() + spec.offset(r) * es, in.data(), in.size());
+                return w;
+            case CollectiveKind::ReduceScatter:
+                return spec.inPlace ? in : std::vector<uint8_t>(spec.blocks[static_cast<size_t>(r)] * es, 0xee);
+            case CollectiveKind::Broadcast:
+                return spec.inPlace || static_cast<uint32_t>(r) == spec.root ? in : w;
+            default: return spec.inPlace ? in : w;
+        }
+    }
+
+    void bindBuffers(int r, collectives::RingAllReduceParams &p) {
+        uint8_t *rv = recv[static_cast<size_t>(r)].data(), *sd = send[static_cast<size_t>(r)].data();
+        const auto block = [&] { return rv + spec.offset(r) * dtypeSize(spec.dtype); };  // in place only
+        p.recv = rv;
+        switch (spec.kind) {
+            case CollectiveKind::AllGather: p.send = spec.inPlace ? block() : sd; break;
+            case CollectiveKind::ReduceScatter:
+                p.send = spec.inPlace ? rv : sd;
+                p.recv = spec.inPlace ? block() : rv;
+                break;
+            case CollectiveKind::Broadcast:
+                p.send = spec.inPlace ? rv : (static_cast<uint32_t>(r) == spec.root ? sd : nullptr);
+                break;
+            default: p.send = spec.inPlace ? rv : sd;
+        }
+    }
 };
-
-// Every peer reported success exactly once, and all hold the same bytes.
-void requireAllOkAndIdentical(Ring &ring) {
-    INFO(ring.report());
-    for (int r = 0; r < ring.spec.n; ++r) {
-        REQUIRE(ring.out[static_cast<size_t>(r)].finishCalls == 1);
-        REQUIRE(ring.ok(r));
-        REQUIRE(ring.recv[static_cast<size_t>(r)] == ring.recv[0]);
-        if (!ring.spec.inPlace) REQUIRE(ring.send[static_cast<size_t>(r)] == ring.input[static_cast<size_t>(r)]);
-    }
-}
-
-void requireExact(Ring &ring) {
-    requireAllOkAndIdentical(ring);
-    INFO(ring.spec.str());
-    if (ring.spec.count == 0) return;  // nothing to compare (and no buffer to pass)
-    const auto ref = ring.reference();
-    for (int r = 0; r < ring.spec.n; ++r)
-        REQUIRE(compareWithReference(ring.spec.dtype, ring.spec.op, ring.recv[static_cast<size_t>(r)].data(), ref.data(),
-                                     ring.spec.count) == "");
-}
-
-// A peer that reported success holds the right result (faults may stop peers, never make one
-// succeed with wrong data): the reference reduction, or, quantized, the bytes of the same ring
-// without faults (results do not depend on the schedule: see the reordering test).
-void requireNoWrongSuccess(Ring &ring) {
-    std::vector<uint8_t> expected;
-    if (ring.spec.quantized()) {
-        Ring clean(ring.spec);
-        clean.run();
-        requireAllOkAndIdentical(clean);
-        expected = clean.recv[0];
-    } else {
-        expected = ring.reference();
-    }
-    for (int r = 0; r < ring.spec.n; ++r) {
-        INFO(ring.report() << "rank " << r);
-        CHECK(ring.out[static_cast<size_t>(r)].finishCalls <= 1);
-        // An aborted peer's buffer holds its restored input, whatever it reported before.
-        if (!ring.ok(r) || ring.out[static_cast<size_t>(r)].aborted || ring.spec.count == 0) continue;
-        if (ring.spec.quantized()) CHECK(ring.recv[static_cast<size_t>(r)] == expected);
-        else
-            CHECK(compareWithReference(ring.spec.dtype, ring.spec.op, ring.recv[static_cast<size_t>(r)].data(),
-                                       expected.data(), ring.spec.count) == "");
-    }
-}
-
-// Aborts every peer, drains the network, and checks each quiesced once with its input restored.
-void abortAllAndRequireRestored(Ring &ring) {
-    for (int r = 0; r < ring.spec.n; ++r) ring.abort(r);
-    ring.net.run();
-    INFO(ring.report());
-    for (int r = 0; r < ring.spec.n; ++r) {
-        auto &o = ring.out[static_cast<size_t>(r)];
-        CHECK(o.quiescentCalls == 1);
-        CHECK(o.restoredAtQuiescence);
-        CHECK(!o.finishedAfterAbort);
-        if (ring.spec.inPlace) CHECK(ring.recv[static_cast<size_t>(r)] == ring.input[static_cast<size_t>(r)]);
-    }
-}
-
-// Frames the fault-free ring sends from `from` to `to` (the same for every schedule).
-[[maybe_unused]] uint64_t framesBetween(const Spec &s, int from, int to) {
-    Ring ring(s);
-    ring.run();
-    requireExact(ring);
-    return ring.net.framesQueued(peerId(from), peerId(to));
-}
-
-// A fault rule hitting the k-th frame from `from` to `to`.
-[[maybe_unused]] MemFaultRule onFrame(int from, int to, uint64_t k, MemFault fault) {
-    return [from, to, k, fault](const MemFrameInfo &f) {
-        if (f.from == peerId(from) && f.to == peerId(to) && f.index == k) return fault;
-        return MemFault{};
-    };
-}
-
-// Waits (with a deadline) until peer r's watchdog reports, with `limit`; returns its report.
-std::optional<std::string> waitForStall(Ring &ring, int r, std::chrono::milliseconds limit) {
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (std::chrono::steady_clock::now() < end) {
-        if (auto why = ring.ops[static_cast<size_t>(r)]->stalled(limit)) return why;
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return std::nullopt;
-}
-
-[[maybe_unused]] bool quantizable(pcclDataType_t t, pcclRedOp_t op) {
-    return collectives::checkQuantization(t, op, {pcclUint8, pcclQuantMinMax}).ok();
-}
 
 } // namespace
