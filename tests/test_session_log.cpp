@@ -1,6 +1,7 @@
 // The peer's Session, driven with scripted events: at info each peer logs its own membership
 // changes once ("joined the run as ...", "peer X left; now ...", "ring changed: ..."), only when
-// its rank or its group's size changed, and nothing for operations that succeed.
+// its rank or its group's size changed, and nothing for operations that succeed; the master it
+// lost or that redirected it is named (the address that answered, of those listed).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 using namespace pccl;
 using namespace pccl::testing::session;
+using pccl::peer::ReconnectMaster;
 
 namespace {
 
@@ -137,4 +139,41 @@ TEST_CASE("session: a master that sends the peer elsewhere is named, and warned 
     CHECK(std::count_if(changed.begin(), changed.end(), [](auto &l) {
               return contains(l, "sent this peer elsewhere: not the leader, try 10.0.0.8:48148");
           }) == 1);
+}
+
+TEST_CASE("session: a peer whose first connect was answered by the second master address names that master when "
+          "it is lost and reconnects to it first", "[session][log][reconnect]") {
+    auto twoMasters = [](uint64_t reconnectTimeoutMs) {
+        SessionOptions o = Driver::defaults();
+        o.reconnectTimeoutMs = reconnectTimeoutMs;
+        o.masterCount = 2;
+        o.masterNames = {"10.0.0.1:48148", "10.0.0.2:48148"};
+        return o;
+    };
+    SECTION("reconnecting: the warning names it, the first attempt goes to it, then the other one") {
+        Driver d(twoMasters(60000));
+        d.answeringMaster = 1;  // the first address refused the connection
+        d.admit(ringWithSelfAt(3, 1), WorldInfo{3, 3, 1, 3});
+        LogCapture logs;
+        auto lost = d.controlClosed("connection reset by peer");
+        auto lines = logs.take();
+        CHECK(std::count_if(lines.begin(), lines.end(), [](auto &l) {
+                  return contains(l, "lost the master 10.0.0.2:48148: connection reset by peer");
+              }) == 1);
+        CHECK(std::none_of(lines.begin(), lines.end(), [](auto &l) { return contains(l, "10.0.0.1:48148"); }));
+        auto first = actionsOf<ReconnectMaster>(lost);
+        REQUIRE(first.size() == 1);
+        CHECK(first[0].address == 1);
+        auto next = actionsOf<ReconnectMaster>(d.reconnected(Status{pcclMasterConnectionFailed, "connection refused"}));
+        REQUIRE(next.size() == 1);
+        CHECK(next[0].address == 0);
+    }
+    SECTION("not reconnecting (PCCL 1.0): the failure names it") {
+        Driver d(twoMasters(0));
+        d.answeringMaster = 1;
+        d.admit(ringWithSelfAt(3, 1), WorldInfo{3, 3, 1, 3});
+        d.controlClosed("connection reset by peer");
+        CHECK(d.s.phase() == Phase::Dead);
+        CHECK(d.s.deathStatus().message() == "connection to the master 10.0.0.2:48148 lost: connection reset by peer");
+    }
 }

@@ -251,9 +251,11 @@ Status Communicator::connect() {
     // A master host that acknowledges nothing for the heartbeat deadline is a closed connection.
     control_.setUserTimeout(options_.heartbeatTimeout);
     Status st = control_.connect(masters().front(), options_.connectTimeout, options_.security);
+    size_t answered = 0;  // the address whose connection answered: the session names and reconnects it
     for (size_t i = 1; i < masters().size() && !st.ok() && st.code() != pcclAuthenticationFailed; ++i) {
         PCCL_LOG(Info, st.message() << "; trying the next master address");
         st = control_.connect(masters()[i], options_.connectTimeout, options_.security);
+        answered = i;
     }
     if (!st.ok()) return failed(st);
     {
@@ -270,7 +272,7 @@ Status Communicator::connect() {
     hello.uuid = self;
     hello.heartbeat_timeout_ms = static_cast<uint32_t>(options_.heartbeatTimeout.count());
     hello.advertised = options_.advertised;
-    return call([hello](Session &s, RequestId id) { return s.connected(id, hello); }).first;
+    return call([hello, answered](Session &s, RequestId id) { return s.connected(id, hello, answered); }).first;
 }
 
 const std::vector<NetAddr> &Communicator::masters() const {

@@ -51,13 +51,14 @@ Actions Session::connectFailed() {
     return {};
 }
 
-Actions Session::connected(RequestId id, const Hello &hello) {
+Actions Session::connected(RequestId id, const Hello &hello, size_t masterAddress) {
     Actions out;
     if (phase_ != Phase::Connecting) {  // aborted while the driver was connecting
         out.push_back(Complete{id, phase_ == Phase::Dead ? death_ : invalidUsage("pcclConnect: not connecting"), {}});
         return out;
     }
     lastAck_ = lastTick_ = now_;
+    address_ = masterAddress % masters();
     group_ = hello.peer_group;
     hello_ = hello;
     connectWaiter_ = id;

@@ -44,9 +44,11 @@ public:
     // ---- user requests. Each is answered by exactly one Complete{id} action, now or later.
     // Connect is two steps: beginConnect (no I/O yet: checks the phase) and, once the driver has
     // a data port and a control connection, connected() (sends Hello, arms the deadlines).
+    // masterAddress: the index, in the master list, of the address whose connection answered
+    // (the driver tries them in order): currentMaster() names it and a reconnect tries it first.
     Status beginConnect();
     Actions connectFailed();  // the driver's listen or connect failed: back to Created
-    Actions connected(RequestId id, const protocol::Hello &hello);
+    Actions connected(RequestId id, const protocol::Hello &hello, size_t masterAddress = 0);
     Actions vote(RequestId id, protocol::VoteKind kind);
     Actions startAllReduce(RequestId id, const ReduceArgs &args, uint64_t segmentBytes);
     Actions awaitAllReduce(RequestId id, uint64_t tag);

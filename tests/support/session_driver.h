@@ -173,6 +173,7 @@ struct Driver {
     Session s;
     uint64_t now = 100000;
     uint64_t epoch = 0;  // of the last admission round run by admit()
+    size_t answeringMaster = 0;  // the master address whose connection answered connect()
 
     // ---- the clock
     void at(uint64_t t) {
@@ -207,11 +208,12 @@ struct Driver {
     Actions connectFailed() { return record(s.connectFailed()); }
 
     // ---- user requests
-    // beginConnect (which must succeed) and connected(): the Hello goes out.
+    // beginConnect (which must succeed) and connected(): the Hello goes out, over the master
+    // address answeringMaster (an index into SessionOptions::masterNames).
     Call connect(const Hello &h = hello()) {
         REQUIRE(s.beginConnect().ok());
         const RequestId id = newId();
-        return {id, record(s.connected(id, h))};
+        return {id, record(s.connected(id, h, answeringMaster))};
     }
     Call vote(VoteKind kind) {
         const RequestId id = newId();
