@@ -36,7 +36,7 @@ struct Recorder {
 
 } // namespace
 
-TEST_CASE("frames: a segment is cut into about one frame per connection, on the unit grid, not below the minimum",
+TEST_CASE("frames: a segment is cut into about one frame per connection, on the unit grid, within the bounds",
           "[ring_mem]") {
     using collectives::frameElems;
     CHECK(frameElems(1024, 16, 4, 1, 1) == 1024);  // one connection: the whole segment
@@ -50,6 +50,10 @@ TEST_CASE("frames: a segment is cut into about one frame per connection, on the 
     const size_t seg = (8 << 20) / 4, unit = (seg + 63) / 64;
     CHECK(frameElems(seg, unit, 4, 16) * 4 == size_t{512} << 10);
     CHECK(frameElems(seg, unit, 4, 64) * 4 == size_t{128} << 10);  // one unit
+    // Cut, a frame is at most 1 MiB (a slow connection's tail); uncut, the whole segment.
+    CHECK(frameElems(seg, unit, 4, 4) * 4 == size_t{1} << 20);
+    CHECK(frameElems(seg, unit, 4, 2) * 4 == size_t{1} << 20);
+    CHECK(frameElems(seg, unit, 4, 1) * 4 == size_t{8} << 20);
     // A 1 MiB segment over 64 connections: the 64 KiB floor (16 KiB units).
     CHECK(frameElems(size_t{1} << 18, size_t{1} << 12, 4, 64) * 4 == size_t{64} << 10);
 }

@@ -107,7 +107,8 @@ def run_bench(w, env, bench, args, pool, extra_env):
         if m:
             vals = [float(x) for x in m.group(3).split()]
             (first if m.group(2) == "first" else times)[int(m.group(1))] = vals
-        elif args.conn_stats and ("connections of operation" in line or re.match(r"\s+(to|from) [0-9a-f]+ #", line)):
+        elif args.conn_stats and ("connections of operation" in line or "data connections to" in line or
+                                  re.match(r"\s+(to|from) [0-9a-f]+( #|: \d+ of)", line)):
             report.append(line)
         elif "PROBLEM" in line:
             report.append(line)

@@ -106,8 +106,10 @@ uint32_t RingAllReduce::chunkOf(size_t offset) const {
 
 size_t frameElems(size_t segElems, size_t unitElems, size_t elemBytes, int connections, size_t minBytes) {
     const size_t k = static_cast<size_t>(std::max(1, connections));
-    size_t want = std::max((segElems + k - 1) / k, minBytes / std::max<size_t>(1, elemBytes));
-    want = std::min(want, segElems);
+    const size_t elem = std::max<size_t>(1, elemBytes);
+    size_t want = (segElems + k - 1) / k;
+    if (k > 1) want = std::min(want, kMaxFrameBytes / elem);
+    want = std::min(std::max(want, minBytes / elem), segElems);
     return std::max<size_t>(1, (want + unitElems - 1) / unitElems) * unitElems;
 }
 

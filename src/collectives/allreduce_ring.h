@@ -60,9 +60,13 @@ namespace pccl::collectives {
 // in balance (docs/design.md, Segment scheduling).
 inline constexpr size_t kUnitsPerSegment = 64;
 inline constexpr size_t kMinFrameBytes = 64 << 10;
+// Cut (connections > 1) frames are at most this large: a frame taken by a connection that turns
+// out slow (one just woken, still in slow start, or one that lost packets) is the tail of its
+// phase; 2 MiB frames on such a connection held 3-peer calls for up to 2 s after the rest.
+inline constexpr size_t kMaxFrameBytes = 1 << 20;
 // The elements of each frame a sender with `connections` connections to its successor cuts a
-// segment of `segElems` into: about one per connection, at least `minBytes` (at most the segment),
-// a multiple of `unitElems`.
+// segment of `segElems` into: about one per connection, at most kMaxFrameBytes when cut, at least
+// `minBytes` (at most the segment), a multiple of `unitElems`.
 size_t frameElems(size_t segElems, size_t unitElems, size_t elemBytes, int connections, size_t minBytes = kMinFrameBytes);
 
 struct RingAllReduceParams {

@@ -37,4 +37,13 @@ struct ConnStats {
 // and now (cwnd, smoothed RTT, delivery rate, bytes not yet sent): "tcp busy 3.41 s, ...".
 std::string tcpInfoSummary(int fd, ConnStats &s);
 
+// What the kernel says of a connection's progress (TCP_INFO): bytes delivered to the peer so far
+// (segments it acknowledged, selectively or not, times the segment size) and the smoothed round
+// trip; zeros when it cannot tell.
+struct TcpProgress {
+    uint64_t delivered = 0;
+    std::chrono::microseconds rtt{0};
+};
+TcpProgress tcpProgress(int fd);
+
 } // namespace pccl::transport

@@ -135,7 +135,7 @@ void PendingConnect::finish(Status s) {
 
 void DataPlane::Impl::removeOut(const Uuid &peer, const OutConn *c, const std::string &why) {
     std::vector<Waiting> orphans;
-    std::shared_ptr<OutConn> standby;
+    std::vector<std::shared_ptr<OutConn>> standby;
     {
         std::lock_guard lock(mu);
         auto it = pools.find(peer);
@@ -144,18 +144,40 @@ void DataPlane::Impl::removeOut(const Uuid &peer, const OutConn *c, const std::s
         if (it->second.empty()) {
             pools.erase(it);
             orphans = takeQueuedLocked(peer);  // no connection is left to take them
-        } else if (auto q = queues.find(peer); q != queues.end() && c->holding) {
-            // Its place among the sending connections goes to one standing by.
-            --q->second.sending;
-            while (!standby && !q->second.idle.empty()) {
-                standby = q->second.idle.back().lock();
-                q->second.idle.pop_back();
-                if (standby) standby->idleListed = false;
-            }
+        } else {
+            standby = idleSendersLocked(peer);  // one standing by moved up among the senders
         }
     }
     for (auto &w : orphans) w.done(false, why);
-    if (standby) standby->pull();
+    for (auto &c : standby) c->pull();
+}
+
+int DataPlane::Impl::sendersLocked(const Uuid &peer) {
+    auto it = pools.find(peer);
+    if (it == pools.end()) return 0;
+    const auto live = static_cast<int>(std::count_if(it->second.begin(), it->second.end(), [](auto &c) { return !c->dead; }));
+    const bool local = std::any_of(it->second.begin(), it->second.end(), [](auto &c) { return !c->dead && c->local; });
+    if (local) return std::min(live, kMaxSending);
+    auto &control = queues[peer].control;
+    control.setPool(live);
+    return std::min(live, control.cap());
+}
+
+std::vector<std::shared_ptr<OutConn>> DataPlane::Impl::idleSendersLocked(const Uuid &peer, size_t most) {
+    std::vector<std::shared_ptr<OutConn>> out;
+    const int senders = sendersLocked(peer);
+    auto it = pools.find(peer);
+    if (it == pools.end()) return out;
+    int rank = 0;
+    for (auto &c : it->second) {
+        if (c->dead) continue;
+        if (rank++ >= senders || out.size() >= most) break;
+        if (c->idle) {
+            c->idle = false;
+            out.push_back(c);
+        }
+    }
+    return out;
 }
 
 std::vector<DataPlane::Impl::Waiting> DataPlane::Impl::takeQueuedLocked(const Uuid &peer, std::optional<uint64_t> seq) {
@@ -377,7 +399,7 @@ void DataPlane::connect(const Uuid &peer, const protocol::NetAddr &addr, int n, 
 }
 
 void DataPlane::send(const Uuid &peer, const SegmentHeader &h, const void *data, SendDone done, bool ahead) {
-    std::shared_ptr<OutConn> wake;
+    std::vector<std::shared_ptr<OutConn>> wake;
     bool queued = false;
     {
         std::lock_guard lock(impl_->mu);
@@ -388,18 +410,14 @@ void DataPlane::send(const Uuid &peer, const SegmentHeader &h, const void *data,
             auto &q = impl_->queues[peer];
             (ahead ? q.ahead : q.frames).push_back({h, data, std::move(done)});
             queued = true;
-            while (!wake && !q.idle.empty()) {
-                wake = q.idle.back().lock();
-                q.idle.pop_back();
-                if (wake) wake->idleListed = false;
-            }
+            wake = impl_->idleSendersLocked(peer, 1);
         }
     }
     if (!queued) {
         done(false, "no data connection to peer " + peer.shortStr());
         return;
     }
-    if (wake) wake->pull();
+    for (auto &c : wake) c->pull();
 }
 
 int DataPlane::connections(const Uuid &peer) const {
@@ -412,7 +430,12 @@ int DataPlane::connections(const Uuid &peer) const {
     // peers, 1-16 MiB: 10-100% slower with segments cut in four).
     const bool local = std::any_of(it->second.begin(), it->second.end(), [](auto &c) { return !c->dead && c->local; });
     if (live > 0 && local) return 1;
-    return static_cast<int>(std::min<long>(live, Impl::kMaxSending));
+    return impl_->sendersLocked(peer);
+}
+
+std::optional<int> DataPlane::Impl::fixedSenders() {
+    static const std::optional<int> n = fixedSendersFromEnvironment();
+    return n;
 }
 
 void DataPlane::registerSink(uint64_t seq, std::shared_ptr<FrameSink> sink) {
@@ -514,6 +537,13 @@ std::string DataPlane::connectionReport(const Uuid &next, const Uuid &prev, std:
             if (auto c = in.conn.lock(); c && c->from == prev) ins.push_back(c);
     }
     std::string out;
+    if (!outs.empty() && !outs[0]->local) {
+        std::lock_guard lock(impl_->mu);
+        if (auto q = impl_->queues.find(next); q != impl_->queues.end())
+            out += "\n  to " + next.shortStr() + ": " + std::to_string(q->second.control.cap()) + " of " +
+                   std::to_string(outs.size()) + " connections send (" +
+                   (q->second.control.lastChange().empty() ? "the start count" : q->second.control.lastChange()) + ")";
+    }
     for (size_t i = 0; i < outs.size(); ++i)
         out += "\n  to " + next.shortStr() + " #" + std::to_string(i) + ": " + outs[i]->stats.take(since) + "; " +
                tcpInfoSummary(outs[i]->socket.native_handle(), outs[i]->stats);

@@ -24,6 +24,7 @@
 #include "security/handshake.h"
 #include "transport/data_plane.h"
 #include "transport/same_host.h"
+#include "transport/sender_control.h"
 #include "util/log_limiter.h"
 
 namespace pccl::transport {
@@ -60,9 +61,8 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
     std::string congestion = "auto";
     bool sameHost = sameHostFromEnvironment();
     std::unordered_map<Uuid, std::vector<std::shared_ptr<OutConn>>, UuidHash> pools;
-    // Per pool: the frames no connection has taken yet, in send order, and the connections that
-    // ran out of work (send() wakes one per frame). Emptied, and its frames failed, when the
-    // pool's last connection goes.
+    // Per pool: the frames no connection has taken yet, in send order (send() wakes a sender
+    // waiting for work). Emptied, and its frames failed, when the pool's last connection goes.
     struct Waiting {
         SegmentHeader h;
         const void *data;
@@ -78,13 +78,20 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
             return w;
         }
         const Waiting &next() const { return ahead.empty() ? frames.front() : ahead.front(); }
-        std::vector<std::weak_ptr<OutConn>> idle;
-        int sending = 0;  // connections holding frames (OutConn::holding), at most kMaxSending
+        // How many may send at once to a remote peer: measured per pool, see sender_control.h.
+        SenderControl control{fixedSenders()};
     };
-    // At most this many connections of a pool carry frames at once; the others stand by (they
-    // take over when one breaks). Measured (docs/design.md, Segment scheduling): on an 80 ms,
-    // 300 Mbit/s link 64 busy connections moved 5-15% less than 16, which already carry far
-    // more than one link's worth of TCP windows.
+    // The first senders() live connections of a pool, in pool order, take frames; the others
+    // stand by and move up when one before them breaks. A fixed order keeps the same connections
+    // (with their grown windows) busy when the count changes. Both mu held.
+    int sendersLocked(const Uuid &peer);
+    // The live connections among the pool's senders that wait for frames (OutConn::idle), at most
+    // `most`; each is marked awake, to be pull()ed by the caller outside mu.
+    std::vector<std::shared_ptr<OutConn>> idleSendersLocked(const Uuid &peer, size_t most = SIZE_MAX);
+    // PCCL_DATA_SENDERS, read once.
+    static std::optional<int> fixedSenders();
+    // The most connections of a pool on this host that carry frames at once (there the CPU is
+    // the limit, nothing is measured), and the most whose NOTSENT_LOWAT shares are counted.
     static constexpr int kMaxSending = 16;
     std::unordered_map<Uuid, SendQueue, UuidHash> queues;
     // Takes the frames of `peer`'s queue (all of them, or those of operation `seq`), to be failed

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <climits>
 #include <algorithm>
 #include <cstdlib>
 #include <optional>
@@ -63,7 +64,7 @@ void setCongestion(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, 
 // drains in about the same time whatever the pool size, and a pool of 64 holds as much ahead of
 // the wire as one of 16 (divided by 64, the 16 senders held half as much: 77-81% of the link
 // against 91%). PCCL_TCP_NOTSENT_LOWAT fixes it (bytes; 0: off).
-size_t notsentLowat(int poolSize) {
+size_t notsentLowat(int senders) {
     static const std::optional<size_t> fixed = []() -> std::optional<size_t> {
         const char *env = std::getenv("PCCL_TCP_NOTSENT_LOWAT");
         if (!env || !*env) return std::nullopt;
@@ -76,18 +77,19 @@ size_t notsentLowat(int poolSize) {
         return static_cast<size_t>(n);
     }();
     if (fixed) return *fixed;
-    const int senders = std::clamp(poolSize, 1, DataPlane::Impl::kMaxSending);
-    return std::clamp(kPoolNotsent / static_cast<size_t>(senders), kMinNotsent, kMaxNotsent);
+    const int n = std::clamp(senders, 1, DataPlane::Impl::kMaxSending);
+    return std::clamp(kPoolNotsent / static_cast<size_t>(n), kMinNotsent, kMaxNotsent);
 }
 
-void setNotsentLowat(asio::ip::tcp::socket &s, const asio::ip::tcp::endpoint &to, int poolSize) {
+// For a connection to a remote peer (not loopback, not same-host).
+void setNotsentLowat(asio::ip::tcp::socket &s, int senders) {
 #ifdef TCP_NOTSENT_LOWAT
-    const size_t v = notsentLowat(poolSize);
-    if (v == 0 || to.address().is_loopback()) return;
+    const size_t v = notsentLowat(senders);
+    if (v == 0) return;
     const int n = static_cast<int>(v);
     ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &n, sizeof n);
 #else
-    (void)s, (void)to, (void)poolSize;
+    (void)s, (void)senders;
 #endif
 }
 
@@ -107,7 +109,6 @@ void OutConn::open(std::shared_ptr<Handshake> hs) {
                                        if (ec) return hs->fail("connect", ec);
                                        tuneSocket(self->socket);
                                        setCongestion(self->socket, hs->endpoint, hs->congestion);
-                                       setNotsentLowat(self->socket, hs->endpoint, hs->poolSize);
                                        if (hs->key) return self->authenticate(hs);
                                        self->sendHello(hs);
                                    }));
@@ -158,6 +159,8 @@ void OutConn::onAck(Handshake &hs) {
         // The owner outlives every handler (its I/O threads are joined before it is destroyed).
         std::lock_guard lock(hs.pending->owner->mu);
         hs.pending->owner->pools[peer].push_back(shared_from_this());
+        if (const auto tcp = tcpProgress(socket.native_handle()); !local && tcp.rtt.count() > 0)
+            hs.pending->owner->queues[peer].control.setRtt(tcp.rtt);
     }
     watchForClose();
     writeNext();  // frames already waiting for this pool, or joins the idle list
@@ -177,29 +180,42 @@ void OutConn::fill() {
     auto o = owner.lock();
     if (!o) return;
     std::vector<DataPlane::Impl::Waiting> got;
+    std::vector<std::shared_ptr<OutConn>> wake;
     size_t bytes = queuedBytes.load(), items = queue.size();
+    int senders = 0;
+    // Bytes delivered since the last fill (SenderControl), counted if this connection was a
+    // sender then: one woken from standing by reports none (what it delivered late belongs to an
+    // earlier interval); one that just stepped back still counts what it drains.
+    const uint64_t acked = local ? 0 : tcpProgress(socket.native_handle()).delivered;
+    uint64_t delivered = acked > ackedSeen ? acked - ackedSeen : 0;
+    ackedSeen = std::max(ackedSeen, acked);
     {
         std::lock_guard lock(o->mu);
         auto &q = o->queues[peer];
-        if (!holding && !q.empty() && q.sending < DataPlane::Impl::kMaxSending) {
-            holding = true;
-            ++q.sending;
-        }
-        while (holding && !q.empty() && (bytes == 0 || (bytes < kAhead && items < kGatherItems))) {
-            bytes += q.next().h.bytes;
-            ++items;
-            got.push_back(q.take());
-        }
-        if (bytes == 0 && got.empty()) {
-            if (holding) {
-                holding = false;
-                --q.sending;
+        senders = o->sendersLocked(peer);
+        const bool sender = rankLocked(*o) < senders;
+        if (!wasSender) delivered = 0;
+        wasSender = sender;
+        if (sender)
+            while (!q.empty() && (bytes == 0 || (bytes < kAhead && items < kGatherItems))) {
+                bytes += q.next().h.bytes;
+                ++items;
+                got.push_back(q.take());
             }
-            if (!idleListed) {
-                q.idle.push_back(weak_from_this());
-                idleListed = true;
-            }
+        if (bytes == 0 && got.empty()) idle = true;  // send() or a change of senders wakes it
+        if (!local && q.control.observe(std::chrono::steady_clock::now(), delivered, !q.empty())) {
+            senders = o->sendersLocked(peer);
+            if (connStatsEnabled())
+                PCCL_LOG(Info, "data connections to " << peer.shortStr() << ": " << q.control.lastChange());
+            else
+                PCCL_LOG(Debug, "data connections to " << peer.shortStr() << ": " << q.control.lastChange());
+            wake = o->idleSendersLocked(peer);
         }
+    }
+    for (auto &c : wake) c->pull();
+    if (!local && senders != lowatFor) {
+        lowatFor = senders;
+        setNotsentLowat(socket, senders);
     }
     for (auto &w : got) {
         Item item;
@@ -211,6 +227,17 @@ void OutConn::fill() {
         queuedBytes += item.bytes;
         queue.push_back(std::move(item));
     }
+}
+
+int OutConn::rankLocked(DataPlane::Impl &o) const {
+    auto it = o.pools.find(peer);
+    if (it == o.pools.end()) return INT_MAX;
+    int rank = 0;
+    for (auto &c : it->second) {
+        if (c.get() == this) return dead ? INT_MAX : rank;
+        if (!c->dead) ++rank;
+    }
+    return INT_MAX;
 }
 
 void OutConn::writeNext() {

@@ -75,8 +75,7 @@ struct OutConn : std::enable_shared_from_this<OutConn> {
     bool local = false;
     std::atomic<size_t> queuedBytes{0};
     std::atomic<bool> dead{false};
-    bool idleListed = false;  // in the pool's idle list (guarded by the owner's mu)
-    bool holding = false;     // counted in the pool's `sending` (guarded by the owner's mu)
+    bool idle = false;  // waiting for frames: send() wakes it (guarded by the owner's mu)
     ConnStats stats;  // PCCL_CONN_STATS=1 only
 
 private:
@@ -84,10 +83,13 @@ private:
     void sendHello(std::shared_ptr<Handshake> hs);
     void onAck(Handshake &hs);
     void writeNext();
-    // Moves frames from the pool's shared queue into `queue` while this connection has room: at
-    // least one when it holds none, more while it holds under kAhead bytes (unacknowledged
-    // same-host frames count); with none to take and none held, it joins the idle list.
+    // Moves frames from the pool's shared queue into `queue` while this connection is one of the
+    // pool's senders and has room: at least one when it holds none, more while it holds under
+    // kAhead bytes (unacknowledged same-host frames count); with none to take and none held, it
+    // waits (idle). Reports its progress to the pool's SenderControl.
     void fill();
+    // Live connections before this one in its pool (DataPlane::Impl::sendersLocked). Owner's mu held.
+    int rankLocked(DataPlane::Impl &o) const;
     void onWritten(const asio::error_code &ec, size_t n);
     void failQueued(const std::string &why, size_t first = 0);
     void watchForClose();
@@ -122,6 +124,9 @@ private:
     size_t inWrite = 0;    // leading items the write in progress covers
     bool writing = false;
     bool closed = false;
+    uint64_t ackedSeen = 0;   // TCP_INFO bytes_acked at the last fill() (SenderControl)
+    bool wasSender = false;   // one of the pool's senders at the last fill()
+    int lowatFor = 0;      // the sender count this socket's TCP_NOTSENT_LOWAT share was set for
     std::list<Item> unacked;
     uint64_t acked = 0;     // frames completed by acknowledgements so far
     uint64_t ackTotal = 0;  // the receiver's latest total (may run ahead of `unacked`: its

@@ -1,0 +1,159 @@
+#include "transport/sender_control.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "util/log.h"
+
+namespace pccl::transport {
+
+namespace {
+
+std::string rateText(double bytesPerSecond) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f Gbit/s", bytesPerSecond * 8 / 1e9);
+    return buf;
+}
+
+std::string msText(SenderControl::Clock::duration d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
+}
+
+} // namespace
+
+int SenderControl::cap() const {
+    const int most = std::max(pool_, 1);
+    return std::clamp(fixed_ ? *fixed_ : cap_, 1, most);
+}
+
+void SenderControl::setRtt(Clock::duration rtt) { interval_ = std::clamp(10 * rtt, kMinInterval, kMaxInterval); }
+
+bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting) {
+    if (fixed_) return false;
+    if (!started_) {
+        started_ = true;
+        start_ = last_ = now;
+    }
+    if (waiting_) waited_ += now - last_;
+    bytes_ += bytes;
+    last_ = now;
+    waiting_ = waiting;
+    const auto wall = now - start_;
+    if (wall < interval_) return false;
+    // Judged only when frames waited for a sender through most of it: otherwise whoever made
+    // the frames (a ring waiting for its neighbour, the caller) was the limit, not the senders.
+    const bool sendersLimited = waited_ * 4 >= wall * 3;
+    const double rate = static_cast<double>(bytes_) / std::chrono::duration<double>(wall).count();
+    start_ = now;
+    waited_ = {};
+    bytes_ = 0;
+    if (phase_ == Phase::Settle) {  // ramp-up time passes, judged or not
+        phase_ = Phase::Judge;
+        prevRate_ = sendersLimited ? rate : 0;
+        return false;
+    }
+    if (!sendersLimited) return false;
+    // Judged once the rate stops rising (new connections leave slow start over several round
+    // trips): else a count measured early looks worse than the next one measured later.
+    const bool rising = rate > prevRate_ * (1 + kGain / 2);
+    prevRate_ = rate;
+    if (rising && rising_ < kMaxRising) {
+        ++rising_;
+        return false;
+    }
+    rising_ = 0;
+    const int before = cap();
+    judge(rate);
+    return cap() != before;
+}
+
+// A probe (cap_ against from_) kept goes on in its direction while it can; one that did not pay is
+// undone. Without a probe: go on with a descent or an ascent, or count down to the next probe.
+void SenderControl::judge(double rate) {
+    lastRate_ = rate;
+    const int floor = std::min(kFloor, pool_);
+    if (from_ != 0) {
+        const bool up = cap_ > from_;
+        const bool keep = up ? rate >= baseRate_ * (1 + kGain) : rate >= baseRate_ * (1 - kLoss);
+        const std::string measured = std::to_string(cap_) + " senders moved " + rateText(rate) + ", " +
+                                     std::to_string(from_) + " moved " + rateText(baseRate_) + " (intervals of " +
+                                     msText(interval_) + ")";
+        const int back = from_;
+        from_ = 0;
+        if (keep) {
+            baseRate_ = rate;
+            every_ = kProbeEvery;
+            mode_ = up ? Mode::Ascend : Mode::Descend;
+            ++kept_;
+            why_ = std::to_string(cap_) + " senders kept: " + measured;
+            step(rate, why_.c_str());
+            return;
+        }
+        // Halving the start count cost throughput: one connection's window is the limit here, so
+        // more connections may add more.
+        const bool tryMore = !up && mode_ == Mode::Descend && kept_ == 0 && back < pool_;
+        mode_ = tryMore ? Mode::Ascend : Mode::Hold;
+        kept_ = 0;
+        if (!tryMore) every_ = std::min(every_ * 2, kProbeEvery * 8);  // fewer probes that do not pay
+        phase_ = back > cap_ ? Phase::Settle : Phase::Judge;  // connections woken again ramp up
+        cap_ = back;
+        rising_ = 0;
+        why_ = "back to " + std::to_string(back) + " senders: " + measured;
+        return;
+    }
+    baseRate_ = rate;
+    if (mode_ != Mode::Hold) return step(rate, "");
+    if (++held_ < every_) return;
+    held_ = 0;
+    probeUp_ = !probeUp_;
+    const bool up = (probeUp_ && cap_ < pool_) || cap_ <= floor;
+    if (up && cap_ < pool_) {
+        moveTo(std::min(2 * cap_, pool_), "probing for more", rate);
+    } else if (!up && cap_ > floor) {
+        // Never below kFloor: a link that any count fills would otherwise drift down on noise, and
+        // one connection alone suffers most from a loss burst.
+        moveTo(std::max(cap_ / 2, floor), "probing for fewer", rate);
+    }
+}
+
+// One more step of a descent or an ascent, or the end of it (Hold) at the floor or the pool.
+void SenderControl::step(double rate, const char *why) {
+    const int floor = std::min(kFloor, pool_);
+    const std::string text = *why ? why : (mode_ == Mode::Ascend ? "more while they pay" : "fewer while they cost nothing");
+    if (mode_ == Mode::Ascend && cap_ < pool_) {
+        moveTo(std::min(2 * cap_, pool_), text.c_str(), rate);
+    } else if (mode_ == Mode::Descend && cap_ > floor) {
+        moveTo(std::max(cap_ / 2, floor), text.c_str(), rate);
+    } else {
+        mode_ = Mode::Hold;
+        kept_ = 0;
+    }
+}
+
+bool SenderControl::moveTo(int cap, const char *why, double rate) {
+    if (cap == cap_) return false;
+    why_ = std::to_string(cap_) + " -> " + std::to_string(cap) + " senders (" + why + "; " +
+           std::to_string(cap_) + " moved " + rateText(rate) + ")";
+    // More: the new senders start cold, the next interval is theirs to ramp up. Fewer: the
+    // senders that stay are warm; judged from the next interval on.
+    phase_ = cap > cap_ ? Phase::Settle : Phase::Judge;
+    from_ = cap_;
+    cap_ = cap;
+    rising_ = 0;
+    return true;
+}
+
+std::optional<int> fixedSendersFromEnvironment() {
+    const char *env = std::getenv("PCCL_DATA_SENDERS");
+    if (!env || !*env || std::string(env) == "auto") return std::nullopt;
+    char *end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end || n < 1 || n > 1024) {
+        PCCL_LOG(Warn, "ignoring PCCL_DATA_SENDERS=" << env << " (a number of connections, 1..1024, or auto)");
+        return std::nullopt;
+    }
+    return static_cast<int>(n);
+}
+
+} // namespace pccl::transport

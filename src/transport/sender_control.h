@@ -1,0 +1,87 @@
+// How many connections of a pool carry frames at once (docs/design.md, Segment scheduling): a
+// measured choice, not a constant. More connections fill more of a link while one connection's
+// window is the limit (loss-limited cubic, small socket buffers, per-flow policing); once the link
+// is full they only cost CPU and queue (3 peers on 2 cores: 16 senders moved ~15% less than 4).
+// So a pool starts with up to kStart senders and halves them while that costs at most kLoss of
+// its send rate (down to kFloor); if the first halving costs more, one connection's window is the
+// limit, and it doubles them instead while each doubling adds kGain. Every kProbeEvery judged
+// intervals it tries one step up or down again (conditions change: a loss burst, other jobs on
+// the cores); a step that does not pay is undone and the next probe waits twice as long.
+//
+// A pure state machine: the data plane reports, under its lock, each time a connection of the
+// pool takes frames (the bytes delivered on it since it last did, from TCP_INFO, and whether
+// frames were still waiting for a sender). It measures intervals of ten round trips
+// (250 ms .. 2 s) and judges only those in which frames waited for a sender at least 3/4 of the
+// time (then the senders, not the producer of the frames, were the limit): the delivered bytes
+// over the interval. The interval after a change to more senders is not judged (they start
+// cold), nor (up to kMaxRising more) one whose rate still rose by kGain/2.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace pccl::transport {
+
+class SenderControl {
+public:
+    using Clock = std::chrono::steady_clock;
+    static constexpr int kStart = 16;         // senders before anything is measured
+    static constexpr int kFloor = 4;          // descents and probes stop here
+    static constexpr double kGain = 0.20;     // a doubling must raise the rate this much
+    static constexpr double kLoss = 0.05;     // a halving may lower it this much
+    static constexpr int kProbeEvery = 8;     // judged intervals between probes
+    static constexpr int kMaxRising = 3;      // intervals a rising rate may delay a judgement
+    static constexpr Clock::duration kMinInterval = std::chrono::milliseconds(250);
+    static constexpr Clock::duration kMaxInterval = std::chrono::seconds(2);
+
+    // `fixed`: this many senders always (PCCL_DATA_SENDERS), no measuring.
+    explicit SenderControl(std::optional<int> fixed = std::nullopt) : fixed_(fixed) {}
+
+    // The senders allowed now: never more than the pool's live connections, at least 1.
+    int cap() const;
+    void setPool(int live) { pool_ = live; }
+    // A round trip of the link (TCP's, at connect time): sets the interval length.
+    void setRtt(Clock::duration rtt);
+    // One report: `bytes` delivered (acknowledged by the peer) since the previous report, `waiting` whether frames are still
+    // queued for a sender after this one. Returns true when cap() changed.
+    bool observe(Clock::time_point now, uint64_t bytes, bool waiting);
+    // What the last change was based on, for the log ("4 -> 8 senders: ...").
+    const std::string &lastChange() const { return why_; }
+    // The send rate of the last judged interval (bytes per second), 0 before one.
+    double rate() const { return lastRate_; }
+
+private:
+    enum class Phase { Settle, Judge };
+    enum class Mode { Descend, Ascend, Hold };
+    void judge(double rate);
+    void step(double rate, const char *why);
+    bool moveTo(int cap, const char *why, double rate);
+
+    std::optional<int> fixed_;
+    int pool_ = 1;
+    int cap_ = kStart;
+    Clock::duration interval_ = kMinInterval;
+    Phase phase_ = Phase::Settle;  // fresh connections ramp up first
+    Mode mode_ = Mode::Descend;    // from kStart, fewer while they cost nothing
+    int kept_ = 0;                 // steps kept in this descent or ascent
+    int from_ = 0;                 // a step in progress: the count it left (0: none)
+    double baseRate_ = 0;          // measured at from_ (during a step) or at cap_
+    int held_ = 0;                 // judged intervals since the last probe
+    int every_ = kProbeEvery;      // judged intervals between probes (doubles when one fails)
+    bool probeUp_ = false;         // the last probe's direction
+    // The interval being measured: its start, the bytes delivered and the time frames waited.
+    bool started_ = false, waiting_ = false;
+    Clock::time_point start_{}, last_{};
+    Clock::duration waited_{};
+    uint64_t bytes_ = 0;
+    double lastRate_ = 0;
+    double prevRate_ = 0;  // the last measured interval's rate (judged or not)
+    int rising_ = 0;       // intervals skipped since the last change because the rate still rose
+    std::string why_;
+};
+
+// PCCL_DATA_SENDERS: a fixed number of sending connections per pool, or nullopt (measured).
+std::optional<int> fixedSendersFromEnvironment();
+
+} // namespace pccl::transport
