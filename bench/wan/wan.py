@@ -35,6 +35,7 @@ import sys
 import time
 
 import compare
+import poolcheck
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -1023,6 +1024,7 @@ def main(argv=None):
     p.add_argument("--verbose", action="store_true")
     compare.add_parser(sub, with_profile)
     p = sub.add_parser("selftest")
+    poolcheck.add_parser(sub)
     p = sub.add_parser("ringtest", help="CI: asym, naive ring vs pcclOptimizeTopology (exit 77 = skipped)")
     p.add_argument("--size", default="4M")
     p.add_argument("--rate-scale", type=float, default=0.15)
@@ -1034,6 +1036,8 @@ def main(argv=None):
         args.prefix = "pcclwst"  # its own names: never touches a network a developer has up
     if args.command == "ringtest" and "PCCL_WAN_PREFIX" not in os.environ and args.prefix == "pcclw":
         args.prefix = "pcclwrt"
+    if args.command == "poolcheck" and "PCCL_WAN_PREFIX" not in os.environ and args.prefix == "pcclw":
+        args.prefix = "pcclwpc"
     env = Env(args.prefix, args.bin_dir)
 
     def on_signal(signum, frame):
@@ -1044,7 +1048,8 @@ def main(argv=None):
     commands = {"profiles": cmd_profiles, "up": cmd_up, "down": cmd_down, "status": cmd_status,
                 "stats": cmd_stats, "exec": cmd_exec, "link": cmd_link, "ping": cmd_ping, "ceiling": cmd_ceiling,
                 "allreduce": cmd_allreduce, "selftest": cmd_selftest, "ringtest": cmd_ringtest,
-                "compare": lambda e, a: compare.cmd_compare(sys.modules[__name__], e, a)}
+                "compare": lambda e, a: compare.cmd_compare(sys.modules[__name__], e, a),
+                "poolcheck": lambda e, a: poolcheck.cmd_poolcheck(sys.modules[__name__], e, a)}
     try:
         rc = commands[args.command](env, args)
         return rc or 0
@@ -1059,7 +1064,7 @@ def main(argv=None):
         return 141
     finally:
         env.reap_children()
-        if args.command in ("selftest", "ringtest") and (env.state() or list_namespaces(env)):
+        if args.command in ("selftest", "ringtest", "poolcheck") and (env.state() or list_namespaces(env)):
             down(env, quiet=True)
 
 

@@ -13,8 +13,8 @@
 // frames were still waiting for a sender). It measures intervals of ten round trips
 // (250 ms .. 2 s) and judges only those in which frames waited for a sender at least 3/4 of the
 // time (then the senders, not the producer of the frames, were the limit): the delivered bytes
-// over the interval. The interval after a change to more senders is not judged (they start
-// cold), nor (up to kMaxRising more) one whose rate still rose by kGain/2.
+// over the interval. The interval after a change is not judged (new senders start cold; those
+// left must grow their windows), nor (up to kMaxRising more) one whose rate still rose by kGain/2.
 #pragma once
 #include <chrono>
 #include <cstdint>
