@@ -69,6 +69,17 @@ TEST_CASE("senders: a link limited by one connection's window keeps the start co
     CHECK(big.c.cap() == 64);
 }
 
+TEST_CASE("senders: a first halving that costs a little is undone without trying more", "[sender_control]") {
+    // 15% less with 8 (noise, ramp-up, a partly window-limited link): not worth fewer, and no
+    // sign that more would add anything (a link limited by one connection's window loses ~half).
+    Sim s(64);
+    s.run(10, [](int n) { return n >= 16 ? 100e6 : 85e6; });
+    CHECK(s.caps == std::vector<int>{16, 8, 16});
+    Sim limited(64);
+    limited.run(10, [](int n) { return n >= 16 ? 100e6 : 70e6; });  // 30% less: try more
+    CHECK(limited.caps == std::vector<int>{16, 8, 16, 32});
+}
+
 TEST_CASE("senders: more senders that cost throughput (CPU-bound) are given back", "[sender_control]") {
     Sim s(64);
     s.run(60, [](int n) { return 100e6 / (1 + 0.05 * n); });  // each sender costs a little

@@ -91,9 +91,11 @@ void SenderControl::judge(double rate) {
             step(rate, why_.c_str());
             return;
         }
-        // Halving the start count cost throughput: one connection's window is the limit here, so
-        // more connections may add more.
-        const bool tryMore = !up && mode_ == Mode::Descend && kept_ == 0 && back < pool_;
+        // Halving the start count cost much (a link that the start count fills loses 0-10%, ramp-up
+        // and noise up to ~20%; one limited by a connection's window up to half): one connection's
+        // window is the limit here, so more connections may add more.
+        const bool tryMore = !up && mode_ == Mode::Descend && kept_ == 0 && back < pool_ &&
+                             rate < baseRate_ * (1 - kWindowLimited);
         mode_ = tryMore ? Mode::Ascend : Mode::Hold;
         kept_ = 0;
         if (!tryMore) every_ = std::min(every_ * 2, kProbeEvery * 8);  // fewer probes that do not pay

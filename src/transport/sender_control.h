@@ -3,10 +3,11 @@
 // window is the limit (loss-limited cubic, small socket buffers, per-flow policing); once the link
 // is full they only cost CPU and queue (3 peers on 2 cores: 16 senders moved ~15% less than 4).
 // So a pool starts with up to kStart senders and halves them while that costs at most kLoss of
-// its send rate (down to kFloor); if the first halving costs more, one connection's window is the
-// limit, and it doubles them instead while each doubling adds kGain. Every kProbeEvery judged
-// intervals it tries one step up or down again (conditions change: a loss burst, other jobs on
-// the cores); a step that does not pay is undone and the next probe waits twice as long.
+// its send rate (down to kFloor); if the first halving costs over kWindowLimited, one
+// connection's window is the limit, and it doubles them instead while each doubling adds kGain.
+// Every kProbeEvery judged intervals it tries one step up or down again (conditions change: a
+// loss burst, other jobs on the cores); a step that does not pay is undone and the next probe
+// waits twice as long.
 //
 // A pure state machine: the data plane reports, under its lock, each time a connection of the
 // pool takes frames (the bytes delivered on it since it last did, from TCP_INFO, and whether
@@ -30,6 +31,7 @@ public:
     static constexpr int kFloor = 4;          // descents and probes stop here
     static constexpr double kGain = 0.20;     // a doubling must raise the rate this much
     static constexpr double kLoss = 0.05;     // a halving may lower it this much
+    static constexpr double kWindowLimited = 0.25;  // a first halving costing more: try more
     static constexpr int kProbeEvery = 8;     // judged intervals between probes
     static constexpr int kMaxRising = 3;      // intervals a rising rate may delay a judgement
     static constexpr Clock::duration kMinInterval = std::chrono::milliseconds(250);
