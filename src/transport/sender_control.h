@@ -45,8 +45,8 @@ public:
     void setPool(int live) { pool_ = live; }
     // A round trip of the link (TCP's, at connect time): sets the interval length.
     void setRtt(Clock::duration rtt);
-    // One report: `bytes` delivered (acknowledged by the peer) since the previous report, `waiting` whether frames are still
-    // queued for a sender after this one. Returns true when cap() changed.
+    // One report: `bytes` delivered to the peer since the previous report, `waiting` whether
+    // frames are still queued for a sender after this one. Returns true when cap() changed.
     bool observe(Clock::time_point now, uint64_t bytes, bool waiting);
     // What the last change was based on, for the log ("4 -> 8 senders: ...").
     const std::string &lastChange() const { return why_; }
