@@ -81,12 +81,12 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
         // How many may send at once to a remote peer: measured per pool, see sender_control.h.
         SenderControl control{fixedSenders()};
     };
-    // The first senders() live connections of a pool, in pool order, take frames; the others
-    // stand by and move up when one before them breaks. A fixed order keeps the same connections
-    // (with their grown windows) busy when the count changes. Both mu held.
+    // How many of `peer`'s pool send: its first that many live connections, in pool order, take
+    // frames; the others stand by and move up when one before them breaks. A fixed order keeps
+    // the same connections (with their grown windows) busy when the count changes. mu held.
     int sendersLocked(const Uuid &peer);
     // The live connections among the pool's senders that wait for frames (OutConn::idle), at most
-    // `most`; each is marked awake, to be pull()ed by the caller outside mu.
+    // `most`; each is marked awake, to be pull()ed by the caller outside mu. mu held.
     std::vector<std::shared_ptr<OutConn>> idleSendersLocked(const Uuid &peer, size_t most = SIZE_MAX);
     // PCCL_DATA_SENDERS, read once.
     static std::optional<int> fixedSenders();
