@@ -12,6 +12,7 @@ docs/design.md "Segment scheduling"). Brings up the 2-host `selftest` profile (2
 
 Exit 0 pass, 1 fail, 77 skipped (as selftest).
 """
+import argparse
 import re
 import time
 
@@ -48,8 +49,7 @@ def calls_of(report):
 
 
 def run(w, env, args, extra, check, label):
-    a = type("A", (), {})()
-    a.peers, a.size, a.iters, a.timeout, a.conn_stats = 2, args.size, args.iters, 120, True
+    a = argparse.Namespace(peers=2, size=args.size, iters=args.iters, timeout=120, conn_stats=True)
     calls, result, report = compare.run_bench(w, env, env.binary(w.BENCH), a, args.pool,
                                               dict(extra, PCCL_CONN_STATS="1"))
     check(f"{label}: all-reduce", calls is not None and result in ("ok", "ok~"),

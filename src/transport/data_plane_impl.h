@@ -7,6 +7,7 @@
 #pragma once
 #include <asio.hpp>
 
+#include <climits>
 #include <deque>
 #include <optional>
 
@@ -81,10 +82,16 @@ struct DataPlane::Impl : std::enable_shared_from_this<DataPlane::Impl> {
         // How many may send at once to a remote peer: measured per pool, see sender_control.h.
         SenderControl control{fixedSenders()};
     };
-    // How many of `peer`'s pool send: its first that many live connections, in pool order, take
-    // frames; the others stand by and move up when one before them breaks. A fixed order keeps
-    // the same connections (with their grown windows) busy when the count changes. mu held.
-    int sendersLocked(const Uuid &peer);
+    // One pass over `peer`'s pool: its live connections, whether they are on this host, how many
+    // send (its first `senders` live connections, in pool order, take frames; the others stand by
+    // and move up when one before them breaks: a fixed order keeps the same connections, with
+    // their grown windows, busy when the count changes), and `self`'s place among the live ones
+    // (INT_MAX when it is not one). mu held.
+    struct PoolView {
+        int live = 0, senders = 0, rank = INT_MAX;
+        bool local = false;
+    };
+    PoolView viewLocked(const Uuid &peer, const OutConn *self = nullptr);
     // The live connections among the pool's senders that wait for frames (OutConn::idle), at most
     // `most`; each is marked awake, to be pull()ed by the caller outside mu. mu held.
     std::vector<std::shared_ptr<OutConn>> idleSendersLocked(const Uuid &peer, size_t most = SIZE_MAX);

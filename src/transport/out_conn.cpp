@@ -5,7 +5,6 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <climits>
 #include <algorithm>
 #include <cstdlib>
 #include <optional>
@@ -192,8 +191,9 @@ void OutConn::fill() {
     {
         std::lock_guard lock(o->mu);
         auto &q = o->queues[peer];
-        senders = o->sendersLocked(peer);
-        const bool sender = rankLocked(*o) < senders;
+        const auto pool = o->viewLocked(peer, this);
+        senders = pool.senders;
+        const bool sender = pool.rank < senders;
         if (!wasSender) delivered = 0;
         wasSender = sender;
         if (sender)
@@ -204,7 +204,7 @@ void OutConn::fill() {
             }
         if (bytes == 0 && got.empty()) idle = true;  // send() or a change of senders wakes it
         if (!local && q.control.observe(std::chrono::steady_clock::now(), delivered, !q.empty())) {
-            senders = o->sendersLocked(peer);
+            senders = o->viewLocked(peer).senders;
             if (connStatsEnabled())
                 PCCL_LOG(Info, "data connections to " << peer.shortStr() << ": " << q.control.lastChange());
             else
@@ -227,17 +227,6 @@ void OutConn::fill() {
         queuedBytes += item.bytes;
         queue.push_back(std::move(item));
     }
-}
-
-int OutConn::rankLocked(DataPlane::Impl &o) const {
-    auto it = o.pools.find(peer);
-    if (it == o.pools.end()) return INT_MAX;
-    int rank = 0;
-    for (auto &c : it->second) {
-        if (c.get() == this) return dead ? INT_MAX : rank;
-        if (!c->dead) ++rank;
-    }
-    return INT_MAX;
 }
 
 void OutConn::writeNext() {

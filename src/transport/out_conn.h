@@ -88,8 +88,6 @@ private:
     // kAhead bytes (unacknowledged same-host frames count); with none to take and none held, it
     // waits (idle). Reports its progress to the pool's SenderControl.
     void fill();
-    // Live connections before this one in its pool (DataPlane::Impl::sendersLocked). Owner's mu held.
-    int rankLocked(DataPlane::Impl &o) const;
     void onWritten(const asio::error_code &ec, size_t n);
     void failQueued(const std::string &why, size_t first = 0);
     void watchForClose();

@@ -73,7 +73,7 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting)
 void SenderControl::judge(double rate) {
     lastRate_ = rate;
     cap_ = std::clamp(cap_, 1, std::max(pool_, 1));  // a pool smaller than kStart, or one that shrank
-    const int floor = std::min(kFloor, pool_);
+    const int floor = floorCount();
     if (from_ != 0) {
         const bool up = cap_ > from_;
         const bool keep = up ? rate >= baseRate_ * (1 + kGain) : rate >= baseRate_ * (1 - kLoss);
@@ -122,7 +122,7 @@ void SenderControl::judge(double rate) {
 
 // One more step of a descent or an ascent, or the end of it (Hold) at the floor or the pool.
 void SenderControl::step(double rate, const char *why) {
-    const int floor = std::min(kFloor, pool_);
+    const int floor = floorCount();
     const std::string text = *why ? why : (mode_ == Mode::Ascend ? "more while they pay" : "fewer while they cost nothing");
     if (mode_ == Mode::Ascend && cap_ < pool_) {
         moveTo(std::min(2 * cap_, pool_), text.c_str(), rate);

@@ -59,6 +59,7 @@ private:
     void judge(double rate);
     void step(double rate, const char *why);
     bool moveTo(int cap, const char *why, double rate);
+    int floorCount() const { return kFloor < pool_ ? kFloor : pool_; }  // descents stop here
 
     std::optional<int> fixed_;
     int pool_ = 1;
