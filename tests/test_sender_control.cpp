@@ -70,13 +70,17 @@ TEST_CASE("senders: a link limited by one connection's window keeps the start co
 }
 
 TEST_CASE("senders: a first halving that costs a little is undone without trying more", "[sender_control]") {
-    // 15% less with 8 (noise, ramp-up, a partly window-limited link): not worth fewer, and no
-    // sign that more would add anything (a link limited by one connection's window loses ~half).
-    Sim s(64);
-    s.run(10, [](int n) { return n >= 16 ? 100e6 : 85e6; });
-    CHECK(s.caps == std::vector<int>{16, 8, 16});
+    // 15% or 33% less with 8 (noise, ramp-up, BBR's slow take-over of the freed share, a partly
+    // window-limited link): not worth fewer, and no sign that more would add anything (a link
+    // limited by one connection's window loses about half).
+    for (double less : {0.15, 0.33}) {
+        Sim s(64);
+        s.run(10, [less](int n) { return n >= 16 ? 100e6 : (1 - less) * 100e6; });
+        CAPTURE(less);
+        CHECK(s.caps == std::vector<int>{16, 8, 16});
+    }
     Sim limited(64);
-    limited.run(10, [](int n) { return n >= 16 ? 100e6 : 70e6; });  // 30% less: try more (no gain)
+    limited.run(10, [](int n) { return n >= 16 ? 100e6 : 55e6; });  // 45% less: try more (no gain)
     CHECK(limited.caps == std::vector<int>{16, 8, 16, 32, 16});
 }
 

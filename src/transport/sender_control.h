@@ -31,7 +31,7 @@ public:
     static constexpr int kFloor = 4;          // descents and probes stop here
     static constexpr double kGain = 0.20;     // a doubling must raise the rate this much
     static constexpr double kLoss = 0.05;     // a halving may lower it this much
-    static constexpr double kWindowLimited = 0.25;  // a first halving costing more: try more
+    static constexpr double kWindowLimited = 0.40;  // a first halving costing more: try more
     static constexpr int kProbeEvery = 8;     // judged intervals between probes
     static constexpr int kMaxRising = 3;      // intervals a rising rate may delay a judgement
     static constexpr Clock::duration kMinInterval = std::chrono::milliseconds(250);
