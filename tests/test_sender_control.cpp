@@ -25,12 +25,14 @@ struct Sim {
         c.setRtt(80ms);  // intervals of 800 ms
         caps.push_back(c.cap());
     }
-    // `seconds` of reports every 10 ms; `rate(cap)` in bytes per second; `waiting`: frames queued.
-    void run(double seconds, const std::function<double(int)> &rate, bool waiting = true) {
+    // `seconds` of reports every 10 ms; `rate(cap)` in bytes per second; `waiting`: frames queued;
+    // `rttRatio(cap)`: the senders' smoothed RTT over their minimum (none: not reported).
+    void run(double seconds, const std::function<double(int)> &rate, bool waiting = true,
+             const std::function<double(int)> &rttRatio = {}) {
         for (int i = 0; i < static_cast<int>(seconds * 100); ++i) {
             now += 10ms;
             const auto bytes = static_cast<uint64_t>(rate(c.cap()) * 0.01);
-            if (c.observe(now, bytes, waiting)) caps.push_back(c.cap());
+            if (c.observe(now, bytes, waiting, rttRatio ? rttRatio(c.cap()) : 0)) caps.push_back(c.cap());
             lowest = std::min(lowest, c.cap());
             highest = std::max(highest, c.cap());
         }
@@ -40,6 +42,11 @@ struct Sim {
 // A link of `link` bytes/s where one connection carries at most `perConn` (its window).
 std::function<double(int)> windowLimited(double perConn, double link) {
     return [=](int n) { return std::min(perConn * n, link); };
+}
+
+// The queue that link builds: none while the senders do not fill it, 1.5x the RTT once they do.
+std::function<double(int)> queueOf(double perConn, double link) {
+    return [=](int n) { return perConn * n < link ? 1.0 : 1.5; };
 }
 
 } // namespace
@@ -67,6 +74,28 @@ TEST_CASE("senders: a link limited by one connection's window keeps the start co
     REQUIRE(big.caps.size() >= 5);
     CHECK(std::vector<int>(big.caps.begin(), big.caps.begin() + 5) == std::vector<int>{16, 8, 16, 32, 64});
     CHECK(big.c.cap() == 64);
+}
+
+TEST_CASE("senders: a start count that builds no queue doubles without halving first", "[sender_control]") {
+    Sim s(64);  // one connection's window is the limit, and the link stays empty
+    s.run(10, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
+    CHECK(s.caps == std::vector<int>{16, 32, 64});
+    CHECK(s.lowest == 16);
+    Sim full(64);  // 8 fill the link: a queue at 16, so the halving is tried as before
+    full.run(15, windowLimited(10e6, 70e6), true, queueOf(10e6, 70e6));
+    CHECK(full.caps == std::vector<int>{16, 8, 4, 8});
+    Sim near(64);  // a small queue (10% over the minimum RTT) is no queue
+    near.run(10, windowLimited(1e6, 1e9), true, [](int) { return 1.10; });
+    CHECK(near.caps == std::vector<int>{16, 32, 64});
+    Sim all(16);  // nothing to add to a pool that already sends on all of its connections
+    all.run(10, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
+    CHECK(all.caps == std::vector<int>{16, 8, 16});
+    Sim cpu(64);  // no queue but more cost (the CPU is the limit): undone, and later fewer
+    cpu.run(60, [](int n) { return 100e6 / (1 + 0.05 * n); }, true, [](int) { return 1.0; });
+    CAPTURE(cpu.caps);
+    REQUIRE(cpu.caps.size() >= 3);
+    CHECK(std::vector<int>(cpu.caps.begin(), cpu.caps.begin() + 3) == std::vector<int>{16, 32, 16});
+    CHECK(cpu.lowest <= 8);
 }
 
 TEST_CASE("senders: a first halving that costs a little is undone without trying more", "[sender_control]") {

@@ -51,7 +51,8 @@ TcpProgress tcpProgress(int fd) {
     if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return {};
     // Delivered segments (SACKed ones included) rather than bytes_acked, which stands still behind
     // a hole until the retransmission fills it and then jumps (0.01% loss: +-50% per 800 ms).
-    return {static_cast<uint64_t>(ti.tcpi_delivered) * ti.tcpi_snd_mss, std::chrono::microseconds(ti.tcpi_rtt)};
+    return {static_cast<uint64_t>(ti.tcpi_delivered) * ti.tcpi_snd_mss, std::chrono::microseconds(ti.tcpi_rtt),
+            std::chrono::microseconds(ti.tcpi_min_rtt)};
 }
 
 } // namespace pccl::transport

@@ -42,7 +42,8 @@ std::string tcpInfoSummary(int fd, ConnStats &s);
 // trip; zeros when it cannot tell.
 struct TcpProgress {
     uint64_t delivered = 0;
-    std::chrono::microseconds rtt{0};
+    std::chrono::microseconds rtt{0};     // smoothed
+    std::chrono::microseconds minRtt{0};  // the lowest seen: srtt above it is a queue
 };
 TcpProgress tcpProgress(int fd);
 

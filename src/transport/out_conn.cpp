@@ -185,7 +185,8 @@ void OutConn::fill() {
     // Bytes delivered since the last fill (SenderControl), counted if this connection was a
     // sender then: one woken from standing by reports none (what it delivered late belongs to an
     // earlier interval); one that just stepped back still counts what it drains.
-    const uint64_t acked = local ? 0 : tcpProgress(socket.native_handle()).delivered;
+    const TcpProgress tcp = local ? TcpProgress{} : tcpProgress(socket.native_handle());
+    const uint64_t acked = tcp.delivered;
     uint64_t delivered = acked > ackedSeen ? acked - ackedSeen : 0;
     ackedSeen = std::max(ackedSeen, acked);
     {
@@ -203,7 +204,8 @@ void OutConn::fill() {
                 got.push_back(q.take());
             }
         if (bytes == 0 && got.empty()) idle = true;  // send() or a change of senders wakes it
-        if (!local && q.control.observe(std::chrono::steady_clock::now(), delivered, !q.empty())) {
+        const double queue = sender && tcp.minRtt.count() > 0 ? static_cast<double>(tcp.rtt.count()) / tcp.minRtt.count() : 0;
+        if (!local && q.control.observe(std::chrono::steady_clock::now(), delivered, !q.empty(), queue)) {
             senders = o->viewLocked(peer).senders;
             if (connStatsEnabled())
                 PCCL_LOG(Info, "data connections to " << peer.shortStr() << ": " << q.control.lastChange());

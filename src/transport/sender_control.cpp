@@ -29,7 +29,7 @@ int SenderControl::cap() const {
 
 void SenderControl::setRtt(Clock::duration rtt) { interval_ = std::clamp(10 * rtt, kMinInterval, kMaxInterval); }
 
-bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting) {
+bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting, double rttRatio) {
     if (fixed_) return false;
     if (!started_) {
         started_ = true;
@@ -37,6 +37,10 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting)
     }
     if (waiting_) waited_ += now - last_;
     bytes_ += bytes;
+    if (rttRatio > 0) {
+        ratioSum_ += rttRatio;
+        ++ratios_;
+    }
     last_ = now;
     waiting_ = waiting;
     const auto wall = now - start_;
@@ -45,9 +49,12 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting)
     // the frames (a ring waiting for its neighbour, the caller) was the limit, not the senders.
     const bool sendersLimited = waited_ * 4 >= wall * 3;
     const double rate = static_cast<double>(bytes_) / std::chrono::duration<double>(wall).count();
+    const bool queued = ratios_ == 0 || ratioSum_ / ratios_ >= kQueued;  // unknown: assume full
     start_ = now;
     waited_ = {};
     bytes_ = 0;
+    ratioSum_ = 0;
+    ratios_ = 0;
     if (phase_ == Phase::Settle) {  // ramp-up time passes, judged or not
         phase_ = Phase::Judge;
         prevRate_ = sendersLimited ? rate : 0;
@@ -64,6 +71,15 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting)
     }
     rising_ = 0;
     const int before = cap();
+    // The start count's first judgement: with no queue the link has room that these senders
+    // do not fill, so more of them, not fewer, is the question (a halving would only show it
+    // at the cost of two intervals at half the rate).
+    if (from_ == 0 && mode_ == Mode::Descend && kept_ == 0 && !queued && cap_ < pool_) {
+        mode_ = Mode::Ascend;
+        lastRate_ = baseRate_ = rate;
+        step(rate, "no queue: the senders, not the link, are the limit");
+        return cap() != before;
+    }
     judge(rate);
     return cap() != before;
 }

@@ -5,6 +5,10 @@
 // So a pool starts with up to kStart senders and halves them while that costs at most kLoss of
 // its send rate (down to kFloor); if the first halving costs over kWindowLimited, one
 // connection's window is the limit, and it doubles them instead while each doubling adds kGain.
+// It doubles at once, without that halving, if the start count's first judged interval shows
+// no queue (the senders' smoothed RTT within kQueued of their minimum): then the link is not
+// full and the senders are the limit (on a link limited by one connection's window, the
+// senders' RTT stayed within 80-90 ms of 80; on links BBR or the CPU fills it was 90-310 ms).
 // Every kProbeEvery judged intervals it tries one step up or down again (conditions change: a
 // loss burst, other jobs on the cores); a step that does not pay is undone and the next probe
 // waits twice as long.
@@ -34,6 +38,7 @@ public:
     static constexpr double kWindowLimited = 0.40;  // a first halving costing more: try more
     static constexpr int kProbeEvery = 8;     // judged intervals between probes
     static constexpr int kMaxRising = 3;      // intervals a rising rate may delay a judgement
+    static constexpr double kQueued = 1.15;   // senders' mean srtt / min RTT above this: a queue
     static constexpr Clock::duration kMinInterval = std::chrono::milliseconds(250);
     static constexpr Clock::duration kMaxInterval = std::chrono::seconds(2);
 
@@ -46,8 +51,9 @@ public:
     // A round trip of the link (TCP's, at connect time): sets the interval length.
     void setRtt(Clock::duration rtt);
     // One report: `bytes` delivered to the peer since the previous report, `waiting` whether
-    // frames are still queued for a sender after this one. Returns true when cap() changed.
-    bool observe(Clock::time_point now, uint64_t bytes, bool waiting);
+    // frames are still queued for a sender after this one, `rttRatio` a sender's smoothed RTT over
+    // its minimum (0: unknown). Returns true when cap() changed.
+    bool observe(Clock::time_point now, uint64_t bytes, bool waiting, double rttRatio = 0);
     // What the last change was based on, for the log ("4 -> 8 senders: ...").
     const std::string &lastChange() const { return why_; }
     // The send rate of the last judged interval (bytes per second), 0 before one.
@@ -78,6 +84,8 @@ private:
     Clock::time_point start_{}, last_{};
     Clock::duration waited_{};
     uint64_t bytes_ = 0;
+    double ratioSum_ = 0;  // the senders' srtt / min RTT reports in the interval
+    int ratios_ = 0;
     double lastRate_ = 0;
     double prevRate_ = 0;  // the last measured interval's rate (judged or not)
     int rising_ = 0;       // intervals skipped since the last change because the rate still rose
