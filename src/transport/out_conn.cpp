@@ -204,7 +204,9 @@ void OutConn::fill() {
                 got.push_back(q.take());
             }
         if (bytes == 0 && got.empty()) idle = true;  // send() or a change of senders wakes it
-        const double queue = sender && tcp.minRtt.count() > 0 ? static_cast<double>(tcp.rtt.count()) / tcp.minRtt.count() : 0;
+        // A sender's queue: its smoothed RTT over the lowest it has seen (0: none to report).
+        const double queue =
+            sender && tcp.minRtt.count() > 0 ? static_cast<double>(tcp.rtt.count()) / tcp.minRtt.count() : 0;
         if (!local && q.control.observe(std::chrono::steady_clock::now(), delivered, !q.empty(), queue)) {
             senders = o->viewLocked(peer).senders;
             if (connStatsEnabled())

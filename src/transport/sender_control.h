@@ -7,8 +7,9 @@
 // connection's window is the limit, and it doubles them instead while each doubling adds kGain.
 // It doubles at once, without that halving, if the start count's first judged interval shows
 // no queue (the senders' smoothed RTT within kQueued of their minimum): then the link is not
-// full and the senders are the limit (on a link limited by one connection's window, the
-// senders' RTT stayed within 80-90 ms of 80; on links BBR or the CPU fills it was 90-310 ms).
+// full and the senders are the limit (on a link limited by one connection's window the
+// senders' RTT stayed at 80-90 ms of 80; on links that BBR fills, 2 or 3 peers, it was 80-310
+// ms, mostly over 90).
 // Every kProbeEvery judged intervals it tries one step up or down again (conditions change: a
 // loss burst, other jobs on the cores); a step that does not pay is undone and the next probe
 // waits twice as long.
