@@ -71,22 +71,13 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting,
     }
     rising_ = 0;
     const int before = cap();
-    // The start count's first judgement: with no queue the link has room that these senders
-    // do not fill, so more of them, not fewer, is the question (a halving would only show it
-    // at the cost of two intervals at half the rate).
-    if (from_ == 0 && mode_ == Mode::Descend && kept_ == 0 && !queued && cap_ < pool_) {
-        mode_ = Mode::Ascend;
-        lastRate_ = baseRate_ = rate;
-        step(rate, "no queue: the senders, not the link, are the limit");
-        return cap() != before;
-    }
-    judge(rate);
+    judge(rate, queued);
     return cap() != before;
 }
 
 // A probe (cap_ against from_) kept goes on in its direction while it can; one that did not pay is
 // undone. Without a probe: go on with a descent or an ascent, or count down to the next probe.
-void SenderControl::judge(double rate) {
+void SenderControl::judge(double rate, bool queued) {
     lastRate_ = rate;
     cap_ = std::clamp(cap_, 1, std::max(pool_, 1));  // a pool smaller than kStart, or one that shrank
     const int floor = floorCount();
@@ -113,8 +104,7 @@ void SenderControl::judge(double rate) {
         // 45%; on links that BBR fills, where those left grow into the freed share slowly, 6-33%.
         // At 25%, 2-peer pools of 64 went to 32 cold senders on their first call (64-73% of the
         // ceiling); a window-limited pool that misreads this grows at the first probe for more.
-        const bool tryMore = !up && mode_ == Mode::Descend && kept_ == 0 && back < pool_ &&
-                             rate < baseRate_ * (1 - kWindowLimited);
+        const bool tryMore = !up && fromStart() && back < pool_ && rate < baseRate_ * (1 - kWindowLimited);
         mode_ = tryMore ? Mode::Ascend : Mode::Hold;
         kept_ = 0;
         if (!tryMore) every_ = std::min(every_ * 2, kProbeEvery * 8);  // fewer probes that do not pay
@@ -125,6 +115,13 @@ void SenderControl::judge(double rate) {
         return;
     }
     baseRate_ = rate;
+    // The start count's first judgement: with no queue the link has room that these senders do
+    // not fill, so more of them, not fewer, is the question (a halving would only show it at the
+    // cost of two intervals at half the rate).
+    if (fromStart() && !queued && cap_ < pool_) {
+        mode_ = Mode::Ascend;
+        return step(rate, "no queue: the senders, not the link, are the limit");
+    }
     if (mode_ != Mode::Hold) return step(rate, "");
     if (++held_ < every_) return;
     held_ = 0;

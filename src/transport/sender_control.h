@@ -63,10 +63,11 @@ public:
 private:
     enum class Phase { Settle, Judge };
     enum class Mode { Descend, Ascend, Hold };
-    void judge(double rate);
+    void judge(double rate, bool queued);  // queued: the senders built a queue (or did not say)
     void step(double rate, const char *why);
     bool moveTo(int cap, const char *why, double rate);
     int floorCount() const { return kFloor < pool_ ? kFloor : pool_; }  // descents stop here
+    bool fromStart() const { return mode_ == Mode::Descend && kept_ == 0; }  // no step kept yet
 
     std::optional<int> fixed_;
     int pool_ = 1;
