@@ -99,7 +99,10 @@ build: configure
 	$(CMAKE) --build $(BUILD_DIR) -j$(JOBS)
 
 test: deps build
-	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure
+	@# A failing suite's full output is long and CI shows only its ends: the Catch2 failures are
+	@# printed again last, where they are seen.
+	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure || { rc=$$?; \
+	  bash tests/failure_summary.sh $(BUILD_DIR)/Testing/Temporary/LastTest.log; exit $$rc; }
 	@if [ "$(FUZZ_SHORT)" != 0 ]; then $(MAKE) --no-print-directory fuzz-short; fi
 	@# ---- Python: build and install the package from this tree, then run its tests. ----
 	@if [ -d $(PY_TEST_DIR) ]; then \

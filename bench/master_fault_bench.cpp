@@ -19,6 +19,7 @@
 
 #include "fault_bench.hpp"
 #include "master_process.hpp"
+#include "support/ports.h"
 #include "process.hpp"
 
 namespace faultbench {
@@ -125,7 +126,7 @@ long MasterRun::okSteps(size_t i, int64_t after_ns) const {
 
 bool MasterRun::start(std::string &err) {
     setenv("PCCL_HEARTBEAT_TIMEOUT_MS", std::to_string(kHeartbeatMs).c_str(), 1);
-    port_ = bench::pickRestartablePort(err);
+    port_ = pccl_test::unusedLoopbackPort(err);
     if (port_ == 0 || !spawnMaster(err)) return false;
     if (!waitUntil(nowNs() + 10'000'000'000, [&] { return listening_; }, err)) {
         if (err.empty()) err = "the master did not report its address within 10 s";

@@ -10,13 +10,6 @@
 
 namespace bench {
 
-// A loopback port for a master that will be restarted on it: free now, and below the
-// kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), so that while the master
-// is down neither a port-0 listener nor an outgoing connection takes it. (A peer reconnecting
-// to 127.0.0.1:P from the ephemeral port P would connect to itself.) 0 and err set when none
-// was found.
-uint16_t pickRestartablePort(std::string &err);
-
 // Starts `bin --listen 127.0.0.1:port` plus extra, its stderr appended to log_path (through
 // /bin/sh, which execs it: the child's pid is the master's). Its stdout is the Child's pipe,
 // where it prints "pccl-master listening on ..." and one status line per membership change.

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "master_process.hpp"
+#include "support/ports.h"
 #include "soak.hpp"
 
 namespace soak {
@@ -54,7 +55,7 @@ bool Soak::startMasters() {
         if (opt_.master.enabled) {
             std::string err;
             for (int tries = 0; tries < 20 && (m.port == 0 || (i > 0 && m.port == masters_[0].port)); ++tries)
-                m.port = bench::pickRestartablePort(err);
+                m.port = pccl_test::unusedLoopbackPort(err);
             if (m.port == 0) {
                 std::fprintf(stderr, "pccl-soak: %s\n", err.c_str());
                 return false;

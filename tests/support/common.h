@@ -5,6 +5,8 @@
 
 #include <pccl.h>
 
+#include "support/ports.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -175,21 +177,13 @@ inline int listenLoopback(uint16_t *port, int backlog = 64) {
     return fd;
 }
 
-// A loopback port nobody listens on right now (bound to port 0, then released): for a master
-// that must be restarted on the same address.
+// A loopback port nobody listens on right now, outside the ephemeral range (support/ports.h): for
+// a master restarted on the same address, a fixed data port, a server started later.
 inline uint16_t freeLoopbackPort() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0) {
-        if (fd >= 0) ::close(fd);
-        throw std::runtime_error("freeLoopbackPort: cannot bind 127.0.0.1:0");
-    }
-    ::close(fd);
-    return ntohs(a.sin_port);
+    std::string err;
+    const uint16_t port = unusedLoopbackPort(err);
+    if (port == 0) throw std::runtime_error("freeLoopbackPort: " + err);
+    return port;
 }
 
 inline ccoip_socket_address_t loopbackV6(uint16_t port) {
