@@ -3,6 +3,7 @@
 // of senders, reported every 10 ms as a busy pool would.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <functional>
 #include <vector>
@@ -51,113 +52,135 @@ std::function<double(int)> queueOf(double perConn, double link) {
 
 } // namespace
 
-TEST_CASE("senders: fewer while fewer move as much, down to the count that fills the link", "[sender_control]") {
+TEST_CASE("senders: a start count that builds no queue doubles while doubling pays, until a queue builds",
+          "[sender_control]") {
     Sim s(64);
     CHECK(s.c.cap() == SenderControl::kStart);
-    s.run(15, windowLimited(10e6, 70e6));  // 8 fill 70 of 80; 4 carry 40
-    CHECK(s.caps == std::vector<int>{16, 8, 4, 8});
-    CHECK(s.c.cap() == 8);
-    CHECK(s.c.lastChange().find("back to 8") != std::string::npos);
-}
-
-TEST_CASE("senders: a link limited by one connection's window keeps the start count, then grows",
-          "[sender_control]") {
-    Sim s(16);  // the pool is the start count: halving costs half, nothing to add
-    s.run(10, windowLimited(1e6, 1e9));
-    CHECK(s.caps == std::vector<int>{16, 8, 16});
-    s.run(60, windowLimited(1e6, 1e9));  // later probes: never above the pool, always undone
-    CHECK(s.highest == 16);
-    CHECK(s.c.cap() == 16);
-
-    Sim big(64);  // a larger pool: after the first halving fails, doubling pays up to the pool
-    big.run(20, windowLimited(1e6, 1e9));
-    REQUIRE(big.caps.size() >= 5);
-    CHECK(std::vector<int>(big.caps.begin(), big.caps.begin() + 5) == std::vector<int>{16, 8, 16, 32, 64});
-    CHECK(big.c.cap() == 64);
-}
-
-TEST_CASE("senders: a start count that builds no queue doubles without halving first", "[sender_control]") {
-    Sim s(64);  // one connection's window is the limit, and the link stays empty
-    s.run(10, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
-    CHECK(s.caps == std::vector<int>{16, 32, 64});
-    CHECK(s.lowest == 16);
-    Sim full(64);  // 8 fill the link: a queue at 16, so the halving is tried as before
-    full.run(15, windowLimited(10e6, 70e6), true, queueOf(10e6, 70e6));
-    CHECK(full.caps == std::vector<int>{16, 8, 4, 8});
-    Sim near(64);  // a small queue (10% over the minimum RTT) is no queue
-    near.run(10, windowLimited(1e6, 1e9), true, [](int) { return 1.10; });
-    CHECK(near.caps == std::vector<int>{16, 32, 64});
-    Sim all(16);  // nothing to add to a pool that already sends on all of its connections
-    all.run(10, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
-    CHECK(all.caps == std::vector<int>{16, 8, 16});
-    Sim cpu(64);  // no queue but more cost (the CPU is the limit): undone, and later fewer
-    cpu.run(60, [](int n) { return 100e6 / (1 + 0.05 * n); }, true, [](int) { return 1.0; });
+    s.run(6, windowLimited(10e6, 70e6), true, queueOf(10e6, 70e6));  // 8 fill 70 of 80; 4 carry 40
+    CHECK(s.caps == std::vector<int>{4, 8});  // 8 build a queue: no 16
+    CHECK(s.c.lastChange().find("8 senders kept") != std::string::npos);
+    s.run(60, windowLimited(10e6, 70e6), true, queueOf(10e6, 70e6));
+    CAPTURE(s.caps);
+    CHECK(s.highest == 8);  // and no probe for more; probes for fewer, undone
+    for (size_t i = 1; i < s.caps.size(); ++i) CHECK(s.caps[i] == (i % 2 ? 8 : 4));
+    CHECK(s.caps.size() >= 4);
+    Sim cpu(64);  // no queue, but 8 add nothing: undone, and later probes for more too
+    cpu.run(60, [](int n) { return n >= 8 ? 41e6 : 40e6; }, true, [](int) { return 1.0; });
     CAPTURE(cpu.caps);
     REQUIRE(cpu.caps.size() >= 3);
-    CHECK(std::vector<int>(cpu.caps.begin(), cpu.caps.begin() + 3) == std::vector<int>{16, 32, 16});
-    CHECK(cpu.lowest <= 8);
+    CHECK(std::vector<int>(cpu.caps.begin(), cpu.caps.begin() + 3) == std::vector<int>{4, 8, 4});
+    CHECK(cpu.highest == 8);
 }
 
-TEST_CASE("senders: a first halving that costs a little is undone without trying more", "[sender_control]") {
-    // 15% or 33% less with 8 (noise, ramp-up, BBR's slow take-over of the freed share, a partly
-    // window-limited link): not worth fewer, and no sign that more would add anything (a link
-    // limited by one connection's window loses about half).
-    for (double less : {0.15, 0.33}) {
-        Sim s(64);
-        s.run(10, [less](int n) { return n >= 16 ? 100e6 : (1 - less) * 100e6; });
-        CAPTURE(less);
-        CHECK(s.caps == std::vector<int>{16, 8, 16});
-    }
-    Sim limited(64);
-    limited.run(10, [](int n) { return n >= 16 ? 100e6 : 55e6; });  // 45% less: try more (no gain)
-    CHECK(limited.caps == std::vector<int>{16, 8, 16, 32, 16});
+TEST_CASE("senders: a link limited by one connection's window grows the count to the pool", "[sender_control]") {
+    // Every doubling pays; later probes for fewer (there and back) are all that follows.
+    auto grown = [](const std::vector<int> &caps, int pool) {
+        std::vector<int> want;
+        for (int n = 4; n <= pool; n *= 2) want.push_back(n);
+        return caps.size() >= want.size() && std::equal(want.begin(), want.end(), caps.begin()) &&
+               std::all_of(caps.begin() + static_cast<long>(want.size()), caps.end(),
+                           [pool](int n) { return n == pool || n == pool / 2; });
+    };
+    Sim big(64);
+    big.run(60, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
+    CAPTURE(big.caps);
+    CHECK(grown(big.caps, 64));
+    CHECK(big.c.cap() >= 32);
+    Sim s(16);  // never above the pool
+    s.run(60, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
+    CAPTURE(s.caps);
+    CHECK(grown(s.caps, 16));
+    CHECK(s.highest == 16);
+    Sim near(64);  // a small queue (10% over the minimum RTT) is no queue
+    near.run(60, windowLimited(1e6, 1e9), true, [](int) { return 1.10; });
+    CAPTURE(near.caps);
+    CHECK(grown(near.caps, 64));
+}
+
+TEST_CASE("senders: a start count that builds a queue is kept, and never probed for more", "[sender_control]") {
+    // The link is full with the start count (BBR's queue: RTT 1.5x the minimum): more senders
+    // would only add cold connections among full ones.
+    Sim s(64);
+    s.run(60, windowLimited(30e6, 100e6), true, queueOf(30e6, 100e6));
+    CHECK(s.caps == std::vector<int>{4});
+    // With nothing reported the rates decide: probes for more, each undone.
+    Sim unknown(64);
+    unknown.run(60, windowLimited(30e6, 100e6));
+    CAPTURE(unknown.caps);
+    REQUIRE(unknown.caps.size() >= 3);
+    for (size_t i = 0; i < unknown.caps.size(); ++i) CHECK(unknown.caps[i] == (i % 2 ? 8 : 4));
 }
 
 TEST_CASE("senders: more senders that cost throughput (CPU-bound) are given back", "[sender_control]") {
+    // No queue (the CPU, not the link, is the limit) and each sender costs a little: the
+    // doubling from the start count is undone, and so is every probe for more.
     Sim s(64);
-    s.run(60, [](int n) { return 100e6 / (1 + 0.05 * n); });  // each sender costs a little
-    CHECK(s.c.cap() == SenderControl::kFloor);
-    CHECK(s.caps.at(1) == 8);
-    CHECK(s.caps.at(2) == 4);
-    for (size_t i = 3; i < s.caps.size(); ++i) CHECK(s.caps[i] <= 8);  // probes for more, undone
+    s.run(60, [](int n) { return 100e6 / (1 + 0.05 * n); }, true, [](int) { return 1.0; });
+    CAPTURE(s.caps);
+    REQUIRE(s.caps.size() >= 3);
+    CHECK(std::vector<int>(s.caps.begin(), s.caps.begin() + 3) == std::vector<int>{4, 8, 4});
+    CHECK(s.c.lastChange().find("back to 4") != std::string::npos);
+    CHECK(s.highest == 8);
+    CHECK(s.c.cap() <= 8);
 }
 
 TEST_CASE("senders: connections still ramping up do not make a change look worth it", "[sender_control]") {
-    // Four connections fill the link, but the pool starts cold and whenever senders are added
-    // the pool takes 2 s to reach its rate (TCP slow start).
-    Sim s(64);
-    SenderControl::Clock::time_point changed = s.now;
-    int last = s.c.cap();
-    for (int i = 0; i < 60 * 100; ++i) {
-        s.now += 10ms;
-        if (s.c.cap() > last) changed = s.now;  // new senders start cold; fewer stay warm
-        last = s.c.cap();
-        const double warm = std::min(1.0, std::chrono::duration<double>(s.now - changed).count() / 2.0);
-        const double rate = std::min(30e6 * s.c.cap(), 100e6) * (0.2 + 0.8 * warm);
-        if (s.c.observe(s.now, static_cast<uint64_t>(rate * 0.01), true)) s.caps.push_back(s.c.cap());
+    // Four connections fill the link, but whenever senders are added the pool takes 2 s to reach
+    // its rate (TCP slow start), the start included. `queue`: what the senders report (the
+    // model's: none while cold, 1.5x once warm; 0: nothing reported, the rates decide).
+    for (bool reported : {false, true}) {
+        Sim s(64);
+        SenderControl::Clock::time_point changed = s.now;
+        int last = s.c.cap();
+        for (int i = 0; i < 60 * 100; ++i) {
+            s.now += 10ms;
+            if (s.c.cap() > last) changed = s.now;  // new senders start cold; fewer stay warm
+            last = s.c.cap();
+            const double warm = std::min(1.0, std::chrono::duration<double>(s.now - changed).count() / 2.0);
+            const double rate = std::min(30e6 * s.c.cap(), 100e6) * (0.2 + 0.8 * warm);
+            const double queue = !reported ? 0 : warm < 1 ? 1.0 : 1.5;
+            if (s.c.observe(s.now, static_cast<uint64_t>(rate * 0.01), true, queue)) s.caps.push_back(s.c.cap());
+        }
+        CAPTURE(reported, s.caps, s.c.lastChange());
+        if (reported) {  // the start count is judged once warm, with its queue: kept
+            CHECK(s.caps == std::vector<int>{4});
+            continue;
+        }
+        REQUIRE(s.caps.size() >= 3);
+        for (size_t i = 0; i < s.caps.size(); ++i) CHECK(s.caps[i] == (i % 2 ? 8 : 4));  // probes, undone
+        CHECK((s.c.cap() == 4 || s.c.lastChange().find("probing for more") != std::string::npos));
     }
-    CAPTURE(s.caps, s.c.lastChange());
-    CHECK(s.caps.at(1) == 8);
-    CHECK(s.caps.at(2) == 4);
-    for (size_t i = 3; i < s.caps.size(); ++i) CHECK(s.caps[i] == (i % 2 ? 8 : 4));  // probes, undone
-    CHECK((s.c.cap() == 4 || s.c.lastChange().find("probing for more") != std::string::npos));
 }
 
 TEST_CASE("senders: probes go further apart while they do not pay", "[sender_control]") {
     Sim s(64);
     s.run(120, [](int n) { return 100e6 / (1 + 0.05 * n); });
-    // down to 4 in two steps; then 800 ms intervals, a probe every 8, 16, 32, 64 judged
-    // intervals (plus two per probe), each one there and back
-    CHECK(s.caps.size() <= 3 + 2 * 6);
-    CHECK(s.caps.size() >= 3 + 2 * 3);
+    // kept at 4; then 800 ms intervals, a probe every 8, 16, 32, 64 judged intervals (plus two
+    // per probe), each one there and back
+    CHECK(s.caps.size() <= 1 + 2 * 6);
+    CHECK(s.caps.size() >= 1 + 2 * 3);
+    CHECK(s.highest == 8);
 }
 
 TEST_CASE("senders: a link that gets worse for one connection makes later probes grow the count", "[sender_control]") {
     Sim s(64);
-    s.run(15, windowLimited(10e6, 70e6));
+    s.run(15, windowLimited(10e6, 70e6), true, queueOf(10e6, 70e6));
     REQUIRE(s.c.cap() == 8);
-    s.run(60, windowLimited(2e6, 70e6));  // loss: cubic's window per connection shrinks
+    s.run(30, windowLimited(2e6, 70e6), true, [](int) { return 1.5; });  // still a queue: no more
+    CHECK(s.c.cap() == 8);
+    s.run(60, windowLimited(2e6, 70e6), true, queueOf(2e6, 70e6));  // loss: cubic's window shrinks
     CHECK(s.c.cap() >= 32);
+}
+
+TEST_CASE("senders: a count grown on a window-limited link comes back down once fewer move as much",
+          "[sender_control]") {
+    Sim s(64);
+    s.run(20, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
+    REQUIRE(s.c.cap() == 64);
+    s.run(120, [](int) { return 50e6; }, true, [](int) { return 1.5; });  // now any count fills it
+    CAPTURE(s.caps);
+    CHECK(s.lowest == SenderControl::kFloor);
+    CHECK(s.c.cap() <= 8);
 }
 
 TEST_CASE("senders: a link any count fills never drifts below the floor", "[sender_control]") {
@@ -180,19 +203,19 @@ TEST_CASE("senders: a link any count fills never drifts below the floor", "[send
 TEST_CASE("senders: only intervals in which frames waited for a sender are judged", "[sender_control]") {
     Sim s(64);
     // The producer is the limit (nothing waits): no rate is known, nothing changes.
-    s.run(60, windowLimited(1e6, 1e9), false);
-    CHECK(s.caps == std::vector<int>{16});
+    s.run(60, windowLimited(1e6, 1e9), false, queueOf(1e6, 1e9));
+    CHECK(s.caps == std::vector<int>{4});
     CHECK(s.c.rate() == 0);
     // Frames waited half the time: still not judged.
     for (int i = 0; i < 300; ++i) {
-        s.run(0.05, windowLimited(1e6, 1e9), true);
-        s.run(0.05, windowLimited(1e6, 1e9), false);
+        s.run(0.05, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
+        s.run(0.05, windowLimited(1e6, 1e9), false, queueOf(1e6, 1e9));
     }
-    CHECK(s.caps == std::vector<int>{16});
+    CHECK(s.caps == std::vector<int>{4});
     // Short gaps (a tenth of the time): judged, and the pool grows.
     for (int i = 0; i < 300; ++i) {
-        s.run(0.09, windowLimited(1e6, 1e9), true);
-        s.run(0.01, windowLimited(1e6, 1e9), false);
+        s.run(0.09, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
+        s.run(0.01, windowLimited(1e6, 1e9), false, queueOf(1e6, 1e9));
     }
     CHECK(s.c.cap() == 64);
     CHECK(s.c.rate() > 0);
@@ -206,8 +229,8 @@ TEST_CASE("senders: the interval is ten round trips, within bounds", "[sender_co
         SenderControl::Clock::time_point t{};
         auto changedAt = 0ms;
         for (auto at = 10ms; at <= 10000ms; at += 10ms) {
-            // settle, then one judged interval at 16 senders, then the first halving
-            if (c.observe(t + at, 1000000, true)) {
+            // settle, then one judged interval at the start count, then (no queue) the doubling
+            if (c.observe(t + at, 1000000, true, 1.0)) {
                 changedAt = at;
                 break;
             }
@@ -224,7 +247,7 @@ TEST_CASE("senders: a fixed count and a shrunken pool", "[sender_control]") {
     CHECK(fixed.c.cap() == 3);
 
     Sim s(16);
-    s.run(10, windowLimited(1e6, 1e9));
+    s.run(10, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
     REQUIRE(s.c.cap() == 16);
     s.c.setPool(5);  // connections broke
     CHECK(s.c.cap() == 5);

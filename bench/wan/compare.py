@@ -40,6 +40,7 @@ def add_parser(sub, with_profile):
                    help="NAME=PATH of a pccl-bench build (repeat to compare builds; default: the one found)")
     p.add_argument("--env", action="append", help="K=V for the bench processes")
     p.add_argument("--conn-stats", action="store_true", help="PCCL_CONN_STATS=1: per-connection report per call")
+    p.add_argument("--bench-log", help="append every bench run's whole stderr (all ranks) to this file")
     p.add_argument("--timeout", type=float, default=600)
 
 
@@ -101,6 +102,9 @@ def run_bench(w, env, bench, args, pool, extra_env):
     p = env.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
                   stdin=subprocess.DEVNULL)
     out, err = p.communicate()
+    if args.bench_log:
+        with open(args.bench_log, "a") as f:
+            f.write(f"==== {bench} pool {pool} env {extra_env}\n{err}")
     first, times, checks, report = {}, {}, [], []
     for line in err.splitlines():
         m = re.match(r"\[rank (\d+)\] @pb (first|times) \d+ (.*)", line)

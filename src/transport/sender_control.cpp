@@ -49,7 +49,7 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting,
     // the frames (a ring waiting for its neighbour, the caller) was the limit, not the senders.
     const bool sendersLimited = waited_ * 4 >= wall * 3;
     const double rate = static_cast<double>(bytes_) / std::chrono::duration<double>(wall).count();
-    const bool queued = ratios_ == 0 || ratioSum_ / ratios_ >= kQueued;  // unknown: assume full
+    const double queue = ratios_ == 0 ? 0 : ratioSum_ / ratios_;
     start_ = now;
     waited_ = {};
     bytes_ = 0;
@@ -71,13 +71,14 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting,
     }
     rising_ = 0;
     const int before = cap();
-    judge(rate, queued);
+    judge(rate, queue);
     return cap() != before;
 }
 
 // A probe (cap_ against from_) kept goes on in its direction while it can; one that did not pay is
-// undone. Without a probe: go on with a descent or an ascent, or count down to the next probe.
-void SenderControl::judge(double rate, bool queued) {
+// undone. Without a probe: the start count's judgement, or go on with a descent or an ascent, or
+// count down to the next probe.
+void SenderControl::judge(double rate, double queue) {
     lastRate_ = rate;
     cap_ = std::clamp(cap_, 1, std::max(pool_, 1));  // a pool smaller than kStart, or one that shrank
     const int floor = floorCount();
@@ -92,22 +93,15 @@ void SenderControl::judge(double rate, bool queued) {
         if (keep) {
             baseRate_ = rate;
             every_ = kProbeEvery;
-            mode_ = up ? Mode::Ascend : Mode::Descend;
-            ++kept_;
+            // More while each doubling pays, until the senders build a queue: then the link is
+            // full, and more of them would only add cold connections.
+            mode_ = !up ? Mode::Descend : queue >= kQueued ? Mode::Hold : Mode::Ascend;
             why_ = std::to_string(cap_) + " senders kept: " + measured;
             step(rate, why_.c_str());
             return;
         }
-        // Halving the start count cost much: one connection's window is the limit here, so more
-        // connections may add more. Measured first halvings 16 -> 8 (longfat, 80 ms): on links
-        // that one connection's window limits (cubic, 0.1% loss) they lost 30-62%, mostly over
-        // 45%; on links that BBR fills, where those left grow into the freed share slowly, 6-33%.
-        // At 25%, 2-peer pools of 64 went to 32 cold senders on their first call (64-73% of the
-        // ceiling); a window-limited pool that misreads this grows at the first probe for more.
-        const bool tryMore = !up && fromStart() && back < pool_ && rate < baseRate_ * (1 - kWindowLimited);
-        mode_ = tryMore ? Mode::Ascend : Mode::Hold;
-        kept_ = 0;
-        if (!tryMore) every_ = std::min(every_ * 2, kProbeEvery * 8);  // fewer probes that do not pay
+        mode_ = Mode::Hold;
+        every_ = std::min(every_ * 2, kProbeEvery * 8);  // fewer probes that do not pay
         phase_ = Phase::Settle;
         cap_ = back;
         rising_ = 0;
@@ -115,18 +109,29 @@ void SenderControl::judge(double rate, bool queued) {
         return;
     }
     baseRate_ = rate;
-    // The start count's first judgement: with no queue the link has room that these senders do
-    // not fill, so more of them, not fewer, is the question (a halving would only show it at the
-    // cost of two intervals at half the rate).
-    if (fromStart() && !queued && cap_ < pool_) {
-        mode_ = Mode::Ascend;
-        return step(rate, "no queue: the senders, not the link, are the limit");
+    if (mode_ == Mode::Start) {
+        // With no queue the link has room that these senders do not fill (one connection's
+        // window is the limit: on such a link, cubic at 0.1% loss, the senders' RTT stayed at
+        // 80-90 ms of 80), so more of them is the question. With a queue (on links that BBR
+        // fills, 2 or 3 peers, 80-310 ms) or none reported, the link is full: keep them.
+        mode_ = Mode::Hold;
+        if (queue > 0 && queue < kQueued && cap_ < pool_) {
+            mode_ = Mode::Ascend;
+            char text[64];
+            std::snprintf(text, sizeof text, "no queue: their RTT is %.2fx the minimum", queue);
+            step(rate, text);
+        }
+        return;
     }
     if (mode_ != Mode::Hold) return step(rate, "");
     if (++held_ < every_) return;
     held_ = 0;
     probeUp_ = !probeUp_;
-    const bool up = (probeUp_ && cap_ < pool_) || cap_ <= floor;
+    // Never more while the senders build a queue: the link is full, and senders added to it start
+    // cold among full ones (one 1 MiB frame on such a connection, added 6.7 s into a call, took
+    // 3.5 s and held up the whole ring).
+    const bool roomy = queue < kQueued;  // unknown (0): the rates decide
+    const bool up = roomy && ((probeUp_ && cap_ < pool_) || cap_ <= floor);
     if (up && cap_ < pool_) {
         moveTo(std::min(2 * cap_, pool_), "probing for more", rate);
     } else if (!up && cap_ > floor) {
@@ -146,7 +151,6 @@ void SenderControl::step(double rate, const char *why) {
         moveTo(std::max(cap_ / 2, floor), text.c_str(), rate);
     } else {
         mode_ = Mode::Hold;
-        kept_ = 0;
     }
 }
 

@@ -1,26 +1,25 @@
 // How many connections of a pool carry frames at once (docs/design.md, Segment scheduling): a
 // measured choice, not a constant. More connections fill more of a link while one connection's
 // window is the limit (loss-limited cubic, small socket buffers, per-flow policing); once the link
-// is full they only cost CPU and queue (3 peers on 2 cores: 16 senders moved ~15% less than 4).
-// So a pool starts with up to kStart senders and halves them while that costs at most kLoss of
-// its send rate (down to kFloor); if the first halving costs over kWindowLimited, one
-// connection's window is the limit, and it doubles them instead while each doubling adds kGain.
-// It doubles at once, without that halving, if the start count's first judged interval shows
-// no queue (the senders' smoothed RTT within kQueued of their minimum): then the link is not
-// full and the senders are the limit (on a link limited by one connection's window the
-// senders' RTT stayed at 80-90 ms of 80; on links that BBR fills, 2 or 3 peers, it was 80-310
-// ms, mostly over 90).
+// is full they only cost CPU and queue (3 peers on 2 cores: 16 senders moved ~15% less than 4),
+// and on a fresh pool many cold connections starting together cost the first call (2 peers,
+// 80 ms: 16 of them 83-85% of the ceiling, 4 of them 92-93%, same run).
+// So a pool starts with kStart senders. If, once they have ramped up, they build no queue (their
+// smoothed RTT within kQueued of their minimum) the link has room they do not fill, and it
+// doubles them while each doubling adds kGain; with a queue the link is full and it keeps them.
 // Every kProbeEvery judged intervals it tries one step up or down again (conditions change: a
-// loss burst, other jobs on the cores); a step that does not pay is undone and the next probe
-// waits twice as long.
+// loss burst, other jobs on the cores); a step that pays goes on in its direction (more while
+// each adds kGain, fewer while each costs at most kLoss, never below kFloor), one that does not
+// is undone and the next probe waits twice as long.
 //
 // A pure state machine: the data plane reports, under its lock, each time a connection of the
-// pool takes frames (the bytes delivered on it since it last did, from TCP_INFO, and whether
-// frames were still waiting for a sender). It measures intervals of ten round trips
-// (250 ms .. 2 s) and judges only those in which frames waited for a sender at least 3/4 of the
-// time (then the senders, not the producer of the frames, were the limit): the delivered bytes
-// over the interval. The interval after a change is not judged (new senders start cold; those
-// left must grow their windows), nor (up to kMaxRising more) one whose rate still rose by kGain/2.
+// pool takes frames (the bytes delivered on it since it last did, from TCP_INFO, whether frames
+// were still waiting for a sender, and its srtt / min RTT). It measures intervals of ten round
+// trips (250 ms .. 2 s) and judges only those in which frames waited for a sender at least 3/4
+// of the time (then the senders, not the producer of the frames, were the limit): the delivered
+// bytes over the interval. The interval after a change is not judged (new senders start cold;
+// those left must grow their windows), nor (up to kMaxRising more) one whose rate still rose by
+// kGain/2.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -32,11 +31,10 @@ namespace pccl::transport {
 class SenderControl {
 public:
     using Clock = std::chrono::steady_clock;
-    static constexpr int kStart = 16;         // senders before anything is measured
+    static constexpr int kStart = 4;          // senders before anything is measured
     static constexpr int kFloor = 4;          // descents and probes stop here
     static constexpr double kGain = 0.20;     // a doubling must raise the rate this much
     static constexpr double kLoss = 0.05;     // a halving may lower it this much
-    static constexpr double kWindowLimited = 0.40;  // a first halving costing more: try more
     static constexpr int kProbeEvery = 8;     // judged intervals between probes
     static constexpr int kMaxRising = 3;      // intervals a rising rate may delay a judgement
     static constexpr double kQueued = 1.15;   // senders' mean srtt / min RTT above this: a queue
@@ -62,20 +60,18 @@ public:
 
 private:
     enum class Phase { Settle, Judge };
-    enum class Mode { Descend, Ascend, Hold };
-    void judge(double rate, bool queued);  // queued: the senders built a queue (or did not say)
+    enum class Mode { Start, Descend, Ascend, Hold };
+    void judge(double rate, double queue);  // queue: the senders' mean srtt / min RTT (0: unknown)
     void step(double rate, const char *why);
     bool moveTo(int cap, const char *why, double rate);
     int floorCount() const { return kFloor < pool_ ? kFloor : pool_; }  // descents stop here
-    bool fromStart() const { return mode_ == Mode::Descend && kept_ == 0; }  // no step kept yet
 
     std::optional<int> fixed_;
     int pool_ = 1;
     int cap_ = kStart;
     Clock::duration interval_ = kMinInterval;
     Phase phase_ = Phase::Settle;  // fresh connections ramp up first
-    Mode mode_ = Mode::Descend;    // from kStart, fewer while they cost nothing
-    int kept_ = 0;                 // steps kept in this descent or ascent
+    Mode mode_ = Mode::Start;      // kStart until its first judgement
     int from_ = 0;                 // a step in progress: the count it left (0: none)
     double baseRate_ = 0;          // measured at from_ (during a step) or at cap_
     int held_ = 0;                 // judged intervals since the last probe
