@@ -6,7 +6,8 @@
 // 80 ms: 16 of them 83-85% of the ceiling, 4 of them 92-93%, same run).
 // So a pool starts with kStart senders. If, once they have ramped up, they build no queue (their
 // smoothed RTT within kQueued of their minimum) the link has room they do not fill, and it
-// doubles them while each doubling adds kGain; with a queue the link is full and it keeps them.
+// doubles them every interval until they build one (or reach the pool); with a queue the link
+// is full and it keeps them.
 // Every kProbeEvery judged intervals it tries one step up or down again (conditions change: a
 // loss burst, other jobs on the cores); a step that pays goes on in its direction (more while
 // each adds kGain, fewer while each costs at most kLoss, never below kFloor), one that does not
@@ -60,8 +61,9 @@ public:
 
 private:
     enum class Phase { Settle, Judge };
-    enum class Mode { Start, Descend, Ascend, Hold };
+    enum class Mode { Start, Ramp, Descend, Ascend, Hold };
     void judge(double rate, double queue);  // queue: the senders' mean srtt / min RTT (0: unknown)
+    void ramp(double rate, double queue);
     void step(double rate, const char *why);
     bool moveTo(int cap, const char *why, double rate);
     int floorCount() const { return kFloor < pool_ ? kFloor : pool_; }  // descents stop here
