@@ -52,19 +52,21 @@ std::function<double(int)> queueOf(double perConn, double link) {
 
 } // namespace
 
-TEST_CASE("senders: a start count that builds no queue doubles every interval until a queue builds",
+TEST_CASE("senders: a start count that builds no queue grows 4x every interval until a queue builds",
           "[sender_control]") {
     Sim s(64);
     CHECK(s.c.cap() == SenderControl::kStart);
     s.run(3.3, windowLimited(10e6, 70e6), true, queueOf(10e6, 70e6));  // 8 fill 70 of 80; 4 carry 40
-    // settle, one judged interval at 4 (no queue): 8; the next interval shows a queue: kept
-    CHECK(s.caps == std::vector<int>{4, 8});
-    CHECK(s.c.lastChange().find("4 -> 8 senders (no queue: their RTT is 1.00x the minimum") != std::string::npos);
+    // settle, one judged interval at 4 (no queue): 16; the next interval shows a queue: kept
+    CHECK(s.caps == std::vector<int>{4, 16});
+    CHECK(s.c.lastChange().find("4 -> 16 senders (no queue: their RTT is 1.00x the minimum") != std::string::npos);
     s.run(60, windowLimited(10e6, 70e6), true, queueOf(10e6, 70e6));
     CAPTURE(s.caps);
-    CHECK(s.highest == 8);  // and no probe for more; probes for fewer, undone
-    for (size_t i = 1; i < s.caps.size(); ++i) CHECK(s.caps[i] == (i % 2 ? 8 : 4));
-    CHECK(s.caps.size() >= 4);
+    // the overshoot comes down by the probes for fewer: 8 cost nothing, 4 do; never more again
+    REQUIRE(s.caps.size() >= 5);
+    CHECK(std::vector<int>(s.caps.begin(), s.caps.begin() + 4) == std::vector<int>{4, 16, 8, 4});
+    for (size_t i = 4; i < s.caps.size(); ++i) CHECK(s.caps[i] == (i % 2 ? 4 : 8));
+    CHECK(s.highest == 16);
 
     // Rates do not stop the ramp: cubic's first intervals are slow start before the first loss,
     // so 4 senders measure more than 8 do once the losses began.
@@ -80,10 +82,10 @@ TEST_CASE("senders: a start count that builds no queue doubles every interval un
 }
 
 TEST_CASE("senders: a link limited by one connection's window grows the count to the pool", "[sender_control]") {
-    // Every doubling pays; later probes for fewer (there and back) are all that follows.
+    // 4, 16, 64; later probes for fewer (there and back) are all that follows.
     auto grown = [](const std::vector<int> &caps, int pool) {
         std::vector<int> want;
-        for (int n = 4; n <= pool; n *= 2) want.push_back(n);
+        for (int n = 4; n <= pool; n *= SenderControl::kRampStep) want.push_back(n);
         return caps.size() >= want.size() && std::equal(want.begin(), want.end(), caps.begin()) &&
                std::all_of(caps.begin() + static_cast<long>(want.size()), caps.end(),
                            [pool](int n) { return n == pool || n == pool / 2; });
@@ -125,9 +127,9 @@ TEST_CASE("senders: more senders that cost throughput (CPU-bound) are given back
     Sim s(64);
     s.run(60, [](int n) { return 100e6 / (1 + 0.05 * n); }, true, [](int) { return 1.0; });
     CAPTURE(s.caps);
-    REQUIRE(s.caps.size() >= 9);
-    CHECK(std::vector<int>(s.caps.begin(), s.caps.begin() + 9) == std::vector<int>{4, 8, 16, 32, 64, 32, 16, 8, 4});
-    for (size_t i = 9; i < s.caps.size(); ++i) CHECK(s.caps[i] <= 8);
+    REQUIRE(s.caps.size() >= 7);
+    CHECK(std::vector<int>(s.caps.begin(), s.caps.begin() + 7) == std::vector<int>{4, 16, 64, 32, 16, 8, 4});
+    for (size_t i = 7; i < s.caps.size(); ++i) CHECK(s.caps[i] <= 8);
     CHECK(s.c.cap() <= 8);
     // Nothing reported: kept at 4, probes for more undone.
     Sim quiet(64);
@@ -138,29 +140,41 @@ TEST_CASE("senders: more senders that cost throughput (CPU-bound) are given back
 
 TEST_CASE("senders: connections still ramping up do not make a change look worth it", "[sender_control]") {
     // Four connections fill the link, but whenever senders are added the pool takes 2 s to reach
-    // its rate (TCP slow start), the start included. `queue`: what the senders report (the
-    // model's: none while cold, 1.5x once warm; 0: nothing reported, the rates decide).
-    for (bool reported : {false, true}) {
+    // its rate (TCP slow start), the start included. Nothing reported: the rates decide.
+    Sim s(64);
+    SenderControl::Clock::time_point changed = s.now;
+    int last = s.c.cap();
+    for (int i = 0; i < 60 * 100; ++i) {
+        s.now += 10ms;
+        if (s.c.cap() > last) changed = s.now;  // new senders start cold; fewer stay warm
+        last = s.c.cap();
+        const double warm = std::min(1.0, std::chrono::duration<double>(s.now - changed).count() / 2.0);
+        const double rate = std::min(30e6 * s.c.cap(), 100e6) * (0.2 + 0.8 * warm);
+        if (s.c.observe(s.now, static_cast<uint64_t>(rate * 0.01), true)) s.caps.push_back(s.c.cap());
+    }
+    CAPTURE(s.caps, s.c.lastChange());
+    REQUIRE(s.caps.size() >= 3);
+    for (size_t i = 0; i < s.caps.size(); ++i) CHECK(s.caps[i] == (i % 2 ? 8 : 4));  // probes, undone
+    CHECK((s.c.cap() == 4 || s.c.lastChange().find("probing for more") != std::string::npos));
+}
+
+TEST_CASE("senders: the start count is judged by its queue at the second interval, rising or not",
+          "[sender_control]") {
+    // The rate still rises (slow start; on a lossy cubic link for several intervals), but the
+    // queue is the question: a full link has built one by the second interval (BBR leaves its
+    // start-up within ten round trips), a window-limited one never does.
+    for (bool full : {true, false}) {
         Sim s(64);
-        SenderControl::Clock::time_point changed = s.now;
-        int last = s.c.cap();
-        for (int i = 0; i < 60 * 100; ++i) {
+        int interval = 0;
+        for (int i = 0; i < 250; ++i) {  // 2.5 s: settle, the start judged, one ramp interval
             s.now += 10ms;
-            if (s.c.cap() > last) changed = s.now;  // new senders start cold; fewer stay warm
-            last = s.c.cap();
-            const double warm = std::min(1.0, std::chrono::duration<double>(s.now - changed).count() / 2.0);
-            const double rate = std::min(30e6 * s.c.cap(), 100e6) * (0.2 + 0.8 * warm);
-            const double queue = !reported ? 0 : warm < 1 ? 1.0 : 1.5;
+            interval = i / 80;
+            const double rate = 10e6 * s.c.cap() * (1 + interval);  // rising 2x, 1.5x, ...
+            const double queue = full && interval >= 1 ? 1.5 : 1.0;
             if (s.c.observe(s.now, static_cast<uint64_t>(rate * 0.01), true, queue)) s.caps.push_back(s.c.cap());
         }
-        CAPTURE(reported, s.caps, s.c.lastChange());
-        if (reported) {  // the start count is judged once warm, with its queue: kept
-            CHECK(s.caps == std::vector<int>{4});
-            continue;
-        }
-        REQUIRE(s.caps.size() >= 3);
-        for (size_t i = 0; i < s.caps.size(); ++i) CHECK(s.caps[i] == (i % 2 ? 8 : 4));  // probes, undone
-        CHECK((s.c.cap() == 4 || s.c.lastChange().find("probing for more") != std::string::npos));
+        CAPTURE(full, s.caps);
+        CHECK(s.caps == (full ? std::vector<int>{4} : std::vector<int>{4, 16, 64}));
     }
 }
 
@@ -259,7 +273,7 @@ TEST_CASE("senders: a fixed count and a shrunken pool", "[sender_control]") {
     CHECK(fixed.c.cap() == 3);
 
     Sim s(16);
-    s.run(10, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
+    s.run(4, windowLimited(1e6, 1e9), true, queueOf(1e6, 1e9));
     REQUIRE(s.c.cap() == 16);
     s.c.setPool(5);  // connections broke
     CHECK(s.c.cap() == 5);

@@ -6,8 +6,8 @@
 // 80 ms: 16 of them 83-85% of the ceiling, 4 of them 92-93%, same run).
 // So a pool starts with kStart senders. If, once they have ramped up, they build no queue (their
 // smoothed RTT within kQueued of their minimum) the link has room they do not fill, and it
-// doubles them every interval until they build one (or reach the pool); with a queue the link
-// is full and it keeps them.
+// multiplies them by kRampStep every interval until they build one (or reach the pool); with a
+// queue the link is full and it keeps them.
 // Every kProbeEvery judged intervals it tries one step up or down again (conditions change: a
 // loss burst, other jobs on the cores); a step that pays goes on in its direction (more while
 // each adds kGain, fewer while each costs at most kLoss, never below kFloor), one that does not
@@ -34,6 +34,7 @@ public:
     using Clock = std::chrono::steady_clock;
     static constexpr int kStart = 4;          // senders before anything is measured
     static constexpr int kFloor = 4;          // descents and probes stop here
+    static constexpr int kRampStep = 4;       // the ramp from the start multiplies by this
     static constexpr double kGain = 0.20;     // a doubling must raise the rate this much
     static constexpr double kLoss = 0.05;     // a halving may lower it this much
     static constexpr int kProbeEvery = 8;     // judged intervals between probes
