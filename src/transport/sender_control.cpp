@@ -149,10 +149,11 @@ void SenderControl::judge(double rate, double queue) {
 
 // The ramp from the start count: kRampStep times the senders every interval while they build no
 // queue, by the queue alone (4, 16, 64: a lossy link's pool of 64 has all its senders about as
-// soon as with the former start at 16 and two doublings). Their rates are not compared: early intervals of cubic connections are slow start
-// before the first loss (4 senders measured 0.08-0.12 Gbit/s, then 8 of them 0.06-0.09 on the
-// lossy link), so a doubling judged by rate was undone where it was needed. The first interval
-// with a queue (or the pool) ends it; too many senders are then for the probes for fewer.
+// soon as with the former start at 16 and two doublings). Their rates are not compared: early
+// intervals of cubic connections are slow start before the first loss (4 senders measured
+// 0.08-0.12 Gbit/s, then 8 of them 0.06-0.09 on the lossy link), so a doubling judged by rate was
+// undone where it was needed. The first interval with a queue (or the pool) ends it; too many
+// senders are then for the probes for fewer.
 void SenderControl::ramp(double rate, double queue) {
     lastRate_ = rate;
     if (queue > 0 && queue < kQueued && cap_ < pool_) {

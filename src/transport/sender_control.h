@@ -4,7 +4,7 @@
 // is full they only cost CPU and queue (3 peers on 2 cores: 16 senders moved ~15% less than 4),
 // and on a fresh pool many cold connections starting together cost the first call (2 peers,
 // 80 ms: 16 of them 83-85% of the ceiling, 4 of them 92-93%, same run).
-// So a pool starts with kStart senders. If, once they have ramped up, they build no queue (their
+// So a pool starts with kStart senders. If in their second interval they build no queue (their
 // smoothed RTT within kQueued of their minimum) the link has room they do not fill, and it
 // multiplies them by kRampStep every interval until they build one (or reach the pool); with a
 // queue the link is full and it keeps them.
@@ -20,7 +20,7 @@
 // of the time (then the senders, not the producer of the frames, were the limit): the delivered
 // bytes over the interval. The interval after a change is not judged (new senders start cold;
 // those left must grow their windows), nor (up to kMaxRising more) one whose rate still rose by
-// kGain/2.
+// kGain/2, except the start count's second: its judgement reads the queue.
 #pragma once
 #include <chrono>
 #include <cstdint>
