@@ -102,7 +102,7 @@ def run_bench(w, env, bench, args, pool, extra_env):
     p = env.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
                   stdin=subprocess.DEVNULL)
     out, err = p.communicate()
-    if args.bench_log:
+    if getattr(args, "bench_log", None):  # poolcheck passes its own arguments
         with open(args.bench_log, "a") as f:
             f.write(f"==== {bench} pool {pool} env {extra_env}\n{err}")
     first, times, checks, report = {}, {}, [], []
