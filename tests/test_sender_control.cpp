@@ -265,6 +265,25 @@ TEST_CASE("senders: the interval is ten round trips, within bounds", "[sender_co
     }
 }
 
+TEST_CASE("senders: the start reads the queue three times before it keeps its count", "[sender_control]") {
+    // cubic's slow start can overshoot into a queue that its first losses drain: a queue in the
+    // first judged interval only, then none. The ramp starts at the second reading.
+    auto readings = [](std::vector<double> queues) {
+        Sim s(64);
+        for (int i = 0; i < 80 * static_cast<int>(queues.size() + 1) + 5; ++i) {
+            s.now += 10ms;
+            const size_t interval = static_cast<size_t>(i / 80);  // 800 ms each; the first settles
+            const double queue = interval == 0 ? 1.0 : queues[std::min(interval - 1, queues.size() - 1)];
+            if (s.c.observe(s.now, 100000, true, queue)) s.caps.push_back(s.c.cap());
+        }
+        return s.caps;
+    };
+    CHECK(readings({1.3, 1.0, 1.0}) == std::vector<int>{4, 16, 64});
+    CHECK(readings({1.3, 1.3, 1.0, 1.0}) == std::vector<int>{4, 16, 64});
+    // Three readings with a queue: kept, and a later interval without one does not ramp.
+    CHECK(readings({1.3, 1.3, 1.3, 1.0, 1.0, 1.0}) == std::vector<int>{4});
+}
+
 TEST_CASE("senders: a fixed count and a shrunken pool", "[sender_control]") {
     Sim fixed(64, 16);
     fixed.run(30, windowLimited(1e6, 1e9));

@@ -209,8 +209,8 @@ void OutConn::fill() {
             sender && tcp.minRtt.count() > 0 ? static_cast<double>(tcp.rtt.count()) / tcp.minRtt.count() : 0;
         if (!local && q.control.observe(std::chrono::steady_clock::now(), delivered, !q.empty(), queue)) {
             senders = o->viewLocked(peer).senders;
-            if (connStatsEnabled())
-                PCCL_LOG(Info, "data connections to " << peer.shortStr() << ": " << q.control.lastChange());
+            if (connStatsEnabled())  // at any log level, like the per-call report
+                log::write(log::Level::Info, "data connections to " + peer.shortStr() + ": " + q.control.lastChange());
             else
                 PCCL_LOG(Debug, "data connections to " << peer.shortStr() << ": " << q.control.lastChange());
             wake = o->idleSendersLocked(peer);

@@ -4,10 +4,10 @@
 // is full they only cost CPU and queue (3 peers on 2 cores: 16 senders moved ~15% less than 4),
 // and on a fresh pool many cold connections starting together cost the first call (2 peers,
 // 80 ms: 16 of them 83-85% of the ceiling, 4 of them 92-93%, same run).
-// So a pool starts with kStart senders. If in their second interval they build no queue (their
-// smoothed RTT within kQueued of their minimum) the link has room they do not fill, and it
-// multiplies them by kRampStep every interval until they build one (or reach the pool); with a
-// queue the link is full and it keeps them.
+// So a pool starts with kStart senders. If in one of their first kStartReads judged intervals
+// they build no queue (their smoothed RTT within kQueued of their minimum) the link has room they
+// do not fill, and it multiplies them by kRampStep every interval until they build one (or reach
+// the pool); with a queue in all of them the link is full and it keeps them.
 // Every kProbeEvery judged intervals it tries one step up or down again (conditions change: a
 // loss burst, other jobs on the cores); a step that pays goes on in its direction (more while
 // each adds kGain, fewer while each costs at most kLoss, never below kFloor), one that does not
@@ -35,6 +35,7 @@ public:
     static constexpr int kStart = 4;          // senders before anything is measured
     static constexpr int kFloor = 4;          // descents and probes stop here
     static constexpr int kRampStep = 4;       // the ramp from the start multiplies by this
+    static constexpr int kStartReads = 3;     // judged intervals the start reads the queue
     static constexpr double kGain = 0.20;     // a doubling must raise the rate this much
     static constexpr double kLoss = 0.05;     // a halving may lower it this much
     static constexpr int kProbeEvery = 8;     // judged intervals between probes
@@ -74,7 +75,8 @@ private:
     int cap_ = kStart;
     Clock::duration interval_ = kMinInterval;
     Phase phase_ = Phase::Settle;  // fresh connections ramp up first
-    Mode mode_ = Mode::Start;      // kStart until its first judgement
+    Mode mode_ = Mode::Start;      // kStart until it has read the queue (kStartReads)
+    int startReads_ = 0;           // judged intervals of the start that showed a queue
     int from_ = 0;                 // a step in progress: the count it left (0: none)
     double baseRate_ = 0;          // measured at from_ (during a step) or at cap_
     int held_ = 0;                 // judged intervals since the last probe
