@@ -284,6 +284,50 @@ TEST_CASE("senders: the start reads the queue three times before it keeps its co
     CHECK(readings({1.3, 1.3, 1.3, 1.0, 1.0, 1.0}) == std::vector<int>{4});
 }
 
+TEST_CASE("senders: the start does not read the queue while its senders are still in slow start",
+          "[sender_control]") {
+    // 3 peers at 80 ms on links that BBR fills: at the start's second interval its 4 senders were
+    // still in their start-up (a third of the link, RTT 1.05x), and the queue came after it.
+    // `slowStart`: intervals (from the first) in which the senders report start-up; `queues`: the
+    // RTT ratio per interval (the last one repeats).
+    auto run = [](int slowStart, std::vector<double> queues) {
+        Sim s(64);
+        for (int i = 0; i < 80 * 8; ++i) {
+            s.now += 10ms;
+            const int interval = i / 80;
+            const double queue = queues[std::min<size_t>(static_cast<size_t>(interval), queues.size() - 1)];
+            if (s.c.observe(s.now, 100000, true, queue, interval < slowStart)) s.caps.push_back(s.c.cap());
+        }
+        return s.caps;
+    };
+    // BBR: no queue through its start-up, one after it: kept (it ramped before the gate).
+    CHECK(run(2, {1.0, 1.05, 1.4}) == std::vector<int>{4});
+    CHECK(run(3, {1.0, 1.05, 1.05, 1.4}) == std::vector<int>{4});
+    // The same readings with the senders past their slow start: the link has room.
+    CHECK(run(0, {1.0, 1.05, 1.4}) == std::vector<int>{4, 16});
+    // A window-limited link whose senders never leave slow start (no loss, cubic held by its
+    // socket buffers): the start waits kStartupWaits intervals, then ramps.
+    Sim never(64);
+    int rampedAt = -1;
+    for (int i = 0; i < 80 * 10 && rampedAt < 0; ++i) {
+        never.now += 10ms;
+        if (never.c.observe(never.now, 100000, true, 1.0, true)) rampedAt = i / 80;
+    }
+    CHECK(never.c.cap() == 16);
+    // The report that ends interval j has index j + 1: the settle, the waits, then the reading.
+    CHECK(rampedAt == 2 + SenderControl::kStartupWaits);
+    // A sender that leaves its slow start during an interval still marks that interval.
+    Sim mid(64);
+    for (int i = 0; i < 80 * 6; ++i) {
+        mid.now += 10ms;
+        const int interval = i / 80;
+        const bool slow = interval < 1 || (interval == 1 && i % 80 < 40);
+        const double queue = interval < 2 ? 1.0 : 1.4;
+        if (mid.c.observe(mid.now, 100000, true, queue, slow)) mid.caps.push_back(mid.c.cap());
+    }
+    CHECK(mid.caps == std::vector<int>{4});
+}
+
 TEST_CASE("senders: a fixed count and a shrunken pool", "[sender_control]") {
     Sim fixed(64, 16);
     fixed.run(30, windowLimited(1e6, 1e9));

@@ -51,8 +51,11 @@ TcpProgress tcpProgress(int fd) {
     if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return {};
     // Delivered segments (SACKed ones included) rather than bytes_acked, which stands still behind
     // a hole until the retransmission fills it and then jumps (0.01% loss: +-50% per 800 ms).
+    // The initial slow start's threshold reads as TCP_INFINITE_SSTHRESH (Linux 6.1: a fresh
+    // connection 0x7fffffff, one that BBR moved past its start-up 10); 0 is taken as unset too.
+    const bool startup = ti.tcpi_snd_ssthresh == 0 || ti.tcpi_snd_ssthresh >= 0x7fffffffu;
     return {static_cast<uint64_t>(ti.tcpi_delivered) * ti.tcpi_snd_mss, std::chrono::microseconds(ti.tcpi_rtt),
-            std::chrono::microseconds(ti.tcpi_min_rtt)};
+            std::chrono::microseconds(ti.tcpi_min_rtt), startup};
 }
 
 } // namespace pccl::transport

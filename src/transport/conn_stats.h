@@ -44,6 +44,9 @@ struct TcpProgress {
     uint64_t delivered = 0;
     std::chrono::microseconds rtt{0};     // smoothed
     std::chrono::microseconds minRtt{0};  // the lowest seen: srtt above it is a queue
+    // Still in its first slow start: no slow-start threshold set yet (cubic and reno set one at
+    // the first loss or HyStart exit, BBR when it leaves its start-up).
+    bool startup = false;
 };
 TcpProgress tcpProgress(int fd);
 

@@ -207,7 +207,8 @@ void OutConn::fill() {
         // A sender's queue: its smoothed RTT over the lowest it has seen (0: none to report).
         const double queue =
             sender && tcp.minRtt.count() > 0 ? static_cast<double>(tcp.rtt.count()) / tcp.minRtt.count() : 0;
-        if (!local && q.control.observe(std::chrono::steady_clock::now(), delivered, !q.empty(), queue)) {
+        if (!local && q.control.observe(std::chrono::steady_clock::now(), delivered, !q.empty(), queue,
+                                        sender && tcp.startup)) {
             senders = o->viewLocked(peer).senders;
             if (connStatsEnabled())  // at any log level, like the per-call report
                 log::write(log::Level::Info, "data connections to " + peer.shortStr() + ": " + q.control.lastChange());

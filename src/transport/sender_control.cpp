@@ -29,7 +29,7 @@ int SenderControl::cap() const {
 
 void SenderControl::setRtt(Clock::duration rtt) { interval_ = std::clamp(10 * rtt, kMinInterval, kMaxInterval); }
 
-bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting, double rttRatio) {
+bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting, double rttRatio, bool startup) {
     if (fixed_) return false;
     if (!started_) {
         started_ = true;
@@ -41,6 +41,7 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting,
         ratioSum_ += rttRatio;
         ++ratios_;
     }
+    startup_ = startup_ || startup;
     last_ = now;
     waiting_ = waiting;
     const auto wall = now - start_;
@@ -50,6 +51,8 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting,
     const bool sendersLimited = waited_ * 4 >= wall * 3;
     const double rate = static_cast<double>(bytes_) / std::chrono::duration<double>(wall).count();
     const double queue = ratios_ == 0 ? 0 : ratioSum_ / ratios_;
+    const bool inStartup = startup_;
+    startup_ = false;
     start_ = now;
     waited_ = {};
     bytes_ = 0;
@@ -67,6 +70,16 @@ bool SenderControl::observe(Clock::time_point now, uint64_t bytes, bool waiting,
         return false;
     }
     if (!sendersLimited) return false;
+    // The start reads its queue once its senders have left their first slow start: before, no
+    // queue only means they have not grown yet (BBR builds its queue at the end of its start-up;
+    // 3 peers at 80 ms, the start's second interval: 4 senders moved a third of the link at 1.05x
+    // and ramped to 16 cold senders, a first call at 87% instead of 93-94%). Bounded: a sender
+    // that never loses a packet (cubic held by its socket buffer) or never finds its bandwidth
+    // (BBR limited by the application) stays in slow start.
+    if (mode_ == Mode::Start && inStartup && startupWaits_ < kStartupWaits) {
+        ++startupWaits_;
+        return false;
+    }
     // Judged once the rate stops rising (new connections leave slow start over several round
     // trips): else a count measured early looks worse than the next one measured later. Not the
     // start count: its judgement reads the queue, not the rate, and on a lossy link cubic's

@@ -7,7 +7,10 @@
 // So a pool starts with kStart senders. If in one of their first kStartReads judged intervals
 // they build no queue (their smoothed RTT within kQueued of their minimum) the link has room they
 // do not fill, and it multiplies them by kRampStep every interval until they build one (or reach
-// the pool); with a queue in all of them the link is full and it keeps them.
+// the pool); with a queue in all of them the link is full and it keeps them. An interval in
+// which a sender was still in its first slow start is not read (up to kStartupWaits of them):
+// that no queue is only the senders not having grown yet (BBR builds its queue at the end of its
+// start-up; 3 peers at 80 ms: 4 senders at a third of the link read 1.05x and ramped).
 // Every kProbeEvery judged intervals it tries one step up or down again (conditions change: a
 // loss burst, other jobs on the cores); a step that pays goes on in its direction (more while
 // each adds kGain, fewer while each costs at most kLoss, never below kFloor), one that does not
@@ -40,6 +43,7 @@ public:
     static constexpr double kLoss = 0.05;     // a halving may lower it this much
     static constexpr int kProbeEvery = 8;     // judged intervals between probes
     static constexpr int kMaxRising = 3;      // intervals a rising rate may delay a judgement
+    static constexpr int kStartupWaits = 3;   // intervals the start waits for its senders' start-up
     static constexpr double kQueued = 1.15;   // senders' mean srtt / min RTT above this: a queue
     static constexpr Clock::duration kMinInterval = std::chrono::milliseconds(250);
     static constexpr Clock::duration kMaxInterval = std::chrono::seconds(2);
@@ -54,8 +58,10 @@ public:
     void setRtt(Clock::duration rtt);
     // One report: `bytes` delivered to the peer since the previous report, `waiting` whether
     // frames are still queued for a sender after this one, `rttRatio` a sender's smoothed RTT over
-    // its minimum (0: unknown). Returns true when cap() changed.
-    bool observe(Clock::time_point now, uint64_t bytes, bool waiting, double rttRatio = 0);
+    // its minimum (0: unknown), `startup` whether that sender is still in its first slow start
+    // (TCP_INFO: no slow-start threshold yet; BBR sets one when it leaves its start-up).
+    // Returns true when cap() changed.
+    bool observe(Clock::time_point now, uint64_t bytes, bool waiting, double rttRatio = 0, bool startup = false);
     // What the last change was based on, for the log ("4 -> 8 senders: ...").
     const std::string &lastChange() const { return why_; }
     // The send rate of the last judged interval (bytes per second), 0 before one.
@@ -77,6 +83,7 @@ private:
     Phase phase_ = Phase::Settle;  // fresh connections ramp up first
     Mode mode_ = Mode::Start;      // kStart until it has read the queue (kStartReads)
     int startReads_ = 0;           // judged intervals of the start that showed a queue
+    int startupWaits_ = 0;         // intervals the start skipped: a sender was still in start-up
     int from_ = 0;                 // a step in progress: the count it left (0: none)
     double baseRate_ = 0;          // measured at from_ (during a step) or at cap_
     int held_ = 0;                 // judged intervals since the last probe
@@ -89,6 +96,7 @@ private:
     uint64_t bytes_ = 0;
     double ratioSum_ = 0;  // the senders' srtt / min RTT reports in the interval
     int ratios_ = 0;
+    bool startup_ = false;  // a sender reported its first slow start in the interval
     double lastRate_ = 0;
     double prevRate_ = 0;  // the last measured interval's rate (judged or not)
     int rising_ = 0;       // intervals skipped since the last change because the rate still rose
