@@ -19,8 +19,8 @@
 
 #include "fault_bench.hpp"
 #include "master_process.hpp"
-#include "support/ports.h"
 #include "process.hpp"
+#include "support/ports.h"
 
 namespace faultbench {
 namespace {

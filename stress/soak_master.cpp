@@ -5,8 +5,8 @@
 #include <cstdio>
 
 #include "master_process.hpp"
-#include "support/ports.h"
 #include "soak.hpp"
+#include "support/ports.h"
 
 namespace soak {
 

@@ -139,7 +139,7 @@ void SenderControl::judge(double rate, double queue) {
         // that its first losses drain (a lossy link's pool of 64 that read one at its second
         // interval sat at 4 senders for 13 s, 57% of the ceiling), while on links that BBR
         // fills the queue stays.
-        if (queue > 0 && queue < kQueued && cap_ < pool_) {
+        if (roomForMore(queue)) {
             mode_ = Mode::Ramp;
             ramp(rate, queue);
         } else if (++startReads_ >= kStartReads) {
@@ -174,7 +174,7 @@ void SenderControl::judge(double rate, double queue) {
 // senders are then for the probes for fewer.
 void SenderControl::ramp(double rate, double queue) {
     lastRate_ = rate;
-    if (queue > 0 && queue < kQueued && cap_ < pool_) {
+    if (roomForMore(queue)) {
         char text[64];
         std::snprintf(text, sizeof text, "no queue: their RTT is %.2fx the minimum", queue);
         moveTo(std::min(kRampStep * cap_, pool_), text, rate);

@@ -75,6 +75,9 @@ private:
     void step(double rate, const char *why);
     bool moveTo(int cap, const char *why, double rate);
     int floorCount() const { return kFloor < pool_ ? kFloor : pool_; }  // descents stop here
+    // The senders build no queue (a reported RTT within kQueued of the minimum) and the pool has
+    // more: the link has room they do not fill.
+    bool roomForMore(double queue) const { return queue > 0 && queue < kQueued && cap_ < pool_; }
 
     std::optional<int> fixed_;
     int pool_ = 1;
