@@ -10,9 +10,10 @@
 #                 stress/README.md)
 #   make asan     build-asan/ with -fsanitize=address,undefined, then ctest there
 #   make tsan     build-tsan/ with -fsanitize=thread, then ctest there
-#   make fuzz     the libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): installs clang-14 and
-#                 libfuzzer-14-dev if missing, builds them with ASan and UBSan into build-fuzz/, runs
-#                 each for FUZZ_SECONDS (60) on a scratch copy of the seed corpus tests/fuzz/corpus
+#   make fuzz     the libFuzzer harnesses (tests/fuzz, docs/fuzzing.md): installs clang-14,
+#                 libfuzzer-14-dev and libclang-rt-14-dev if missing, builds them with ASan and
+#                 UBSan into build-fuzz/, runs each for FUZZ_SECONDS (60) on a scratch copy of
+#                 the seed corpus tests/fuzz/corpus
 #                 (new inputs never land in the repository); fails on any crash, leak, timeout,
 #                 out-of-memory or broken invariant, leaving the input in build-fuzz/artifacts/.
 #                 FUZZ_RUNS=N stops each after N executions instead (with FUZZ_SECONDS=0: no time
@@ -45,8 +46,10 @@ BUILD_DIR  ?= build
 APT_PACKAGES := build-essential cmake ninja-build pkg-config libasio-dev libzstd-dev \
                 libxxhash-dev catch2 libssl-dev iproute2 nftables \
                 libcpp-httplib-dev nlohmann-json3-dev etcd-server chromium
-# Debian packages of `make fuzz` only (clang's libFuzzer with its sanitizers).
-FUZZ_APT_PACKAGES := clang-14 libfuzzer-14-dev
+# Debian packages of `make fuzz` only (clang's libFuzzer with its sanitizers). libclang-rt-14-dev
+# holds the sanitizer and fuzzer runtimes: clang-14 only recommends it, and deps install without
+# recommends (a fresh Debian 12 then fails to link any harness).
+FUZZ_APT_PACKAGES := clang-14 libfuzzer-14-dev libclang-rt-14-dev
 # Python packages as "import-name:pip-requirement". torch is checked by import only, so an
 # already installed torch of another version is left alone.
 PIP_PACKAGES := numpy:numpy pytest:pytest pybind11:pybind11 scikit_build_core:scikit-build-core \
