@@ -185,15 +185,8 @@ def test_await_termination_is_interruptible_by_ctrl_c():
 # PCCL 1.0's MasterNode lifetime: once run, a master serves until interrupted, whatever happens
 # to the object or the script. Real subprocesses: what counts is how the interpreter exits.
 
-def _default_sigint() -> None:
-    # A child started from a shell's background job inherits SIGINT ignored, and Python then
-    # installs no KeyboardInterrupt handler: give it the default disposition.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _script(code: str, **kw) -> subprocess.Popen:
-    return python_subprocess(["-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=_default_sigint, **kw)
+    return python_subprocess(["-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def _finish(p: subprocess.Popen, timeout: float = 15) -> tuple:
