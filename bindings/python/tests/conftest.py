@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import signal
 import sys
 
 import pytest
@@ -28,6 +29,14 @@ except ImportError as e:  # a clear message instead of a collection error in eve
                 "pip install --no-build-isolation ./bindings/python", returncode=2)
 
 DEFAULT_TIMEOUT_S = 60.0
+
+# Started from a shell's background job (a CI runner's, or `make test &`), pytest inherits SIGINT
+# ignored, and so would every child: Python then installs no KeyboardInterrupt handler, and the
+# Ctrl-C tests (test_interrupt.py, test_master.py) wait out their deadline. A handled signal is
+# reset to its default by exec, an ignored one is not: handle it here, and every child starts
+# with SIGINT at its default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,7 +5,6 @@ function per peer with a deadline."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -125,20 +124,12 @@ class Cluster:
         self.close()
 
 
-def default_sigint() -> None:
-    """preexec_fn: SIGINT back to its default disposition. A child started from a shell's
-    background job (a CI runner's, or `make test &`) inherits SIGINT ignored, and Python then
-    installs no KeyboardInterrupt handler, so a test that interrupts it would wait forever."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def python_subprocess(code_or_args: Sequence[str], *, env: Optional[dict] = None, **kw: Any) -> subprocess.Popen:
-    """Start `python <args>` with this interpreter, unbuffered, SIGINT at its default."""
+    """Start `python <args>` with this interpreter, unbuffered."""
     e = dict(os.environ)
     e["PYTHONUNBUFFERED"] = "1"
     if env:
         e.update(env)
-    kw.setdefault("preexec_fn", default_sigint)
     return subprocess.Popen([sys.executable, *code_or_args], env=e, **kw)
 
 

@@ -20,7 +20,6 @@ from typing import List, Optional
 import pytest
 
 import pccl
-from pccl_testing import default_sigint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.join(HERE, "blocked_peer.py")
@@ -40,8 +39,7 @@ class Child:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("PCCL_LOG_LEVEL", "error")
         self.proc = subprocess.Popen([sys.executable, HELPER, "--master", f"127.0.0.1:{master_port}", "--mode", mode,
-                                      *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=default_sigint)
+                                      *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: List[str] = []
         self._cv = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()

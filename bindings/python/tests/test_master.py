@@ -186,6 +186,7 @@ def test_await_termination_is_interruptible_by_ctrl_c():
 # to the object or the script. Real subprocesses: what counts is how the interpreter exits.
 
 def _script(code: str, **kw) -> subprocess.Popen:
+    # SIGINT at its default in the child even under a background job: conftest.py.
     return python_subprocess(["-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
