@@ -2,17 +2,16 @@
 // real loopback sockets.
 #include <catch2/catch.hpp>
 
-#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <thread>
 #include <vector>
 
+#include "support/common.h"
 #include "transport/conn_stats.h"
 
 using pccl::transport::tcpProgress;
@@ -22,18 +21,13 @@ namespace {
 struct Pair {
     int client = -1, server = -1;
     Pair() {
-        const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        REQUIRE(::bind(listener, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0);
-        REQUIRE(::listen(listener, 1) == 0);
-        REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr *>(&a), &len) == 0);
-        client = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(::connect(client, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0);
+        uint16_t port = 0;
+        const int listener = pccl_test::listenLoopback(&port, 1);
+        REQUIRE(listener >= 0);
+        client = pccl_test::connectLoopback(port);
         server = ::accept(listener, nullptr, nullptr);
         ::close(listener);
+        REQUIRE(client >= 0);
         REQUIRE(server >= 0);
     }
     ~Pair() {
